@@ -1,0 +1,78 @@
+"""TileLang CUDA kernels used by the GPU examples and benchmarks.
+
+Importing this module needs no GPU: the factories only build ``PrimFunc`` objects.
+Compile with ``tilelang.compile(func, out_idx=[-1], target="cuda")`` on a GPU machine.
+"""
+
+import itertools
+
+import tilelang.language as T
+
+__all__ = ["GEMM_48_CONFIGS", "elementwise_add", "gemm"]
+
+#: 48-point GEMM space: block_M x block_N x block_K x num_stages x threads.
+GEMM_48_CONFIGS = [
+    {"block_M": bm, "block_N": bn, "block_K": bk, "num_stages": ns, "threads": th}
+    for bm, bn, bk, ns, th in itertools.product(
+        (64, 128), (64, 128, 256), (32, 64), (2, 3), (128, 256)
+    )
+]
+
+
+def gemm(
+    M: int,
+    N: int,
+    K: int,
+    block_M: int,
+    block_N: int,
+    block_K: int,
+    num_stages: int,
+    threads: int,
+    dtype: str = "float16",
+    accum_dtype: str = "float",
+):
+    """Pipelined tensor-core ``C = A @ B`` with ``A: (M, K)``, ``B: (K, N)``, ``C: (M, N)``."""
+
+    @T.prim_func
+    def main(
+        A: T.Tensor((M, K), dtype),
+        B: T.Tensor((K, N), dtype),
+        C: T.Tensor((M, N), dtype),
+    ):
+        with T.Kernel(
+            T.ceildiv(N, block_N), T.ceildiv(M, block_M), threads=threads
+        ) as (bx, by):
+            A_shared = T.alloc_shared((block_M, block_K), dtype)
+            B_shared = T.alloc_shared((block_K, block_N), dtype)
+            C_local = T.alloc_fragment((block_M, block_N), accum_dtype)
+            T.clear(C_local)
+            for ko in T.Pipelined(T.ceildiv(K, block_K), num_stages=num_stages):
+                T.copy(A[by * block_M, ko * block_K], A_shared)
+                T.copy(B[ko * block_K, bx * block_N], B_shared)
+                T.gemm(A_shared, B_shared, C_local)
+            T.copy(C_local, C[by * block_M, bx * block_N])
+
+    return main
+
+
+def elementwise_add(
+    M: int, N: int, block_M: int, block_N: int, threads: int, dtype: str = "float16"
+):
+    """Tiled ``C = A + B`` over ``(M, N)`` tensors."""
+
+    @T.prim_func
+    def main(
+        A: T.Tensor((M, N), dtype),
+        B: T.Tensor((M, N), dtype),
+        C: T.Tensor((M, N), dtype),
+    ):
+        with T.Kernel(
+            T.ceildiv(N, block_N), T.ceildiv(M, block_M), threads=threads
+        ) as (bx, by):
+            for i, j in T.Parallel(block_M, block_N):
+                C[by * block_M + i, bx * block_N + j] = (
+                    A[by * block_M + i, bx * block_N + j]
+                    + B[by * block_M + i, bx * block_N + j]
+                )
+
+    return main

@@ -1,0 +1,299 @@
+"""Check and time candidates. Runs inside a timing worker process.
+
+Each job loads a compiled candidate from its artifact directory, feeds it the
+same inputs as ``ref_prog``, compares the outputs and times it. A candidate that
+crashes the process or hangs only takes this worker down (the pool kills and
+replaces it); the parent records the failure against that config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import cloudpickle
+import torch
+
+from .param import CompileArgs, ProfileArgs, load_kernel
+
+L2_FLUSH_BYTES = 256 * 1024 * 1024
+
+# Per-process memo: inputs and reference outputs per cache key (cache_input_tensors).
+_INPUTS: dict[str, tuple[list, list | None, list[float]]] = {}
+
+
+@dataclass
+class BenchJob:
+    """One candidate to check and time; pickled into the timing worker."""
+
+    key: str
+    kernel_dir: str
+    compile_args: CompileArgs
+    profile_blob: bytes  # cloudpickle(ProfileArgs): it holds the user's callables
+    device: str  # "cpu" or "cuda:N"
+    lock_path: str | None = None  # machine-/device-wide timing lock
+    stop_above_ms: float | None = None  # early stop: give up when clearly slower than this
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _input_indices(kernel: Any, out_idx: Any) -> list[int]:
+    n = len(kernel.params)
+    outs = [] if out_idx is None else ([out_idx] if isinstance(out_idx, int) else list(out_idx))
+    outs = {i % n for i in outs}
+    return [i for i in range(n) if i not in outs]
+
+
+def make_inputs(kernel: Any, profile: ProfileArgs, out_idx: Any, device: str) -> list:
+    """Inputs for the kernel's non-output params, from supply_prog or supply_type."""
+    from tilelang.utils.tensor import get_tensor_supply
+
+    params = [kernel.params[i] for i in _input_indices(kernel, out_idx)]
+    if profile.supply_prog is not None:
+        tensors = list(profile.supply_prog(params))
+    else:
+        torch.manual_seed(0)
+        supply = get_tensor_supply(profile.supply_type)
+        tensors = [supply(p) for p in params]
+    return [t.to(device) if isinstance(t, torch.Tensor) else t for t in tensors]
+
+
+def _as_list(out: Any) -> list:
+    if out is None:
+        return []
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+# ----------------------------------------------------------------------------- check
+
+
+def compare(outs: list, refs: list, profile: ProfileArgs) -> str | None:
+    """None when outputs match; else a message with the mismatch ratio and the worst element."""
+    if len(outs) != len(refs):
+        return f"kernel returned {len(outs)} output(s), ref_prog {len(refs)}"
+    for n, (out, ref) in enumerate(zip(outs, refs)):
+        if not isinstance(ref, torch.Tensor):
+            ref = torch.as_tensor(ref)
+        if tuple(out.shape) != tuple(ref.shape):
+            return f"output {n}: shape {tuple(out.shape)} but ref_prog gave {tuple(ref.shape)}"
+        o = out.detach().to("cpu", torch.float64)
+        r = ref.detach().to("cpu", torch.float64)
+        diff = (o - r).abs()
+        tol = profile.atol + profile.rtol * r.abs()
+        finite_ref = torch.isfinite(r)
+        bad = (diff > tol) & finite_ref
+        bad |= ~torch.isfinite(o) & finite_ref
+        bad |= ~finite_ref & ~((o == r) | (torch.isnan(o) & torch.isnan(r)))
+        count = int(bad.sum())
+        ratio = count / max(1, bad.numel())
+        if ratio > profile.max_mismatched_ratio:
+            excess = torch.where(bad, torch.nan_to_num(diff - tol, nan=float("inf")), torch.zeros_like(diff))
+            worst = tuple(int(i) for i in torch.unravel_index(torch.argmax(excess), excess.shape))
+            return (
+                f"output {n}: {count}/{bad.numel()} elements mismatch ({ratio:.2%} > max_mismatched_ratio "
+                f"{profile.max_mismatched_ratio:.2%}); worst at {worst}: got {o[worst].item():.6g}, "
+                f"expected {r[worst].item():.6g} (rtol={profile.rtol}, atol={profile.atol})"
+            )
+    return None
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_fn(fn: Callable[[], Any], profile: ProfileArgs, device: str, rep: int | None = None,
+            warmup: int | None = None, stop_above_ms: float | None = None) -> tuple[list[float], bool]:
+    """Run ``fn`` warmup times, then time ``rep`` runs; every sample in ms.
+
+    With ``stop_above_ms``, the first few samples decide whether the rest are
+    worth taking: returns (samples, stopped_early).
+    """
+    rep = profile.rep if rep is None else rep
+    warmup = profile.warmup if warmup is None else warmup
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    probe = min(rep, max(3, rep // 10)) if stop_above_ms else rep
+    timer = _cpu_samples if not device.startswith("cuda") else _cuda_timer(profile.backend)
+    samples = timer(fn, probe, device)
+    if stop_above_ms and statistics.median(samples) > stop_above_ms:
+        return samples, True
+    if rep > probe:
+        samples += timer(fn, rep - probe, device)
+    return samples, False
+
+
+def _cpu_samples(fn: Callable, n: int, device: str) -> list[float]:
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        fn()
+        samples.append((time.perf_counter_ns() - t0) / 1e6)
+    return samples
+
+
+def _cuda_timer(backend: str) -> Callable:
+    return {"event": _cuda_event_samples, "cudagraph": _cudagraph_samples, "cupti": _cupti_samples}[backend]
+
+
+def _flush_buffer(device: str) -> torch.Tensor:
+    return torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.int32, device=device)
+
+
+def _cuda_event_samples(fn: Callable, n: int, device: str) -> list[float]:
+    flush = _flush_buffer(device)
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+    for i in range(n):
+        flush.zero_()  # evict the inputs from L2 so every run starts cold
+        starts[i].record()
+        fn()
+        ends[i].record()
+    torch.cuda.synchronize()
+    return [s.elapsed_time(e) for s, e in zip(starts, ends)]
+
+
+def _cudagraph_samples(fn: Callable, n: int, device: str) -> list[float]:
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        fn()  # warm up on the capture stream
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            fn()
+    torch.cuda.synchronize()
+    return _cuda_event_samples(graph.replay, n, device)
+
+
+def _cupti_samples(fn: Callable, n: int, device: str) -> list[float]:
+    from torch.profiler import ProfilerActivity, profile
+
+    flush = _flush_buffer(device)
+    marks = []
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for i in range(n):
+            flush.zero_()
+            torch.cuda.synchronize()
+            marks.append(i)
+            fn()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA
+               and "zero" not in e.name.lower() and "fill" not in e.name.lower()]
+    if not kernels or len(kernels) % n:
+        # Could not attribute kernel records to calls: fall back to events.
+        return _cuda_event_samples(fn, n, device)
+    per_call = len(kernels) // n
+    times = [getattr(k, "device_time", None) or k.cuda_time for k in kernels]
+    return [sum(times[i * per_call:(i + 1) * per_call]) / 1000.0 for i in range(n)]
+
+
+def _timing_lock(path: str | None):
+    if not path:
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    return FileLock(path)
+
+
+# ----------------------------------------------------------------------------- jobs
+
+
+def _prepare(job: BenchJob) -> tuple[Any, ProfileArgs, list, list | None, list[float]]:
+    profile: ProfileArgs = cloudpickle.loads(job.profile_blob)
+    kernel = load_kernel(Path(job.kernel_dir), job.compile_args)
+    memo_key = f"{job.key}:{job.device}"
+    if profile.cache_input_tensors and memo_key in _INPUTS:
+        inputs, refs, ref_samples = _INPUTS[memo_key]
+        return kernel, profile, inputs, refs, ref_samples
+    inputs = make_inputs(kernel, profile, job.compile_args.out_idx, job.device)
+    refs, ref_samples = None, []
+    if profile.ref_prog is not None:
+        refs = _as_list(profile.ref_prog(*inputs))
+        with _timing_lock(job.lock_path):
+            ref_samples, _ = time_fn(lambda: profile.ref_prog(*inputs), profile, job.device)
+    if profile.cache_input_tensors:
+        _INPUTS[memo_key] = (inputs, refs, ref_samples)
+    return kernel, profile, inputs, refs, ref_samples
+
+
+def check_and_time(job: BenchJob) -> dict:
+    """Check one candidate against ref_prog, then time it. Returns its record fields."""
+    t0 = time.perf_counter()
+    try:
+        if job.device.startswith("cuda"):
+            torch.cuda.set_device(torch.device(job.device))
+        kernel, profile, inputs, refs, ref_samples = _prepare(job)
+        outs = _as_list(kernel(*inputs))
+        _sync(job.device)
+        if not profile.skip_check:
+            if profile.manual_check_prog is not None:
+                profile.manual_check_prog(outs, refs)
+            elif refs is not None:
+                error = compare(outs, refs, profile)
+                if error:
+                    return {"status": "mismatch", "reason": error, "bench_s": time.perf_counter() - t0,
+                            "ref_samples": ref_samples}
+        with _timing_lock(job.lock_path):
+            samples, stopped = time_fn(lambda: kernel(*inputs), profile, job.device,
+                                       stop_above_ms=job.stop_above_ms)
+    except AssertionError as exc:  # manual_check_prog's way of saying no
+        return {"status": "mismatch", "reason": f"manual_check_prog: {exc}", "bench_s": time.perf_counter() - t0}
+    except Exception as exc:
+        return {"status": "error", "reason": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(limit=8), "bench_s": time.perf_counter() - t0}
+    return {
+        "status": "early_stop" if stopped else "ok",
+        "reason": f"stopped after {len(samples)} samples: median {statistics.median(samples):.4g} ms "
+                  f"> {job.stop_above_ms:.4g} ms" if stopped else None,
+        "samples": samples,
+        "median_ms": statistics.median(samples),
+        "ref_samples": ref_samples,
+        "bench_s": time.perf_counter() - t0,
+        "device_info": device_info(job.device),
+    }
+
+
+def confirm(jobs: list[BenchJob], rounds: int = 5, with_ref: bool = True) -> dict:
+    """Re-time several candidates (and ref_prog) interleaved, on one device, in rounds.
+
+    Interleaving spreads clock and load drift over all of them, so one lucky
+    sample cannot decide the winner. Returns {kernel_dir: samples, "ref": samples}.
+    """
+    job0 = jobs[0]
+    if job0.device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(job0.device))
+    prepared = [_prepare(job) for job in jobs]
+    _, profile, inputs, _, _ = prepared[0]
+    fns = {job.kernel_dir: (lambda k=kernel, ins=ins: k(*ins)) for job, (kernel, _, ins, _, _) in zip(jobs, prepared)}
+    if with_ref and profile.ref_prog is not None:
+        fns["ref"] = lambda: profile.ref_prog(*inputs)
+    per_round = max(1, profile.rep // rounds)
+    warm = max(1, profile.warmup // rounds)
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    with _timing_lock(job0.lock_path):
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                samples[name] += time_fn(fn, profile, job0.device, rep=per_round, warmup=warm)[0]
+    return {"samples": samples, "device_info": device_info(job0.device)}
+
+
+def device_info(device: str) -> dict:
+    """The device that measured, with its clocks when they can be read."""
+    if not device.startswith("cuda"):
+        from .key import _cpu_model
+
+        return {"device": _cpu_model()}
+    idx = torch.device(device).index or 0
+    info = {"device": torch.cuda.get_device_name(idx), "index": idx}
+    with contextlib.suppress(Exception):
+        info["clock_mhz"] = torch.cuda.clock_rate(idx)
+    return info

@@ -1,0 +1,122 @@
+"""The on-disk cache: tuned entries, per-candidate records and kernels, locks.
+
+Layout under the cache root (created 0700 on first write)::
+
+    entries/<key>/            one tuned result (AutotuneResult.save_to_disk)
+    candidates/<ckey>.json    the record of one config: status, reason, samples
+    kernels/<ckey>/           the compiled artifacts of one config
+    locks/<key>.lock          one tuner per key across processes
+    locks/device-<dev>.lock   one process times kernels on a device at a time
+    quarantine/               entries that failed verification, moved aside
+
+Read and write failures of records become warnings, never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from . import safety
+
+logger = logging.getLogger("pytest_tlautotune")
+
+STALE_STAGING_S = 3600.0
+
+
+class Cache:
+    """Paths and small-file I/O under one cache root."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser()
+        self._ready = False
+
+    def ensure(self) -> Path:
+        """Create the root on first use, check it is ours, clean stale staging."""
+        if not self._ready:
+            safety.ensure_root(self.root)
+            for sub in ("entries", "candidates", "kernels", "locks"):
+                (self.root / sub).mkdir(mode=0o700, exist_ok=True)
+            self._clean_stale()
+            self._ready = True
+        return self.root
+
+    def entry(self, key: str) -> Path:
+        return self.ensure() / "entries" / key
+
+    def kernel_dir(self, ckey: str) -> Path:
+        return self.ensure() / "kernels" / ckey
+
+    def lock(self, key: str, timeout: float = -1):
+        """A file lock per key; symlinks are refused by filelock >= 3.20.1."""
+        from filelock import FileLock
+
+        return FileLock(str(self.ensure() / "locks" / f"{key}.lock"), timeout=timeout)
+
+    def device_lock_path(self, device: str) -> str:
+        return str(self.ensure() / "locks" / f"device-{device.replace(':', '-')}.lock")
+
+    # -- candidate records ---------------------------------------------------------
+
+    def read_record(self, ckey: str) -> dict | None:
+        path = self.ensure() / "candidates" / f"{ckey}.json"
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            logger.warning("ignoring unreadable candidate record %s: %s", path, exc)
+            return None
+        return record if isinstance(record, dict) and record.get("ckey") == ckey else None
+
+    def write_record(self, record: dict) -> None:
+        from .param import write_text
+
+        path = self.ensure() / "candidates" / f"{record['ckey']}.json"
+        try:
+            write_text(path, json.dumps(record, default=str))
+        except OSError as exc:
+            logger.warning("could not store candidate record %s: %s", path, exc)
+
+    # -- entries -------------------------------------------------------------------
+
+    def quarantine(self, path: Path, why: str) -> None:
+        """Move a bad entry aside (kept for inspection), so it is re-tuned."""
+        target = self.ensure() / "quarantine" / f"{path.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            target.parent.mkdir(mode=0o700, exist_ok=True)
+            os.rename(path, target)
+            (target / "WHY").write_text(why)
+            logger.warning("moved bad cache entry %s to %s: %s", path, target, why)
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def list_entries(self) -> list[Path]:
+        entries = self.root / "entries"
+        return sorted(p for p in entries.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+            if entries.is_dir() else []
+
+    def _clean_stale(self) -> None:
+        # Staging dirs of writers that died; old enough that nobody is still writing them.
+        now = time.time()
+        for sub in ("entries", "kernels"):
+            for p in (self.root / sub).glob(".*"):
+                try:
+                    if now - p.stat().st_mtime > STALE_STAGING_S:
+                        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
+                except OSError:
+                    pass
+
+
+def read_json(path: Path) -> Any:
+    """Parsed JSON at ``path``, or None when absent or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,155 @@
+"""Stable identities: canonical JSON, callables, programs, the machine, cache keys.
+
+Nothing here depends on Python's salted ``hash()``: every key is a sha256 over a
+canonical JSON form, so two processes (xdist workers, CI runs) agree on it.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import hashlib
+import inspect
+import json
+import os
+import platform
+from typing import Any, Callable
+
+#: Bumped whenever the layout or meaning of stored entries changes.
+FORMAT_VERSION = 1
+
+# Environment variables that change what TileLang generates or how it runs.
+_CACHE_RELEVANT_ENV = (
+    "TILELANG_DEFAULT_TARGET",
+    "TILELANG_EXECUTION_BACKEND",
+    "TL_TEMPLATE_PATH",
+    "TL_CUTLASS_PATH",
+    "CUDA_HOME",
+    "CC",
+    "CXX",
+    "CFLAGS",
+)
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, enum.Enum):
+        return f"{type(obj).__name__}.{obj.name}"
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=repr)
+    if isinstance(obj, tuple):
+        return list(obj)
+    if callable(obj):
+        return callable_identity(obj)
+    # Targets, dtypes and other TVM objects have a stable string form.
+    return f"{type(obj).__module__}.{type(obj).__qualname__}:{obj}"
+
+
+def canonical_json(obj: Any) -> str:
+    """The canonical JSON text of ``obj``: sorted keys, no whitespace."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_default)
+
+
+def sha256_hex(obj: Any) -> str:
+    """sha256 hex digest of ``obj``'s canonical JSON (or of raw bytes / str)."""
+    if isinstance(obj, bytes):
+        data = obj
+    elif isinstance(obj, str):
+        data = obj.encode()
+    else:
+        data = canonical_json(obj).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def callable_identity(fn: Callable | None) -> dict | None:
+    """A stable identity for a callable: qualified name plus source text.
+
+    Editing a reference program changes its source and so its identity.
+    Wrappers (functools.partial, decorators with ``__wrapped__``) are unwrapped,
+    and the bound arguments of a partial take part.
+    """
+    if fn is None:
+        return None
+    if isinstance(fn, functools.partial):
+        return {
+            "partial": callable_identity(fn.func),
+            "args": canonical_json(fn.args),
+            "kwargs": canonical_json(fn.keywords),
+        }
+    target = inspect.unwrap(fn) if hasattr(fn, "__wrapped__") else fn
+    name = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', type(target).__qualname__)}"
+    try:
+        source = inspect.getsource(target)
+    except (OSError, TypeError):
+        code = getattr(target, "__code__", None)
+        # No source (REPL, builtins): the bytecode still changes when the body does.
+        source = code.co_code.hex() if code is not None else repr(target)
+    return {"name": name, "source_sha256": sha256_hex(source)}
+
+
+def hash_int(data: dict) -> int:
+    """The stable integer hash used by the frozen parameter dataclasses."""
+    return int(sha256_hex(data)[:16], 16)
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_fingerprint(device_kind: str) -> dict:
+    """What the timings depend on: the device, its drivers and the software stack.
+
+    ``device_kind`` is ``"cpu"`` or ``"cuda"``. torch and tilelang are imported
+    here (never at plugin import) because this runs only when a test tunes.
+    """
+    import tilelang
+    import torch
+
+    from . import __version__
+
+    info: dict[str, Any] = {
+        "device_kind": device_kind,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "tilelang": tilelang.__version__,
+        "plugin": __version__,
+        "format": FORMAT_VERSION,
+        "env": {k: os.environ[k] for k in _CACHE_RELEVANT_ENV if k in os.environ},
+    }
+    if device_kind == "cuda":
+        idx = torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(idx)
+        info.update(
+            device=props.name,
+            capability=f"{props.major}.{props.minor}",
+            cuda=torch.version.cuda,
+            driver=_cuda_driver_version(),
+        )
+    else:
+        info.update(device=_cpu_model(), machine=platform.machine(), cores=os.cpu_count())
+    return info
+
+
+def _cuda_driver_version() -> str | None:
+    try:
+        import ctypes
+
+        lib = ctypes.CDLL("libcuda.so.1")
+        version = ctypes.c_int()
+        lib.cuDriverGetVersion(ctypes.byref(version))
+        return str(version.value)
+    except OSError:
+        return None
+
+
+def program_text(func: Any) -> str:
+    """The TVMScript text of a PrimFunc: what the kernel *is*, helpers included."""
+    script = getattr(func, "script", None)
+    return script() if callable(script) else str(func)

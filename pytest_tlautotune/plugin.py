@@ -1,0 +1,150 @@
+"""pytest wiring: options, the ``autotune`` marker and fixture, report hooks.
+
+Imports only the standard library and pytest: torch and TileLang load when a
+test first calls the fixture, so ``pytest --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .report import RESULTS_KEY
+from .settings import SettingsError, TuneSettings, add_options, get_option, merge_marks
+
+session_key = pytest.StashKey["TuneSession"]()
+collector_key = pytest.StashKey["Collector"]()
+settings_key = pytest.StashKey[TuneSettings]()
+
+MARKER_HELP = (
+    "autotune(configs=[...], **settings): tune the program the `autotune` fixture is called with. "
+    "Settings: any CompileArgs/ProfileArgs field (target, out_idx, ref_prog, rtol, atol, warmup, rep, ...) "
+    "and strategy, max_trials, max_tuning_s, seed, early_stop_factor, top_k, compile_timeout, max_regression."
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_HELP)
+    from .session import TuneSession
+
+    config.stash[session_key] = TuneSession(config)
+    config.stash[collector_key] = collector = Collector(config)
+    config.pluginmanager.register(collector, "tlautotune-collector")
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(XdistHooks(), "tlautotune-xdist")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(session_key, None)
+    if session is not None:
+        session.close()
+    collector = config.stash.get(collector_key, None)
+    if collector is not None:
+        config.pluginmanager.unregister(collector)
+
+
+class XdistHooks:
+    """Registered only when pytest-xdist is active (its hook must exist)."""
+
+    @pytest.hookimpl
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["tl_session_start"] = node.config.stash[session_key].started
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Validate every autotune marker now, so a bad argument fails before any tuning."""
+    errors = []
+    for item in items:
+        marks = list(item.iter_markers("autotune"))
+        if not marks:
+            continue
+        try:
+            item.stash[settings_key] = merge_marks(marks)
+        except SettingsError as exc:
+            errors.append(f"{item.nodeid}: @pytest.mark.autotune: {exc}")
+    if errors:
+        raise pytest.UsageError("\n".join(errors))
+
+
+@pytest.fixture
+def autotune(request: pytest.FixtureRequest):
+    """``autotune(program, *args, **kwargs) -> AutotuneResult``.
+
+    ``program(*args, **kwargs, **config)`` returns one candidate's PrimFunc; the
+    configs and settings come from ``@pytest.mark.autotune``.
+    """
+    item = request.node
+    settings = item.stash.get(settings_key, None)
+    if settings is None:
+        marks = list(item.iter_markers("autotune"))
+        settings = merge_marks(marks) if marks else TuneSettings()
+    session = request.config.stash[session_key]
+
+    def tune(program: Any, *args: Any, **kwargs: Any):
+        return session.tune(item, settings, program, args, kwargs)
+
+    return tune
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    result = yield
+    # The gate runs after the test body passed, so its failure is the test's failure.
+    from .gate import check_item
+
+    check_item(item)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    rows = item.stash.get(RESULTS_KEY, None)
+    if rows and call.when == "call":
+        report.tl_results = rows  # crosses xdist to the controller with the report
+    return report
+
+
+class Collector:
+    """The controller's side: gathers result rows from reports, prints and writes at the end."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.rows: list[dict] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        rows = getattr(report, "tl_results", None)
+        if rows and report.when == "call":
+            self.rows.extend(rows)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if hasattr(self.config, "workerinput"):
+            return
+        from .gate import finish_session
+
+        finish_session(self.config, self.rows, session)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.rows:
+            return
+        from .gate import gate_lines
+        from .report import summary_lines
+
+        terminalreporter.write_sep("=", "tlautotune summary")
+        for line in summary_lines(self.rows, self.config.get_verbosity()):
+            terminalreporter.write_line(line)
+        lines = gate_lines(self.rows)
+        if lines:
+            terminalreporter.write_sep("-", "tlautotune latency gate")
+            for line in lines:
+                terminalreporter.write_line(line)
+
+
+def cache_dir(config: pytest.Config) -> str:
+    """The cache directory this run uses (for conftest files and tools)."""
+    return get_option(config, "tl_cache_dir")

@@ -1,0 +1,202 @@
+"""The run's state and what one ``autotune(...)`` call does.
+
+``TuneSession`` lives in ``config.stash`` for the whole run: options, the cache,
+the worker pools (started on the first tuning, closed at unconfigure) and the
+machine fingerprints. ``TuneSession.tune`` is the fixture's body.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from .settings import COMPILE_FIELDS, PROFILE_FIELDS, TuneSettings, get_option
+
+CACHE_HIT, CACHE_MISS, CACHE_RETUNE = "hit", "miss", "retune"
+
+
+class TuneSession:
+    """Options, cache, pools and per-test results of one pytest run (one per xdist worker)."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.cache_dir = get_option(config, "tl_cache_dir")
+        self.retune = bool(get_option(config, "tl_retune"))
+        self.no_tune = bool(get_option(config, "tl_no_tune"))
+        if self.retune and self.no_tune:
+            raise pytest.UsageError("--tl-retune and --tl-no-tune contradict each other; pass one of them")
+        self.n_workers = get_option(config, "tl_workers")
+        workerinput = getattr(config, "workerinput", {})
+        # Under xdist the controller's start time, so workers agree on "tuned in this run".
+        self.started = float(workerinput.get("tl_session_start", time.time()))
+        self._cache = None
+        self._pools = None
+        self._machine: dict[str, dict] = {}
+        self.baseline = None  # gate.Baseline, loaded on first use
+
+    @property
+    def cache(self):
+        if self._cache is None:
+            from .cache import Cache
+
+            self._cache = Cache(self.cache_dir)
+        return self._cache
+
+    @property
+    def pools(self):
+        if self._pools is None:
+            from .workers import Pools
+
+            self._pools = Pools(self.n_workers)
+        return self._pools
+
+    def machine(self, kind: str) -> dict:
+        if kind not in self._machine:
+            from .key import machine_fingerprint
+
+            self._machine[kind] = machine_fingerprint(kind)
+        return self._machine[kind]
+
+    def close(self) -> None:
+        if self._pools is not None:
+            self._pools.close()
+
+    # -- the fixture's body --------------------------------------------------------
+
+    def tune(self, item: pytest.Item, settings: TuneSettings, program: Any, args: tuple, kwargs: dict) -> Any:
+        """Return the tuned ``AutotuneResult`` for ``program(*args, **kwargs, **config)``."""
+        from . import programs
+        from .tuner import TuneError
+
+        t0 = time.perf_counter()
+        try:
+            prog = programs.resolve(program, args, kwargs)
+        except programs.ProgramError as exc:
+            error = f"{item.nodeid}: autotune(program=...): {exc}"
+        else:
+            error = None
+        if error:
+            pytest.fail(error, pytrace=False)
+        req = self._request(item, settings, prog, args, kwargs)
+        try:
+            outcome, error = self._tune(req), None
+        except TuneError as exc:
+            error = f"{item.nodeid}: {exc}"
+        if error:
+            pytest.fail(error, pytrace=False)
+        outcome.tuning_s = time.perf_counter() - t0  # what this run spent, a hit included
+        from .report import record_outcome
+
+        record_outcome(item, req, outcome, settings, self)
+        return outcome.result
+
+    def _request(self, item: pytest.Item, settings: TuneSettings, prog: Any, args: tuple, kwargs: dict):
+        from .param import CompileArgs, ProfileArgs
+        from .programs import evaluate_configs
+        from .settings import SettingsError, validate_configs
+        from .tuner import TuneRequest
+
+        configs = settings.tuner["configs"] if "configs" in settings.given else prog.configs
+        try:
+            configs, error = validate_configs(evaluate_configs(configs, args, kwargs)), None
+        except SettingsError as exc:
+            error = f"{item.nodeid}: @pytest.mark.autotune: {exc}"
+        if error:
+            pytest.fail(error, pytrace=False)
+        if not configs:
+            pytest.fail(f"{item.nodeid}: @pytest.mark.autotune: no configs: pass configs=[...] to the marker "
+                        f"(or use a @tilelang.autotune function that has them)", pytrace=False)
+        compile_kwargs = {**prog.compile_defaults, **settings.compile}
+        profile_kwargs = {**prog.profile_defaults, **settings.profile}
+        compile_args = CompileArgs(**{k: v for k, v in compile_kwargs.items() if k in COMPILE_FIELDS})
+        profile_args = ProfileArgs(**{k: v for k, v in profile_kwargs.items() if k in PROFILE_FIELDS})
+        compile_args, device = _resolve_target(item, compile_args)
+        return TuneRequest(nodeid=item.nodeid, program_name=prog.name, factory=prog.factory, configs=configs,
+                           compile_args=compile_args, profile_args=profile_args, tuner=dict(settings.tuner),
+                           device=device)
+
+    def _tune(self, req: Any):
+        from .param import AutotuneResult
+        from .safety import UnsafeCache
+        from .tuner import Outcome, Tuner, TuneError, build_candidates, entry_key
+
+        t0 = time.perf_counter()
+        machine = self.machine(req.device_kind)
+        cands = build_candidates(req, machine)
+        key = entry_key(req, cands, machine)
+        try:
+            entry = self.cache.entry(key)
+        except (UnsafeCache, OSError) as exc:
+            raise TuneError(f"cache directory refused: {exc}") from None
+        if not self.retune:
+            result = self._load(entry, req)
+            if result is not None:
+                return Outcome(result, CACHE_HIT, key, result.record.get("tuning_s", 0.0),
+                               result.record.get("candidates", []))
+        if self.no_tune:
+            raise TuneError(f"no stored result for this test (key {key[:12]}) and --tl-no-tune forbids tuning; "
+                            f"run `pytest {req.nodeid}` without --tl-no-tune on a machine like this one "
+                            f"({machine.get('device')}) to tune it, and keep its cache dir ({self.cache_dir})")
+        self.pools.warm_up(req.device)  # the fork server imports TileLang while we wait for the lock
+        with self.cache.lock(key):
+            # Another process may have tuned this key while we waited for the lock.
+            result = self._load(entry, req)
+            if result is not None and (not self.retune or result.record.get("tuned_at", 0) >= self.started):
+                return Outcome(result, CACHE_HIT, key, result.record.get("tuning_s", 0.0),
+                               result.record.get("candidates", []))
+            tuner = Tuner(req, self.cache, self.pools, reuse_records=not self.retune, progress=self._progress(req))
+            result, records = tuner.run(cands, key)
+            result.save_to_disk(entry)
+            saved = AutotuneResult.load_from_disk(entry, req.compile_args)
+            result = replace(result, kernel=saved.kernel) if saved is not None else result
+        return Outcome(result, CACHE_RETUNE if self.retune else CACHE_MISS, key, time.perf_counter() - t0, records)
+
+    def _load(self, entry: Any, req: Any):
+        from .param import AutotuneResult, CorruptEntry, verify_manifest
+        from .safety import UnsafeCache, check_entry
+
+        if not entry.is_dir():
+            return None
+        try:
+            check_entry(entry)
+            verify_manifest(entry)
+        except (CorruptEntry, UnsafeCache, OSError) as exc:
+            self.cache.quarantine(entry, str(exc))
+            return None
+        return AutotuneResult.load_from_disk(entry, req.compile_args)
+
+    def _progress(self, req: Any):
+        from .report import progress_line
+
+        return lambda msg: progress_line(self.config, req.nodeid, msg)
+
+
+def _resolve_target(item: pytest.Item, compile_args: Any) -> tuple[Any, str]:
+    """``auto`` becomes cuda with a GPU, else c; a target this machine cannot run is a skip."""
+    import torch
+
+    target = compile_args.target
+    kind = str(target).split()[0] if isinstance(target, str) else getattr(getattr(target, "kind", None), "name",
+                                                                          str(target))
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "c"
+        target = kind
+    if kind in ("cuda", "hip"):
+        if not torch.cuda.is_available():
+            pytest.skip(f"target {kind!r} needs a GPU and torch sees none on this machine")
+        device = f"cuda:{torch.cuda.current_device()}"
+    else:
+        device = "cpu"
+    backend = compile_args.execution_backend
+    if kind == "c" and backend == "auto":
+        backend = "cython"  # the backend that runs CPU kernels from Python
+    return replace(compile_args, target=target, execution_backend=backend), device
+
+
+def xdist_worker_id() -> str | None:
+    """``gw0``... inside an xdist worker, else None."""
+    return os.environ.get("PYTEST_XDIST_WORKER")

@@ -1,0 +1,274 @@
+"""Settings: command-line/ini/env options and the validated ``autotune`` marker.
+
+Imports only the standard library (and pytest), so ``pytest --help`` stays fast;
+the field names of ``CompileArgs``/``ProfileArgs`` are listed here, and a test
+checks they match ``param``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pytest
+
+COMPILE_FIELDS = ("out_idx", "execution_backend", "target", "target_host", "verbose", "pass_configs")
+PROFILE_FIELDS = (
+    "warmup", "rep", "timeout", "backend", "supply_type", "ref_prog", "supply_prog", "rtol", "atol",
+    "max_mismatched_ratio", "skip_check", "manual_check_prog", "cache_input_tensors",
+)
+# Plugin settings beside the seed's two dataclasses, with their defaults.
+TUNER_DEFAULTS: dict[str, Any] = {
+    "configs": None,
+    "strategy": "exhaustive",  # exhaustive | random | guided
+    "max_trials": None,  # measure at most this many configs
+    "max_tuning_s": None,  # stop scheduling new configs after this many seconds
+    "seed": 0,  # for random and guided search
+    "early_stop_factor": 3.0,  # stop timing a candidate this many times slower than the best; 0 = off
+    "top_k": 3,  # re-measure the best k interleaved before choosing
+    "compile_timeout": 300.0,  # seconds; a compile past this is killed
+    "max_regression": None,  # per-test gate threshold in percent (overrides --tl-max-regression)
+}
+SETTINGS = COMPILE_FIELDS + PROFILE_FIELDS + tuple(TUNER_DEFAULTS)
+
+EXECUTION_BACKENDS = ("auto", "tvm_ffi", "cython", "nvrtc", "torch")
+TARGETS = ("auto", "cuda", "hip", "c")
+PROFILE_BACKENDS = ("event", "cupti", "cudagraph")
+STRATEGIES = ("exhaustive", "random", "guided")
+SUPPLY_TYPES = ("Integer", "Uniform", "Normal", "Randn", "Zero", "One", "Auto")
+
+
+class SettingsError(ValueError):
+    """A marker argument is wrong; the message names the argument."""
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """The validated marker: arguments for CompileArgs, ProfileArgs and the tuner."""
+
+    compile: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, Any] = field(default_factory=dict)
+    tuner: dict[str, Any] = field(default_factory=lambda: dict(TUNER_DEFAULTS))
+    given: frozenset = frozenset()  # which keys the marker set (the marker overrides TileLang's decorators)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        for group in (self.compile, self.profile, self.tuner):
+            if name in group:
+                return group[name]
+        return default
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _expect(name: str, ok: bool, wanted: str, value: Any) -> None:
+    if not ok:
+        raise SettingsError(f"argument {name!r} must be {wanted}, got {value!r}")
+
+
+def _check_target(value: Any) -> None:
+    if isinstance(value, str):
+        kind = value.split()[0] if value.strip() else ""
+        _expect("target", kind in TARGETS, f"one of {', '.join(TARGETS)} (or a TVM target)", value)
+
+
+def _check_out_idx(value: Any) -> None:
+    ok = value is None or _is_int(value) or (isinstance(value, (list, tuple)) and all(_is_int(i) for i in value))
+    _expect("out_idx", ok, "None, an int or a list of ints", value)
+
+
+_CHECKS: dict[str, Callable[[Any], None]] = {
+    "out_idx": _check_out_idx,
+    "execution_backend": lambda v: _expect("execution_backend", v in EXECUTION_BACKENDS,
+                                           f"one of {', '.join(EXECUTION_BACKENDS)}", v),
+    "target": _check_target,
+    "verbose": lambda v: _expect("verbose", isinstance(v, bool), "a bool", v),
+    "pass_configs": lambda v: _expect("pass_configs", v is None or isinstance(v, dict), "a dict or None", v),
+    "warmup": lambda v: _expect("warmup", _is_int(v) and v >= 0, "an int >= 0", v),
+    "rep": lambda v: _expect("rep", _is_int(v) and v >= 1, "an int >= 1", v),
+    "timeout": lambda v: _expect("timeout", _is_number(v) and v > 0, "a number of seconds > 0", v),
+    "backend": lambda v: _expect("backend", v in PROFILE_BACKENDS, f"one of {', '.join(PROFILE_BACKENDS)}", v),
+    "supply_type": lambda v: _expect("supply_type", getattr(v, "name", v) in SUPPLY_TYPES,
+                                     f"a tilelang.TensorSupplyType ({', '.join(SUPPLY_TYPES)})", v),
+    "ref_prog": lambda v: _expect("ref_prog", v is None or callable(v), "callable or None", v),
+    "supply_prog": lambda v: _expect("supply_prog", v is None or callable(v), "callable or None", v),
+    "manual_check_prog": lambda v: _expect("manual_check_prog", v is None or callable(v), "callable or None", v),
+    "rtol": lambda v: _expect("rtol", _is_number(v) and v >= 0, "a number >= 0", v),
+    "atol": lambda v: _expect("atol", _is_number(v) and v >= 0, "a number >= 0", v),
+    "max_mismatched_ratio": lambda v: _expect("max_mismatched_ratio", _is_number(v) and 0 <= v <= 1,
+                                              "a number between 0 and 1", v),
+    "skip_check": lambda v: _expect("skip_check", isinstance(v, bool), "a bool", v),
+    "cache_input_tensors": lambda v: _expect("cache_input_tensors", isinstance(v, bool), "a bool", v),
+    "strategy": lambda v: _expect("strategy", v in STRATEGIES, f"one of {', '.join(STRATEGIES)}", v),
+    "max_trials": lambda v: _expect("max_trials", v is None or (_is_int(v) and v >= 1), "None or an int >= 1", v),
+    "max_tuning_s": lambda v: _expect("max_tuning_s", v is None or (_is_number(v) and v > 0), "None or seconds > 0", v),
+    "seed": lambda v: _expect("seed", _is_int(v), "an int", v),
+    "early_stop_factor": lambda v: _expect("early_stop_factor", _is_number(v) and (v == 0 or v > 1),
+                                           "0 (off) or a factor > 1", v),
+    "top_k": lambda v: _expect("top_k", _is_int(v) and v >= 1, "an int >= 1", v),
+    "compile_timeout": lambda v: _expect("compile_timeout", _is_number(v) and v > 0, "seconds > 0", v),
+    "max_regression": lambda v: _expect("max_regression", v is None or (_is_number(v) and v > 0),
+                                        "None or a percentage > 0", v),
+}
+
+
+def validate_configs(configs: Any) -> list[dict] | Callable | None:
+    """A non-empty list of dicts with str keys and JSON values, or a callable returning one."""
+    if configs is None or callable(configs):
+        return configs
+    if isinstance(configs, dict) or not isinstance(configs, (list, tuple)):
+        raise SettingsError(f"argument 'configs' must be a list of dicts or a callable, got {type(configs).__name__}")
+    if not configs:
+        raise SettingsError("argument 'configs' is an empty config space; give at least one config")
+    for i, config in enumerate(configs):
+        if not isinstance(config, dict):
+            raise SettingsError(f"argument 'configs'[{i}] must be a dict, got {type(config).__name__}")
+        for k, v in config.items():
+            if not isinstance(k, str):
+                raise SettingsError(f"argument 'configs'[{i}] has a non-string key {k!r}")
+            try:
+                json.dumps(v, allow_nan=False)
+            except (TypeError, ValueError):
+                raise SettingsError(
+                    f"argument 'configs'[{i}][{k!r}] = {v!r} cannot be serialised to JSON "
+                    f"(use ints, floats, strings, bools, None or lists of them)"
+                ) from None
+    return list(configs)
+
+
+def parse_marker(args: tuple, kwargs: dict) -> TuneSettings:
+    """Validate ``@pytest.mark.autotune(...)`` arguments into :class:`TuneSettings`."""
+    if len(args) > 1:
+        raise SettingsError("takes at most one positional argument (configs); pass settings by keyword")
+    kwargs = dict(kwargs)
+    if args:
+        if "configs" in kwargs:
+            raise SettingsError("argument 'configs' given both positionally and by keyword")
+        kwargs["configs"] = args[0]
+    unknown = [k for k in kwargs if k not in SETTINGS]
+    if unknown:
+        k = unknown[0]
+        close = difflib.get_close_matches(k, SETTINGS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise SettingsError(f"unknown argument {k!r}{hint} (known: {', '.join(SETTINGS)})")
+    for name, value in kwargs.items():
+        if name == "configs":
+            kwargs[name] = validate_configs(value)
+        else:
+            _CHECKS.get(name, lambda v: None)(value)
+    tuner = dict(TUNER_DEFAULTS)
+    tuner.update({k: v for k, v in kwargs.items() if k in TUNER_DEFAULTS})
+    return TuneSettings(
+        compile={k: v for k, v in kwargs.items() if k in COMPILE_FIELDS},
+        profile={k: v for k, v in kwargs.items() if k in PROFILE_FIELDS},
+        tuner=tuner,
+        given=frozenset(kwargs),
+    )
+
+
+def merge_marks(marks: list) -> TuneSettings:
+    """Merge autotune marks closest-first (function over class over module)."""
+    args: tuple = ()
+    kwargs: dict = {}
+    for mark in reversed(marks):
+        args = mark.args or args
+        kwargs.update(mark.kwargs)
+    return parse_marker(args, kwargs)
+
+
+# ----------------------------------------------------------------------------- options
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option with its ini twin and environment variable."""
+
+    name: str  # ini key, e.g. tl_cache_dir; the flag is --tl-cache-dir
+    help: str
+    kind: str = "str"  # str | bool | int | float
+    default: Any = None
+    env: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def _default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "tlautotune")
+
+
+OPTIONS = (
+    Option("tl_cache_dir", "where tuned results live (default: $TL_AUTOTUNE_CACHE_DIR, else ~/.cache/tlautotune)",
+           env="TL_AUTOTUNE_CACHE_DIR"),
+    Option("tl_retune", "ignore stored results: tune again and overwrite them (default: off)", "bool",
+           False, "TL_AUTOTUNE_RETUNE"),
+    Option("tl_no_tune", "use stored results only; a test without one fails (default: off)", "bool",
+           False, "TL_AUTOTUNE_NO_TUNE"),
+    Option("tl_workers", "compile worker processes (default: CPU cores / xdist workers)", "int", None,
+           "TL_AUTOTUNE_WORKERS"),
+    Option("tl_save_baseline", "write a latency baseline (JSON) of every autotuned test to FILE (default: none)"),
+    Option("tl_baseline", "compare latencies against the baseline FILE and fail regressions (default: none)",
+           env="TL_AUTOTUNE_BASELINE"),
+    Option("tl_max_regression", "percent slowdown that fails a test against --tl-baseline (default: 10)", "float",
+           10.0),
+    Option("tl_alpha", "significance level of the regression test, Mann-Whitney U (default: 0.01)", "float", 0.01),
+    Option("tl_strict_baseline", "fail tests whose baseline comes from another device (default: off)", "bool",
+           False),
+    Option("tl_gate_metric", "what the gate compares: latency or speedup over ref_prog (default: latency)",
+           default="latency"),
+    Option("tl_json", "write every tuned result and gate decision as JSON to FILE (default: none)"),
+    Option("tl_markdown", "write the summary as a Markdown table to FILE, e.g. $GITHUB_STEP_SUMMARY (default: none)"),
+    Option("tl_report", "write a self-contained HTML report with plots into DIR (default: none)"),
+)
+OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
+
+
+def _convert(option: Option, value: Any) -> Any:
+    if value is None or value == "":
+        return None
+    if option.kind == "bool":
+        return value if isinstance(value, bool) else str(value).strip().lower() in _TRUE
+    try:
+        return {"int": int, "float": float}.get(option.kind, str)(value)
+    except ValueError:
+        raise pytest.UsageError(f"{option.flag} / ini {option.name}: {value!r} is not a valid {option.kind}") from None
+
+
+def get_option(config: pytest.Config, name: str) -> Any:
+    """Resolve an option: command line > ini file > environment variable > default."""
+    option = OPTIONS_BY_NAME[name]
+    value = config.getoption(name, default=None)
+    if value in (None, False):
+        ini = config.getini(name)
+        if ini not in (None, "", []):
+            value = ini
+        elif option.env and os.environ.get(option.env):
+            value = os.environ[option.env]
+    converted = _convert(option, value)
+    if converted is None:
+        return _default_cache_dir() if name == "tl_cache_dir" else option.default
+    return converted
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Register every option in one group, each with an ini twin."""
+    group = parser.getgroup("tlautotune", "TileLang autotuning (pytest-tlautotune)")
+    for option in OPTIONS:
+        if option.kind == "bool":
+            group.addoption(option.flag, action="store_true", dest=option.name, default=None, help=option.help)
+        else:
+            group.addoption(option.flag, dest=option.name, default=None, metavar=option.name[3:].upper(),
+                            help=option.help)
+        parser.addini(option.name, option.help, type="string", default="")

@@ -1,0 +1,110 @@
+"""Worker processes: a compile pool and one timing worker per device.
+
+Both pools start once per session and are reused by every test. They fork from
+a fork server that imported TileLang once (and never touched CUDA), so a new
+worker, or the replacement of one killed for a timeout or a crash, costs a fork,
+not a 2.5 s import. Pool tasks with a timeout are killed by pebble, not abandoned
+in a thread that keeps running and disturbs later timings.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+_CONTEXT: Any = None
+
+
+def _context():
+    global _CONTEXT
+    if _CONTEXT is None:
+        _CONTEXT = multiprocessing.get_context("forkserver")
+        _CONTEXT.set_forkserver_preload(["tilelang", "pytest_tlautotune.bench"])
+    return _CONTEXT
+
+
+def _init_worker(sys_path: list[str], log_level: int) -> None:
+    # The user's ref_prog may be pickled by reference to a test module: import it like the parent.
+    sys.path[:] = sys_path
+    for name in ("tilelang", "TileLang"):
+        logging.getLogger(name).setLevel(log_level)
+
+
+def default_workers() -> int:
+    """One compile worker per core, shared among xdist workers on this machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    xdist = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    return max(1, cores // max(1, xdist))
+
+
+class Pools:
+    """The session's compile pool and timing workers, started on first use."""
+
+    def __init__(self, n_workers: int | None = None):
+        self.n_workers = n_workers or default_workers()
+        self._compile = None
+        self._bench: dict[str, Any] = {}
+        self.started_at: float | None = None
+        self.compile_pids: set[int] = set()
+
+    def _pool(self, n: int):
+        import pebble
+
+        return pebble.ProcessPool(
+            max_workers=n, context=_context(), initializer=_init_worker,
+            initargs=(list(sys.path), logging.WARNING),
+        )
+
+    def compile_pool(self):
+        """The pool that compiles candidates (started lazily)."""
+        if self._compile is None:
+            self.started_at = time.perf_counter()
+            self._compile = self._pool(self.n_workers)
+        return self._compile
+
+    def bench_pool(self, device: str):
+        """The single timing worker of ``device`` (one at a time per device)."""
+        if device not in self._bench:
+            self._bench[device] = self._pool(1)
+        return self._bench[device]
+
+    def warm_up(self, device: str) -> None:
+        """Start the workers now, so the fork server imports TileLang while the parent works."""
+        self.compile_pool().schedule(os.getpid)
+        self.bench_pool(device).schedule(os.getpid)
+
+    def close(self) -> None:
+        for pool in [self._compile, *self._bench.values()]:
+            if pool is not None:
+                pool.stop()
+                pool.join(timeout=10)
+        self._compile = None
+        self._bench.clear()
+
+
+def compile_candidate(func_blob: bytes, compile_args: Any, out_dir: str) -> dict:
+    """Compile one PrimFunc and publish its artifacts at ``out_dir`` (worker side)."""
+    import pickle
+
+    from .param import publish_dir, write_kernel_artifacts, write_manifest
+
+    t0 = time.perf_counter()
+    func = pickle.loads(func_blob)
+    kernel = compile_args.compile_program(func)
+    out = Path(out_dir)
+    staging = out.parent / f".staging-{out.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True, mode=0o700)
+    try:
+        write_kernel_artifacts(staging, kernel, func)
+        write_manifest(staging)
+        publish_dir(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"compile_s": time.perf_counter() - t0, "pid": os.getpid()}
