@@ -1,0 +1,369 @@
+"""``python -m pytest_tlautotune cache list|show|clear|prune``: look into and tidy the tuning cache.
+
+Reads the layout documented in ``cache.py`` without importing torch or
+TileLang, and never creates the cache directory. Removal renames a directory
+aside before deleting it (a reader sees the entry or nothing) and never
+follows a symlink out of the cache: links are unlinked, not entered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import shutil
+import stat
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from .cache import read_json
+from .settings import _default_cache_dir
+
+# File names of an entry (param.py's constants; param imports TileLang, so they are repeated here).
+BEST_CONFIG_PATH = "best_config.json"
+LATENCY_PATH = "latency.json"
+RECORD_PATH = "record.json"
+CACHE_SUBDIRS = ("entries", "candidates", "kernels", "quarantine")
+DAY_S = 86400.0
+
+
+def default_cache_dir() -> str:
+    """The plugin's default: $TL_AUTOTUNE_CACHE_DIR, else ~/.cache/tlautotune (or under $XDG_CACHE_HOME)."""
+    return os.environ.get("TL_AUTOTUNE_CACHE_DIR") or _default_cache_dir()
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What the CLI shows of one ``entries/<key>/`` directory."""
+
+    key: str
+    path: Path
+    record: dict
+    config: Any
+    latency: dict
+    size: int
+    tuned_at: float  # record.json's tuned_at, else the directory's mtime
+
+    @property
+    def device(self) -> str:
+        info = self.record.get("device_info") or {}
+        name = info.get("device") if isinstance(info, dict) else None
+        kind = self.record.get("device") or "?"
+        return f"{name} ({kind})" if name else str(kind)
+
+    @property
+    def ckeys(self) -> set[str]:
+        """The candidate keys (records and kernels) this entry's tuning used."""
+        cands = self.record.get("candidates") or []
+        return {c["ckey"] for c in cands if isinstance(c, dict) and isinstance(c.get("ckey"), str)}
+
+
+def tree_size(path: Path) -> int:
+    """Bytes of the regular files under ``path``, links not followed."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total
+
+
+def read_entry(path: Path) -> Entry:
+    record = read_json(path / RECORD_PATH)
+    record = record if isinstance(record, dict) else {}
+    latency = read_json(path / LATENCY_PATH)
+    tuned_at = record.get("tuned_at")
+    if not isinstance(tuned_at, (int, float)):
+        try:
+            tuned_at = path.lstat().st_mtime
+        except OSError:
+            tuned_at = 0.0
+    return Entry(key=path.name, path=path, record=record, config=read_json(path / BEST_CONFIG_PATH),
+                 latency=latency if isinstance(latency, dict) else {}, size=tree_size(path), tuned_at=tuned_at)
+
+
+def list_entries(root: Path) -> list[Entry]:
+    """Every entry under ``root``, oldest first; staging and trash directories (dot names) are skipped."""
+    entries = root / "entries"
+    if not entries.is_dir() or entries.is_symlink():
+        return []
+    paths = [p for p in entries.iterdir() if not p.name.startswith(".") and p.is_dir() and not p.is_symlink()]
+    return sorted((read_entry(p) for p in paths), key=lambda e: (e.tuned_at, e.key))
+
+
+def find_entry(root: Path, prefix: str) -> tuple[Entry | None, str]:
+    """The one entry whose key starts with ``prefix``, else (None, why)."""
+    matches = [e for e in list_entries(root) if e.key.startswith(prefix)]
+    if len(matches) == 1:
+        return matches[0], ""
+    if not matches:
+        return None, f"no cache entry with a key starting with {prefix!r} in {root}"
+    keys = ", ".join(e.key[:16] for e in matches)
+    return None, f"{len(matches)} entries start with {prefix!r} ({keys}); give a longer prefix"
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def human_size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def human_age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for limit, div, unit in ((120, 1, "s"), (7200, 60, "min"), (2 * DAY_S, 3600, "h")):
+        if seconds < limit:
+            return f"{seconds / div:.0f} {unit}"
+    return f"{seconds / DAY_S:.1f} d"
+
+
+def config_text(config: Any) -> str:
+    if not isinstance(config, dict):
+        return "-" if config is None else str(config)
+    return ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in config.items())
+
+
+def ms(value: Any) -> str:
+    return f"{value:.4g} ms" if isinstance(value, (int, float)) else "-"
+
+
+def table(rows: list[tuple], out: TextIO) -> None:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        out.write("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
+
+
+# ----------------------------------------------------------------------------- removal
+
+
+def remove_tree(path: Path) -> bool:
+    """Delete ``path``: a link is unlinked (its target untouched), a directory renamed aside then removed."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(path)
+        return True
+    trash = path.parent / f".trash-{path.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return False  # someone else removed it first
+    # rmtree unlinks symlinks it meets instead of descending into them.
+    shutil.rmtree(trash)
+    return True
+
+
+@contextlib.contextmanager
+def _unless_tuning(root: Path, key: str) -> Iterator[bool]:
+    """Hold the key's tuning lock, taken without waiting; yields False when a tuner holds it."""
+    from filelock import FileLock, Timeout
+
+    locks = root / "locks"
+    if not locks.is_dir() or locks.is_symlink():
+        yield True
+        return
+    lock = FileLock(str(locks / f"{key}.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_list(root: Path, args: argparse.Namespace, out: TextIO) -> int:
+    entries = list_entries(root)
+    if args.json:
+        data = [{"key": e.key, "test": e.record.get("nodeid"), "kernel": e.record.get("program"),
+                 "config": e.config, "latency_ms": e.latency.get("latency"), "device": e.device,
+                 "size": e.size, "tuned_at": e.tuned_at} for e in entries]
+        out.write(json.dumps(data, indent=1) + "\n")
+        return 0
+    if not entries:
+        out.write(f"no cache entries in {root}\n")
+        return 0
+    now = time.time()
+    rows = [("key", "test", "kernel", "config", "latency", "device", "size", "age")]
+    for e in entries:
+        rows.append((e.key[:12], e.record.get("nodeid") or "?", e.record.get("program") or "?", config_text(e.config),
+                     ms(e.latency.get("latency")), e.device, human_size(e.size), human_age(now - e.tuned_at)))
+    table(rows, out)
+    total = sum(e.size for e in entries)
+    noun = "entry" if len(entries) == 1 else "entries"
+    out.write(f"{len(entries)} {noun}, {human_size(total)} in {root / 'entries'}\n")
+    return 0
+
+
+def cmd_show(root: Path, args: argparse.Namespace, out: TextIO) -> int:
+    entry, why = find_entry(root, args.key)
+    if entry is None:
+        sys.stderr.write(f"tlautotune: {why}\n")
+        return 1
+    r = entry.record
+    when = datetime.datetime.fromtimestamp(entry.tuned_at).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    samples = entry.latency.get("samples") or []
+    pairs = [
+        ("key", entry.key), ("path", entry.path), ("test", r.get("nodeid") or "?"),
+        ("kernel", r.get("program") or "?"), ("config", config_text(entry.config)),
+        ("latency", f"{ms(entry.latency.get('latency'))} (median of {len(samples)} samples)"),
+        ("reference", ms(entry.latency.get("ref_latency"))), ("device", entry.device),
+        ("tuned at", f"{when} ({human_age(time.time() - entry.tuned_at)} ago)"),
+        ("tuning time", f"{r['tuning_s']:.1f} s" if isinstance(r.get("tuning_s"), (int, float)) else "-"),
+        ("compile args", json.dumps(r.get("compile_args"), sort_keys=True) if r.get("compile_args") else "-"),
+        ("size", human_size(entry.size)),
+    ]
+    width = max(len(k) for k, _ in pairs)
+    for k, v in pairs:
+        out.write(f"{k.ljust(width)}  {v}\n")
+    cands = [c for c in r.get("candidates") or [] if isinstance(c, dict)]
+    out.write(f"\ncandidates ({len(cands)}):\n")
+    if cands:
+        rows = [("config", "status", "median", "compile", "ckey", "reason")]
+        for c in cands:
+            compile_s = f"{c['compile_s']:.2f} s" if isinstance(c.get("compile_s"), (int, float)) else "-"
+            rows.append((config_text(c.get("config")), c.get("status") or "?", ms(c.get("median_ms")), compile_s,
+                         str(c.get("ckey") or "-")[:12], c.get("reason") or ""))
+        table(rows, out)
+    return 0
+
+
+def cmd_clear(root: Path, args: argparse.Namespace, out: TextIO) -> int:
+    removed = 0
+    for sub in CACHE_SUBDIRS:
+        directory = root / sub
+        if directory.is_symlink():
+            os.unlink(directory)  # a link out of the cache: drop the link, keep what it points to
+            continue
+        if not directory.is_dir():
+            continue
+        for child in list(directory.iterdir()):
+            removed += remove_tree(child) and not child.name.startswith(".")
+    out.write(f"removed {removed} items (entries, candidate records, kernels) from {root}\n")
+    return 0
+
+
+def cmd_prune(root: Path, args: argparse.Namespace, out: TextIO) -> int:
+    cutoff = time.time() - args.older_than * DAY_S
+    entries = list_entries(root)
+    old = [e for e in entries if e.tuned_at < cutoff]
+    kept = [e for e in entries if e.tuned_at >= cutoff]
+    removed, busy = [], []
+    for e in old:
+        with _unless_tuning(root, e.key) as free:
+            if free:
+                remove_tree(e.path)
+                removed.append(e)
+            else:  # a tuner is writing this key right now
+                busy.append(e)
+    in_use = set().union(*(e.ckeys for e in kept + busy)) if kept or busy else set()
+    freed = set().union(*(e.ckeys for e in removed)) if removed else set()
+    n_cands = _prune_candidates(root, freed, in_use, cutoff)
+    for e in removed:
+        age = human_age(time.time() - e.tuned_at)
+        out.write(f"removed {e.key[:12]}  {e.record.get('nodeid') or '?'}  ({age} old)\n")
+    for e in busy:
+        out.write(f"skipped {e.key[:12]}: it is being tuned right now\n")
+    out.write(f"pruned {len(removed)} of {len(entries)} entries older than {args.older_than:g} days "
+              f"and {n_cands} unreferenced candidate records/kernels\n")
+    return 0
+
+
+def _prune_candidates(root: Path, freed: set[str], in_use: set[str], cutoff: float) -> int:
+    """Remove candidate records and kernels no remaining entry uses.
+
+    Those of the entries just removed go at once; other unreferenced ones only
+    once they are older than the cutoff too, since a running tuner may be
+    writing them before its entry exists.
+    """
+    n = 0
+    for sub, suffix in (("candidates", ".json"), ("kernels", "")):
+        directory = root / sub
+        if not directory.is_dir() or directory.is_symlink():
+            continue
+        for child in list(directory.iterdir()):
+            ckey = child.name.removesuffix(suffix) if suffix else child.name
+            if child.name.startswith(".") or ckey in in_use:
+                continue
+            try:
+                mtime = child.lstat().st_mtime
+            except OSError:
+                continue
+            if ckey in freed or mtime < cutoff:
+                n += remove_tree(child)
+    return n
+
+
+def _non_negative_days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days >= 0 (e.g. 30 or 0.5)")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--cache-dir", metavar="DIR", default=None,
+                        help="the cache (default: $TL_AUTOTUNE_CACHE_DIR, else ~/.cache/tlautotune)")
+    parser = argparse.ArgumentParser(prog="tlautotune", description="Inspect and tidy the pytest-tlautotune cache.")
+    groups = parser.add_subparsers(dest="group", required=True, metavar="cache")
+    cache = groups.add_parser("cache", help="list, show, clear or prune tuned entries")
+    commands = cache.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = commands.add_parser("list", parents=[common], help="one line per tuned entry")
+    p.add_argument("--json", action="store_true", help="print the entries as JSON")
+    p.set_defaults(func=cmd_list)
+    p = commands.add_parser("show", parents=[common], help="one entry in full, with every candidate")
+    p.add_argument("key", help="the entry's key or a unique prefix of it (see `cache list`)")
+    p.set_defaults(func=cmd_show)
+    p = commands.add_parser("clear", parents=[common], help="remove every entry, candidate record and kernel")
+    p.set_defaults(func=cmd_clear)
+    p = commands.add_parser("prune", parents=[common], help="remove entries older than --older-than DAYS")
+    p.add_argument("--older-than", metavar="DAYS", type=_non_negative_days, required=True,
+                   help="age in days (by the entry's tuning time); fractions allowed")
+    p.set_defaults(func=cmd_prune)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    root = Path(args.cache_dir or default_cache_dir()).expanduser()
+    if root.is_symlink():
+        sys.stderr.write(f"tlautotune: the cache directory {root} is a symlink; pass the real directory "
+                         f"with --cache-dir\n")
+        return 2
+    if not root.is_dir():
+        if args.command == "show":
+            sys.stderr.write(f"tlautotune: there is no cache at {root}\n")
+            return 1
+        sys.stdout.write(f"no cache at {root} (nothing tuned yet, or pass --cache-dir)\n")
+        return 0
+    return args.func(root, args, sys.stdout)
