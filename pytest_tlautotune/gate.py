@@ -1,15 +1,498 @@
-"""Latency-regression gate (filled in by the gate work)."""
+"""Latency-regression gate: baselines, the per-test decision, JSON/Markdown output.
+
+Flow: on a cache hit with a gate (or a baseline to save) :func:`remeasure` times
+the stored winner again in this run, so a gate never compares stored numbers
+with stored numbers. After the test body passed, :func:`check_item` compares
+each result row with its baseline entry, appends ``tl_gate`` & co. to
+``item.user_properties``, puts the decision into the row (it crosses xdist on
+the report) and fails the test on a regression. On the controller
+:func:`finish_session` writes ``--tl-save-baseline``, ``--tl-json`` and
+``--tl-markdown``; :func:`gate_lines` is the terminal table.
+
+Decision rule, per row, with threshold ``T`` percent and ``alpha``:
+
+- ``skipped`` when the test is not in the baseline, the baseline was measured on
+  another device (``fail`` under ``--tl-strict-baseline``), or either side has
+  too few samples for the one-sided Mann-Whitney U test to ever reach ``alpha``;
+- ``fail`` when median(now) / median(baseline) > 1 + T/100 *and* now is
+  significantly slower (one-sided Mann-Whitney U, p < alpha);
+- ``improved`` when the ratio < 1 - T/100 and now is significantly faster;
+- ``pass`` otherwise.
+
+With ``--tl-gate-metric=speedup`` the compared values are latency / ref_prog
+latency, both timed interleaved in the same run, so a uniformly slower or
+faster runner cancels out.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import statistics
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
-def check_item(item) -> None:
-    return None
+import pytest
+
+from .key import canonical_json
+from .report import RESULTS_KEY
+from .settings import get_option
+
+BASELINE_FORMAT = 1
+METRICS = ("latency", "speedup")
+PASS, FAIL, IMPROVED, SKIPPED = "pass", "fail", "improved", "skipped"
+_BOOTSTRAP_RESAMPLES = 2000
 
 
-def finish_session(config, rows, session) -> None:
-    return None
+class GateWarning(pytest.PytestWarning):
+    """A test the gate could not compare (other device, too few samples, failed re-measurement)."""
 
 
-def gate_lines(rows) -> list[str]:
-    return []
+# ----------------------------------------------------------------------------- options
+
+
+def gate_options(config: pytest.Config) -> dict:
+    """The gate's options, validated; a bad value fails with a sentence saying what is accepted."""
+    metric = str(get_option(config, "tl_gate_metric")).strip().lower()
+    alpha = get_option(config, "tl_alpha")
+    threshold = get_option(config, "tl_max_regression")
+    if metric not in METRICS:
+        pytest.fail(f"--tl-gate-metric={metric!r}: use 'latency' (compare milliseconds) or 'speedup' "
+                    f"(compare latency relative to ref_prog timed in the same run)", pytrace=False)
+    if not 0 < alpha < 0.5:
+        pytest.fail(f"--tl-alpha={alpha!r}: give a significance level between 0 and 0.5, e.g. 0.01", pytrace=False)
+    if not threshold > 0:
+        pytest.fail(f"--tl-max-regression={threshold!r}: give a percentage > 0, e.g. 10", pytrace=False)
+    return {"metric": metric, "alpha": alpha, "threshold_pct": threshold,
+            "strict": bool(get_option(config, "tl_strict_baseline"))}
+
+
+def _wants_fresh_numbers(config: pytest.Config) -> bool:
+    return bool(get_option(config, "tl_baseline") or get_option(config, "tl_save_baseline"))
+
+
+# ----------------------------------------------------------------------------- re-measure
+
+
+def remeasure(session: Any, req: Any, outcome: Any) -> str:
+    """Re-time a cache hit's winner and ref_prog in this run when a gate or baseline needs numbers.
+
+    Replaces ``outcome.result``'s samples and medians in place. Returns where the
+    numbers come from: ``"this run"``, ``"stored"`` (no gate asked) or
+    ``"failed: <why>"``.
+    """
+    from .session import CACHE_HIT
+
+    if outcome.cache != CACHE_HIT:
+        return "this run"  # a miss or retune just measured its winner
+    if not _wants_fresh_numbers(session.config):
+        return "stored"
+    from .tuner import measure_again
+
+    try:
+        out = measure_again(session.pools, session.cache, req, session.cache.entry(outcome.key))
+    except Exception as exc:  # the gate reports it; the tuned kernel is still usable
+        return f"failed: {type(exc).__name__}: {exc}"
+    samples, ref = list(out["samples"]), list(out["ref_samples"])
+    outcome.result = replace(
+        outcome.result,
+        latency=statistics.median(samples),
+        ref_latency=statistics.median(ref) if ref else None,
+        samples=tuple(samples),
+        ref_samples=tuple(ref),
+    )
+    return "this run"
+
+
+# ----------------------------------------------------------------------------- baseline
+
+
+def row_ids(rows: list[dict]) -> list[str]:
+    """Baseline ids: the node id, with ``[call N]`` for a test's second and later autotune calls."""
+    seen: dict[str, int] = {}
+    ids = []
+    for row in rows:
+        n = seen[row["nodeid"]] = seen.get(row["nodeid"], 0) + 1
+        ids.append(row["nodeid"] if n == 1 else f"{row['nodeid']}[call {n}]")
+    return ids
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 6)
+
+
+def baseline_entry(row: dict) -> dict:
+    """What a baseline keeps of one result row."""
+    return {
+        "program": row.get("program"),
+        "config": row.get("config"),
+        "latency_ms": _r(row.get("latency_ms")),
+        "samples": [_r(s) for s in row.get("samples") or []],
+        "ref_latency_ms": _r(row.get("ref_latency_ms")),
+        "ref_samples": [_r(s) for s in row.get("ref_samples") or []],
+        "device": row.get("device"),
+        "device_name": row.get("device_name"),
+        "machine": row.get("machine"),
+        "measured": row.get("measured", "this run"),
+    }
+
+
+def baseline_document(rows: list[dict], old: dict | None = None) -> dict:
+    """The baseline file's content: ``old``'s tests updated with this run's rows."""
+    tests = dict((old or {}).get("tests", {}))
+    for rid, row in zip(row_ids(rows), rows, strict=True):
+        tests[rid] = baseline_entry(row)
+    return {"format": BASELINE_FORMAT, "tool": "pytest-tlautotune",
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "tests": dict(sorted(tests.items()))}
+
+
+def load_baseline(path: str) -> dict:
+    """Read a baseline file; raise ValueError with a sentence when it is not one."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"baseline file {path} does not exist; write one with --tl-save-baseline {path}") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"baseline file {path} is unreadable: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("tests"), dict):
+        raise ValueError(f"baseline file {path} has no 'tests' mapping; was it written by --tl-save-baseline?")
+    if data.get("format") != BASELINE_FORMAT:
+        raise ValueError(f"baseline file {path} has format {data.get('format')!r}, this plugin reads "
+                         f"{BASELINE_FORMAT}; write it again with --tl-save-baseline")
+    return data
+
+
+def _session_baseline(config: pytest.Config, path: str) -> dict:
+    """The baseline, read once per process (cached on the TuneSession)."""
+    from .plugin import session_key
+
+    session = config.stash.get(session_key, None)
+    cached = getattr(session, "baseline", None)
+    if cached is not None and cached[0] == path:
+        return cached[1]
+    data = load_baseline(path)
+    if session is not None:
+        session.baseline = (path, data)
+    return data
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def _min_p(n: int, m: int) -> float:
+    """The smallest p-value an exact one-sided Mann-Whitney U test can give with n and m samples."""
+    return 1.0 / math.comb(n + m, n) if n and m else 1.0
+
+
+def median_ci(values: list[float], level: float) -> tuple[float, float]:
+    """Distribution-free CI of the median from order statistics (binomial), at ``level``."""
+    from scipy.stats import binom
+
+    xs = sorted(values)
+    n = len(xs)
+    k = int(binom.ppf((1 - level) / 2, n, 0.5))  # P(Binom(n, 1/2) < k) <= (1 - level) / 2
+    if k < 1:
+        return xs[0], xs[-1]
+    return xs[k - 1], xs[n - k]
+
+
+def ratio_ci(now: list[float], base: list[float], level: float) -> tuple[float, float]:
+    """Percentile-bootstrap CI of median(now) / median(base), the two sides resampled independently."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    def stat(a, b, axis=-1):
+        return np.median(a, axis=axis) / np.median(b, axis=axis)
+
+    res = bootstrap((np.asarray(now), np.asarray(base)), stat, n_resamples=_BOOTSTRAP_RESAMPLES,
+                    confidence_level=level, method="percentile", vectorized=True, random_state=0)
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def _one_sided_p(now: list[float], base: list[float], alternative: str) -> float:
+    from scipy.stats import mannwhitneyu
+
+    return float(mannwhitneyu(now, base, alternative=alternative).pvalue)
+
+
+def _metric_values(side: dict, metric: str) -> list[float] | None:
+    """Latency samples, or latency / ref_prog latency (paired by position when interleaved alike)."""
+    samples = [float(s) for s in side.get("samples") or []]
+    if metric == "latency":
+        return samples
+    ref = [float(s) for s in side.get("ref_samples") or []]
+    if not ref or not samples:
+        return None
+    if len(ref) == len(samples):
+        return [s / r for s, r in zip(samples, ref, strict=True)]
+    ref_median = statistics.median(ref)
+    return [s / ref_median for s in samples]
+
+
+def _device(side: dict) -> str | None:
+    return side.get("device_name") or (side.get("machine") or {}).get("device")
+
+
+def decide(base: dict | None, now: dict, *, threshold_pct: float, alpha: float, metric: str = "latency",
+           strict: bool = False) -> dict:
+    """Compare one result row ``now`` with its baseline entry ``base``; return the decision as a dict.
+
+    Pure (no pytest), so the benchmark and tools can call it. Keys: status,
+    reason, metric, baseline_ms, now_ms, their CIs, ratio, ratio_ci,
+    regression_pct, threshold_pct, p_value, alpha, n_baseline, n_now.
+    """
+    level = 1 - alpha
+    d: dict[str, Any] = {"status": SKIPPED, "reason": None, "metric": metric, "threshold_pct": threshold_pct,
+                         "alpha": alpha, "ci_level": level, "baseline_ms": None, "now_ms": _median(now.get("samples")),
+                         "ratio": None, "ratio_ci": None, "regression_pct": None, "p_value": None,
+                         "n_baseline": 0, "n_now": len(now.get("samples") or [])}
+    if base is None:
+        d["reason"] = "not in the baseline (new test?)"
+        return d
+    d["baseline_ms"] = _median(base.get("samples")) or base.get("latency_ms")
+    d["baseline_device"] = _device(base)
+    if _device(base) != _device(now):
+        d["status"] = FAIL if strict else SKIPPED
+        d["reason"] = (f"baseline measured on {_device(base)!r}, this run on {_device(now)!r}: not compared"
+                       + (" (--tl-strict-baseline)" if strict else ""))
+        return d
+    b, n = _metric_values(base, metric), _metric_values(now, metric)
+    if b is None or n is None:
+        d["reason"] = "the speedup metric needs ref_prog samples on both sides"
+        return d
+    d["n_baseline"], d["n_now"] = len(b), len(n)
+    if len(b) < 2 or len(n) < 2 or _min_p(len(n), len(b)) > alpha:
+        d["reason"] = (f"insufficient samples: {len(b)} baseline vs {len(n)} now cannot reach alpha={alpha:g} "
+                       f"(raise rep)")
+        return d
+    if base.get("samples"):
+        d["baseline_ci"] = list(median_ci(base["samples"], level))
+    if now.get("samples"):
+        d["now_ci"] = list(median_ci(now["samples"], level))
+    ratio = statistics.median(n) / statistics.median(b)
+    d["ratio"], d["ratio_ci"] = ratio, list(ratio_ci(n, b, level))
+    d["regression_pct"] = (ratio - 1) * 100
+    if metric == "speedup":
+        d["baseline_speedup"], d["now_speedup"] = 1 / statistics.median(b), 1 / statistics.median(n)
+    limit = threshold_pct / 100
+    if ratio > 1 + limit:
+        d["p_value"] = _one_sided_p(n, b, "greater")
+        d["status"] = FAIL if d["p_value"] < alpha else PASS
+        if d["status"] == PASS:
+            d["reason"] = f"slower by more than {threshold_pct:g}% but not significant (p={d['p_value']:.2g})"
+    elif ratio < 1 - limit:
+        d["p_value"] = _one_sided_p(n, b, "less")
+        d["status"] = IMPROVED if d["p_value"] < alpha else PASS
+    else:
+        d["status"] = PASS
+    return d
+
+
+def _median(samples: Any) -> float | None:
+    return statistics.median(samples) if samples else None
+
+
+# ----------------------------------------------------------------------------- the test
+
+
+def _threshold(item: pytest.Item, default: float) -> float:
+    from .plugin import settings_key
+
+    settings = item.stash.get(settings_key, None)
+    value = settings.get("max_regression") if settings is not None else None
+    return float(value) if value is not None else float(default)
+
+
+def failure_message(rid: str, d: dict, path: str) -> str:
+    """The test's failure text: baseline vs now (median and CI), the ratio and the threshold."""
+    level = f"{d['ci_level']:.0%} CI"
+    what = "latency" if d["metric"] == "latency" else "latency relative to ref_prog"
+    if d["status"] == FAIL and d["ratio"] is None:  # strict baseline, other device
+        return f"tlautotune gate: {rid}: {d['reason']}"
+    lines = [
+        f"tlautotune gate: {rid} regressed ({what}, baseline {path}):",
+        f"  baseline {_ms(d['baseline_ms'])} [{level} {_pair(d.get('baseline_ci'))}], n={d['n_baseline']}",
+        f"  now      {_ms(d['now_ms'])} [{level} {_pair(d.get('now_ci'))}], n={d['n_now']}",
+        f"  ratio {d['ratio']:.3f} [{level} {_pair(d['ratio_ci'], '.3f')}] = {d['regression_pct']:+.1f}% exceeds "
+        f"the {d['threshold_pct']:g}% threshold (one-sided Mann-Whitney U p={d['p_value']:.2g} < "
+        f"alpha {d['alpha']:g})",
+    ]
+    if d["metric"] == "speedup":
+        lines.append(f"  speedup over ref_prog: baseline {d['baseline_speedup']:.3f}x, now {d['now_speedup']:.3f}x")
+    return "\n".join(lines)
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g} ms"
+
+
+def _pair(p: Any, spec: str = ".4g") -> str:
+    return "-" if not p else f"{p[0]:{spec}}, {p[1]:{spec}}"
+
+
+def check_item(item: pytest.Item) -> None:
+    """Gate every autotune result of ``item`` against ``--tl-baseline``; fail the test on a regression."""
+    rows = item.stash.get(RESULTS_KEY, None)
+    path = get_option(item.config, "tl_baseline")
+    if not rows or not path:
+        return
+    opts = gate_options(item.config)
+    try:
+        baseline = _session_baseline(item.config, path)
+    except ValueError as exc:
+        pytest.fail(f"tlautotune gate: {exc}", pytrace=False)
+    failures, warns = [], []
+    for rid, row in zip(row_ids(rows), rows, strict=True):
+        measured = row.get("measured", "this run")
+        if measured != "this run":
+            d = decide(None, row, threshold_pct=0, alpha=opts["alpha"])
+            d.update(status=FAIL if opts["strict"] else SKIPPED, reason=f"no numbers from this run ({measured})")
+        else:
+            d = decide(baseline["tests"].get(rid), row, metric=opts["metric"], alpha=opts["alpha"],
+                       threshold_pct=_threshold(item, opts["threshold_pct"]), strict=opts["strict"])
+        row["gate"] = d
+        item.user_properties.extend([
+            ("tl_baseline_ms", _r(d["baseline_ms"])),
+            ("tl_regression_pct", None if d["regression_pct"] is None else round(d["regression_pct"], 2)),
+            ("tl_gate", d["status"]),
+        ])
+        if d["status"] == FAIL:
+            failures.append(failure_message(rid, d, path))
+        elif d["status"] == SKIPPED and (rid in baseline["tests"] or measured != "this run"):
+            warns.append(f"tlautotune gate: {rid}: {d['reason']}")
+    for message in warns:  # last: under filterwarnings=error a warning raises
+        item.warn(GateWarning(message))
+    if failures:
+        pytest.fail("\n".join(failures), pytrace=False)
+
+
+# ----------------------------------------------------------------------------- the session
+
+
+def _write_atomic(path: str, text: str) -> None:
+    target = Path(path)
+    if target.parent and not target.parent.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def dump_readable(obj: Any, indent: int = 0) -> str:
+    """JSON with two-space indentation but lists of numbers on one line: diffable and short."""
+    pad, inner = "  " * indent, "  " * (indent + 1)
+    if isinstance(obj, dict) and obj:
+        items = [f"{inner}{json.dumps(str(k))}: {dump_readable(v, indent + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(obj, list) and obj and not all(isinstance(v, (int, float)) for v in obj):
+        return "[\n" + ",\n".join(f"{inner}{dump_readable(v, indent + 1)}" for v in obj) + f"\n{pad}]"
+    return json.dumps(obj, default=str)
+
+
+def json_document(config: pytest.Config, rows: list[dict]) -> dict:
+    """Everything: options, every row (samples, candidates, machine) and its gate decision."""
+    return {
+        "format": BASELINE_FORMAT,
+        "tool": "pytest-tlautotune",
+        "baseline": get_option(config, "tl_baseline"),
+        "gate_metric": get_option(config, "tl_gate_metric"),
+        "max_regression_pct": get_option(config, "tl_max_regression"),
+        "alpha": get_option(config, "tl_alpha"),
+        "tests": [{"id": rid, **row} for rid, row in zip(row_ids(rows), rows, strict=True)],
+    }
+
+
+def markdown_lines(rows: list[dict]) -> list[str]:
+    """A Markdown table of results (and gate decisions when there are any)."""
+    gated = any("gate" in r for r in rows)
+    header = ["test", "config", "latency", "ref", "cache"]
+    if gated:
+        header += ["baseline", "change [CI]", "p", "gate"]
+    lines = ["### tlautotune", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for rid, row in sorted(zip(row_ids(rows), rows, strict=True)):
+        cells = [f"`{rid}`", f"`{canonical_json(row.get('config'))}`", _ms(row.get("latency_ms")),
+                 _ms(row.get("ref_latency_ms")), str(row.get("cache"))]
+        if gated:
+            d = row.get("gate") or {}
+            status = d.get("status", "-")
+            icon = {FAIL: "❌ ", IMPROVED: "🚀 ", PASS: "✅ ", SKIPPED: "⚠️ "}.get(status, "")
+            cells += [_ms(d.get("baseline_ms")), _change(d), _p(d), f"{icon}{status}"
+                      + (f" ({d['reason']})" if d.get("reason") and status != PASS else "")]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return lines
+
+
+def _change(d: dict) -> str:
+    if d.get("regression_pct") is None:
+        return "-"
+    lo, hi = d["ratio_ci"]
+    return f"{d['regression_pct']:+.1f}% [{(lo - 1) * 100:+.1f}, {(hi - 1) * 100:+.1f}]"
+
+
+def _p(d: dict) -> str:
+    return "-" if d.get("p_value") is None else f"{d['p_value']:.2g}"
+
+
+def finish_session(config: pytest.Config, rows: list[dict], session: pytest.Session) -> None:
+    """On the controller: write the baseline, JSON and Markdown files asked for."""
+    if not rows:
+        return
+    outputs = []
+    save = get_option(config, "tl_save_baseline")
+    if save:
+        try:
+            old = load_baseline(save) if Path(save).exists() else None
+        except ValueError:
+            old = None  # an unreadable old file is replaced, not merged
+        outputs.append((save, lambda: dump_readable(baseline_document(rows, old)) + "\n", "w"))
+    if get_option(config, "tl_json"):
+        outputs.append((get_option(config, "tl_json"),
+                        lambda: json.dumps(json_document(config, rows), indent=1, default=str) + "\n", "w"))
+    md = get_option(config, "tl_markdown")
+    if md:
+        # GitHub's step summary collects every writer of the step: append there, replace elsewhere.
+        mode = "a" if md == os.environ.get("GITHUB_STEP_SUMMARY") else "w"
+        outputs.append((md, lambda: "\n".join(markdown_lines(rows)) + "\n\n", mode))
+    for path, render, mode in outputs:
+        try:
+            if mode == "a":
+                with open(path, "a") as f:
+                    f.write(render())
+            else:
+                _write_atomic(path, render())
+        except OSError as exc:  # a report file is never worth a crash
+            _report_problem(config, f"tlautotune: could not write {path}: {exc}")
+
+
+def _report_problem(config: pytest.Config, message: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(message, yellow=True)
+
+
+def gate_lines(rows: list[dict]) -> list[str]:
+    """The terminal table of gate decisions (empty without --tl-baseline)."""
+    gated = [(rid, r) for rid, r in zip(row_ids(rows), rows, strict=True) if "gate" in r]
+    if not gated:
+        return []
+    table = [("test", "metric", "baseline", "now", "change [CI]", "p", "gate")]
+    notes = []
+    for rid, row in sorted(gated):
+        d = row["gate"]
+        table.append((rid, d["metric"], _ms(d["baseline_ms"]), _ms(d["now_ms"]), _change(d), _p(d), d["status"]))
+        if d.get("reason"):
+            notes.append(f"  {rid}: {d['status']}: {d['reason']}")
+    widths = [max(len(str(r[i])) for r in table) for i in range(len(table[0]))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
+    level = gated[0][1]["gate"].get("ci_level", 0.99)
+    lines.append(f"change = median ratio now/baseline - 1, [{level:.0%} bootstrap CI]; p = one-sided Mann-Whitney U")
+    return lines + notes
