@@ -1,0 +1,157 @@
+"""``--tl-report DIR``: the HTML page, from real tuning runs of TileLang kernels on target "c"."""
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+
+import pytest
+
+INNER = '''
+import pytest
+import tilelang.cpu.language as T
+
+
+def gemm(M, N, K, bm=16, bn=16, bk=16, dtype="float32"):
+    steps = T.ceildiv(K, bk) - (1 if bk == 32 else 0)  # deliberate bug: bk == 32 drops a k-step
+
+    @T.prim_func
+    def main(A: T.Tensor((M, K), dtype), B: T.Tensor((K, N), dtype), C: T.Tensor((M, N), dtype)):
+        with T.Kernel(T.ceildiv(N, bn), T.ceildiv(M, bm)) as (bx, by):
+            acc = T.alloc_local((bm, bn), dtype)
+            for i, j in T.grid(bm, bn):
+                acc[i, j] = 0
+            for ko in T.serial(steps):
+                for i, j, k in T.grid(bm, bn, bk):
+                    acc[i, j] += A[by * bm + i, ko * bk + k] * B[ko * bk + k, bx * bn + j]
+            for i, j in T.grid(bm, bn):
+                C[by * bm + i, bx * bn + j] = acc[i, j]
+    return main
+
+
+CONFIGS = [dict(bm=16, bn=16, bk=16), dict(bm=32, bn=32, bk=16), dict(bm=16, bn=16, bk=32)]
+SETTINGS = dict(target="c", out_idx=[-1], ref_prog=lambda A, B: A @ B, warmup=2, rep=10)
+
+
+@pytest.mark.autotune(configs=CONFIGS, **SETTINGS)
+def test_gemm(autotune):
+    autotune(gemm, 64, 64, 64)
+'''
+
+SECOND = '''
+
+@pytest.mark.autotune(configs=CONFIGS[:2], **SETTINGS)
+def test_gemm_tall(autotune):
+    autotune(gemm, 128, 32, 64)
+'''
+
+HIDE_MATPLOTLIB = '''
+import sys
+
+sys.modules["matplotlib"] = None  # as if it were not installed: importing it raises ImportError
+'''
+
+CHOSEN_BAR_RGB = (0x2E, 0x9D, 0x4B)  # html_report's colour of the chosen config's bar
+
+
+def run_with_report(pytester, tmp_path, *args):
+    report = tmp_path / "report"
+    junit = tmp_path / "junit.xml"
+    result = pytester.runpytest("--tl-cache-dir", str(tmp_path / "c"), "-p", "no:cacheprovider",
+                                "--tl-report", str(report), f"--junitxml={junit}", *args)
+    return result, report / "index.html", junit
+
+
+def chosen_configs(junit):
+    """{test name: chosen config} from the tl_config property of the junit XML."""
+    out = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        for prop in case.iter("property"):
+            if prop.get("name") == "tl_config":
+                out[case.get("name")] = json.loads(prop.get("value"))
+    return out
+
+
+def shown_config(section):
+    """The chosen config as the page shows it ("bm=16, bn=16, bk=16"), parsed back into a dict."""
+    text = re.search(r"<th>chosen config</th><td><code>(.*?)</code>", section).group(1)
+    return {k: json.loads(v) for k, v in (part.split("=", 1) for part in text.split(", "))}
+
+
+def test_report_shows_each_test_its_choice_plot_and_failed_candidate(pytester, tmp_path):
+    pytester.makepyfile(test_rep=INNER + SECOND)
+    result, page, junit = run_with_report(pytester, tmp_path, "-n", "2")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([f"*HTML report: {page}*"])
+    html = page.read_text()
+
+    for name, config in chosen_configs(junit).items():
+        section = html[html.index(f"<h2>test_rep.py::{name}</h2>"):]
+        section = section[:section.index("</section>")]
+        assert shown_config(section) == config
+        assert config["bk"] == 16  # the buggy bk=32 config never wins
+        assert re.search(r"<th>reference latency</th><td>[0-9.e-]+ ms</td>", section)
+        assert "machine: " in section and "<th>cores</th>" in section
+
+    # test_gemm's bk=32 candidate is marked with its status and reason, in the table and on the plot.
+    gemm = html[html.index("<h2>test_rep.py::test_gemm</h2>"):html.index("<h2>test_rep.py::test_gemm_tall</h2>")]
+    assert re.search(r"<code>bm=16, bn=16, bk=32</code></td><td class=\"status-bad\">mismatch</td>", gemm)
+    assert "elements mismatch" in gemm
+    assert "2 of 3 measured" in gemm
+
+    plots = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(plots) == 2
+    assert all(base64.b64decode(p).startswith(b"\x89PNG\r\n\x1a\n") for p in plots)
+    assert "matplotlib is not installed" not in html
+    # Self-contained: nothing is fetched when the page opens.
+    assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", html)
+    assert "<script" not in html and "<link" not in html
+
+
+def test_report_without_matplotlib_has_tables_and_a_note(pytester, tmp_path):
+    pytester.makeconftest(HIDE_MATPLOTLIB)
+    pytester.makepyfile(test_rep=INNER)
+    result, page, junit = run_with_report(pytester, tmp_path)
+    result.assert_outcomes(passed=1)
+    html = page.read_text()
+    assert "matplotlib is not installed" in html
+    assert "data:image/png" not in html
+    assert shown_config(html) == chosen_configs(junit)["test_gemm"]
+    assert '<td class="status-bad">mismatch</td>' in html
+
+
+def find_chromium():
+    for name in ("chromium", "chromium-headless-shell", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def test_report_renders_in_headless_chromium(pytester, tmp_path):
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
+    image = pytest.importorskip("matplotlib.image")
+    pytester.makepyfile(test_rep=INNER)
+    result, page, _ = run_with_report(pytester, tmp_path)
+    result.assert_outcomes(passed=1)
+
+    shot = tmp_path / "shot.png"
+    # A profile of its own: other chromium runs on this machine must not share its lock.
+    proc = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+         f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1400", f"--screenshot={shot}",
+         page.as_uri()],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pixels = image.imread(shot)  # floats in [0, 1], rows x columns x RGB(A)
+    assert pixels.shape[:2] == (1400, 1280)
+    # The chosen config's bar is drawn only inside the embedded PNG, so seeing its colour means it rendered.
+    rgb = (pixels[..., :3] * 255).round()
+    near = (abs(rgb - CHOSEN_BAR_RGB) <= 3).all(axis=-1)
+    assert near.sum() > 500, "the plot's chosen bar is not on the screenshot"
+    assert rgb.std() > 20  # not a blank page
