@@ -26,13 +26,16 @@ import pytest
 
 REPORT_FILE = "index.html"
 MAX_PLOT_ROWS = 40  # more bars than this are unreadable; the table still lists every candidate
-# Row keys that report.record_outcome writes; any other key (the gate's) is shown in the gate table.
+# Row keys that report.record_outcome writes; the gate's keys and any unknown ones get tables of their own.
 BASE_KEYS = frozenset({
     "nodeid", "program", "config", "latency_ms", "ref_latency_ms", "speedup", "cache", "tuning_s", "key",
     "device", "device_name", "machine", "n_configs", "n_measured", "n_passed", "samples", "ref_samples",
     "candidates",
 })
-GATE_FIRST = ("gate", "gate_status", "baseline_ms", "regression_pct", "p_value", "threshold_pct", "gate_reason")
+# The gate's decision lives in row["gate"] (gate.decide's dict); flat keys on the row are shown too.
+FLAT_GATE_KEYS = ("baseline_ms", "regression_pct", "p_value")
+GATE_ORDER = ("status", "reason", "metric", "baseline_ms", "now_ms", "regression_pct", "p_value", "threshold_pct",
+              "alpha", "n_baseline", "n_now", "baseline_device")
 TIMED = ("ok", "early_stop")
 PLOT_CAPTION = ("Bars: each config's median latency while searching, fastest on top; failed configs carry their "
                 "status. The chosen config won the re-measurement of the best ones, so its final latency "
@@ -163,25 +166,44 @@ def _kv_table(pairs: list[tuple[str, Any]]) -> str:
     return f"<table>{cells}</table>"
 
 
+def _gate_info(row: dict) -> dict:
+    """The gate's decision: ``row["gate"]`` (a dict, or a bare status) plus flat keys a gate may add to the row."""
+    gate = row.get("gate")
+    info = dict(gate) if isinstance(gate, dict) else ({} if gate is None else {"status": gate})
+    for k in FLAT_GATE_KEYS:
+        if k in row and k not in info:
+            info[k] = row[k]
+    return info
+
+
+def _gate_value(k: str, value: Any, info: dict) -> str:
+    if k == "status":
+        css = {"fail": "gate-fail", "failed": "gate-fail", "pass": "gate-pass", "improved": "gate-pass"}.get(
+            str(value).lower(), "")
+        return f'<span class="{css}">{_esc(value)}</span>'
+    if k == "regression_pct" and isinstance(value, (int, float)):
+        ci = info.get("ratio_ci")
+        ci_text = (f" [{(ci[0] - 1) * 100:+.1f} %, {(ci[1] - 1) * 100:+.1f} %]"
+                   if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(c, (int, float)) for c in ci)
+                   else "")
+        return _esc(f"{value:+.2f} %{ci_text}")
+    if k.endswith("_ms") and isinstance(value, (int, float)):
+        return _esc(_ms(value))
+    if k == "p_value" and isinstance(value, (int, float)):
+        return _esc(f"{value:.3g}")
+    return _esc(json.dumps(value, default=str) if isinstance(value, (dict, list)) else value)
+
+
 def _gate_html(row: dict) -> str:
-    extra = [k for k in row if k not in BASE_KEYS]
-    if not extra:
-        return ""
-    ordered = [k for k in GATE_FIRST if k in row] + sorted(k for k in extra if k not in GATE_FIRST)
-    pairs = []
-    for k in ordered:
-        value = row[k]
-        text = _esc(json.dumps(value, default=str) if isinstance(value, (dict, list)) else value)
-        if k in ("gate", "gate_status") and isinstance(value, str):
-            verdict = value.lower()
-            css = "gate-fail" if verdict in ("fail", "failed", "regression") else "gate-pass"
-            text = f'<span class="{css}">{text}</span>'
-        elif k.endswith("_ms") and isinstance(value, (int, float)):
-            text = _esc(_ms(value))
-        elif k.endswith("_pct") and isinstance(value, (int, float)):
-            text = _esc(f"{value:+.2f} %")
-        pairs.append((k, text))
-    return "<h3>Gate</h3>" + _kv_table(pairs)
+    info = _gate_info(row)
+    pairs = [(k, _gate_value(k, info[k], info)) for k in
+             [k for k in GATE_ORDER if k in info] + sorted(k for k in info if k not in GATE_ORDER)
+             if info[k] is not None and k != "ratio_ci"]
+    gate = "<h3>Gate</h3>" + _kv_table(pairs) if pairs else ""
+    # Keys someone added to the row that this page does not know yet: shown, not dropped.
+    other = [(k, _esc(json.dumps(row[k], default=str))) for k in sorted(row)
+             if k not in BASE_KEYS and k not in FLAT_GATE_KEYS and k not in ("gate", "measured")]
+    return gate + ("<h3>More</h3>" + _kv_table(other) if other else "")
 
 
 def _candidates_table(row: dict) -> str:
@@ -223,6 +245,7 @@ def _test_html(row: dict, with_plots: bool, anchor: str) -> str:
         ("candidates passed", _esc(f"{row.get('n_passed', '?')} of {row.get('n_measured', '?')} measured "
                                    f"({row.get('n_configs', '?')} configs)")),
         ("cache", _esc(row.get("cache"))),
+        ("measured", _esc(row.get("measured", "this run"))),
         ("tuning time", _esc(_num(row.get("tuning_s"), ".1f", " s"))),
         ("device", _esc(f"{row.get('device_name') or '?'} ({row.get('device', '?')})")),
         ("cache key", f"<code>{_esc(str(row.get('key'))[:16])}</code>"),
@@ -254,7 +277,8 @@ def render(rows: list[dict]) -> str:
     index = "".join(
         f"<tr><td><a href=\"#t{i}\">{_esc(r.get('nodeid'))}</a></td><td><code>{_esc(_config_text(r.get('config')))}"
         f"</code></td><td class=num>{_esc(_ms(r.get('latency_ms')))}</td><td class=num>"
-        f"{_esc(_ms(r.get('ref_latency_ms')))}</td><td>{_esc(r.get('gate', ''))}</td></tr>"
+        f"{_esc(_ms(r.get('ref_latency_ms')))}</td><td>{_gate_value('status', _gate_info(r).get('status', ''), {})}"
+        "</td></tr>"
         for i, r in enumerate(rows))
     overview = ("<table><tr><th>test</th><th>chosen config</th><th>latency</th><th>reference</th><th>gate</th></tr>"
                 f"{index}</table>") if rows else "<p>No autotuned test ran in this session.</p>"

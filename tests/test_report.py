@@ -59,8 +59,9 @@ CHOSEN_BAR_RGB = (0x2E, 0x9D, 0x4B)  # html_report's colour of the chosen config
 def run_with_report(pytester, tmp_path, *args):
     report = tmp_path / "report"
     junit = tmp_path / "junit.xml"
-    result = pytester.runpytest("--tl-cache-dir", str(tmp_path / "c"), "-p", "no:cacheprovider",
-                                "--tl-report", str(report), f"--junitxml={junit}", *args)
+    # "--opt=value": pytest takes a separate token naming an existing directory for a path when it picks the rootdir.
+    result = pytester.runpytest(f"--tl-cache-dir={tmp_path / 'c'}", "-p", "no:cacheprovider",
+                                f"--tl-report={report}", f"--junitxml={junit}", *args)
     return result, report / "index.html", junit
 
 
@@ -110,16 +111,32 @@ def test_report_shows_each_test_its_choice_plot_and_failed_candidate(pytester, t
     assert "<script" not in html and "<link" not in html
 
 
-def test_report_without_matplotlib_has_tables_and_a_note(pytester, tmp_path):
+def junit_property(junit, test, name):
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        if case.get("name") == test:
+            return [p.get("value") for p in case.iter("property") if p.get("name") == name]
+    return []
+
+
+def test_report_without_matplotlib_has_tables_note_and_gate(pytester, tmp_path):
     pytester.makeconftest(HIDE_MATPLOTLIB)
     pytester.makepyfile(test_rep=INNER)
-    result, page, junit = run_with_report(pytester, tmp_path)
+    baseline = tmp_path / "baseline.json"
+    result, _, _ = run_with_report(pytester, tmp_path, f"--tl-save-baseline={baseline}")
+    result.assert_outcomes(passed=1)
+    # Second run: a cache hit, re-measured and compared with the baseline by the gate.
+    result, page, junit = run_with_report(pytester, tmp_path, f"--tl-baseline={baseline}")
     result.assert_outcomes(passed=1)
     html = page.read_text()
     assert "matplotlib is not installed" in html
     assert "data:image/png" not in html
     assert shown_config(html) == chosen_configs(junit)["test_gemm"]
     assert '<td class="status-bad">mismatch</td>' in html
+    gate = html[html.index("<h3>Gate</h3>"):]
+    status = junit_property(junit, "test_gemm", "tl_gate")[0]
+    assert re.search(rf"<th>status</th><td><span class=\"[a-z-]*\">{status}</span>", gate)
+    baseline_ms = float(junit_property(junit, "test_gemm", "tl_baseline_ms")[0])
+    assert f"<th>baseline_ms</th><td>{baseline_ms:.4g} ms</td>" in gate
 
 
 def find_chromium():
