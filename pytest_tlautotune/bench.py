@@ -208,6 +208,10 @@ def _timing_lock(path: str | None):
 
 
 def _prepare(job: BenchJob) -> tuple[Any, ProfileArgs, list, list | None, list[float]]:
+    if job.device == "cpu":
+        # TileLang's CPU kernels run on one thread; a multi-threaded torch reference would
+        # spin-wait against the compile workers on the other cores and time as noise.
+        torch.set_num_threads(1)
     profile: ProfileArgs = cloudpickle.loads(job.profile_blob)
     kernel = load_kernel(Path(job.kernel_dir), job.compile_args)
     memo_key = f"{job.key}:{job.device}"

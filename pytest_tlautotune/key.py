@@ -117,8 +117,8 @@ def machine_fingerprint(device_kind: str) -> dict:
     info: dict[str, Any] = {
         "device_kind": device_kind,
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "tilelang": tilelang.__version__,
+        "torch": str(torch.__version__),
+        "tilelang": str(tilelang.__version__),
         "plugin": __version__,
         "format": FORMAT_VERSION,
         "env": {k: os.environ[k] for k in _CACHE_RELEVANT_ENV if k in os.environ},
@@ -129,7 +129,7 @@ def machine_fingerprint(device_kind: str) -> dict:
         info.update(
             device=props.name,
             capability=f"{props.major}.{props.minor}",
-            cuda=torch.version.cuda,
+            cuda=str(torch.version.cuda),
             driver=_cuda_driver_version(),
         )
     else:

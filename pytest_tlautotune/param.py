@@ -15,6 +15,7 @@ This module imports TileLang; the plugin imports it only when a test tunes.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -324,9 +325,10 @@ def load_kernel(directory: Path, compile_args: CompileArgs, func: Any = None):
         params=load_kernel_params((directory / PARAMS_PATH).read_text()),
         target=context.target,
         target_host=context.target_host,
-        out_idx=compile_args.out_idx,
+        # Copies: TileLang normalises these in place, which would change our keys.
+        out_idx=copy.deepcopy(compile_args.out_idx),
         execution_backend=backend,
-        pass_configs=compile_args.pass_configs,
+        pass_configs=copy.deepcopy(compile_args.pass_configs),
         backend_context=context,
     )
 
@@ -346,7 +348,11 @@ class CorruptEntry(Exception):
     """A cache entry failed verification."""
 
 
-def verify_manifest(directory: Path) -> dict:
+ENTRY_FILES = frozenset({BEST_CONFIG_PATH, LATENCY_PATH, PARAMS_PATH, HOST_KERNEL_PATH, "backend.json"})
+KERNEL_FILES = frozenset({PARAMS_PATH, HOST_KERNEL_PATH, "backend.json"})
+
+
+def verify_manifest(directory: Path, required: frozenset = ENTRY_FILES) -> dict:
     """Check format version, presence, size and sha256 of every listed file."""
     try:
         manifest = json.loads((directory / MANIFEST_PATH).read_text())
@@ -362,7 +368,6 @@ def verify_manifest(directory: Path) -> dict:
         data = file.read_bytes()
         if len(data) != meta["size"] or sha256_hex(data) != meta["sha256"]:
             raise CorruptEntry(f"{name} does not match its manifest (size or sha256)")
-    required = {BEST_CONFIG_PATH, LATENCY_PATH, PARAMS_PATH, HOST_KERNEL_PATH, "backend.json"}
     missing = required - set(manifest.get("files", {}))
     if missing:
         raise CorruptEntry(f"manifest lacks {', '.join(sorted(missing))}")

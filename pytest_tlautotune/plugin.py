@@ -128,6 +128,11 @@ class Collector:
         from .gate import finish_session
 
         finish_session(self.config, self.rows, session)
+        report_dir = get_option(self.config, "tl_report")
+        if report_dir:  # after the gate, so the page shows its verdicts
+            from .html_report import write_for_session
+
+            write_for_session(self.config, self.rows, report_dir)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.rows:

@@ -59,6 +59,7 @@ def record_outcome(item: pytest.Item, req: Any, outcome: Any, settings: Any, ses
     if result.ref_latency is not None:
         props.insert(1, ("tl_ref_latency_ms", result.ref_latency))
     item.user_properties.extend(props)
+    row = json.loads(json.dumps(row, default=str))  # plain data: it crosses xdist's execnet
     item.stash.setdefault(RESULTS_KEY, []).append(row)
     return row
 

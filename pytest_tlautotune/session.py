@@ -7,6 +7,7 @@ machine fingerprints. ``TuneSession.tune`` is the fixture's body.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from dataclasses import replace
@@ -88,10 +89,13 @@ class TuneSession:
             error = f"{item.nodeid}: {exc}"
         if error:
             pytest.fail(error, pytrace=False)
+        from .gate import remeasure
+
+        measured = remeasure(self, req, outcome)  # a gate compares this run's numbers, never stored ones
         outcome.tuning_s = time.perf_counter() - t0  # what this run spent, a hit included
         from .report import record_outcome
 
-        record_outcome(item, req, outcome, settings, self)
+        record_outcome(item, req, outcome, settings, self)["measured"] = measured
         return outcome.result
 
     def _request(self, item: pytest.Item, settings: TuneSettings, prog: Any, args: tuple, kwargs: dict):
@@ -110,7 +114,8 @@ class TuneSession:
         if not configs:
             pytest.fail(f"{item.nodeid}: @pytest.mark.autotune: no configs: pass configs=[...] to the marker "
                         f"(or use a @tilelang.autotune function that has them)", pytrace=False)
-        compile_kwargs = {**prog.compile_defaults, **settings.compile}
+        # Deep copies: the marker's lists and dicts are shared by every call of this test.
+        compile_kwargs = copy.deepcopy({**prog.compile_defaults, **settings.compile})
         profile_kwargs = {**prog.profile_defaults, **settings.profile}
         compile_args = CompileArgs(**{k: v for k, v in compile_kwargs.items() if k in COMPILE_FIELDS})
         profile_args = ProfileArgs(**{k: v for k, v in profile_kwargs.items() if k in PROFILE_FIELDS})

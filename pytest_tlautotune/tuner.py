@@ -181,10 +181,10 @@ class Tuner:
         compiling[fut] = cand.index
 
     def _kernel_ok(self, cand: Candidate) -> bool:
-        from .param import verify_manifest
+        from .param import KERNEL_FILES, verify_manifest
 
         try:
-            verify_manifest(self.cache.kernel_dir(cand.ckey))
+            verify_manifest(self.cache.kernel_dir(cand.ckey), KERNEL_FILES)
             return True
         except Exception:
             return False

@@ -1,0 +1,188 @@
+"""End-to-end behaviour of the plugin with real TileLang kernels on target "c"."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+GEMM_TEST = """
+import pytest, torch
+import kernels
+
+CONFIGS = {configs}
+
+@pytest.mark.autotune(configs=CONFIGS, target="c", out_idx=[-1], ref_prog=lambda A, B: A @ B,
+                      warmup=1, rep=5{extra})
+def test_gemm(autotune):
+    result = autotune(kernels.gemm, 64, 64, 64{kwargs})
+    A, B = torch.randn(64, 64), torch.randn(64, 64)
+    torch.testing.assert_close(result.kernel(A, B), A @ B, rtol=1e-3, atol=1e-3)
+"""
+
+TWO = "[dict(bm=16, bn=16, bk=16), dict(bm=32, bn=32, bk=32)]"
+
+
+def gemm_test(configs=TWO, extra="", kwargs=""):
+    return GEMM_TEST.format(configs=configs, extra=extra, kwargs=kwargs)
+
+
+def test_tunes_then_hits_then_retunes(tl, pytester):
+    pytester.makepyfile(test_k=gemm_test())
+    tl.run().assert_outcomes(passed=1)
+    assert tl.prop("test_gemm", "tl_cache") == ["miss"]
+    latency = float(tl.prop("test_gemm", "tl_latency_ms")[0])
+    assert latency > 0
+    assert float(tl.prop("test_gemm", "tl_ref_latency_ms")[0]) > 0
+    assert json.loads(tl.prop("test_gemm", "tl_config")[0]) in [dict(bm=16, bn=16, bk=16), dict(bm=32, bn=32, bk=32)]
+
+    result = tl.run()
+    result.assert_outcomes(passed=1)
+    assert tl.prop("test_gemm", "tl_cache") == ["hit"]
+    # A hit reuses the stored numbers; it tunes nothing.
+    assert float(tl.prop("test_gemm", "tl_latency_ms")[0]) == latency
+    result.stdout.fnmatch_lines(["*tlautotune summary*", "*test_k.py::test_gemm*hit*2/2*"])
+
+    tl.run("--tl-retune").assert_outcomes(passed=1)
+    assert tl.prop("test_gemm", "tl_cache") == ["retune"]
+
+
+def test_wrong_candidate_rejected_with_reason(tl, pytester):
+    pytester.makepyfile(test_k=gemm_test(kwargs=", bug_when_bk=32"))
+    result = tl.run("-v")
+    result.assert_outcomes(passed=1)
+    assert json.loads(tl.prop("test_gemm", "tl_config")[0])["bk"] == 16
+    result.stdout.fnmatch_lines(['*{"bk":32,"bm":32,"bn":32}: mismatch: output 0: * elements mismatch*worst at*'])
+
+
+def test_all_candidates_wrong_fails_listing_each(tl, pytester):
+    pytester.makepyfile(test_k=gemm_test(configs="[dict(bm=16, bn=16, bk=32), dict(bm=32, bn=32, bk=32)]",
+                                         kwargs=", bug_when_bk=32"))
+    result = tl.run()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*no candidate passed: 2 of 2 configs*",
+        '*{"bk":32,"bm":16,"bn":16}: mismatch:*',
+        '*{"bk":32,"bm":32,"bn":32}: mismatch:*',
+    ])
+
+
+def test_no_tune_fails_without_stored_result_and_passes_with_one(tl, pytester):
+    pytester.makepyfile(test_k=gemm_test())
+    result = tl.run("--tl-no-tune")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*--tl-no-tune forbids tuning*without --tl-no-tune*"])
+    tl.run().assert_outcomes(passed=1)
+    tl.run("--tl-no-tune").assert_outcomes(passed=1)
+    assert tl.prop("test_gemm", "tl_cache") == ["hit"]
+
+
+def test_adding_a_config_measures_only_the_new_one(tl, pytester):
+    pytester.makepyfile(test_k=gemm_test())
+    tl.run().assert_outcomes(passed=1)
+    three = "[dict(bm=16, bn=16, bk=16), dict(bm=32, bn=32, bk=32), dict(bm=16, bn=32, bk=16)]"
+    pytester.makepyfile(test_k=gemm_test(configs=three))
+    tl.run().assert_outcomes(passed=1)
+    assert tl.prop("test_gemm", "tl_cache") == ["miss"]  # a new space is a new key...
+    records = [json.loads(p.read_text()) for p in tl.cache_dir.glob("entries/*/record.json")]
+    (record,) = [r for r in records if len(r["candidates"]) == 3]
+    reused = {json.dumps(c["config"], sort_keys=True): bool(c.get("reused")) for c in record["candidates"]}
+    # ...but only the added config was compiled and measured again.
+    assert reused == {
+        json.dumps(dict(bm=16, bn=16, bk=16), sort_keys=True): True,
+        json.dumps(dict(bm=32, bn=32, bk=32), sort_keys=True): True,
+        json.dumps(dict(bm=16, bn=32, bk=16), sort_keys=True): False,
+    }
+
+
+def test_editing_the_reference_invalidates(tl, pytester):
+    pytester.makepyfile(test_k=gemm_test())
+    tl.run().assert_outcomes(passed=1)
+    pytester.makepyfile(test_k=gemm_test().replace("lambda A, B: A @ B", "lambda A, B: torch.matmul(A, B)"))
+    tl.run().assert_outcomes(passed=1)
+    assert tl.prop("test_gemm", "tl_cache") == ["miss"]
+
+
+def test_xdist_tunes_each_key_once(tl, pytester):
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_k=gemm_test().replace("def test_gemm(autotune):", (
+        "@pytest.mark.parametrize('copy', range(4))\ndef test_gemm(autotune, copy):")))
+    result = tl.run("-n", "2", subprocess=True)
+    result.assert_outcomes(passed=4)
+    caches = [v for k, v in sum(tl.properties().values(), []) if k == "tl_cache"]
+    assert sorted(caches) == ["hit", "hit", "hit", "miss"]
+    result.stdout.fnmatch_lines(["*tlautotune summary*"])
+
+
+def test_cuda_target_skips_without_gpu(tl, pytester):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    pytester.makepyfile(test_k=gemm_test().replace('target="c"', 'target="cuda"'))
+    result = tl.run("-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*target 'cuda' needs a GPU*"])
+
+
+@pytest.mark.parametrize(
+    ("marker", "message"),
+    [
+        ("configs=[dict(bm=16)], rtool=0.1", "*test_bad.py::test_x: @pytest.mark.autotune: unknown argument 'rtool'; "
+                                             "did you mean 'rtol'?*"),
+        ("configs=[]", "*test_bad.py::test_x: *'configs' is an empty config space*"),
+        ("configs=[dict(bm=object())]", "*test_bad.py::test_x: *'configs'[[]0[]][[]'bm'[]]*cannot be serialised*"),
+        ("configs=[dict(bm=16)], rep='many'", "*test_bad.py::test_x: *argument 'rep' must be an int >= 1, got 'many'*"),
+        ("configs=[dict(bm=16)], target='tpu'", "*test_bad.py::test_x: *argument 'target' must be one of auto, cuda*"),
+    ],
+)
+def test_bad_marker_arguments_fail_at_collection(pytester, marker, message):
+    pytester.makepyfile(test_bad=f"""
+import pytest
+@pytest.mark.autotune({marker})
+def test_x(autotune):
+    pass
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_help_imports_neither_torch_nor_tilelang(pytester):
+    pytester.makeconftest("""
+import sys
+def pytest_unconfigure(config):
+    print("HEAVY", sorted(m for m in ("torch", "tilelang", "tvm") if m in sys.modules))
+""")
+    result = pytester.runpytest_subprocess("--help")
+    result.stdout.fnmatch_lines(["*--tl-retune*", "HEAVY []"])
+
+
+def test_plugin_can_be_disabled_by_name(pytester):
+    result = pytester.runpytest_subprocess("-p", "no:tlautotune", "--help")
+    assert "--tl-retune" not in result.stdout.str()
+
+
+def test_option_resolution_cli_over_ini_over_env(pytester, monkeypatch, tmp_path):
+    pytester.makeini("[pytest]\ntl_cache_dir = from-ini\n")
+    pytester.makepyfile(test_opt="""
+from pytest_tlautotune.plugin import cache_dir
+def test_dir(request):
+    print("DIR=" + cache_dir(request.config))
+""")
+    monkeypatch.setenv("TL_AUTOTUNE_CACHE_DIR", "from-env")
+    pytester.runpytest("-s", "-p", "no:cacheprovider").stdout.fnmatch_lines(["*DIR=from-ini*"])
+    pytester.runpytest("-s", "-p", "no:cacheprovider", "--tl-cache-dir", "from-cli").stdout.fnmatch_lines(
+        ["*DIR=from-cli*"])
+    pytester.makeini("[pytest]\n")
+    pytester.runpytest("-s", "-p", "no:cacheprovider").stdout.fnmatch_lines(["*DIR=from-env*"])
+
+
+def test_seed_hashes_are_stable_across_processes():
+    code = (
+        "from pytest_tlautotune.param import CompileArgs, ProfileArgs\n"
+        "ref = lambda A, B: A @ B\n"
+        "print(hash(CompileArgs(out_idx=[-1], target='c')), hash(ProfileArgs(ref_prog=ref, rtol=0.5)))\n"
+    )
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}).stdout for seed in ("1", "2")}
+    assert len(runs) == 1
