@@ -1,11 +1,10 @@
-"""Root conftest for the project's own tests and examples.
-
-Keeps test runs out of the user's real cache: unless TL_AUTOTUNE_CACHE_DIR is
-set, inner and outer runs use a per-session temporary cache directory.
-"""
+"""Root conftest for the project's own tests and the examples."""
 
 import os
-import tempfile
 
-if "TL_AUTOTUNE_CACHE_DIR" not in os.environ and os.environ.get("TL_AUTOTUNE_USE_USER_CACHE") != "1":
-    os.environ["TL_AUTOTUNE_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"tlautotune-tests-{os.getuid()}")
+
+def pytest_report_header(config):
+    from pytest_tlautotune.plugin import cache_dir
+
+    gpu = "CUDA examples run" if os.path.exists("/dev/nvidia0") else "no GPU: CUDA examples skip"
+    return f"tlautotune cache: {cache_dir(config)} ({gpu})"

@@ -17,10 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 M = N = K = 128
-CONFIGS = [
-    {"bm": bm, "bn": bn, "bk": bk}
-    for bm, bn, bk in itertools.product((8, 16, 32, 64), (16, 32), (16, 32))
-]
+CONFIGS = [{"bm": bm, "bn": bn, "bk": bk} for bm, bn, bk in itertools.product((8, 16, 32, 64), (16, 32), (16, 32))]
 
 
 def kernel(bm=None, bn=None, bk=None):

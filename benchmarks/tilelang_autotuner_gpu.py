@@ -80,14 +80,8 @@ def main() -> None:
     args = parser.parse_args()
 
     if not torch.cuda.is_available():
-        print(
-            "SKIP: torch.cuda.is_available() is False; this benchmark needs an NVIDIA GPU."
-        )
-        print(
-            json.dumps(
-                {"tool": "tilelang", "skipped": True, "reason": "no CUDA device"}
-            )
-        )
+        print("SKIP: torch.cuda.is_available() is False; this benchmark needs an NVIDIA GPU.")
+        print(json.dumps({"tool": "tilelang", "skipped": True, "reason": "no CUDA device"}))
         return
 
     # Fresh cache dir for a cold run; tilelang reads it at import time.

@@ -36,9 +36,7 @@ def gemm(M: int, N: int, K: int, bm: int, bn: int, bk: int, dtype: str = "float3
                 acc[i, j] = 0
             for ko in T.serial(T.ceildiv(K, bk)):
                 for i, j, k in T.grid(bm, bn, bk):
-                    acc[i, j] += (
-                        A[by * bm + i, ko * bk + k] * B[ko * bk + k, bx * bn + j]
-                    )
+                    acc[i, j] += A[by * bm + i, ko * bk + k] * B[ko * bk + k, bx * bn + j]
             for i, j in T.grid(bm, bn):
                 C[by * bm + i, bx * bn + j] = acc[i, j]
 
@@ -57,9 +55,7 @@ def elementwise_add(M: int, N: int, bm: int, bn: int, dtype: str = "float32"):
     ):
         with T.Kernel(T.ceildiv(N, bn), T.ceildiv(M, bm)) as (bx, by):
             for i, j in T.grid(bm, bn):
-                C[by * bm + i, bx * bn + j] = (
-                    A[by * bm + i, bx * bn + j] + B[by * bm + i, bx * bn + j]
-                )
+                C[by * bm + i, bx * bn + j] = A[by * bm + i, bx * bn + j] + B[by * bm + i, bx * bn + j]
 
     return main
 
@@ -75,8 +71,6 @@ def relu(M: int, N: int, bm: int, bn: int, dtype: str = "float32"):
     ):
         with T.Kernel(T.ceildiv(N, bn), T.ceildiv(M, bm)) as (bx, by):
             for i, j in T.grid(bm, bn):
-                B[by * bm + i, bx * bn + j] = T.max(
-                    A[by * bm + i, bx * bn + j], T.cast(0, dtype)
-                )
+                B[by * bm + i, bx * bn + j] = T.max(A[by * bm + i, bx * bn + j], T.cast(0, dtype))
 
     return main

@@ -13,9 +13,7 @@ __all__ = ["GEMM_48_CONFIGS", "elementwise_add", "gemm"]
 #: 48-point GEMM space: block_M x block_N x block_K x num_stages x threads.
 GEMM_48_CONFIGS = [
     {"block_M": bm, "block_N": bn, "block_K": bk, "num_stages": ns, "threads": th}
-    for bm, bn, bk, ns, th in itertools.product(
-        (64, 128), (64, 128, 256), (32, 64), (2, 3), (128, 256)
-    )
+    for bm, bn, bk, ns, th in itertools.product((64, 128), (64, 128, 256), (32, 64), (2, 3), (128, 256))
 ]
 
 
@@ -39,9 +37,7 @@ def gemm(
         B: T.Tensor((K, N), dtype),
         C: T.Tensor((M, N), dtype),
     ):
-        with T.Kernel(
-            T.ceildiv(N, block_N), T.ceildiv(M, block_M), threads=threads
-        ) as (bx, by):
+        with T.Kernel(T.ceildiv(N, block_N), T.ceildiv(M, block_M), threads=threads) as (bx, by):
             A_shared = T.alloc_shared((block_M, block_K), dtype)
             B_shared = T.alloc_shared((block_K, block_N), dtype)
             C_local = T.alloc_fragment((block_M, block_N), accum_dtype)
@@ -55,9 +51,7 @@ def gemm(
     return main
 
 
-def elementwise_add(
-    M: int, N: int, block_M: int, block_N: int, threads: int, dtype: str = "float16"
-):
+def elementwise_add(M: int, N: int, block_M: int, block_N: int, threads: int, dtype: str = "float16"):
     """Tiled ``C = A + B`` over ``(M, N)`` tensors."""
 
     @T.prim_func
@@ -66,13 +60,10 @@ def elementwise_add(
         B: T.Tensor((M, N), dtype),
         C: T.Tensor((M, N), dtype),
     ):
-        with T.Kernel(
-            T.ceildiv(N, block_N), T.ceildiv(M, block_M), threads=threads
-        ) as (bx, by):
+        with T.Kernel(T.ceildiv(N, block_N), T.ceildiv(M, block_M), threads=threads) as (bx, by):
             for i, j in T.Parallel(block_M, block_N):
                 C[by * block_M + i, bx * block_N + j] = (
-                    A[by * block_M + i, bx * block_N + j]
-                    + B[by * block_M + i, bx * block_N + j]
+                    A[by * block_M + i, bx * block_N + j] + B[by * block_M + i, bx * block_N + j]
                 )
 
     return main

@@ -139,10 +139,12 @@ def _draw(figure_cls: Any, row: dict, cands: list[dict]) -> bytes:
         ax.barh(y, t, color=color, height=0.7)
         label = f" {t:.4g} ms" + (" (chosen)" if is_chosen else "")
         label += " (stopped early)" if cand.get("status") == "early_stop" else ""
-        ax.text(t, y, label, va="center", ha="left", fontsize=8)
+        label_x = t
         if is_chosen and isinstance(final, (int, float)):
             ax.plot([final], [y], marker="D", color="black", markersize=6, linestyle="none",
                     label=f"chosen, re-measured: {final:.4g} ms")
+            label_x = max(t, final + right * 0.015)  # keep the label clear of the diamond
+        ax.text(label_x, y, label, va="center", ha="left", fontsize=8)
     if isinstance(ref, (int, float)):
         ax.axvline(ref, color="#7a2bb5", linestyle="--", linewidth=1.2, label=f"reference: {ref:.4g} ms")
     ax.set_yticks(range(len(cands)), [_config_text(c.get("config")) for c in cands], fontsize=8)

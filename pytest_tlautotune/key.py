@@ -13,7 +13,8 @@ import inspect
 import json
 import os
 import platform
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 #: Bumped whenever the layout or meaning of stored entries changes.
 FORMAT_VERSION = 1
@@ -91,7 +92,7 @@ def hash_int(data: dict) -> int:
     return int(sha256_hex(data)[:16], 16)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:

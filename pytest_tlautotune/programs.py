@@ -8,8 +8,9 @@ Accepted: a plain function returning a PrimFunc, a ``@tilelang.jit`` function
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 _JIT_COMPILE_FIELDS = ("out_idx", "execution_backend", "target", "target_host", "pass_configs")
 _AUTOTUNE_PROFILE_FIELDS = ("warmup", "rep", "timeout", "supply_type", "ref_prog", "supply_prog", "rtol", "atol",

@@ -127,7 +127,7 @@ class TuneSession:
     def _tune(self, req: Any):
         from .param import AutotuneResult
         from .safety import UnsafeCache
-        from .tuner import Outcome, Tuner, TuneError, build_candidates, entry_key
+        from .tuner import Outcome, TuneError, Tuner, build_candidates, entry_key
 
         t0 = time.perf_counter()
         machine = self.machine(req.device_kind)

@@ -12,9 +12,10 @@ import concurrent.futures as cf
 import pickle
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .key import FORMAT_VERSION, canonical_json, program_text, sha256_hex
 
@@ -72,36 +73,60 @@ def build_candidates(req: TuneRequest, machine: dict) -> list[Candidate]:
         "machine": machine,
     }
     cands = []
-    for i, config in enumerate(req.configs):
-        cand = Candidate(i, config)
-        try:
-            cand.func = req.factory(config)
-            cand.ckey = sha256_hex({**common, "program": program_text(cand.func)})
-        except Exception as exc:  # one bad config is a record, not the session's problem
-            cand.error = f"building the PrimFunc failed: {type(exc).__name__}: {exc}"
-        cands.append(cand)
+    with _target_context(req):
+        for i, config in enumerate(req.configs):
+            cands.append(_build_one(req, i, config, common))
     return cands
+
+
+def _target_context(req: TuneRequest):
+    """GPU kernels need their target while the PrimFunc is built (layouts, arch checks)."""
+    import contextlib
+
+    if req.device_kind != "cuda":
+        return contextlib.nullcontext()
+    from tilelang.backend.target import determine_target
+
+    return determine_target(req.compile_args.target, return_object=True)
+
+
+def _build_one(req: TuneRequest, i: int, config: dict, common: dict) -> Candidate:
+    cand = Candidate(i, config)
+    try:
+        cand.func = req.factory(config)
+        cand.ckey = sha256_hex({**common, "program": program_text(cand.func)})
+    except Exception as exc:  # one bad config is a record, not the session's problem
+        cand.error = f"building the PrimFunc failed: {type(exc).__name__}: {exc}"
+    return cand
 
 
 def entry_key(req: TuneRequest, cands: list[Candidate], machine: dict) -> str:
     """The key of the tuned result: every candidate's IR, the space, settings and machine."""
     tuner = {k: req.tuner.get(k) for k in ("strategy", "max_trials", "max_tuning_s", "seed", "top_k")}
-    return sha256_hex({
-        "format": FORMAT_VERSION,
-        "candidates": [c.ckey or c.error for c in cands],
-        "configs": req.configs,
-        "compile": req.compile_args.canonical(),
-        "profile": req.profile_args.canonical(),
-        "tuner": tuner,
-        "machine": machine,
-    })
+    return sha256_hex(
+        {
+            "format": FORMAT_VERSION,
+            "candidates": [c.ckey or c.error for c in cands],
+            "configs": req.configs,
+            "compile": req.compile_args.canonical(),
+            "profile": req.profile_args.canonical(),
+            "tuner": tuner,
+            "machine": machine,
+        }
+    )
 
 
 class Tuner:
     """Runs the search for one request with the session's pools and cache."""
 
-    def __init__(self, req: TuneRequest, cache: Any, pools: Any, reuse_records: bool = True,
-                 progress: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        req: TuneRequest,
+        cache: Any,
+        pools: Any,
+        reuse_records: bool = True,
+        progress: Callable[[str], None] | None = None,
+    ):
         import cloudpickle
 
         self.req = req
@@ -130,8 +155,9 @@ class Tuner:
         if not passed:
             raise TuneError(self._failure_message(records))
         winner, samples, ref_samples, info = self._confirm(cands, passed[: tuner["top_k"]])
-        result = self._result(cands[winner["index"]], winner, samples, ref_samples, info, records, key,
-                              time.perf_counter() - t0)
+        result = self._result(
+            cands[winner["index"]], winner, samples, ref_samples, info, records, key, time.perf_counter() - t0
+        )
         return result, records
 
     def _pipeline(self, cands: list[Candidate], search: Any, deadline: float | None) -> None:
@@ -175,7 +201,8 @@ class Tuner:
             self._submit_bench(cand, bench_pool, timing, compile_s=0.0)
             return
         fut = compile_pool.schedule(
-            _compile_entry, (pickle.dumps(cand.func), self.req.compile_args, str(self.cache.kernel_dir(cand.ckey))),
+            _compile_entry,
+            (pickle.dumps(cand.func), self.req.compile_args, str(self.cache.kernel_dir(cand.ckey))),
             timeout=self.req.tuner["compile_timeout"],
         )
         compiling[fut] = cand.index
@@ -203,16 +230,23 @@ class Tuner:
 
         factor = self.req.tuner["early_stop_factor"]
         best = min((r["median_ms"] for r in self.records.values() if r["status"] == OK), default=None)
-        job = BenchJob(key=self._input_key(), kernel_dir=str(self.cache.kernel_dir(cand.ckey)), compile_args=self.req.compile_args, profile_blob=self.profile_blob,
-            device=self.req.device, lock_path=self.lock_path,
-            stop_above_ms=factor * best if factor and best is not None else None)
+        job = BenchJob(
+            key=self._input_key(),
+            kernel_dir=str(self.cache.kernel_dir(cand.ckey)),
+            compile_args=self.req.compile_args,
+            profile_blob=self.profile_blob,
+            device=self.req.device,
+            lock_path=self.lock_path,
+            stop_above_ms=factor * best if factor and best is not None else None,
+        )
         fut = bench_pool.schedule(check_and_time, (job,), timeout=self.req.profile_args.timeout)
         fut.extra = extra
         timing[fut] = cand.index
 
     def _input_key(self) -> str:
-        return sha256_hex({"node": self.req.nodeid, "program": self.req.program_name,
-                           "profile": self.req.profile_args.canonical()})
+        return sha256_hex(
+            {"node": self.req.nodeid, "program": self.req.program_name, "profile": self.req.profile_args.canonical()}
+        )
 
     def _timed(self, cand: Candidate, fut: Any) -> None:
         extra = getattr(fut, "extra", {})
@@ -235,17 +269,27 @@ class Tuner:
             self.cache.write_record(record)
         n_ok = sum(r["status"] == OK for r in self.records.values())
         best = min((r["median_ms"] for r in self.records.values() if r["status"] == OK), default=None)
-        self.progress(f"{len(self.records)}/{len(self.req.configs)} measured, {n_ok} passed"
-                      + (f", best {best:.4g} ms" if best is not None else ""))
+        self.progress(
+            f"{len(self.records)}/{len(self.req.configs)} measured, {n_ok} passed"
+            + (f", best {best:.4g} ms" if best is not None else "")
+        )
 
     # -- confirmation and result ---------------------------------------------------
 
     def _confirm(self, cands: list[Candidate], top: list[dict]) -> tuple[dict, list, list, dict]:
         from .bench import BenchJob, confirm
 
-        jobs = [BenchJob(key=self._input_key(), kernel_dir=str(self.cache.kernel_dir(r["ckey"])),
-                         compile_args=self.req.compile_args, profile_blob=self.profile_blob,
-                         device=self.req.device, lock_path=self.lock_path) for r in top]
+        jobs = [
+            BenchJob(
+                key=self._input_key(),
+                kernel_dir=str(self.cache.kernel_dir(r["ckey"])),
+                compile_args=self.req.compile_args,
+                profile_blob=self.profile_blob,
+                device=self.req.device,
+                lock_path=self.lock_path,
+            )
+            for r in top
+        ]
         timeout = self.req.profile_args.timeout * (len(jobs) + 1)
         try:
             out = self.pools.bench_pool(self.req.device).schedule(confirm, (jobs,), timeout=timeout).result()
@@ -254,15 +298,24 @@ class Tuner:
             best = top[0]
             return best, best.get("samples", []), self.ref_samples, {"confirm_error": str(exc)}
         medians = {r["ckey"]: statistics.median(out["samples"][job.kernel_dir]) for r, job in zip(top, jobs)}
-        for r, job in zip(top, jobs):
+        for r in top:
             r["confirm_median_ms"] = medians[r["ckey"]]
         winner = min(top, key=lambda r: medians[r["ckey"]])
         job = jobs[top.index(winner)]
         ref = out["samples"].get("ref") or self.ref_samples
         return winner, out["samples"][job.kernel_dir], ref, out.get("device_info", {})
 
-    def _result(self, cand: Candidate, winner: dict, samples: list, ref_samples: list, info: dict,
-                records: list[dict], key: str, tuning_s: float) -> Any:
+    def _result(
+        self,
+        cand: Candidate,
+        winner: dict,
+        samples: list,
+        ref_samples: list,
+        info: dict,
+        records: list[dict],
+        key: str,
+        tuning_s: float,
+    ) -> Any:
         from .param import AutotuneResult, load_kernel
 
         kernel = load_kernel(self.cache.kernel_dir(winner["ckey"]), self.req.compile_args, cand.func)
@@ -290,8 +343,10 @@ class Tuner:
         )
 
     def _failure_message(self, records: list[dict]) -> str:
-        lines = [f"no candidate passed: {len(records)} of {len(self.req.configs)} configs measured for "
-                 f"{self.req.program_name}"]
+        lines = [
+            f"no candidate passed: {len(records)} of {len(self.req.configs)} configs measured for "
+            f"{self.req.program_name}"
+        ]
         for r in records:
             lines.append(f"  {canonical_json(r['config'])}: {r['status']}: {r.get('reason')}")
         return "\n".join(lines)
@@ -329,9 +384,17 @@ def measure_again(pools: Any, cache: Any, req: TuneRequest, entry: Path) -> dict
 
     from .bench import BenchJob, confirm
 
-    job = BenchJob(key=sha256_hex({"node": req.nodeid, "remeasure": True}), kernel_dir=str(entry),
-                   compile_args=req.compile_args, profile_blob=cloudpickle.dumps(req.profile_args),
-                   device=req.device, lock_path=cache.device_lock_path(req.device))
+    job = BenchJob(
+        key=sha256_hex({"node": req.nodeid, "remeasure": True}),
+        kernel_dir=str(entry),
+        compile_args=req.compile_args,
+        profile_blob=cloudpickle.dumps(req.profile_args),
+        device=req.device,
+        lock_path=cache.device_lock_path(req.device),
+    )
     out = pools.bench_pool(req.device).schedule(confirm, ([job],), timeout=req.profile_args.timeout * 2).result()
-    return {"samples": out["samples"][str(entry)], "ref_samples": out["samples"].get("ref", []),
-            "device_info": out.get("device_info", {})}
+    return {
+        "samples": out["samples"][str(entry)],
+        "ref_samples": out["samples"].get("ref", []),
+        "device_info": out.get("device_info", {}),
+    }

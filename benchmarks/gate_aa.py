@@ -1,0 +1,199 @@
+"""A/A and injected-slowdown runs of the latency gate on real TileLang CPU kernels.
+
+Run from the repo root: ``python benchmarks/gate_aa.py [--trials 20] [--threshold 5]``.
+
+Each trial is one ordinary ``pytest`` subprocess (the plugin, a cache hit
+re-measured in that run) with three tests that gate against the *previous*
+trial's measurement of the unchanged kernel, i.e. a baseline from another
+process:
+
+- ``test_aa``: the unchanged kernel (a gate failure is a false alarm; want 0);
+- ``test_slow30``/``test_slow10``: the same GEMM with extra work in the kernel
+  (``extra`` rank-1 updates added and subtracted per tile), calibrated here to
+  cost about +30% and +10% (want 20/20 and >= 18/20 caught).
+
+Trial 0 compiles the three variants and provides the first baseline, so N
+trials take N + 1 pytest runs. The last stdout line is JSON with the figures.
+The same measurements are also re-judged offline with ``gate.decide`` for
+other thresholds and for the speedup metric (no extra timing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pytest_tlautotune import gate  # noqa: E402
+
+KERNEL = '''
+import pytest
+import tilelang.cpu.language as T
+
+
+def gemm(M, N, K, bm=16, bn=16, bk=16, dtype="float32", extra=0):
+    @T.prim_func
+    def main(A: T.Tensor((M, K), dtype), B: T.Tensor((K, N), dtype), C: T.Tensor((M, N), dtype)):
+        with T.Kernel(T.ceildiv(N, bn), T.ceildiv(M, bm)) as (bx, by):
+            acc = T.alloc_local((bm, bn), dtype)
+            for i, j in T.grid(bm, bn):
+                acc[i, j] = 0
+            for ko in T.serial(T.ceildiv(K, bk)):
+                for i, j, k in T.grid(bm, bn, bk):
+                    acc[i, j] += A[by * bm + i, ko * bk + k] * B[ko * bk + k, bx * bn + j]
+            for e in T.serial(extra):
+                for i, j in T.grid(bm, bn):
+                    acc[i, j] += A[by * bm + i, e % K] * B[e % K, bx * bn + j]
+                for i, j in T.grid(bm, bn):
+                    acc[i, j] -= A[by * bm + i, e % K] * B[e % K, bx * bn + j]
+            for i, j in T.grid(bm, bn):
+                C[by * bm + i, bx * bn + j] = acc[i, j]
+    return main
+
+
+CONFIGS = [dict(bm=16, bn=16, bk=16), dict(bm=32, bn=32, bk=16)]
+'''
+
+TEST = '''
+
+@pytest.mark.autotune(configs=CONFIGS, target="c", out_idx=[-1], ref_prog=lambda A, B: A @ B, warmup={warmup},
+                      rep={rep})
+def test_{name}(autotune):
+    autotune(gemm, {size}, {size}, {size}, extra={extra})
+'''
+
+ARMS = ("aa", "slow30", "slow10")
+
+
+def calibrate(size: int, targets: dict[str, float], reps: int = 300) -> dict[str, tuple[int, float]]:
+    """Pick ``extra`` per arm: in-process, interleaved timing of the unchanged and slowed kernels."""
+    import tilelang
+    import torch
+
+    torch.set_num_threads(1)
+    ns = tempfile.NamedTemporaryFile("w", suffix=".py", delete=False)
+    ns.write(KERNEL)
+    ns.close()
+    space: dict = {}
+    exec(compile(Path(ns.name).read_text(), ns.name, "exec"), space)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    kernels = {e: tilelang.compile(space["gemm"](size, size, size, extra=e), out_idx=[-1], target="c",
+                                   execution_backend="cython") for e in range(0, 17, 2)}
+    times: dict[int, list[float]] = {e: [] for e in kernels}
+    for _ in range(reps):
+        for e, k in kernels.items():
+            t0 = time.perf_counter_ns()
+            k(a, b)
+            times[e].append((time.perf_counter_ns() - t0) / 1e6)
+    base = statistics.median(times[0])
+    ratio = {e: statistics.median(t) / base for e, t in times.items()}
+    return {arm: min(((e, r) for e, r in ratio.items() if e), key=lambda er: abs(er[1] - target))
+            for arm, target in targets.items()}
+
+
+def run_trial(work: Path, cache: Path, out: Path, baseline: Path | None, threshold: float) -> dict:
+    cmd = [sys.executable, "-m", "pytest", "test_gate_bench.py", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+           f"--tl-cache-dir={cache}", f"--tl-json={out}", f"--tl-max-regression={threshold}"]
+    if baseline is not None:
+        cmd.append(f"--tl-baseline={baseline}")
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    if proc.returncode not in (0, 1) or not out.exists():
+        raise SystemExit(f"pytest failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    rows = {r["id"].split("::test_")[-1]: r for r in json.loads(out.read_text())["tests"]}
+    return {"rc": proc.returncode, "rows": rows}
+
+
+def baseline_from(rows: dict, path: Path) -> None:
+    """This trial's unchanged-kernel row as the baseline of every arm of the next trial."""
+    aa = rows["aa"]
+    doc = gate.baseline_document([{**aa, "nodeid": f"test_gate_bench.py::test_{arm}"} for arm in ARMS])
+    path.write_text(json.dumps(doc))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--threshold", type=float, default=5.0, help="--tl-max-regression for the gate runs")
+    parser.add_argument("--size", type=int, default=64, help="GEMM M=N=K")
+    parser.add_argument("--rep", type=int, default=30, help="timed runs of the kernel (and of ref_prog) per test")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--extra30", type=int, default=None, help="skip calibration: extra for the +30%% arm")
+    parser.add_argument("--extra10", type=int, default=None, help="skip calibration: extra for the +10%% arm")
+    args = parser.parse_args()
+
+    t_start = time.perf_counter()
+    if args.extra30 is None or args.extra10 is None:
+        cal = calibrate(args.size, {"slow30": 1.30, "slow10": 1.10})
+        extra = {"aa": 0, "slow30": cal["slow30"][0], "slow10": cal["slow10"][0]}
+        print(f"calibration (in-process, interleaved): slow30 extra={cal['slow30'][0]} -> x{cal['slow30'][1]:.3f}, "
+              f"slow10 extra={cal['slow10'][0]} -> x{cal['slow10'][1]:.3f}", flush=True)
+    else:
+        extra = {"aa": 0, "slow30": args.extra30, "slow10": args.extra10}
+
+    work = Path(tempfile.mkdtemp(prefix="tl-gate-aa-"))
+    cache = work / "cache"
+    (work / "pytest.ini").write_text("[pytest]\n")
+    tests = "".join(TEST.format(name=a, extra=extra[a], size=args.size, rep=args.rep, warmup=args.warmup)
+                    for a in ARMS)
+    (work / "test_gate_bench.py").write_text(KERNEL + tests)
+
+    first = run_trial(work, cache, work / "run0.json", None, args.threshold)  # compiles; first baseline
+    baseline_from(first["rows"], work / "base0.json")
+    print(f"trial 0 (tune + first baseline) done at {time.perf_counter() - t_start:.0f} s", flush=True)
+    trials = []
+    for i in range(1, args.trials + 1):
+        t = run_trial(work, cache, work / f"run{i}.json", work / f"base{i - 1}.json", args.threshold)
+        trials.append(t)
+        baseline_from(t["rows"], work / f"base{i}.json")
+        status = {a: t["rows"][a]["gate"]["status"] for a in ARMS}
+        pct = {a: t["rows"][a]["gate"]["regression_pct"] for a in ARMS}
+        print(f"trial {i:2d}: " + "  ".join(f"{a} {status[a]:8s} {pct[a]:+6.1f}%" for a in ARMS)
+              + f"   ({time.perf_counter() - t_start:.0f} s)", flush=True)
+
+    # Offline re-judging of the very same samples (gate.decide is what check_item calls).
+    prev = [first] + trials[:-1]
+    settings = [(m, th) for m in ("latency", "speedup") for th in (5.0, 10.0)]
+    table = {}
+    for metric, th in settings:
+        for arm in ARMS:
+            n = 0
+            for before, now in zip(prev, trials, strict=True):
+                d = gate.decide(before["rows"]["aa"], now["rows"][arm], threshold_pct=th, alpha=0.01, metric=metric)
+                n += d["status"] == gate.FAIL
+            table[(metric, th, arm)] = n
+
+    n = len(trials)
+    caught = {a: sum(t["rows"][a]["gate"]["status"] == gate.FAIL for t in trials) for a in ARMS}
+    realized = {a: statistics.median(t["rows"][a]["gate"]["regression_pct"] for t in trials) for a in ARMS}
+    spread = {a: (min(t["rows"][a]["gate"]["regression_pct"] for t in trials),
+                  max(t["rows"][a]["gate"]["regression_pct"] for t in trials)) for a in ARMS}
+    wall = time.perf_counter() - t_start
+    print()
+    print(f"gate runs: {n} trials, pytest --tl-max-regression={args.threshold:g} --tl-alpha=0.01, metric latency, "
+          f"GEMM {args.size}^3, rep={args.rep}, baseline = previous trial's process")
+    print(f"{'arm':8s} {'extra':>5s} {'median change':>14s} {'min..max change':>18s} {'gate failures':>14s}  want")
+    want = {"aa": "0", "slow30": f"{n}/{n}", "slow10": f">={int(0.9 * n)}/{n}"}
+    for a in ARMS:
+        print(f"{a:8s} {extra[a]:5d} {realized[a]:+13.1f}% {spread[a][0]:+8.1f}..{spread[a][1]:+.1f}% "
+              f"{caught[a]:>10d}/{n}  {want[a]}")
+    print("\nthe same samples re-judged with gate.decide (failures / trials):")
+    print(f"{'metric':8s} {'threshold':>9s} " + " ".join(f"{a:>8s}" for a in ARMS))
+    for metric, th in settings:
+        print(f"{metric:8s} {th:8g}% " + " ".join(f"{table[(metric, th, a)]:>5d}/{n}" for a in ARMS))
+    print(f"\nwall {wall:.0f} s; work dir {work}")
+    print(json.dumps({"trials": n, "threshold_pct": args.threshold, "rep": args.rep, "size": args.size,
+                      "extra": extra, "failures": caught, "median_change_pct": realized, "wall_s": round(wall, 1),
+                      "rejudged": {f"{m}/{th:g}/{a}": v for (m, th, a), v in table.items()}}))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()
