@@ -9,7 +9,9 @@ replaces it); the parent records the failure against that config.
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -23,6 +25,8 @@ import torch
 from .param import CompileArgs, ProfileArgs, load_kernel
 
 L2_FLUSH_BYTES = 256 * 1024 * 1024
+#: Exit code of a timing worker that hit a CUDA fault (see check_and_time).
+CUDA_FAULT_EXIT = 70
 
 # Per-process memo: inputs and reference outputs per cache key (cache_input_tensors).
 _INPUTS: dict[str, tuple[list, list | None, list[float]]] = {}
@@ -253,6 +257,11 @@ def check_and_time(job: BenchJob) -> dict:
     except AssertionError as exc:  # manual_check_prog's way of saying no
         return {"status": "mismatch", "reason": f"manual_check_prog: {exc}", "bench_s": time.perf_counter() - t0}
     except Exception as exc:
+        if job.device.startswith("cuda") and _poisons_context(exc):
+            # An illegal address poisons this process's CUDA context for good: die, so the pool
+            # starts a clean worker, and let the parent record the crash on this config.
+            sys.stderr.write(f"tlautotune: candidate {job.kernel_dir}: {exc}\n")
+            os._exit(CUDA_FAULT_EXIT)
         return {"status": "error", "reason": f"{type(exc).__name__}: {exc}",
                 "traceback": traceback.format_exc(limit=8), "bench_s": time.perf_counter() - t0}
     return {
@@ -265,6 +274,11 @@ def check_and_time(job: BenchJob) -> dict:
         "bench_s": time.perf_counter() - t0,
         "device_info": device_info(job.device),
     }
+
+
+def _poisons_context(exc: BaseException) -> bool:
+    text = str(exc)
+    return any(s in text for s in ("illegal memory access", "illegal address", "CUDA error", "unspecified launch"))
 
 
 def confirm(jobs: list[BenchJob], rounds: int = 5, with_ref: bool = True) -> dict:

@@ -373,6 +373,8 @@ def _classify(exc: BaseException, stage: str, limit: float) -> tuple[str, str]:
                 sig = f" ({signal.Signals(-code).name})"
             except ValueError:
                 pass
+        if code == 70:  # bench.CUDA_FAULT_EXIT
+            return "crash", f"{stage}: CUDA fault (e.g. illegal memory access); the timing worker was restarted"
         return "crash", f"{stage} worker died with exit code {code}{sig}"
     status = "compile_error" if stage == "compile" else "error"
     return status, f"{stage} failed: {name}: {exc}"

@@ -1,0 +1,139 @@
+"""Time whole pytest processes that autotune one space with the plugin.
+
+    python benchmarks/plugin_runs.py cpu16 --cold 1 --warm 3 [--vs-tilelang]
+    python benchmarks/plugin_runs.py gpu48 --cold 5 --warm 3 --out results.json
+
+Each cold run gets fresh plugin and TileLang cache directories (nothing compiled
+before); warm runs reuse the last cold run's caches. A run is a separate
+`python -m pytest` process, timed from outside; the junit XML gives the chosen
+config, its latency and the per-test time. With --vs-tilelang (cpu16 only) the
+same space is tuned by TileLang's own AutoTuner (benchmarks/tilelang_autotuner_cpu.py)
+in the same invocation and the ratio is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SPACES = {
+    "cpu16": dict(
+        module="kernels_cpu", fn="gemm", args="128, 128, 128", target="c",
+        configs="[dict(bm=bm, bn=bn, bk=bk) for bm in (8, 16, 32, 64) for bn in (16, 32) for bk in (16, 32)]",
+        ref="lambda A, B: A @ B", extra="warmup=3, rep=30",
+    ),
+    "gpu48": dict(
+        module="kernels_cuda", fn="gemm", args="4096, 4096, 4096", target="cuda",
+        configs="GEMM_48_CONFIGS", ref="lambda A, B: A @ B", extra="warmup=10, rep=100, rtol=1e-2, atol=1e-2",
+    ),
+}
+
+TEST = """
+import pytest
+from examples.{module} import *
+
+@pytest.mark.autotune(configs={configs}, target="{target}", out_idx=[-1], ref_prog={ref}, {extra}{more})
+def test_space(autotune):
+    autotune({fn}, {args})
+"""
+
+
+def write_test(workdir: Path, space: str, more: str) -> Path:
+    spec = SPACES[space]
+    path = workdir / f"test_bench_{space}.py"
+    path.write_text(TEST.format(more=more, **spec))
+    return path
+
+
+def run_once(test: Path, cache: Path, tl_cache: Path, extra_args: list[str]) -> dict:
+    junit = cache / "junit.xml"
+    env = dict(os.environ, TILELANG_CACHE_DIR=str(tl_cache), PYTHONPATH=f"{ROOT}{os.pathsep}"
+               f"{os.environ.get('PYTHONPATH', '')}")
+    cmd = [sys.executable, "-m", "pytest", str(test), "-q", "-p", "no:cacheprovider", "-p", "pytest_tlautotune.plugin",
+           "--tl-cache-dir", str(cache), f"--junitxml={junit}", "--rootdir", str(ROOT), *extra_args]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"pytest failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")
+    case = next(ET.parse(junit).getroot().iter("testcase"))
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    return {
+        "wall_s": round(wall, 2),
+        "test_time_s": float(case.get("time")),
+        "cache": props.get("tl_cache"),
+        "config": json.loads(props["tl_config"]),
+        "latency_ms": float(props["tl_latency_ms"]),
+        "ref_latency_ms": float(props["tl_ref_latency_ms"]) if "tl_ref_latency_ms" in props else None,
+        "tuning_s": float(props["tl_tuning_s"]),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("space", choices=sorted(SPACES))
+    parser.add_argument("--cold", type=int, default=1, help="cold runs (fresh caches each)")
+    parser.add_argument("--warm", type=int, default=1, help="warm runs after the last cold one")
+    parser.add_argument("--more", default="", help="extra marker settings, e.g. ', strategy=\"guided\"'")
+    parser.add_argument("--vs-tilelang", action="store_true", help="also time TileLang's AutoTuner (cpu16)")
+    parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("pytest_args", nargs="*")
+    args = parser.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="tlbench-"))
+    test = write_test(work, args.space, args.more)
+    cold, warm = [], []
+    for i in range(args.cold):
+        cache, tl_cache = work / f"cache{i}", work / f"tlcache{i}"
+        cache.mkdir()
+        cold.append(run_once(test, cache, tl_cache, args.pytest_args))
+        print("cold", json.dumps(cold[-1]), flush=True)
+    for _ in range(args.warm):
+        warm.append(run_once(test, cache, tl_cache, args.pytest_args))
+        print("warm", json.dumps(warm[-1]), flush=True)
+    out = {"space": args.space, "cold": cold, "warm": warm}
+    lat = [r["latency_ms"] for r in cold]
+    if len(lat) > 1:
+        out["latency_cv"] = statistics.stdev(lat) / statistics.mean(lat)
+        out["distinct_configs"] = len({json.dumps(r["config"], sort_keys=True) for r in cold})
+    if args.vs_tilelang:
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tilelang_autotuner_cpu.py")],
+                              capture_output=True, text=True, cwd=ROOT)
+        tl = json.loads(proc.stdout.strip().splitlines()[-1])
+        tl["process_s"] = round(time.perf_counter() - t0, 2)
+        out["tilelang"] = tl
+        out["ratio_plugin_over_tilelang"] = round(cold[0]["wall_s"] / tl["process_s"], 3)
+    print(summary(out))
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+def summary(out: dict) -> str:
+    lines = [f"space {out['space']}", f"{'run':6} {'wall s':>8} {'test s':>8} {'cache':6} {'latency ms':>11}  config"]
+    for kind in ("cold", "warm"):
+        for r in out[kind]:
+            lines.append(f"{kind:6} {r['wall_s']:8.2f} {r['test_time_s']:8.3f} {r['cache']:6} "
+                         f"{r['latency_ms']:11.5g}  {json.dumps(r['config'], sort_keys=True)}")
+    if "latency_cv" in out:
+        lines.append(f"cold latency CV {out['latency_cv']:.2%}, distinct best configs {out['distinct_configs']}")
+    if "tilelang" in out:
+        tl = out["tilelang"]
+        lines.append(f"TileLang AutoTuner: process {tl['process_s']} s, best {tl.get('best_config')} "
+                     f"{tl.get('best_latency_ms')} ms; plugin/TileLang = {out['ratio_plugin_over_tilelang']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

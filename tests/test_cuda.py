@@ -1,0 +1,63 @@
+"""CUDA behaviour: runs on a GPU machine, skips cleanly without one."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+CUDA_KERNELS = '''
+import tilelang.language as T
+
+
+def add(M, N, block_M, block_N, threads, offset=0, dtype="float16"):
+    """C = A + B; a non-zero offset writes far out of bounds (an illegal address)."""
+
+    @T.prim_func
+    def main(A: T.Tensor((M, N), dtype), B: T.Tensor((M, N), dtype), C: T.Tensor((M, N), dtype)):
+        with T.Kernel(T.ceildiv(N, block_N), T.ceildiv(M, block_M), threads=threads) as (bx, by):
+            for i, j in T.Parallel(block_M, block_N):
+                C[by * block_M + i + offset, bx * block_N + j] = (
+                    A[by * block_M + i, bx * block_N + j] + B[by * block_M + i, bx * block_N + j])
+
+    return main
+'''
+
+TEST = '''
+import pytest, torch
+import cuda_kernels
+
+CONFIGS = [dict(block_M=bm, block_N=bn, threads=128) for bm in (32, 64) for bn in (64, 128)]
+
+@pytest.mark.autotune(configs=CONFIGS, target="cuda", out_idx=[-1], ref_prog=lambda A, B: A + B,
+                      warmup=5, rep=30, backend="{backend}")
+def test_add(autotune):
+    result = autotune(cuda_kernels.add, 4096, 4096)
+    A = torch.randn(4096, 4096, device="cuda", dtype=torch.float16)
+    torch.testing.assert_close(result.kernel(A, A), A + A)
+'''
+
+
+@pytest.fixture
+def cuda_tl(tl, pytester):
+    pytester.makepyfile(cuda_kernels=CUDA_KERNELS)
+    return tl
+
+
+@pytest.mark.parametrize("backend", ["event", "cudagraph", "cupti"])
+def test_cuda_tunes_and_hits(cuda_tl, pytester, backend):
+    pytester.makepyfile(test_k=TEST.format(backend=backend))
+    cuda_tl.run().assert_outcomes(passed=1)
+    assert cuda_tl.prop("test_add", "tl_cache") == ["miss"]
+    assert float(cuda_tl.prop("test_add", "tl_latency_ms")[0]) > 0
+    cuda_tl.run().assert_outcomes(passed=1)
+    assert cuda_tl.prop("test_add", "tl_cache") == ["hit"]
+
+
+def test_out_of_bounds_candidate_does_not_take_the_session_down(cuda_tl, pytester):
+    test = TEST.format(backend="event").replace(
+        "CONFIGS = [", "CONFIGS = [dict(block_M=32, block_N=64, threads=128, offset=1 << 26)] + [")
+    pytester.makepyfile(test_k=test)
+    result = cuda_tl.run("-v")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(['*"offset":67108864*: crash: *'])
+    assert "offset" not in cuda_tl.prop("test_add", "tl_config")[0]
