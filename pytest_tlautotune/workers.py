@@ -23,16 +23,32 @@ _CONTEXT: Any = None
 
 
 def _context():
+    """Fork server with TileLang preloaded on CPU-only machines; spawn where there is a GPU.
+
+    Importing TileLang initialises CUDA when a GPU is present, and a forked child of a
+    process with CUDA initialised cannot use CUDA: there every worker is spawned fresh.
+    """
     global _CONTEXT
     if _CONTEXT is None:
-        _CONTEXT = multiprocessing.get_context("forkserver")
-        _CONTEXT.set_forkserver_preload(["tilelang", "pytest_tlautotune.bench"])
+        if _has_gpu():
+            _CONTEXT = multiprocessing.get_context("spawn")
+        else:
+            _CONTEXT = multiprocessing.get_context("forkserver")
+            _CONTEXT.set_forkserver_preload(["tilelang", "pytest_tlautotune.bench"])
     return _CONTEXT
+
+
+def _has_gpu() -> bool:
+    import glob
+
+    return bool(glob.glob("/dev/nvidia[0-9]*")) and os.environ.get("CUDA_VISIBLE_DEVICES", "x") != ""
 
 
 def _init_worker(sys_path: list[str], log_level: int) -> None:
     # The user's ref_prog may be pickled by reference to a test module: import it like the parent.
     sys.path[:] = sys_path
+    import tilelang  # noqa: F401  - at start, so warm-up overlaps the import with the parent's work
+
     for name in ("tilelang", "TileLang"):
         logging.getLogger(name).setLevel(log_level)
 
