@@ -241,6 +241,7 @@ def check_and_time(job: BenchJob) -> dict:
         if job.device.startswith("cuda"):
             torch.cuda.set_device(torch.device(job.device))
         kernel, profile, inputs, refs, ref_samples = _prepare(job)
+        _poison_allocator(kernel, job)
         outs = _as_list(kernel(*inputs))
         _sync(job.device)
         if not profile.skip_check:
@@ -274,6 +275,24 @@ def check_and_time(job: BenchJob) -> dict:
         "bench_s": time.perf_counter() - t0,
         "device_info": device_info(job.device),
     }
+
+
+def _poison_allocator(kernel: Any, job: BenchJob) -> None:
+    """Leave NaN-filled blocks of each output's size in the allocator's cache.
+
+    The kernel allocates its outputs with ``torch.empty``; without this, a candidate
+    that writes nothing (or writes elsewhere) can return a block still holding the
+    previous candidate's correct answer, and pass the check.
+    """
+    n = len(kernel.params)
+    out_idx = job.compile_args.out_idx
+    outs = [] if out_idx is None else ([out_idx] if isinstance(out_idx, int) else list(out_idx))
+    for i in outs:
+        param = kernel.params[i % n]
+        with contextlib.suppress(Exception):
+            dtype = param.torch_dtype()
+            fill = float("nan") if dtype.is_floating_point else -1
+            torch.full([int(d) for d in param.shape], fill, dtype=dtype, device=job.device)
 
 
 def _poisons_context(exc: BaseException) -> bool:

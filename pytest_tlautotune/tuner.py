@@ -20,6 +20,7 @@ from typing import Any
 from .key import FORMAT_VERSION, canonical_json, program_text, sha256_hex
 
 OK = "ok"
+REUSABLE_FAILURES = ("mismatch", "early_stop")
 
 
 class TuneError(Exception):
@@ -193,8 +194,9 @@ class Tuner:
             return
         if self.reuse_records:
             old = self.cache.read_record(cand.ckey)
-            # A failure stands as recorded; a pass needs its kernel for the top-k confirmation.
-            if old and (old.get("status") != OK or self._kernel_ok(cand)):
+            # Verdicts about the kernel itself stand; compile errors, crashes and timeouts may
+            # come from the environment, so they are tried again. A pass needs its kernel.
+            if old and (old.get("status") in REUSABLE_FAILURES or (old.get("status") == OK and self._kernel_ok(cand))):
                 self._record(cand, {**old, "reused": True}, store=False)
                 return
         if self._kernel_ok(cand):

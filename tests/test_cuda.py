@@ -55,9 +55,9 @@ def test_cuda_tunes_and_hits(cuda_tl, pytester, backend):
 
 def test_out_of_bounds_candidate_does_not_take_the_session_down(cuda_tl, pytester):
     test = TEST.format(backend="event").replace(
-        "CONFIGS = [", "CONFIGS = [dict(block_M=32, block_N=64, threads=128, offset=1 << 26)] + [")
+        "CONFIGS = [", "CONFIGS = [dict(block_M=32, block_N=64, threads=128, offset=1 << 18)] + [")
     pytester.makepyfile(test_k=test)
     result = cuda_tl.run("-v")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(['*"offset":67108864*: crash: *'])
+    result.stdout.fnmatch_lines(['*"offset":262144*: crash: *'])
     assert "offset" not in cuda_tl.prop("test_add", "tl_config")[0]
