@@ -1,5 +1,7 @@
 """CUDA behaviour: runs on a GPU machine, skips cleanly without one."""
 
+import re
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -59,5 +61,7 @@ def test_out_of_bounds_candidate_does_not_take_the_session_down(cuda_tl, pyteste
     pytester.makepyfile(test_k=test)
     result = cuda_tl.run("-v")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(['*"offset":262144*: crash: *'])
+    # Whether the stray write faults (crash, worker restarted) or lands in mapped memory
+    # (the NaN-poisoned output then mismatches) depends on the allocator: both are rejections.
+    assert re.search(r'"offset":262144.*: (crash|mismatch): ', result.stdout.str())
     assert "offset" not in cuda_tl.prop("test_add", "tl_config")[0]
