@@ -1,6 +1,7 @@
 """End-to-end behaviour of the plugin with real TileLang kernels on target "c"."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -186,3 +187,47 @@ def test_seed_hashes_are_stable_across_processes():
     runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}).stdout for seed in ("1", "2")}
     assert len(runs) == 1
+
+
+def test_crashing_and_hanging_candidates_are_records_not_failures(tl, pytester):
+    # offset writes far past C (a segfault, or a mismatch where the memory happens to be mapped);
+    # extra=10**7 repeats the accumulation for minutes (killed at timeout); bm=7 makes the
+    # program raise. The plain config must still win.
+    pytester.makepyfile(kernels_bad="""
+import tilelang.cpu.language as T
+
+def gemm(M, N, K, bm=16, bn=16, bk=16, offset=0, extra=0, dtype="float32"):
+    if M % bm:
+        raise ValueError(f"bm={bm} does not divide M={M}")
+
+    @T.prim_func
+    def main(A: T.Tensor((M, K), dtype), B: T.Tensor((K, N), dtype), C: T.Tensor((M, N), dtype)):
+        with T.Kernel(T.ceildiv(N, bn), T.ceildiv(M, bm)) as (bx, by):
+            acc = T.alloc_local((bm, bn), dtype)
+            for i, j in T.grid(bm, bn):
+                acc[i, j] = 0
+            for r in T.serial(extra + 1):
+                for ko in T.serial(K // bk):
+                    for i, j, k in T.grid(bm, bn, bk):
+                        acc[i, j] += A[by * bm + i, ko * bk + k] * B[ko * bk + k, bx * bn + j]
+            for i, j in T.grid(bm, bn):
+                C[by * bm + i + offset, bx * bn + j] = acc[i, j] / (extra + 1)
+    return main
+""")
+    pytester.makepyfile(test_k="""
+import pytest, torch
+import kernels_bad
+
+@pytest.mark.autotune(configs=[dict(offset=1 << 24), dict(extra=10**7), dict(bm=7), dict()], target="c", out_idx=[-1],
+                      ref_prog=lambda A, B: A @ B, warmup=1, rep=3, timeout=8)
+def test_gemm(autotune):
+    result = autotune(kernels_bad.gemm, 64, 64, 64)
+    assert result.config == {}
+""")
+    result = tl.run("-v")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines_random([
+        '*{"extra":10000000}: timeout: check/timing exceeded 8 s and was killed*',
+        '*{"bm":7}: build_error: building the PrimFunc failed: ValueError: bm=7 does not divide M=64*',
+    ])
+    assert re.search(r'"offset":16777216}: (crash|mismatch): ', result.stdout.str())
