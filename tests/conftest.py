@@ -49,7 +49,7 @@ def tl(pytester, tmp_path):
         junit = tmp_path / "junit.xml"
 
         def run(self, *args, subprocess=False):
-            argv = ["--tl-cache-dir", str(cache), "-p", "no:cacheprovider", f"--junitxml={self.junit}", *args]
+            argv = [f"--tl-cache-dir={cache}", "-p", "no:cacheprovider", f"--junitxml={self.junit}", *args]
             if subprocess:
                 return pytester.runpytest_subprocess(*argv)
             return pytester.runpytest(*argv)

@@ -86,7 +86,8 @@ def test_adding_a_config_measures_only_the_new_one(tl, pytester):
     tl.run().assert_outcomes(passed=1)
     assert tl.prop("test_gemm", "tl_cache") == ["miss"]  # a new space is a new key...
     records = [json.loads(p.read_text()) for p in tl.cache_dir.glob("entries/*/record.json")]
-    (record,) = [r for r in records if len(r["candidates"]) == 3]
+    record = max(records, key=lambda r: len(r["candidates"]))
+    assert len(record["candidates"]) == 3, [r["candidates"] for r in records]
     reused = {json.dumps(c["config"], sort_keys=True): bool(c.get("reused")) for c in record["candidates"]}
     # ...but only the added config was compiled and measured again.
     assert reused == {

@@ -125,7 +125,9 @@ def test_report_without_matplotlib_has_tables_note_and_gate(pytester, tmp_path):
     result, _, _ = run_with_report(pytester, tmp_path, f"--tl-save-baseline={baseline}")
     result.assert_outcomes(passed=1)
     # Second run: a cache hit, re-measured and compared with the baseline by the gate.
-    result, page, junit = run_with_report(pytester, tmp_path, f"--tl-baseline={baseline}")
+    # The threshold is out of noise's reach on a loaded 2-core machine: this checks rendering.
+    result, page, junit = run_with_report(pytester, tmp_path, f"--tl-baseline={baseline}",
+                                          "--tl-max-regression=1000")
     result.assert_outcomes(passed=1)
     html = page.read_text()
     assert "matplotlib is not installed" in html
