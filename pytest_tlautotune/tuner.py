@@ -174,7 +174,8 @@ class Tuner:
                 for i in search.propose(results, pending, depth - len(compiling)):
                     self._start(cands[i], compile_pool, bench_pool, compiling, timing)
             if not compiling and not timing:
-                if deadline is None or time.perf_counter() >= deadline or not self._more(search):
+                # Reused records finish instantly: go on while the search has configs left.
+                if (deadline is not None and time.perf_counter() >= deadline) or not self._more(search):
                     return
                 continue
             done, _ = cf.wait(list(compiling) + list(timing), return_when=cf.FIRST_COMPLETED)
