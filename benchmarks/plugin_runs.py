@@ -55,12 +55,20 @@ def write_test(workdir: Path, space: str, more: str) -> Path:
     return path
 
 
+def _installed() -> bool:
+    """Whether the plugin is installed (its pytest11 entry point loads it by itself)."""
+    from importlib.metadata import entry_points
+
+    return any(ep.name == "tlautotune" for ep in entry_points(group="pytest11"))
+
+
 def run_once(test: Path, cache: Path, tl_cache: Path, extra_args: list[str]) -> dict:
     junit = cache / "junit.xml"
     env = dict(os.environ, TILELANG_CACHE_DIR=str(tl_cache), PYTHONPATH=f"{ROOT}{os.pathsep}"
                f"{os.environ.get('PYTHONPATH', '')}")
-    cmd = [sys.executable, "-m", "pytest", str(test), "-q", "-p", "no:cacheprovider", "-p", "pytest_tlautotune.plugin",
-           "--tl-cache-dir", str(cache), f"--junitxml={junit}", "--rootdir", str(ROOT), *extra_args]
+    load = [] if _installed() or "PYTEST_PLUGINS" in os.environ else ["-p", "pytest_tlautotune.plugin"]
+    cmd = [sys.executable, "-m", "pytest", str(test), "-q", "-p", "no:cacheprovider", *load,
+           f"--tl-cache-dir={cache}", f"--junitxml={junit}", f"--rootdir={ROOT}", *extra_args]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - t0

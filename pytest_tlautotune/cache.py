@@ -5,6 +5,7 @@ Layout under the cache root (created 0700 on first write)::
     entries/<key>/            one tuned result (AutotuneResult.save_to_disk)
     candidates/<ckey>.json    the record of one config: status, reason, samples
     kernels/<ckey>/           the compiled artifacts of one config
+    index/<fast>.json         program source + args + settings -> key (skips building PrimFuncs)
     locks/<key>.lock          one tuner per key across processes
     locks/device-<dev>.lock   one process times kernels on a device at a time
     quarantine/               entries that failed verification, moved aside
@@ -43,6 +44,8 @@ class Cache:
             safety.ensure_root(self.root)
             for sub in ("entries", "candidates", "kernels", "locks"):
                 (self.root / sub).mkdir(mode=0o700, exist_ok=True)
+                # Kernels load from here after a manifest check only: the folders must be ours too.
+                safety.check_dir(self.root / sub, "cache directory")
             self._clean_stale()
             self._ready = True
         return self.root
@@ -84,6 +87,22 @@ class Cache:
         except OSError as exc:
             logger.warning("could not store candidate record %s: %s", path, exc)
 
+    # -- fast index: program source + args + settings -> entry key -----------------
+
+    def read_index(self, fast: str) -> str | None:
+        data = read_json(self.ensure() / "index" / f"{fast}.json")
+        key = data.get("key") if isinstance(data, dict) else None
+        return key if isinstance(key, str) and len(key) == 64 and key.isalnum() else None
+
+    def write_index(self, fast: str, key: str) -> None:
+        from .param import write_text
+
+        try:
+            (self.ensure() / "index").mkdir(mode=0o700, exist_ok=True)
+            write_text(self.root / "index" / f"{fast}.json", json.dumps({"key": key}))
+        except OSError as exc:
+            logger.warning("could not store cache index %s: %s", fast, exc)
+
     # -- entries -------------------------------------------------------------------
 
     def quarantine(self, path: Path, why: str) -> None:
@@ -92,10 +111,17 @@ class Cache:
         try:
             target.parent.mkdir(mode=0o700, exist_ok=True)
             os.rename(path, target)
-            (target / "WHY").write_text(why)
-            logger.warning("moved bad cache entry %s to %s: %s", path, target, why)
         except OSError:
-            shutil.rmtree(path, ignore_errors=True)
+            _remove(path)
+            logger.warning("removed bad cache entry %s: %s", path, why)
+            return
+        # The reason goes beside a link, never through it into the directory it points to.
+        why_path = target / "WHY" if target.is_dir() and not target.is_symlink() else Path(f"{target}.WHY")
+        try:
+            why_path.write_text(why)
+        except OSError:
+            pass
+        logger.warning("moved bad cache entry %s to %s: %s", path, target, why)
 
     def list_entries(self) -> list[Path]:
         entries = self.root / "entries"
@@ -112,6 +138,17 @@ class Cache:
                         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
                 except OSError:
                     pass
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, a link (not what it points to) or a directory tree; errors are ignored."""
+    try:
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+    except OSError:
+        pass
 
 
 def read_json(path: Path) -> Any:

@@ -150,6 +150,52 @@ def _cuda_driver_version() -> str | None:
         return None
 
 
+def program_identity(program: Any) -> Any:
+    """A stable identity of what the user passed to the fixture (TileLang decorators unwrapped)."""
+    inner = getattr(program, "jit_impl", program)
+    source = getattr(inner, "func_source", None)
+    if isinstance(source, str):
+        fn = getattr(inner, "func", None)
+        return {"jit": getattr(fn, "__qualname__", type(inner).__name__), "source_sha256": sha256_hex(source)}
+    return callable_identity(program)
+
+
+def project_digest(root: str) -> str:
+    """sha256 over every loaded module file under ``root`` (outside site-packages).
+
+    Part of the fast key: an edit to any of the project's Python files (a kernel helper
+    in another module included) sends lookups back to the IR-based key.
+    """
+    prefixes = tuple({os.path.abspath(root) + os.sep, os.path.realpath(root) + os.sep})
+    files = set()
+    for module in list(__import__("sys").modules.values()):
+        path = getattr(module, "__file__", None)
+        # A cheap prefix test first: thousands of modules are loaded, few are the project's.
+        if isinstance(path, str) and path.startswith(prefixes) and path.endswith(".py") and "site-packages" not in path:
+            files.add(os.path.realpath(path))
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        try:
+            with open(path, "rb") as f:
+                digest.update(path.encode() + b"\0" + hashlib.sha256(f.read()).digest())
+        except OSError:
+            digest.update(path.encode() + b"\0missing")
+    return digest.hexdigest()
+
+
+def args_identity(args: tuple, kwargs: dict) -> Any:
+    """Fixed arguments as data; tensors (eager-style kernels) by shape and dtype, not values."""
+
+    def one(value: Any) -> Any:
+        if hasattr(value, "shape") and hasattr(value, "dtype"):
+            return {"tensor": [int(d) for d in value.shape], "dtype": str(value.dtype)}
+        if isinstance(value, (list, tuple)):
+            return [one(v) for v in value]
+        return value
+
+    return {"args": [one(a) for a in args], "kwargs": {k: one(v) for k, v in sorted(kwargs.items())}}
+
+
 def program_text(func: Any) -> str:
     """The TVMScript text of a PrimFunc: what the kernel *is*, helpers included."""
     script = getattr(func, "script", None)

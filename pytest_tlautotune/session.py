@@ -37,6 +37,7 @@ class TuneSession:
         self._cache = None
         self._pools = None
         self._machine: dict[str, dict] = {}
+        self._digest: str | None = None
         self.baseline = None  # gate.Baseline, loaded on first use
 
     @property
@@ -84,7 +85,7 @@ class TuneSession:
             pytest.fail(error, pytrace=False)
         req = self._request(item, settings, prog, args, kwargs)
         try:
-            outcome, error = self._tune(req), None
+            outcome, error = self._tune(req, self._fast_key(req, program, args, kwargs)), None
         except TuneError as exc:
             error = f"{item.nodeid}: {exc}"
         if error:
@@ -124,13 +125,46 @@ class TuneSession:
                            compile_args=compile_args, profile_args=profile_args, tuner=dict(settings.tuner),
                            device=device)
 
-    def _tune(self, req: Any):
+    def _fast_key(self, req: Any, program: Any, args: tuple, kwargs: dict) -> str:
+        """A key that needs no PrimFunc: the program's source, its arguments, the settings and
+        a digest of every project file loaded. It only finds the IR-based key stored before."""
+        from .key import FORMAT_VERSION, args_identity, program_identity, project_digest, sha256_hex
+
+        if self._digest is None:
+            self._digest = project_digest(str(self.config.rootpath))
+        return sha256_hex({
+            "format": FORMAT_VERSION,
+            "program": program_identity(program),
+            "args": args_identity(args, kwargs),
+            "configs": req.configs,
+            "compile": req.compile_args.canonical(),
+            "profile": req.profile_args.canonical(),
+            "tuner": {k: req.tuner.get(k) for k in ("strategy", "max_trials", "max_tuning_s", "seed", "top_k")},
+            "machine": self.machine(req.device_kind),
+            "project": self._digest,
+        })
+
+    def _tune(self, req: Any, fast: str | None = None):
+        from .tuner import Outcome
+
+        t0 = time.perf_counter()
+        machine = self.machine(req.device_kind)
+        if fast and not self.retune:
+            # Warm path: the stored key of this exact program, arguments and project source.
+            key = self.cache.read_index(fast)
+            result = self._load(self.cache.entry(key), req) if key else None
+            if result is not None:
+                return Outcome(result, CACHE_HIT, key, 0.0, result.record.get("candidates", []))
+        outcome = self._tune_ir(req, machine, t0)
+        if fast:
+            self.cache.write_index(fast, outcome.key)
+        return outcome
+
+    def _tune_ir(self, req: Any, machine: dict, t0: float):
         from .param import AutotuneResult
         from .safety import UnsafeCache
         from .tuner import Outcome, TuneError, Tuner, build_candidates, entry_key
 
-        t0 = time.perf_counter()
-        machine = self.machine(req.device_kind)
         cands = build_candidates(req, machine)
         key = entry_key(req, cands, machine)
         try:

@@ -232,3 +232,45 @@ def test_gemm(autotune):
         '*{"bm":7}: build_error: building the PrimFunc failed: ValueError: bm=7 does not divide M=64*',
     ])
     assert re.search(r'"offset":16777216}: (crash|mismatch): ', result.stdout.str())
+
+
+def test_editing_a_helper_module_the_kernel_uses_invalidates(tl, pytester):
+    # The factory lives in the test module; the loop count comes from a helper module.
+    pytester.makepyfile(tiles="def steps(K, bk):\n    return K // bk\n")
+    kernel = '''
+import pytest, torch
+import tilelang.cpu.language as T
+import tiles
+
+def gemm(M, N, K, bm=16, bn=16, bk=16, dtype="float32"):
+    @T.prim_func
+    def main(A: T.Tensor((M, K), dtype), B: T.Tensor((K, N), dtype), C: T.Tensor((M, N), dtype)):
+        with T.Kernel(T.ceildiv(N, bn), T.ceildiv(M, bm)) as (bx, by):
+            acc = T.alloc_local((bm, bn), dtype)
+            for i, j in T.grid(bm, bn):
+                acc[i, j] = 0
+            for ko in T.serial(tiles.steps(K, bk)):
+                for i, j, k in T.grid(bm, bn, bk):
+                    acc[i, j] += A[by * bm + i, ko * bk + k] * B[ko * bk + k, bx * bn + j]
+            for i, j in T.grid(bm, bn):
+                C[by * bm + i, bx * bn + j] = acc[i, j]
+    return main
+
+@pytest.mark.autotune(configs=[dict(bk=16), dict(bk=32)], target="c", out_idx=[-1],
+                      ref_prog=lambda A, B: A @ B, warmup=1, rep=3)
+def test_gemm(autotune):
+    autotune(gemm, 64, 64, 64)
+'''
+    pytester.makepyfile(test_h=kernel)
+    tl.run().assert_outcomes(passed=1)
+    tl.run().assert_outcomes(passed=1)
+    assert tl.prop("test_gemm", "tl_cache") == ["hit"]
+    # A comment-only edit changes no IR: the fast key misses, the IR key still hits.
+    pytester.makepyfile(tiles="# tuned\ndef steps(K, bk):\n    return K // bk\n")
+    tl.run().assert_outcomes(passed=1)
+    assert tl.prop("test_gemm", "tl_cache") == ["hit"]
+    # Now the helper drops a k-step: every candidate is wrong, and a stale hit would hide it.
+    pytester.makepyfile(tiles="def steps(K, bk):\n    return K // bk - 1\n")
+    result = tl.run()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*no candidate passed*"])
