@@ -57,6 +57,21 @@ def gemm_eager(A, B, bm: int = 16, bn: int = 16, bk: int = 16):
     return C
 
 
+# Eager style with a symbolic dimension: inputs for the check are copies of the example tensors.
+@tilelang.jit(target="c", execution_backend="cython")
+def add_dynamic(A, B, bm: int = 16):
+    M = T.dynamic("M")
+    N = T.const("N")
+    A: T.Tensor[[M, N], T.float32]
+    B: T.Tensor[[M, N], T.float32]
+    C = T.empty((M, N), T.float32)
+    with T.Kernel(T.ceildiv(M, bm)) as bx:
+        for i, j in T.grid(bm, N):
+            if bx * bm + i < M:
+                C[bx * bm + i, j] = A[bx * bm + i, j] + B[bx * bm + i, j]
+    return C
+
+
 @tilelang.jit(target="c", execution_backend="cython")
 def eager_no_defaults(A, B, bm: int):
     M, N = T.const("M, N")
@@ -102,6 +117,14 @@ def test_eager(autotune):
     assert result.record["compile_args"]["out_idx"] == [-1]
 
 
+@pytest.mark.autotune(configs=[dict(bm=16), dict(bm=32)], ref_prog=lambda A, B: A + B, warmup=1, rep=3)
+def test_eager_symbolic(autotune):
+    A, B = torch.randn(48, 32), torch.randn(48, 32)
+    result = autotune(styles.add_dynamic, A, B)
+    A, B = torch.randn(40, 32), torch.randn(40, 32)
+    torch.testing.assert_close(result.kernel(A, B), A + B)
+
+
 @pytest.mark.autotune
 def test_autotune_decorator(autotune):
     autotune(styles.gemm_tuned, 64, 64, 64)
@@ -131,10 +154,11 @@ def styles(pytester):
 def test_tilelang_styles_tune_with_their_settings_and_quietly(tl, pytester, styles):
     pytester.makepyfile(test_styles=STYLE_TESTS)
     result = tl.run("-s")  # -s: anything TileLang printed in any process would reach stdout
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=6)
     configs = [dict(bm=16, bn=16), dict(bm=32, bn=16), dict(bm=16, bn=32)]
     for test in ("test_lazy", "test_eager"):
         assert json.loads(tl.prop(test, "tl_config")[0]) in configs[:2]
+    assert json.loads(tl.prop("test_eager_symbolic", "tl_config")[0]) in [dict(bm=16), dict(bm=32)]
     records = _records(tl.cache_dir)
     # No marker configs: the decorator's three configs, its rep=4, its ref_prog (checked, so timed).
     for test in ("test_autotune_decorator", "test_autotune_decorator_without_marker"):
