@@ -76,7 +76,13 @@ def run_once(test: Path, cache: Path, tl_cache: Path, extra_args: list[str]) -> 
         raise SystemExit(f"pytest failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")
     case = next(ET.parse(junit).getroot().iter("testcase"))
     props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    phases = {}
+    for record in cache.glob("entries/*/record.json"):
+        data = json.loads(record.read_text())
+        if data.get("phases"):
+            phases = {k: round(v, 2) if isinstance(v, float) else v for k, v in data["phases"].items()}
     return {
+        "phases": phases,
         "wall_s": round(wall, 2),
         "test_time_s": float(case.get("time")),
         "cache": props.get("tl_cache"),

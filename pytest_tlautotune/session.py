@@ -155,6 +155,9 @@ class TuneSession:
             result = self._load(self.cache.entry(key), req) if key else None
             if result is not None:
                 return Outcome(result, CACHE_HIT, key, 0.0, result.record.get("candidates", []))
+        if not self.no_tune:
+            # Start the workers now: they import TileLang while this process builds the PrimFuncs.
+            self.pools.warm_up(req.device)
         outcome = self._tune_ir(req, machine, t0)
         if fast:
             self.cache.write_index(fast, outcome.key)

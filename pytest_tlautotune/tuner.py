@@ -151,11 +151,22 @@ class Tuner:
         search = Search(self.req.configs, tuner["strategy"], tuner["max_trials"], tuner["seed"])
         deadline = t0 + tuner["max_tuning_s"] if tuner["max_tuning_s"] else None
         self._pipeline(cands, search, deadline)
+        t_search = time.perf_counter()
         records = [self.records[i] for i in sorted(self.records)]
         passed = sorted((r for r in records if r["status"] == OK), key=lambda r: r["median_ms"])
         if not passed:
             raise TuneError(self._failure_message(records))
         winner, samples, ref_samples, info = self._confirm(cands, passed[: tuner["top_k"]])
+        # Where the time went: for the benchmarks and the HTML report.
+        self.phases = {
+            "search_s": t_search - t0,
+            "confirm_s": time.perf_counter() - t_search,
+            "compile_cpu_s": sum(r.get("compile_s") or 0.0 for r in records if not r.get("reused")),
+            "bench_s": sum(r.get("bench_s") or 0.0 for r in records if not r.get("reused")),
+            "compiled": sum(1 for r in records if r.get("compile_s") and not r.get("reused")),
+            "reused": sum(1 for r in records if r.get("reused")),
+            "workers": self.pools.n_workers,
+        }
         result = self._result(
             cands[winner["index"]], winner, samples, ref_samples, info, records, key, time.perf_counter() - t0
         )
@@ -329,6 +340,7 @@ class Tuner:
             "device": self.req.device,
             "device_info": info,
             "tuned_at": time.time(),
+            "phases": getattr(self, "phases", {}),
             "tuning_s": tuning_s,
             "candidates": records,
             "compile_args": self.req.compile_args.canonical(),
