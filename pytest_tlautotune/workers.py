@@ -51,6 +51,8 @@ def _init_worker(sys_path: list[str], log_level: int) -> None:
 
     for name in ("tilelang", "TileLang"):
         logging.getLogger(name).setLevel(log_level)
+    # "Found kernel in memory cache" when a worker meets an IR twice: harmless, noisy.
+    logging.getLogger("tilelang.cache.kernel_cache").setLevel(logging.ERROR)
 
 
 def default_workers() -> int:
