@@ -354,7 +354,11 @@ KERNEL_FILES = frozenset({PARAMS_PATH, HOST_KERNEL_PATH, "backend.json"})
 
 
 def verify_manifest(directory: Path, required: frozenset = ENTRY_FILES) -> dict:
-    """Check format version, presence, size and sha256 of every listed file."""
+    """Check format version, presence, size and sha256 of every listed file.
+
+    Raises :class:`CorruptEntry` for anything wrong with the manifest itself too
+    (wrong shape, a name outside the entry), so callers need to catch only that.
+    """
     try:
         manifest = json.loads((directory / MANIFEST_PATH).read_text())
     except (OSError, ValueError) as exc:
@@ -362,17 +366,30 @@ def verify_manifest(directory: Path, required: frozenset = ENTRY_FILES) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
         raise CorruptEntry(f"format version {manifest.get('format') if isinstance(manifest, dict) else '?'} "
                            f"is not {FORMAT_VERSION}")
-    for name, meta in manifest.get("files", {}).items():
-        file = directory / name
-        if file.is_symlink() or not file.is_file():
-            raise CorruptEntry(f"{name} is missing or not a regular file")
-        data = file.read_bytes()
-        if len(data) != meta["size"] or sha256_hex(data) != meta["sha256"]:
-            raise CorruptEntry(f"{name} does not match its manifest (size or sha256)")
-    missing = required - set(manifest.get("files", {}))
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise CorruptEntry("manifest has no file list")
+    for name, meta in files.items():
+        _verify_file(directory, name, meta)
+    missing = required - set(files)
     if missing:
         raise CorruptEntry(f"manifest lacks {', '.join(sorted(missing))}")
     return manifest
+
+
+def _verify_file(directory: Path, name: str, meta: Any) -> None:
+    # A name like "../x" would make us read (and hash) files outside the entry.
+    if name in ("", ".", "..") or os.sep in name or name.startswith(".") or "\0" in name:
+        raise CorruptEntry(f"manifest names {name!r}, which is not a file of this entry")
+    if not (isinstance(meta, dict) and isinstance(meta.get("size"), int) and isinstance(meta.get("sha256"), str)):
+        raise CorruptEntry(f"manifest record of {name} is malformed")
+    file = directory / name
+    if file.is_symlink() or not file.is_file():
+        raise CorruptEntry(f"{name} is missing or not a regular file")
+    if file.stat().st_size != meta["size"]:  # before reading: a huge stray file is never read whole
+        raise CorruptEntry(f"{name} does not match its manifest (size)")
+    if sha256_hex(file.read_bytes()) != meta["sha256"]:
+        raise CorruptEntry(f"{name} does not match its manifest (sha256)")
 
 
 def publish_dir(staging: Path, path: Path) -> None:

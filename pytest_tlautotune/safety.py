@@ -41,6 +41,11 @@ def ensure_root(root: Path) -> Path:
     return root
 
 
+def check_dir(path: Path, what: str = "cache directory") -> None:
+    """Refuse a directory that is a symlink, someone else's, or writable by others."""
+    _check(Path(path), what)
+
+
 def check_entry(entry: Path) -> None:
     """Check an entry directory and its files before anything in it is loaded."""
     _check(entry, "cache entry")
