@@ -32,6 +32,12 @@ SPACES = {
         configs="[dict(bm=bm, bn=bn, bk=bk) for bm in (8, 16, 32, 64) for bn in (16, 32) for bk in (16, 32)]",
         ref="lambda A, B: A @ B", extra="warmup=3, rep=30",
     ),
+    "cpu512": dict(
+        module="kernels_cpu", fn="gemm", args="128, 128, 128", target="c",
+        configs="[dict(bm=bm, bn=bn, bk=bk) for bm in (1, 2, 4, 8, 16, 32, 64, 128)"
+                " for bn in (1, 2, 4, 8, 16, 32, 64, 128) for bk in (1, 2, 4, 8, 16, 32, 64, 128)]",
+        ref="lambda A, B: A @ B", extra="warmup=2, rep=10",
+    ),
     "gpu48": dict(
         module="kernels_cuda", fn="gemm", args="4096, 4096, 4096", target="cuda",
         configs="GEMM_48_CONFIGS", ref="lambda A, B: A @ B", extra="warmup=10, rep=100, rtol=1e-2, atol=1e-2",

@@ -15,6 +15,7 @@ from typing import Any
 from .key import canonical_json
 
 GUIDED_DEFAULT_FRACTION = 0.2
+CLIMB_FROM = 5
 
 
 class Search:
@@ -31,7 +32,9 @@ class Search:
         self.order = list(range(n))
         if strategy != "exhaustive":
             random.Random(seed).shuffle(self.order)
-        self.n_init = max(4, self.budget // 4)
+        # A third of the budget samples at random; the rest climbs (replayed on a measured
+        # 512-config space: benchmarks/guided_search.py).
+        self.n_init = max(4, self.budget // 3)
         self._neighbours: list[list[int]] | None = None
 
     def propose(self, results: dict[int, float | None], pending: set[int], n: int) -> list[int]:
@@ -51,7 +54,9 @@ class Search:
         return out
 
     def _climb(self, results: dict[int, float | None], seen: set[int], n: int) -> list[int]:
-        ranked = sorted((ms, i) for i, ms in results.items() if ms is not None)
+        # Climb only from the few best: widening to every measured config wanders into
+        # mediocre regions; when these neighbourhoods are exhausted, proposals go random.
+        ranked = sorted((ms, i) for i, ms in results.items() if ms is not None)[:CLIMB_FROM]
         out: list[int] = []
         for _, i in ranked:
             for j in self.neighbours()[i]:

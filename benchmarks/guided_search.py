@@ -1,0 +1,73 @@
+"""How close does a budgeted search get to the exhaustive best? Replayed on measured data.
+
+    python benchmarks/plugin_runs.py cpu512 --cold 1 --warm 0     # exhaustive: measures every config
+    python benchmarks/guided_search.py /tmp/tlbench-XXXX/cache0/entries/*/record.json --seeds 20
+
+The exhaustive tuning's record holds every candidate's measured median. This script
+replays `pytest_tlautotune.search.Search` (the code the tuner runs) against those
+measurements: each proposal "measures" the recorded median, with as many proposals
+in flight as the tuner keeps (workers + 1). It reports, per strategy and seed, the
+fraction of the space measured and how far the best found is from the exhaustive best.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pytest_tlautotune.search import Search  # noqa: E402
+
+
+def replay(configs: list[dict], medians: list[float | None], strategy: str, budget: int | None, seed: int,
+           in_flight: int = 3) -> tuple[int, float]:
+    """Run the search to completion; returns (configs measured, best median found)."""
+    search = Search(configs, strategy, budget, seed)
+    results: dict[int, float | None] = {}
+    pending: list[int] = []
+    while True:
+        pending += search.propose(results, set(pending), in_flight - len(pending))
+        if not pending:
+            break
+        i = pending.pop(0)  # the oldest proposal finishes first
+        results[i] = medians[i]
+    best = min(ms for ms in results.values() if ms is not None)
+    return len(results), best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("record", help="record.json of an exhaustive tuning")
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--fraction", type=float, default=0.2, help="trial budget as a fraction of the space")
+    parser.add_argument("--within", type=float, default=0.03, help="success: best within this of the optimum")
+    args = parser.parse_args(argv)
+
+    record = json.loads(Path(args.record).read_text())
+    cands = sorted(record["candidates"], key=lambda r: r["index"])
+    configs = [c["config"] for c in cands]
+    # Early-stopped candidates were measured slower than 3x the best: their partial median stands.
+    medians = [c.get("median_ms") if c["status"] in ("ok", "early_stop") else None for c in cands]
+    optimum = min(m for m in medians if m is not None)
+    budget = max(1, round(len(configs) * args.fraction))
+    print(f"space: {len(configs)} configs, {sum(m is not None for m in medians)} measured ok; "
+          f"optimum {optimum:.4g} ms; budget {budget} trials ({args.fraction:.0%})")
+    print(f"{'strategy':10} {'hit rate':>9} {'median gap':>11} {'worst gap':>10} {'measured':>9}")
+    for strategy in ("random", "guided"):
+        gaps, counts = [], []
+        for seed in range(args.seeds):
+            n, best = replay(configs, medians, strategy, budget, seed)
+            gaps.append(best / optimum - 1)
+            counts.append(n)
+        hits = sum(g <= args.within for g in gaps)
+        print(f"{strategy:10} {hits:>4}/{args.seeds:<4} {statistics.median(gaps):>10.2%} {max(gaps):>10.2%} "
+              f"{statistics.mean(counts) / len(configs):>9.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Search strategies, trial budgets and early stop."""
+
+import json
+
+from pytest_tlautotune.search import Search
+
+GRID = [dict(a=a, b=b) for a in range(8) for b in range(8)]
+
+
+def drain(search, latency, in_flight=3):
+    results, pending = {}, []
+    while True:
+        pending += search.propose(results, set(pending), in_flight - len(pending))
+        if not pending:
+            return results
+        i = pending.pop(0)
+        results[i] = latency(GRID[i])
+
+
+def test_exhaustive_measures_everything_in_order():
+    assert list(drain(Search(GRID), lambda c: 1.0)) == list(range(len(GRID)))
+
+
+def test_random_respects_the_budget_and_its_seed():
+    first = drain(Search(GRID, "random", max_trials=10, seed=3), lambda c: 1.0)
+    assert len(first) == 10
+    assert list(first) == list(drain(Search(GRID, "random", max_trials=10, seed=3), lambda c: 1.0))
+    assert list(first) != list(drain(Search(GRID, "random", max_trials=10, seed=4), lambda c: 1.0))
+
+
+def test_guided_climbs_to_the_optimum_of_a_smooth_space_within_its_budget():
+    def bowl(c):
+        return 1.0 + (c["a"] - 6) ** 2 + (c["b"] - 1) ** 2
+
+    assert Search(GRID, "guided").budget == round(len(GRID) * 0.2)  # the default budget
+    for seed in range(10):
+        results = drain(Search(GRID, "guided", max_trials=20, seed=seed), bowl)
+        assert len(results) == 20
+        assert min(results.values()) == 1.0, f"seed {seed} missed the optimum"
+
+
+def test_guided_neighbours_differ_in_one_parameter_by_one_step():
+    search = Search(GRID, "guided")
+    near = {json.dumps(GRID[j], sort_keys=True) for j in search.neighbours()[GRID.index(dict(a=0, b=3))]}
+    assert near == {json.dumps(c, sort_keys=True) for c in (dict(a=1, b=3), dict(a=0, b=2), dict(a=0, b=4))}
+
+
+SLOW_TEST = """
+import pytest, torch
+import kernels
+
+@pytest.mark.autotune(configs={configs}, target="c", out_idx=[-1], ref_prog=lambda A, B: A @ B,
+                      warmup=1, rep=20, early_stop_factor=2.0{extra})
+def test_gemm(autotune):
+    autotune(kernels.gemm, 64, 64, 64)
+"""
+
+
+def records(tl):
+    found = [json.loads(p.read_text()) for p in tl.cache_dir.glob("entries/*/record.json")]
+    return max(found, key=lambda r: len(r["candidates"]))["candidates"]
+
+
+def test_a_clearly_slower_candidate_stops_early(tl, pytester):
+    pytester.makepyfile(test_k=SLOW_TEST.format(configs="[dict()]", extra=""))
+    tl.run().assert_outcomes(passed=1)
+    # The fast config's record is reused, so the best is known before the slow one is timed.
+    pytester.makepyfile(test_k=SLOW_TEST.format(configs="[dict(), dict(extra=20)]", extra=""))
+    tl.run().assert_outcomes(passed=1)
+    slow = [r for r in records(tl) if r["config"] == {"extra": 20}][0]
+    assert slow["status"] == "early_stop"
+    assert len(slow["samples"]) < 20
+    assert "stopped after" in slow["reason"]
+
+
+def test_max_trials_bounds_what_is_measured(tl, pytester):
+    configs = "[dict(bm=bm, bn=bn) for bm in (8, 16, 32) for bn in (8, 16, 32)]"
+    pytester.makepyfile(test_k=SLOW_TEST.format(configs=configs, extra=', strategy="random", max_trials=3'))
+    result = tl.run()
+    result.assert_outcomes(passed=1)
+    assert len(records(tl)) == 3
+    result.stdout.fnmatch_lines(["*test_gemm*3/3*"])
