@@ -37,13 +37,22 @@ def ensure_root(root: Path) -> Path:
     root = Path(root)
     if not root.exists():
         root.mkdir(parents=True, mode=0o700, exist_ok=True)
-    _check(root, "cache directory")
+    check_dir(root, "cache directory")
+    if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
+        mode = stat.S_IMODE(os.stat(root).st_mode)
+        raise PermissionError(
+            f"cache directory {root} is not readable and writable by you (mode {mode:o}); "
+            f"run `chmod u+rwx {root}` or use another --tl-cache-dir"
+        )
     return root
 
 
 def check_dir(path: Path, what: str = "cache directory") -> None:
-    """Refuse a directory that is a symlink, someone else's, or writable by others."""
-    _check(Path(path), what)
+    """Refuse a directory that is a symlink, someone else's, writable by others, or not a directory."""
+    path = Path(path)
+    _check(path, what)
+    if not stat.S_ISDIR(os.lstat(path).st_mode):
+        raise UnsafeCache(f"{what} {path} is not a directory; remove it or use another --tl-cache-dir")
 
 
 def check_entry(entry: Path) -> None:
