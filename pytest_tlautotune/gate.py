@@ -1,18 +1,20 @@
 """Latency-regression gate: baselines, the per-test decision, JSON/Markdown output.
 
-Flow: on a cache hit with a gate (or a baseline to save) :func:`remeasure` times
-the stored winner again in this run, so a gate never compares stored numbers
-with stored numbers. After the test body passed, :func:`check_item` compares
-each result row with its baseline entry, appends ``tl_gate`` & co. to
-``item.user_properties``, puts the decision into the row (it crosses xdist on
-the report) and fails the test on a regression. On the controller
+Flow: with a gate (or a baseline to save) :func:`remeasure` times the winner
+again in this run: a cache hit, so a gate never compares stored numbers with
+stored numbers, and on a CPU device a miss too, so both sides are timed by CPU
+time (the wait for a core on a shared runner moved wall-clock medians by -50% to
++120% between runs; CPU-time medians stayed within +-7%: benchmarks/gate_aa.py).
+After the test body passed, :func:`check_item` compares each result row with
+its baseline entry, appends ``tl_gate`` & co. to ``item.user_properties``, puts
+the decision into the row (it crosses xdist on the report) and fails the test on a regression. On the controller
 :func:`finish_session` writes ``--tl-save-baseline``, ``--tl-json`` and
 ``--tl-markdown``; :func:`gate_lines` is the terminal table.
 
 Decision rule, per row, with threshold ``T`` percent and ``alpha``:
 
 - ``skipped`` when the test is not in the baseline, the baseline was measured on
-  another device (``fail`` under ``--tl-strict-baseline``), or either side has
+  another device or with another clock (``fail`` under ``--tl-strict-baseline``), or either side has
   too few samples for the one-sided Mann-Whitney U test to ever reach ``alpha``;
 - ``fail`` when median(now) / median(baseline) > 1 + T/100 *and* now is
   significantly slower (one-sided Mann-Whitney U, p < alpha);
@@ -43,6 +45,7 @@ from .report import RESULTS_KEY
 from .settings import get_option
 
 BASELINE_FORMAT = 1
+FRESH, FRESH_CPU = "this run", "this run (cpu time)"  # a row's "measured": numbers of this run, and which clock
 METRICS = ("latency", "speedup")
 PASS, FAIL, IMPROVED, SKIPPED = "pass", "fail", "improved", "skipped"
 _BOOTSTRAP_RESAMPLES = 2000
@@ -79,23 +82,29 @@ def _wants_fresh_numbers(config: pytest.Config) -> bool:
 
 
 def remeasure(session: Any, req: Any, outcome: Any) -> str:
-    """Re-time a cache hit's winner and ref_prog in this run when a gate or baseline needs numbers.
+    """Re-time the winner and ref_prog in this run when a gate or baseline needs numbers.
 
-    Replaces ``outcome.result``'s samples and medians in place. Returns where the
-    numbers come from: ``"this run"``, ``"stored"`` (no gate asked) or
-    ``"failed: <why>"``.
+    A cache hit is always re-timed; on a CPU device a miss is too, by CPU time,
+    so that baseline and gate runs use the same clock. Replaces
+    ``outcome.result``'s samples and medians in place. Returns where the numbers
+    come from: ``FRESH`` (wall clock or CUDA timing), ``FRESH_CPU``, ``"stored"``
+    (no gate asked) or ``"failed: <why>"``.
     """
     from .session import CACHE_HIT
 
-    if outcome.cache != CACHE_HIT:
-        return "this run"  # a miss or retune just measured its winner
+    cpu = not str(req.device).startswith("cuda")
     if not _wants_fresh_numbers(session.config):
-        return "stored"
+        return FRESH if outcome.cache != CACHE_HIT else "stored"
+    if outcome.cache != CACHE_HIT and not cpu:
+        return FRESH  # a miss or retune just measured its winner
     from .tuner import measure_again
 
     try:
-        out = measure_again(session.pools, session.cache, req, session.cache.entry(outcome.key))
+        out = measure_again(session.pools, session.cache, req, session.cache.entry(outcome.key),
+                            clock="cpu" if cpu else "wall")
     except Exception as exc:  # the gate reports it; the tuned kernel is still usable
+        if outcome.cache != CACHE_HIT:
+            return FRESH  # tuning's wall-clock numbers; the gate says the clocks differ
         return f"failed: {type(exc).__name__}: {exc}"
     samples, ref = list(out["samples"]), list(out["ref_samples"])
     outcome.result = replace(
@@ -105,7 +114,7 @@ def remeasure(session: Any, req: Any, outcome: Any) -> str:
         samples=tuple(samples),
         ref_samples=tuple(ref),
     )
-    return "this run"
+    return FRESH_CPU if cpu else FRESH
 
 
 # ----------------------------------------------------------------------------- baseline
@@ -137,7 +146,7 @@ def baseline_entry(row: dict) -> dict:
         "device": row.get("device"),
         "device_name": row.get("device_name"),
         "machine": row.get("machine"),
-        "measured": row.get("measured", "this run"),
+        "measured": row.get("measured", FRESH),
     }
 
 
@@ -238,6 +247,15 @@ def _device(side: dict) -> str | None:
     return side.get("device_name") or (side.get("machine") or {}).get("device")
 
 
+def _clock(side: dict) -> str:
+    return "cpu time" if side.get("measured") == FRESH_CPU else "wall clock"
+
+
+def is_fresh(measured: str | None) -> bool:
+    """Whether a row's numbers were timed in its own run (``measured`` defaults to that)."""
+    return measured in (None, FRESH, FRESH_CPU)
+
+
 def decide(base: dict | None, now: dict, *, threshold_pct: float, alpha: float, metric: str = "latency",
            strict: bool = False) -> dict:
     """Compare one result row ``now`` with its baseline entry ``base``; return the decision as a dict.
@@ -260,6 +278,12 @@ def decide(base: dict | None, now: dict, *, threshold_pct: float, alpha: float, 
         d["status"] = FAIL if strict else SKIPPED
         d["reason"] = (f"baseline measured on {_device(base)!r}, this run on {_device(now)!r}: not compared"
                        + (" (--tl-strict-baseline)" if strict else ""))
+        return d
+    d["clock"] = _clock(now)
+    if _clock(base) != _clock(now):
+        d["status"] = FAIL if strict else SKIPPED
+        d["reason"] = (f"baseline timed by {_clock(base)}, this run by {_clock(now)}: not compared; write the "
+                       f"baseline again with --tl-save-baseline" + (" (--tl-strict-baseline)" if strict else ""))
         return d
     b, n = _metric_values(base, metric), _metric_values(now, metric)
     if b is None or n is None:
@@ -312,6 +336,7 @@ def failure_message(rid: str, d: dict, path: str) -> str:
     """The test's failure text: baseline vs now (median and CI), the ratio and the threshold."""
     level = f"{d['ci_level']:.0%} CI"
     what = "latency" if d["metric"] == "latency" else "latency relative to ref_prog"
+    what += f", {d['clock']}" if d.get("clock") else ""
     if d["status"] == FAIL and d["ratio"] is None:  # strict baseline, other device
         return f"tlautotune gate: {rid}: {d['reason']}"
     lines = [
@@ -348,8 +373,8 @@ def check_item(item: pytest.Item) -> None:
         pytest.fail(f"tlautotune gate: {exc}", pytrace=False)
     failures, warns = [], []
     for rid, row in zip(row_ids(rows), rows, strict=True):
-        measured = row.get("measured", "this run")
-        if measured != "this run":
+        measured = row.get("measured", FRESH)
+        if not is_fresh(measured):
             d = decide(None, row, threshold_pct=0, alpha=opts["alpha"])
             d.update(status=FAIL if opts["strict"] else SKIPPED, reason=f"no numbers from this run ({measured})")
         else:
@@ -363,7 +388,7 @@ def check_item(item: pytest.Item) -> None:
         ])
         if d["status"] == FAIL:
             failures.append(failure_message(rid, d, path))
-        elif d["status"] == SKIPPED and (rid in baseline["tests"] or measured != "this run"):
+        elif d["status"] == SKIPPED and (rid in baseline["tests"] or not is_fresh(measured)):
             warns.append(f"tlautotune gate: {rid}: {d['reason']}")
     for message in warns:  # last: under filterwarnings=error a warning raises
         item.warn(GateWarning(message))

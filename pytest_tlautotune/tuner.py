@@ -395,8 +395,11 @@ def _classify(exc: BaseException, stage: str, limit: float) -> tuple[str, str]:
     return status, f"{stage} failed: {name}: {exc}"
 
 
-def measure_again(pools: Any, cache: Any, req: TuneRequest, entry: Path) -> dict:
-    """Re-time a stored winner (and ref_prog) in this run: the gate never compares stored numbers."""
+def measure_again(pools: Any, cache: Any, req: TuneRequest, entry: Path, clock: str = "wall") -> dict:
+    """Re-time a stored winner (and ref_prog) in this run: the gate never compares stored numbers.
+
+    ``clock="cpu"`` times a CPU device by CPU time (see ``bench.time_fn``).
+    """
     import cloudpickle
 
     from .bench import BenchJob, confirm
@@ -409,7 +412,8 @@ def measure_again(pools: Any, cache: Any, req: TuneRequest, entry: Path) -> dict
         device=req.device,
         lock_path=cache.device_lock_path(req.device),
     )
-    out = pools.bench_pool(req.device).schedule(confirm, ([job],), timeout=req.profile_args.timeout * 2).result()
+    out = pools.bench_pool(req.device).schedule(confirm, ([job], 5, True, clock),
+                                                timeout=req.profile_args.timeout * 2).result()
     return {
         "samples": out["samples"][str(entry)],
         "ref_samples": out["samples"].get("ref", []),

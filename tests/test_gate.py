@@ -96,6 +96,7 @@ def test_unchanged_kernel_passes_remeasured_with_reports(pytester, cache):
     assert min(entry["samples"]) <= entry["latency_ms"] <= max(entry["samples"])
     assert entry["ref_latency_ms"] > 0
     assert entry["device_name"] and entry["machine"]["device_kind"] == "cpu"
+    assert entry["measured"] == "this run (cpu time)"  # hit or miss: re-timed by the gate's clock
     assert '\n      "samples": [' in (pytester.path / "base.json").read_text()  # readable: one line per list
 
     # The same kernel against its own baseline; a wide threshold keeps a noisy shared runner out of it.
@@ -109,7 +110,7 @@ def test_unchanged_kernel_passes_remeasured_with_reports(pytester, cache):
     row = json.loads((pytester.path / "out.json").read_text())["tests"][0]
     assert row["id"] == "test_k.py::test_a" and row["gate"]["status"] == "pass"
     # A cache hit was timed again in this run: never stored numbers against stored numbers.
-    assert row["cache"] == "hit" and row["measured"] == "this run"
+    assert row["cache"] == "hit" and row["measured"] == "this run (cpu time)"
     assert row["samples"] != entry["samples"] and len(row["samples"]) == 20
     md = (pytester.path / "out.md").read_text()
     assert "| test | config | latency | ref | cache | baseline | change [CI] | p | gate |" in md
@@ -122,7 +123,7 @@ def test_slowdown_fails_improvement_reported_marker_threshold(pytester, cache):
     result = run(pytester, cache, "--tl-baseline", "base.json", "--junitxml", "j.xml")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines([
-        "*tlautotune gate: test_k.py::test_a regressed (latency, baseline base.json):",
+        "*tlautotune gate: test_k.py::test_a regressed (latency, cpu time, baseline base.json):",
         "*baseline * ms [[]99% CI *, *[]], n=20",
         "*now * ms [[]99% CI *, *[]], n=20",
         "*ratio * [[]99% CI *[]] = +*% exceeds the 10% threshold (one-sided Mann-Whitney U p=* < alpha 0.01)",
@@ -190,8 +191,8 @@ def noisy(median: float, n: int = 20, seed: int = 0, spread: float = 0.05) -> li
     return [median * (1 + rng.uniform(-spread, spread)) for _ in range(n)]
 
 
-def side(samples, ref=None, device="cpu-x"):
-    return {"samples": samples, "ref_samples": ref or [], "device_name": device}
+def side(samples, ref=None, device="cpu-x", measured="this run (cpu time)"):
+    return {"samples": samples, "ref_samples": ref or [], "device_name": device, "measured": measured}
 
 
 @pytest.mark.parametrize(("factor", "status"), [(1.0, "pass"), (1.3, "fail"), (1.08, "pass"), (0.7, "improved")])
@@ -226,3 +227,24 @@ def test_gate_lines_and_row_ids():
     rows = [{"nodeid": "t.py::a"}, {"nodeid": "t.py::a"}, {"nodeid": "t.py::b"}]
     assert gate.row_ids(rows) == ["t.py::a", "t.py::a[call 2]", "t.py::b"]
     assert gate.gate_lines(rows) == []
+
+
+def test_decide_never_compares_wall_clock_with_cpu_time():
+    old = side(noisy(1.0), measured="this run")  # a baseline written before the gate timed CPU devices by CPU time
+    d = gate.decide(old, side(noisy(3.0, seed=1)), threshold_pct=10, alpha=0.01)
+    assert d["status"] == "skipped" and "wall clock" in d["reason"] and "--tl-save-baseline" in d["reason"]
+    assert gate.decide(old, side(noisy(3.0, seed=1)), threshold_pct=10, alpha=0.01, strict=True)["status"] == "fail"
+    assert gate.decide(old, side(noisy(3.0, seed=1), measured="this run"), threshold_pct=10, alpha=0.01)[
+        "status"] == "fail"
+    assert gate.is_fresh(None) and gate.is_fresh("this run (cpu time)") and not gate.is_fresh("stored")
+
+
+def test_cpu_clock_leaves_out_waiting():
+    """What kept the gate from failing A/A runs on a loaded runner: time spent off the CPU is not counted."""
+    import time
+
+    from pytest_tlautotune.bench import time_fn
+
+    wall, _ = time_fn(lambda: time.sleep(0.02), None, "cpu", rep=3, warmup=0)
+    cpu, _ = time_fn(lambda: time.sleep(0.02), None, "cpu", rep=3, warmup=0, clock="cpu")
+    assert min(wall) >= 19 and max(cpu) < 5
