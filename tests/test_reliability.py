@@ -1,0 +1,478 @@
+"""Reliability: concurrency, killed tuners, corrupt caches, crashing candidates, bad input.
+
+Real TileLang kernels on target "c"; inner runs are pytest subprocesses. The figures in
+issue 5 come from these tests and from ``benchmarks/fault_injection.py``.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import KERNELS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+ONE_TEST = """
+import pytest, torch
+import kernels
+
+@pytest.mark.autotune(configs={configs}, target="c", out_idx=[-1], ref_prog=lambda A, B: A @ B,
+                      warmup=1, rep=3{extra})
+def test_gemm(autotune{params}):
+    result = autotune(kernels.gemm, {size}, {size}, {size})
+    A, B = torch.randn({size}, {size}), torch.randn({size}, {size})
+    torch.testing.assert_close(result.kernel(A, B), A @ B, rtol=1e-3, atol=1e-3)
+"""
+
+TWO = "[dict(bm=16, bn=16, bk=16), dict(bm=32, bn=32, bk=32)]"
+
+
+def one_test(configs=TWO, extra="", params="", size=32):
+    return ONE_TEST.format(configs=configs, extra=extra, params=params, size=size)
+
+
+def clean_env():
+    """The environment for an inner pytest: none of the outer xdist worker's settings."""
+    env = dict(os.environ)
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_ADDOPTS", "PYTEST_CURRENT_TEST"):
+        env.pop(name, None)
+    return env
+
+
+def tl_cache_values(tl):
+    return sorted(v for k, v in sum(tl.properties().values(), []) if k == "tl_cache")
+
+
+def partial_files(cache: Path) -> list[str]:
+    """Staging directories, temp files and moved-aside entries anywhere in the cache."""
+    return [str(p.relative_to(cache)) for p in cache.rglob("*")
+            if p.name.startswith((".staging-", ".trash-")) or p.name.endswith(".tmp")]
+
+
+def entries(cache: Path) -> list[Path]:
+    return sorted(p for p in (cache / "entries").iterdir() if not p.name.startswith("."))
+
+
+def verify_entry_in_subprocess(entry: Path) -> None:
+    """The entry passes every check and loads (in a fresh process: it imports TileLang)."""
+    code = (
+        "import sys, pathlib\n"
+        "from pytest_tlautotune import safety\n"
+        "from pytest_tlautotune.param import AutotuneResult, CompileArgs, verify_manifest\n"
+        "entry = pathlib.Path(sys.argv[1])\n"
+        "safety.check_entry(entry); verify_manifest(entry)\n"
+        "ca = CompileArgs(out_idx=[-1], target='c', execution_backend='cython')\n"
+        "assert AutotuneResult.load_from_disk(entry, ca) is not None\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(entry)], capture_output=True, text=True,
+                          env=clean_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+# ----------------------------------------------------------------------------- xdist
+
+
+def test_eight_xdist_workers_on_one_cold_key_tune_once(tl, pytester):
+    pytest.importorskip("xdist")
+    test = one_test(configs="[dict(bm=16, bn=16, bk=16)]", params=", copy")
+    test = test.replace("def test_gemm", "@pytest.mark.parametrize('copy', range(8))\ndef test_gemm")
+    pytester.makepyfile(test_k=test)
+    result = tl.run("-n", "8")
+    result.assert_outcomes(passed=8)
+    assert "INTERNALERROR" not in result.stdout.str()
+    assert tl_cache_values(tl) == ["hit"] * 7 + ["miss"]
+    assert len(entries(tl.cache_dir)) == 1
+    assert partial_files(tl.cache_dir) == []
+    assert len(list((tl.cache_dir / "kernels").iterdir())) == 1  # the one config compiled once
+    verify_entry_in_subprocess(entries(tl.cache_dir)[0])
+
+
+# ----------------------------------------------------------------------------- SIGKILL
+
+
+def test_sigkill_while_tuning_and_saving_leaves_nothing_corrupt(tmp_path):
+    # Three trials: two kills spread over tuning, one inside save_to_disk (see the script).
+    out = tmp_path / "fault.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fault_injection.py"), "--trials", "3",
+                           "--json", str(out)], capture_output=True, text=True, env=clean_env(), timeout=600)
+    assert out.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    totals = json.loads(out.read_text())["totals"]
+    assert totals["killed"] == 3, proc.stdout
+    assert totals["corrupt_entries"] == 0, proc.stdout
+    assert totals["corrupt_kernels"] == 0, proc.stdout
+    assert totals["bad_records"] == 0, proc.stdout
+    assert totals["rerun_failed"] == 0, proc.stdout
+    assert proc.returncode == 0, proc.stdout
+
+
+# ----------------------------------------------------------------------------- corrupt entries
+
+
+def _rewrite_manifest(entry: Path, change) -> None:
+    manifest = json.loads((entry / "manifest.json").read_text())
+    change(manifest)
+    (entry / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _truncate(path: Path, size: int) -> None:
+    path.write_bytes(path.read_bytes()[:size])
+
+
+def _other_format(entry: Path) -> None:
+    _rewrite_manifest(entry, lambda m: m.update(format=m["format"] + 1))
+
+
+def _wrong_manifest(entry: Path) -> None:
+    def swap(m):
+        m["files"]["kernel_lib.so"]["sha256"] = m["files"]["params.pkl"]["sha256"]
+
+    _rewrite_manifest(entry, swap)
+
+
+def _elsewhere(entry: Path, suffix: str = "") -> Path:
+    return entry.parent.parent.parent / f"elsewhere-{entry.name}{suffix}"
+
+
+def _symlink_file(entry: Path) -> None:
+    # Identical bytes elsewhere: only refusing the link itself catches this.
+    shutil.copy(entry / "kernel_lib.so", _elsewhere(entry, ".so"))
+    (entry / "kernel_lib.so").unlink()
+    (entry / "kernel_lib.so").symlink_to(_elsewhere(entry, ".so"))
+
+
+def _foreign_owner(entry: Path) -> None:
+    if os.getuid() != 0:
+        pytest.skip("chown to another uid needs root")
+    os.chown(entry / "kernel_lib.so", 65534, 65534)
+
+
+def _entry_symlink(entry: Path) -> None:
+    entry.rename(_elsewhere(entry))
+    entry.symlink_to(_elsewhere(entry))
+
+
+# kind -> (corrupt(entry), a phrase of the reason)
+CORRUPTIONS = {
+    "truncated_so": (lambda e: _truncate(e / "kernel_lib.so", 1000), "kernel_lib.so does not match its manifest"),
+    "garbage_json": (lambda e: (e / "best_config.json").write_text("{garbage"), "best_config.json does not match"),
+    "bad_pickle": (lambda e: (e / "function.pkl").write_bytes(b"\x80\x05not a pickle."), "function.pkl does not"),
+    "missing_file": (lambda e: (e / "params.pkl").unlink(), "params.pkl is missing"),
+    "wrong_manifest": (_wrong_manifest, "kernel_lib.so does not match its manifest"),
+    "zero_byte": (lambda e: _truncate(e / "latency.json", 0), "latency.json does not match its manifest"),
+    "other_format": (_other_format, "format version"),
+    "group_writable": (lambda e: os.chmod(e / "kernel_lib.so", 0o666), "writable by other users"),
+    "symlink": (_symlink_file, "is a symlink"),
+    "foreign_owner": (_foreign_owner, "is owned by uid 65534"),
+}
+# Not one of the ten: the entry directory itself a link to someone else's directory.
+ALL_CORRUPTIONS = {**CORRUPTIONS, "entry_symlink": (_entry_symlink, "is a symlink")}
+
+CORRUPTION_TEST = """
+@pytest.mark.autotune(configs=CONFIGS, target="c", out_idx=[-1], ref_prog=lambda A, B: A @ B, warmup=1, rep={rep})
+def test_{kind}(autotune):
+    result = autotune(kernels.gemm, 32, 32, 32)
+    A, B = torch.randn(32, 32), torch.randn(32, 32)
+    torch.testing.assert_close(result.kernel(A, B), A @ B, rtol=1e-3, atol=1e-3)
+"""
+
+
+def corruption_tests() -> str:
+    """One test per kind of corruption: each its own key (rep differs), all sharing two compiled kernels."""
+    head = f"import pytest, torch\nimport kernels\n\nCONFIGS = {TWO}\n"
+    return head + "".join(CORRUPTION_TEST.format(rep=3 + i, kind=kind) for i, kind in enumerate(ALL_CORRUPTIONS))
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """A cache holding one tuned entry per kind of corruption (tuned once per module): (cache, {kind: key})."""
+    base = tmp_path_factory.mktemp("tuned")
+    (base / "kernels.py").write_text(KERNELS)
+    (base / "test_corrupt.py").write_text(corruption_tests())
+    (base / "pytest.ini").write_text("[pytest]\n")
+    cache = base / "cache"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--tl-cache-dir={cache}"],
+                          cwd=base, capture_output=True, text=True, env=clean_env())
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    keys = {json.loads((e / "record.json").read_text())["nodeid"].split("::test_")[-1]: e.name
+            for e in entries(cache)}
+    assert sorted(keys) == sorted(ALL_CORRUPTIONS)
+    return cache, keys
+
+
+@pytest.mark.parametrize("kind", list(CORRUPTIONS))
+def test_load_from_disk_refuses_each_corruption(tuned, tmp_path, kind):
+    from pytest_tlautotune import safety
+    from pytest_tlautotune.param import AutotuneResult, CompileArgs, CorruptEntry, verify_manifest
+
+    compile_args = CompileArgs(out_idx=[-1], target="c", execution_backend="cython")
+    cache, keys = tuned
+    entry = tmp_path / "cache" / "entries" / keys[kind]
+    shutil.copytree(cache / "entries" / keys[kind], entry)
+    assert AutotuneResult.load_from_disk(entry, compile_args) is not None  # the copy itself is good
+    corrupt, phrase = CORRUPTIONS[kind]
+    corrupt(entry)
+    # Caught by the checks, before anything in the entry is unpickled or dlopen'ed.
+    with pytest.raises((CorruptEntry, safety.UnsafeCache), match=phrase):
+        safety.check_entry(entry)
+        verify_manifest(entry)
+    assert AutotuneResult.load_from_disk(entry, compile_args) is None
+
+
+def test_every_corrupt_entry_is_quarantined_and_retuned(tuned, tl, pytester):
+    # One inner run for all kinds (one test each, named after its kind): 11 runs would take minutes.
+    cache, keys = tuned
+    shutil.copytree(cache, tl.cache_dir, symlinks=True)
+    skipped = set()
+    for kind, (corrupt, _) in ALL_CORRUPTIONS.items():
+        try:
+            corrupt(tl.cache_dir / "entries" / keys[kind])
+        except pytest.skip.Exception:
+            skipped.add(kind)
+    pytester.makepyfile(test_corrupt=corruption_tests())
+    result = tl.run()
+    result.assert_outcomes(passed=len(ALL_CORRUPTIONS))
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    quarantine = tl.cache_dir / "quarantine"
+    for kind, (_, phrase) in ALL_CORRUPTIONS.items():
+        if kind in skipped:
+            continue
+        assert tl.prop(f"test_{kind}", "tl_cache") == ["miss"], kind
+        moved = sorted(quarantine.glob(f"{keys[kind]}-*"))
+        if kind == "entry_symlink":  # the link is moved; its reason lies beside it, never written through it
+            assert [p.suffix for p in moved] == ["", ".WHY"] and moved[0].is_symlink(), moved
+            assert phrase in moved[1].read_text()
+            assert not (_elsewhere(tl.cache_dir / "entries" / keys[kind]) / "WHY").exists()
+        else:
+            assert len(moved) == 1, (kind, moved)
+            assert phrase in (moved[0] / "WHY").read_text(), kind
+        entry = tl.cache_dir / "entries" / keys[kind]
+        assert entry.is_dir() and not entry.is_symlink(), kind  # re-tuned and stored again
+    assert partial_files(tl.cache_dir) == []
+    # The re-tuned entries are whole: hits now.
+    tl.run().assert_outcomes(passed=len(ALL_CORRUPTIONS))
+    assert tl_cache_values(tl) == ["hit"] * len(ALL_CORRUPTIONS)
+
+
+# ----------------------------------------------------------------------------- crashing candidates
+
+KERNELS_BAD = """
+import tilelang.cpu.language as T
+
+def gemm(M, N, K, bm=16, bn=16, bk=16, segv=False, extra=0, dtype="float32"):
+    if M % bm:
+        raise ValueError(f"bm={bm} does not divide M={M}")
+    # 2**40 rows past C with 64-bit indices: far outside any mapping, a SIGSEGV on every run.
+    # (A constant 32-bit offset is dropped by TileLang's safe-memory pass instead, see the marker.)
+    offset = T.int64(1 << 40) if segv else 0
+
+    @T.prim_func
+    def main(A: T.Tensor((M, K), dtype), B: T.Tensor((K, N), dtype), C: T.Tensor((M, N), dtype)):
+        with T.Kernel(T.ceildiv(N, bn), T.ceildiv(M, bm)) as (bx, by):
+            acc = T.alloc_local((bm, bn), dtype)
+            for i, j in T.grid(bm, bn):
+                acc[i, j] = 0
+            for r in T.serial(extra + 1):
+                for ko in T.serial(K // bk):
+                    for i, j, k in T.grid(bm, bn, bk):
+                        acc[i, j] += A[by * bm + i, ko * bk + k] * B[ko * bk + k, bx * bn + j]
+            for i, j in T.grid(bm, bn):
+                C[by * bm + i + offset, bx * bn + j] = acc[i, j] / (extra + 1)
+    return main
+"""
+
+
+def test_segfaulting_hanging_raising_candidates_are_named_records(tl, pytester):
+    pytester.makepyfile(kernels_bad=KERNELS_BAD)
+    pytester.makepyfile(test_k="""
+import pytest
+import kernels_bad
+
+@pytest.mark.autotune(configs=[dict(segv=True), dict(extra=10**7), dict(bm=7), dict()], target="c", out_idx=[-1],
+                      ref_prog=lambda A, B: A @ B, warmup=1, rep=3, timeout=6,
+                      pass_configs={"tl.disable_safe_memory_legalize": True})
+def test_gemm(autotune):
+    result = autotune(kernels_bad.gemm, 64, 64, 64)
+    assert result.config == {}
+""")
+    result = tl.run("-v")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines_random([
+        '*{"segv":true}: crash: check/timing worker died with exit code -11 (SIGSEGV)*',
+        '*{"extra":10000000}: timeout: check/timing exceeded 6 s and was killed*',
+        '*{"bm":7}: build_error: building the PrimFunc failed: ValueError: bm=7 does not divide M=64*',
+    ])
+    record = json.loads((entries(tl.cache_dir)[0] / "record.json").read_text())
+    statuses = {json.dumps(c["config"], sort_keys=True): c["status"] for c in record["candidates"]}
+    assert statuses == {'{"segv": true}': "crash", '{"extra": 10000000}': "timeout", '{"bm": 7}': "build_error",
+                        "{}": "ok"}
+
+
+# ----------------------------------------------------------------------------- bad input
+
+BAD_INPUT = """
+import pytest
+import kernels
+
+ONE = [dict(bm=16, bn=16, bk=16)]
+
+def broken(M, N, K, **config):
+    raise RuntimeError("the program is broken")
+
+def mark(**kw):
+    return pytest.mark.autotune(**{**dict(configs=ONE, target="c", out_idx=[-1], ref_prog=lambda A, B: A @ B,
+                                          warmup=1, rep=3), **kw})
+
+@mark()
+def test_good(autotune):
+    autotune(kernels.gemm, 32, 32, 32)
+
+@mark()
+def test_program_raises(autotune):
+    autotune(broken, 32, 32, 32)
+
+@mark()
+def test_not_a_program(autotune):
+    autotune(42)
+
+@mark(ref_prog=lambda A, B: (A @ B)[:, :16])
+def test_ref_wrong_shape(autotune):
+    autotune(kernels.gemm, 32, 32, 32)
+
+@mark(ref_prog=lambda A, B: (A @ B).int())
+def test_ref_wrong_dtype(autotune):
+    autotune(kernels.gemm, 32, 32, 32)
+
+@mark(ref_prog=lambda A, B: 1 / 0)
+def test_ref_raises(autotune):
+    autotune(kernels.gemm, 32, 32, 32)
+
+@mark(out_idx=[5])
+def test_out_idx_out_of_range(autotune):
+    autotune(kernels.gemm, 32, 32, 32)
+"""
+
+
+def test_bad_programs_and_references_fail_naming_the_test_and_keep_stored_results(tl, pytester):
+    pytester.makepyfile(kernels=KERNELS, test_bad=BAD_INPUT)
+    tl.run("-k", "test_good").assert_outcomes(passed=1)
+    stored = entries(tl.cache_dir)
+    result = tl.run()
+    result.assert_outcomes(passed=1, failed=6)
+    assert "INTERNALERROR" not in result.stdout.str()
+    result.stdout.fnmatch_lines_random([
+        "test_bad.py::test_program_raises: no candidate passed: 1 of 1 configs*",
+        '*{"bk":16,"bm":16,"bn":16}: build_error: building the PrimFunc failed: RuntimeError: the program is broken',
+        "test_bad.py::test_not_a_program: autotune(program=...): program must be callable*got int: 42",
+        "test_bad.py::test_ref_wrong_shape: no candidate passed*",
+        "*: mismatch: output 0: shape (32, 32) but ref_prog gave (32, 16)",
+        "test_bad.py::test_ref_wrong_dtype: no candidate passed*",
+        "test_bad.py::test_ref_raises: no candidate passed*",
+        "*: error: ZeroDivisionError: division by zero",
+        "test_bad.py::test_out_idx_out_of_range: no candidate passed*",
+        "*: compile_error: compile failed: ValueError: result_idx should be an integer between*",
+    ])
+    assert tl.prop("test_good", "tl_cache") == ["hit"]
+    assert entries(tl.cache_dir) == stored  # the failures stored no entry and removed none
+    assert partial_files(tl.cache_dir) == []
+
+
+def _file_as_cache(cache: Path) -> None:
+    cache.write_text("not a directory")
+
+
+def _file_as_entries(cache: Path) -> None:
+    cache.mkdir(mode=0o700)
+    (cache / "entries").write_text("not a directory")
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (_file_as_cache, "*test_k.py::test_gemm: cache directory refused: cache directory * is not a directory; "
+                     "remove it or use another --tl-cache-dir"),
+    (_file_as_entries, "*test_k.py::test_gemm: cache directory refused: cache directory */entries is not a "
+                       "directory*"),
+])
+def test_unusable_cache_dir_fails_with_a_sentence(tl, pytester, make, message):
+    make(tl.cache_dir)
+    pytester.makepyfile(test_k=one_test(configs="[dict(bm=16, bn=16, bk=16)]"))
+    result = tl.run()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([message])
+    assert "Traceback" not in result.stdout.str() and "Error: [Errno" not in result.stdout.str()
+
+
+def test_unreadable_cache_dir_fails_with_a_sentence(tl, pytester):
+    tl.cache_dir.mkdir(mode=0o700)
+    pytester.makepyfile(test_k=one_test(configs="[dict(bm=16, bn=16, bk=16)]"))
+    argv = [sys.executable, "-m", "pytest", f"--tl-cache-dir={tl.cache_dir}", "-p", "no:cacheprovider"]
+    if os.getuid() == 0:
+        # Root reads mode-000 directories anyway; drop that privilege for the inner run.
+        capsh = shutil.which("capsh")
+        if capsh is None:
+            pytest.skip("running as root without capsh to drop CAP_DAC_OVERRIDE")
+        argv = [capsh, "--drop=cap_dac_override,cap_dac_read_search", "--", "-c", " ".join(argv)]
+    tl.cache_dir.chmod(0)
+    try:
+        result = pytester.run(*argv)
+    finally:
+        tl.cache_dir.chmod(0o700)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f"*test_k.py::test_gemm: cache directory refused: cache directory {tl.cache_dir} "
+                                 f"is not readable and writable by you (mode 0); run `chmod u+rwx *"])
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 4 MiB tmpfs (root only): room for two small tuned entries, then filled up."""
+    if os.getuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "disk"
+    mnt.mkdir(mode=0o700)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=700", "tmpfs", str(mnt)], capture_output=True)
+    if proc.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(disk: Path) -> None:
+    with open(disk / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    assert os.statvfs(disk).f_bavail == 0
+
+
+def test_full_disk_while_saving_loses_nothing_stored_before(tl, pytester, tiny_disk):
+    pytester.makepyfile(test_k=one_test().replace("def test_gemm", "def test_a") + one_test(size=64).replace(
+        "def test_gemm", "def test_b"))
+    cache = tiny_disk / "cache"
+    argv = [f"--tl-cache-dir={cache}", "-p", "no:cacheprovider", f"--junitxml={tl.junit}"]
+    pytester.runpytest(*argv).assert_outcomes(passed=2)
+    by_test = {json.loads((e / "record.json").read_text())["nodeid"].split("::")[-1]: e for e in entries(cache)}
+    shutil.rmtree(by_test["test_b"])  # b is tuned again (from its compiled kernels): only the save writes
+    shutil.rmtree(cache / "index", ignore_errors=True)
+    _fill(tiny_disk)
+
+    result = pytester.runpytest(*argv)
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed") == 1 + (outcomes.get("failed") is None), result.stdout.str()[-3000:]
+    if outcomes.get("failed"):
+        result.stdout.fnmatch_lines(["*test_b*No space left on device*"])
+    assert "INTERNALERROR" not in result.stdout.str()
+    assert tl.prop("test_a", "tl_cache") == ["hit"]
+    # Re-tuning a on a full disk fails, but the entry stored before stays whole.
+    pytester.runpytest(*argv, "-k", "test_a", "--tl-retune")
+    assert entries(cache) == [by_test["test_a"]]
+    assert partial_files(cache) == []
+    (tiny_disk / "filler").unlink()
+    verify_entry_in_subprocess(by_test["test_a"])
+    pytester.runpytest(*argv, "-k", "test_a").assert_outcomes(passed=1)
+    assert tl.prop("test_a", "tl_cache") == ["hit"]
