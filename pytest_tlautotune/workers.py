@@ -44,7 +44,26 @@ def _has_gpu() -> bool:
     return bool(glob.glob("/dev/nvidia[0-9]*")) and os.environ.get("CUDA_VISIBLE_DEVICES", "x") != ""
 
 
-def _init_worker(sys_path: list[str], log_level: int) -> None:
+def _watch_parent(pid: int) -> None:
+    """Exit when the pytest process is gone: a SIGKILLed run must not leave workers behind."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, name="tlautotune-parent-watch", daemon=True).start()
+
+
+def _init_worker(sys_path: list[str], log_level: int, parent_pid: int | None = None) -> None:
+    if parent_pid:
+        _watch_parent(parent_pid)
     # The user's ref_prog may be pickled by reference to a test module: import it like the parent.
     sys.path[:] = sys_path
     import tilelang  # noqa: F401  - at start, so warm-up overlaps the import with the parent's work
@@ -77,7 +96,7 @@ class Pools:
 
         return pebble.ProcessPool(
             max_workers=n, context=_context(), initializer=_init_worker,
-            initargs=(list(sys.path), logging.WARNING),
+            initargs=(list(sys.path), logging.WARNING, os.getpid()),
         )
 
     def compile_pool(self):

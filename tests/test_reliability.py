@@ -462,13 +462,12 @@ def test_full_disk_while_saving_loses_nothing_stored_before(tl, pytester, tiny_d
     _fill(tiny_disk)
 
     result = pytester.runpytest(*argv)
-    outcomes = result.parseoutcomes()
-    assert outcomes.get("passed") == 1 + (outcomes.get("failed") is None), result.stdout.str()[-3000:]
-    if outcomes.get("failed"):
-        result.stdout.fnmatch_lines(["*test_b*No space left on device*"])
+    # The cache write fails; the test still gets its tuned kernel, with a warning.
+    result.assert_outcomes(passed=2, warnings=1)
+    result.stdout.fnmatch_lines(["*test_b: could not store the tuned result*No space left on device*"])
     assert "INTERNALERROR" not in result.stdout.str()
     assert tl.prop("test_a", "tl_cache") == ["hit"]
-    # Re-tuning a on a full disk fails, but the entry stored before stays whole.
+    # Re-tuning a on a full disk cannot store, and the entry stored before stays whole.
     pytester.runpytest(*argv, "-k", "test_a", "--tl-retune")
     assert entries(cache) == [by_test["test_a"]]
     assert partial_files(cache) == []
