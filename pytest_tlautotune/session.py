@@ -245,13 +245,22 @@ def _resolve_target(item: pytest.Item, compile_args: Any) -> tuple[Any, str]:
     if kind in ("cuda", "hip"):
         if not torch.cuda.is_available():
             pytest.skip(f"target {kind!r} needs a GPU and torch sees none on this machine")
-        device = f"cuda:{torch.cuda.current_device()}"
+        device = f"cuda:{_worker_gpu(torch.cuda.device_count(), torch.cuda.current_device())}"
     else:
         device = "cpu"
     backend = compile_args.execution_backend
     if kind == "c" and backend == "auto":
         backend = "cython"  # the backend that runs CPU kernels from Python
     return replace(compile_args, target=target, execution_backend=backend), device
+
+
+def _worker_gpu(count: int, current: int) -> int:
+    """Under xdist, worker gwN times on GPU N mod count, so workers spread over the cards
+    (the per-device timing lock keeps two of them off one card at once)."""
+    worker = xdist_worker_id()
+    if count > 1 and worker and worker.startswith("gw") and worker[2:].isdigit():
+        return int(worker[2:]) % count
+    return current
 
 
 def xdist_worker_id() -> str | None:

@@ -277,3 +277,13 @@ def test_gemm(autotune):
     result = tl.run()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*no candidate passed*"])
+
+
+def test_xdist_workers_spread_over_gpus(monkeypatch):
+    from pytest_tlautotune.session import _worker_gpu
+
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw5")
+    assert _worker_gpu(4, 0) == 1
+    assert _worker_gpu(1, 0) == 0
+    monkeypatch.delenv("PYTEST_XDIST_WORKER")
+    assert _worker_gpu(4, 2) == 2

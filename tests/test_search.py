@@ -80,3 +80,4 @@ def test_max_trials_bounds_what_is_measured(tl, pytester):
     result.assert_outcomes(passed=1)
     assert len(records(tl)) == 3
     result.stdout.fnmatch_lines(["*test_gemm*3/3*"])
+
