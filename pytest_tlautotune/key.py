@@ -82,8 +82,9 @@ def callable_identity(fn: Callable | None) -> dict | None:
         source = inspect.getsource(target)
     except (OSError, TypeError):
         code = getattr(target, "__code__", None)
-        # No source (REPL, builtins): the bytecode still changes when the body does.
-        source = code.co_code.hex() if code is not None else repr(target)
+        # No source (REPL, builtins): the bytecode still changes when the body does. Never
+        # repr(): it holds a memory address that differs in every process.
+        source = code.co_code.hex() if code is not None else type(target).__qualname__
     return {"name": name, "source_sha256": sha256_hex(source)}
 
 

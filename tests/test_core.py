@@ -287,3 +287,11 @@ def test_xdist_workers_spread_over_gpus(monkeypatch):
     assert _worker_gpu(1, 0) == 0
     monkeypatch.delenv("PYTEST_XDIST_WORKER")
     assert _worker_gpu(4, 2) == 2
+
+
+def test_builtin_reference_hashes_the_same_in_every_process():
+    code = ("from pytest_tlautotune.param import ProfileArgs; import torch; "
+            "print(hash(ProfileArgs(ref_prog=torch.relu)))")
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+            for _ in range(2)}
+    assert len(runs) == 1
