@@ -9,30 +9,18 @@ import sys
 import time
 
 import pytest
+from kernel_sources import KERNELS
 
 from pytest_tlautotune.__main__ import main
 from pytest_tlautotune.cli import default_cache_dir
 
 INNER = '''
 import pytest
-import tilelang.cpu.language as T
+import kernels
 
 
 def gemm(M, N, K, bm=16, bn=16, bk=16, dtype="float32"):
-    steps = T.ceildiv(K, bk) - (1 if bk == 32 else 0)  # deliberate bug: bk == 32 drops a k-step
-
-    @T.prim_func
-    def main(A: T.Tensor((M, K), dtype), B: T.Tensor((K, N), dtype), C: T.Tensor((M, N), dtype)):
-        with T.Kernel(T.ceildiv(N, bn), T.ceildiv(M, bm)) as (bx, by):
-            acc = T.alloc_local((bm, bn), dtype)
-            for i, j in T.grid(bm, bn):
-                acc[i, j] = 0
-            for ko in T.serial(steps):
-                for i, j, k in T.grid(bm, bn, bk):
-                    acc[i, j] += A[by * bm + i, ko * bk + k] * B[ko * bk + k, bx * bn + j]
-            for i, j in T.grid(bm, bn):
-                C[by * bm + i, bx * bn + j] = acc[i, j]
-    return main
+    return kernels.gemm(M, N, K, bm, bn, bk, dtype, bug_when_bk=32)  # deliberate bug: bk == 32 is wrong
 
 
 SETTINGS = dict(target="c", out_idx=[-1], ref_prog=lambda A, B: A @ B, warmup=2, rep=10)
@@ -62,7 +50,7 @@ def template(tmp_path_factory):
 @pytest.fixture
 def cache(pytester, template, tmp_path):
     """A copy of a cache that one inner run tuned (two tests), made once per module."""
-    pytester.makepyfile(test_inner=INNER)
+    pytester.makepyfile(kernels=KERNELS, test_inner=INNER)
     if not template.exists():
         building = template.with_name("building")
         run_inner(pytester, building).assert_outcomes(passed=2)

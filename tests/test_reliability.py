@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import KERNELS
+from kernel_sources import KERNELS
 
 ROOT = Path(__file__).resolve().parent.parent
 

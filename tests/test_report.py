@@ -8,27 +8,15 @@ import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
+from kernel_sources import KERNELS
 
 INNER = '''
 import pytest
-import tilelang.cpu.language as T
+import kernels
 
 
 def gemm(M, N, K, bm=16, bn=16, bk=16, dtype="float32"):
-    steps = T.ceildiv(K, bk) - (1 if bk == 32 else 0)  # deliberate bug: bk == 32 drops a k-step
-
-    @T.prim_func
-    def main(A: T.Tensor((M, K), dtype), B: T.Tensor((K, N), dtype), C: T.Tensor((M, N), dtype)):
-        with T.Kernel(T.ceildiv(N, bn), T.ceildiv(M, bm)) as (bx, by):
-            acc = T.alloc_local((bm, bn), dtype)
-            for i, j in T.grid(bm, bn):
-                acc[i, j] = 0
-            for ko in T.serial(steps):
-                for i, j, k in T.grid(bm, bn, bk):
-                    acc[i, j] += A[by * bm + i, ko * bk + k] * B[ko * bk + k, bx * bn + j]
-            for i, j in T.grid(bm, bn):
-                C[by * bm + i, bx * bn + j] = acc[i, j]
-    return main
+    return kernels.gemm(M, N, K, bm, bn, bk, dtype, bug_when_bk=32)  # deliberate bug: bk == 32 is wrong
 
 
 CONFIGS = [dict(bm=16, bn=16, bk=16), dict(bm=32, bn=32, bk=16), dict(bm=16, bn=16, bk=32)]
@@ -82,7 +70,7 @@ def shown_config(section):
 
 
 def test_report_shows_each_test_its_choice_plot_and_failed_candidate(pytester, tmp_path):
-    pytester.makepyfile(test_rep=INNER + SECOND)
+    pytester.makepyfile(kernels=KERNELS, test_rep=INNER + SECOND)
     result, page, junit = run_with_report(pytester, tmp_path, "-n", "2")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines([f"*HTML report: {page}*"])
@@ -120,7 +108,7 @@ def junit_property(junit, test, name):
 
 def test_report_without_matplotlib_has_tables_note_and_gate(pytester, tmp_path):
     pytester.makeconftest(HIDE_MATPLOTLIB)
-    pytester.makepyfile(test_rep=INNER)
+    pytester.makepyfile(kernels=KERNELS, test_rep=INNER)
     baseline = tmp_path / "baseline.json"
     result, _, _ = run_with_report(pytester, tmp_path, f"--tl-save-baseline={baseline}")
     result.assert_outcomes(passed=1)
@@ -154,7 +142,7 @@ def test_report_renders_in_headless_chromium(pytester, tmp_path):
     if chromium is None:
         pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
     image = pytest.importorskip("matplotlib.image")
-    pytester.makepyfile(test_rep=INNER)
+    pytester.makepyfile(kernels=KERNELS, test_rep=INNER)
     result, page, _ = run_with_report(pytester, tmp_path)
     result.assert_outcomes(passed=1)
 
