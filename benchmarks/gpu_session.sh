@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Everything this project measures on the lent GPU machine, in one go (see ../shared/gpu/README.md):
 #   source .gpu/device-setup.sh && bash benchmarks/gpu_session.sh "$OUT"
-# Writes its logs and JSON under the given directory.
+# Writes its logs and JSON under the given directory. The GPU machine lacks pebble and reaches no
+# registry: once per checkout, `pip download --no-deps -d /tmp/w pebble && mkdir -p .gpu/extra &&
+# python -m zipfile -e /tmp/w/pebble-*.whl .gpu/extra`, and prefix the command with
+# `export PYTHONPATH=$PWD/.gpu/extra:$PYTHONPATH`.
 set -u
 out=${1:-out}
 mkdir -p "$out"
