@@ -48,11 +48,16 @@ class BenchJob:
 # ----------------------------------------------------------------------------- inputs
 
 
-def _input_indices(kernel: Any, out_idx: Any) -> list[int]:
+def _output_indices(kernel: Any, out_idx: Any) -> list[int]:
+    """``out_idx`` (None, an int or a list, negatives allowed) as sorted param indices."""
     n = len(kernel.params)
     outs = [] if out_idx is None else ([out_idx] if isinstance(out_idx, int) else list(out_idx))
-    outs = {i % n for i in outs}
-    return [i for i in range(n) if i not in outs]
+    return sorted({i % n for i in outs})
+
+
+def _input_indices(kernel: Any, out_idx: Any) -> list[int]:
+    outs = _output_indices(kernel, out_idx)
+    return [i for i in range(len(kernel.params)) if i not in outs]
 
 
 def make_inputs(kernel: Any, profile: ProfileArgs, out_idx: Any, device: str) -> list:
@@ -302,11 +307,8 @@ def _poison_allocator(kernel: Any, job: BenchJob) -> None:
     that writes nothing (or writes elsewhere) can return a block still holding the
     previous candidate's correct answer, and pass the check.
     """
-    n = len(kernel.params)
-    out_idx = job.compile_args.out_idx
-    outs = [] if out_idx is None else ([out_idx] if isinstance(out_idx, int) else list(out_idx))
-    for i in outs:
-        param = kernel.params[i % n]
+    for i in _output_indices(kernel, job.compile_args.out_idx):
+        param = kernel.params[i]
         with contextlib.suppress(Exception):
             dtype = param.torch_dtype()
             fill = float("nan") if dtype.is_floating_point else -1

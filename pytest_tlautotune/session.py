@@ -150,7 +150,6 @@ class TuneSession:
         })
 
     def _tune(self, req: Any, fast: str | None = None):
-        from .tuner import Outcome
 
         t0 = time.perf_counter()
         machine = self.machine(req.device_kind)
@@ -159,7 +158,7 @@ class TuneSession:
             key = self.cache.read_index(fast)
             result = self._load(self.cache.entry(key), req) if key else None
             if result is not None:
-                return Outcome(result, CACHE_HIT, key, 0.0, result.record.get("candidates", []))
+                return _hit(result, key)
         if not self.no_tune:
             # Start the workers now: they import TileLang while this process builds the PrimFuncs.
             self.pools.warm_up(req.device)
@@ -182,8 +181,7 @@ class TuneSession:
         if not self.retune:
             result = self._load(entry, req)
             if result is not None:
-                return Outcome(result, CACHE_HIT, key, result.record.get("tuning_s", 0.0),
-                               result.record.get("candidates", []))
+                return _hit(result, key)
         if self.no_tune:
             raise TuneError(f"no stored result for this test (key {key[:12]}) and --tl-no-tune forbids tuning; "
                             f"run `pytest {req.nodeid}` without --tl-no-tune on a machine like this one "
@@ -193,8 +191,7 @@ class TuneSession:
             # Another process may have tuned this key while we waited for the lock.
             result = self._load(entry, req)
             if result is not None and (not self.retune or result.record.get("tuned_at", 0) >= self.started):
-                return Outcome(result, CACHE_HIT, key, result.record.get("tuning_s", 0.0),
-                               result.record.get("candidates", []))
+                return _hit(result, key)
             tuner = Tuner(req, self.cache, self.pools, reuse_records=not self.retune, progress=self._progress(req))
             result, records = tuner.run(cands, key)
             try:
@@ -230,6 +227,13 @@ class TuneSession:
         from .report import progress_line
 
         return lambda msg: progress_line(self.config, req.nodeid, msg)
+
+
+def _hit(result: Any, key: str):
+    """The outcome of a stored result; ``tune`` sets the time this run spent on it."""
+    from .tuner import Outcome
+
+    return Outcome(result, CACHE_HIT, key, 0.0, result.record.get("candidates", []))
 
 
 def _resolve_target(item: pytest.Item, compile_args: Any) -> tuple[Any, str]:
