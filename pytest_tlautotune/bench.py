@@ -22,6 +22,7 @@ from typing import Any
 import cloudpickle
 import torch
 
+from .key import sha256_hex
 from .param import CompileArgs, ProfileArgs, load_kernel
 
 L2_FLUSH_BYTES = 256 * 1024 * 1024
@@ -60,7 +61,7 @@ def _input_indices(kernel: Any, out_idx: Any) -> list[int]:
     return [i for i in range(len(kernel.params)) if i not in outs]
 
 
-def make_inputs(kernel: Any, profile: ProfileArgs, out_idx: Any, device: str) -> list:
+def make_inputs(kernel: Any, profile: ProfileArgs, out_idx: Any, device: str, seed: int = 0) -> list:
     """Inputs for the kernel's non-output params, from supply_prog or supply_type."""
     from tilelang.utils.tensor import get_tensor_supply
 
@@ -68,7 +69,7 @@ def make_inputs(kernel: Any, profile: ProfileArgs, out_idx: Any, device: str) ->
     if profile.supply_prog is not None:
         tensors = list(profile.supply_prog(params))
     else:
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         supply = get_tensor_supply(profile.supply_type)
         tensors = [supply(p) for p in params]
     return [t.to(device) if isinstance(t, torch.Tensor) else t for t in tensors]
@@ -257,6 +258,21 @@ def _prepare(job: BenchJob) -> tuple[Any, ProfileArgs, list, list | None, list[f
     return kernel, profile, inputs, refs, ref_samples
 
 
+def _check_inputs(kernel: Any, profile: ProfileArgs, job: BenchJob, inputs: list, refs: list | None):
+    """Fresh inputs (and reference outputs) for checking this one candidate.
+
+    A kernel that writes nothing returns whatever its freshly allocated output held: on
+    the CPU that can be a freed buffer with the right answer for the shared inputs (from
+    timing ref_prog or an earlier candidate). For inputs no one has seen, no freed buffer
+    holds the answer, so such a kernel cannot pass whatever the allocator does.
+    """
+    if profile.skip_check or profile.ref_prog is None or profile.supply_prog is not None:
+        return inputs, refs
+    seed = int(sha256_hex(job.kernel_dir)[:8], 16)
+    fresh = make_inputs(kernel, profile, job.compile_args.out_idx, job.device, seed=seed)
+    return fresh, _as_list(profile.ref_prog(*fresh))
+
+
 def check_and_time(job: BenchJob) -> dict:
     """Check one candidate against ref_prog, then time it. Returns its record fields."""
     t0 = time.perf_counter()
@@ -264,14 +280,15 @@ def check_and_time(job: BenchJob) -> dict:
         if job.device.startswith("cuda"):
             torch.cuda.set_device(torch.device(job.device))
         kernel, profile, inputs, refs, ref_samples = _prepare(job)
+        check_inputs, check_refs = _check_inputs(kernel, profile, job, inputs, refs)
         _poison_allocator(kernel, job)
-        outs = _as_list(kernel(*inputs))
+        outs = _as_list(kernel(*check_inputs))
         _sync(job.device)
         if not profile.skip_check:
             if profile.manual_check_prog is not None:
-                profile.manual_check_prog(outs, refs)
-            elif refs is not None:
-                error = compare(outs, refs, profile)
+                profile.manual_check_prog(outs, check_refs)
+            elif check_refs is not None:
+                error = compare(outs, check_refs, profile)
                 if error:
                     return {"status": "mismatch", "reason": error, "bench_s": time.perf_counter() - t0,
                             "ref_samples": ref_samples}
