@@ -69,6 +69,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             errors.append(f"{item.nodeid}: @pytest.mark.autotune: {exc}")
     if errors:
         raise pytest.UsageError("\n".join(errors))
+    if not config.option.collectonly and any("autotune" in getattr(i, "fixturenames", ()) for i in items):
+        config.stash[session_key].prestart()
 
 
 @pytest.fixture

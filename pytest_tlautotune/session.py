@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .settings import COMPILE_FIELDS, PROFILE_FIELDS, TuneSettings, get_option
+from .settings import COMPILE_FIELDS, PROFILE_FIELDS, TuneSettings, get_option, target_kind
 
 CACHE_HIT, CACHE_MISS, CACHE_RETUNE = "hit", "miss", "retune"
 
@@ -67,6 +67,14 @@ class TuneSession:
 
             self._machine[kind] = machine_fingerprint(kind)
         return self._machine[kind]
+
+    def prestart(self) -> None:
+        """Autotuned tests were collected: start the compile workers' fork server now, so it
+        imports TileLang while the tests before them run (nothing to start under --tl-no-tune)."""
+        if not self.no_tune:
+            from .workers import prestart
+
+            prestart()
 
     def close(self) -> None:
         if self._pools is not None:
@@ -193,7 +201,9 @@ class TuneSession:
             if result is not None and (not self.retune or result.record.get("tuned_at", 0) >= self.started):
                 return _hit(result, key)
             tuner = Tuner(req, self.cache, self.pools, reuse_records=not self.retune, progress=self._progress(req))
+            prepare_s = time.perf_counter() - t0  # fast key, PrimFuncs, IR key, lock
             result, records = tuner.run(cands, key)
+            result.record.setdefault("phases", {})["prepare_s"] = prepare_s
             try:
                 result.save_to_disk(entry)
             except OSError as exc:
@@ -237,25 +247,53 @@ def _hit(result: Any, key: str):
 
 
 def _resolve_target(item: pytest.Item, compile_args: Any) -> tuple[Any, str]:
-    """``auto`` becomes cuda with a GPU, else c; a target this machine cannot run is a skip."""
+    """``auto`` becomes cuda with a GPU, else c; a target this machine cannot run is a skip.
+
+    A CUDA target is written out in full (with the device's ``arch``): compile workers run
+    with CUDA hidden, and a bare ``"cuda"`` would make TVM guess ``sm_50`` there.
+    """
     import torch
 
     target = compile_args.target
-    kind = str(target).split()[0] if isinstance(target, str) else getattr(getattr(target, "kind", None), "name",
-                                                                          str(target))
+    kind = target_kind(target)
     if kind == "auto":
         kind = "cuda" if torch.cuda.is_available() else "c"
         target = kind
     if kind in ("cuda", "hip"):
         if not torch.cuda.is_available():
             pytest.skip(f"target {kind!r} needs a GPU and torch sees none on this machine")
-        device = f"cuda:{_worker_gpu(torch.cuda.device_count(), torch.cuda.current_device())}"
+        index = _worker_gpu(torch.cuda.device_count(), torch.cuda.current_device())
+        device = f"cuda:{index}"
+        if kind == "cuda" and torch.version.hip is None:
+            target = _full_cuda_target(target, index)
     else:
         device = "cpu"
     backend = compile_args.execution_backend
     if kind == "c" and backend == "auto":
         backend = "cython"  # the backend that runs CPU kernels from Python
     return replace(compile_args, target=target, execution_backend=backend), device
+
+
+def _full_cuda_target(target: Any, index: int) -> Any:
+    """The CUDA target with the arch of GPU ``index`` filled in when missing (as TileLang's own
+    normaliser does for ``"cuda"``), as TVM JSON; a target that names its arch is kept as given."""
+    import torch
+    from tilelang.contrib import nvcc
+    from tvm.target import Target
+
+    arch = f"sm_{nvcc.get_target_arch(torch.cuda.get_device_capability(index))}"
+    if isinstance(target, str) and target.strip() == "cuda":
+        return str(Target({"kind": "cuda", "arch": arch}))
+    spec = dict(target) if isinstance(target, dict) else None
+    if spec is None:
+        tgt = target if isinstance(target, Target) else Target(target)
+        if "arch" in tgt.attrs:
+            return target
+        spec = dict(tgt.export())
+    if "arch" in spec:
+        return target
+    spec["arch"] = arch
+    return str(Target(spec))
 
 
 def _worker_gpu(count: int, current: int) -> int:

@@ -75,9 +75,24 @@ def _expect(name: str, ok: bool, wanted: str, value: Any) -> None:
         raise SettingsError(f"argument {name!r} must be {wanted}, got {value!r}")
 
 
+def target_kind(target: Any) -> str:
+    """The kind of a target given as a name, a JSON string, a dict or a TVM ``Target``."""
+    if isinstance(target, str):
+        text = target.strip()
+        if text.startswith("{"):
+            try:
+                return str(json.loads(text).get("kind", ""))
+            except ValueError:
+                return text
+        return text.split()[0] if text else text
+    if isinstance(target, dict):
+        return str(target.get("kind", ""))
+    return getattr(getattr(target, "kind", None), "name", str(target))
+
+
 def _check_target(value: Any) -> None:
-    if isinstance(value, str):
-        kind = value.split()[0] if value.strip() else ""
+    if isinstance(value, (str, dict)):
+        kind = target_kind(value)
         _expect("target", kind in TARGETS, f"one of {', '.join(TARGETS)} (or a TVM target)", value)
 
 

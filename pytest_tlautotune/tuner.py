@@ -147,6 +147,7 @@ class Tuner:
         from .search import Search
 
         t0 = time.perf_counter()
+        self.t0_wall = time.time()
         tuner = self.req.tuner
         search = Search(self.req.configs, tuner["strategy"], tuner["max_trials"], tuner["seed"])
         deadline = t0 + tuner["max_tuning_s"] if tuner["max_tuning_s"] else None
@@ -166,11 +167,31 @@ class Tuner:
             "compiled": sum(1 for r in records if r.get("compile_s") and not r.get("reused")),
             "reused": sum(1 for r in records if r.get("reused")),
             "workers": self.pools.n_workers,
+            **self._timeline(records),
         }
         result = self._result(
             cands[winner["index"]], winner, samples, ref_samples, info, records, key, time.perf_counter() - t0
         )
         return result, records
+
+    def _timeline(self, records: list[dict]) -> dict:
+        """Seconds from the start of the search: first compile started, last compile and last
+        timing finished (where the cold path's time goes)."""
+        fresh = [r for r in records if not r.get("reused")]
+        starts = [r["started_at"] - self.t0_wall for r in fresh if r.get("started_at")]
+        compiled = [r["t_compiled"] for r in fresh if r.get("t_compiled") is not None]
+        timed = [r["t_timed"] for r in fresh if r.get("t_timed") is not None]
+        out = {}
+        if starts:
+            out["first_compile_start_s"] = min(starts)
+        if compiled:
+            out["last_compile_end_s"] = max(compiled)
+        if timed:
+            out["last_timing_end_s"] = max(timed)
+        saves = [r["save_s"] for r in fresh if r.get("save_s") is not None]
+        if saves:
+            out["save_cpu_s"] = sum(saves)
+        return out
 
     def _pipeline(self, cands: list[Candidate], search: Any, deadline: float | None) -> None:
         compile_pool = self.pools.compile_pool()
@@ -237,7 +258,9 @@ class Tuner:
             status, reason = _classify(exc, "compile", self.req.tuner["compile_timeout"])
             self._record(cand, {"status": status, "reason": reason})
             return
-        self._submit_bench(cand, bench_pool, timing, compile_s=info["compile_s"], pid=info["pid"])
+        self._submit_bench(cand, bench_pool, timing, compile_s=info["compile_s"], pid=info["pid"],
+                           save_s=info.get("save_s"), started_at=info.get("started_at"),
+                           t_compiled=time.time() - self.t0_wall)
 
     def _submit_bench(self, cand: Candidate, bench_pool: Any, timing: dict, **extra: Any) -> None:
         from .bench import BenchJob, check_and_time
@@ -263,7 +286,7 @@ class Tuner:
         )
 
     def _timed(self, cand: Candidate, fut: Any) -> None:
-        extra = getattr(fut, "extra", {})
+        extra = {**getattr(fut, "extra", {}), "t_timed": time.time() - self.t0_wall}
         try:
             out = fut.result()
         except Exception as exc:
