@@ -71,9 +71,10 @@ def _installed() -> bool:
 def run_once(test: Path, cache: Path, tl_cache: Path, extra_args: list[str]) -> dict:
     junit = cache / "junit.xml"
     env = dict(os.environ, TILELANG_CACHE_DIR=str(tl_cache), PYTHONPATH=f"{ROOT}{os.pathsep}"
-               f"{os.environ.get('PYTHONPATH', '')}")
+               f"{os.environ.get('PYTHONPATH', '')}", TL_T0=repr(time.time()))
     load = [] if _installed() or "PYTEST_PLUGINS" in os.environ else ["-p", "pytest_tlautotune.plugin"]
     cmd = [sys.executable, "-m", "pytest", str(test), "-q", "-p", "no:cacheprovider", *load,
+           "-p", "benchmarks.timeline_plugin",
            f"--tl-cache-dir={cache}", f"--junitxml={junit}", f"--rootdir={ROOT}", *extra_args]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
@@ -87,7 +88,9 @@ def run_once(test: Path, cache: Path, tl_cache: Path, extra_args: list[str]) -> 
         data = json.loads(record.read_text())
         if data.get("phases"):
             phases = {k: round(v, 2) if isinstance(v, float) else v for k, v in data["phases"].items()}
+    timeline = next((json.loads(line[9:]) for line in proc.stderr.splitlines() if line.startswith("TIMELINE ")), {})
     return {
+        "timeline": timeline,
         "phases": phases,
         "wall_s": round(wall, 2),
         "test_time_s": float(case.get("time")),

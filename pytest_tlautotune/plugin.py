@@ -56,6 +56,25 @@ class XdistHooks:
         node.workerinput["tl_session_start"] = node.config.stash[session_key].started
 
 
+def pytest_collect_file(file_path: Any, parent: pytest.Collector) -> None:
+    """A Python file that mentions autotune is about to be imported: start the compile workers'
+    fork server now, so its TileLang import runs alongside this process's."""
+    session = parent.config.stash.get(session_key, None)
+    if session is None or session.prestarted or file_path.suffix != ".py" or parent.config.option.collectonly:
+        return None
+    import fnmatch
+
+    if not any(fnmatch.fnmatch(file_path.name, pat) for pat in parent.config.getini("python_files")):
+        return None
+    try:
+        mentions = b"autotune" in file_path.read_bytes()
+    except OSError:
+        return None
+    if mentions:
+        session.prestart()
+    return None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Validate every autotune marker now, so a bad argument fails before any tuning."""
     errors = []

@@ -44,6 +44,7 @@ class TuneSession:
         self._machine: dict[str, dict] = {}
         self._digest: str | None = None
         self.baseline = None  # gate.Baseline, loaded on first use
+        self.prestarted = False
 
     @property
     def cache(self):
@@ -71,9 +72,10 @@ class TuneSession:
     def prestart(self) -> None:
         """Autotuned tests were collected: start the compile workers' fork server now, so it
         imports TileLang while the tests before them run (nothing to start under --tl-no-tune)."""
-        if not self.no_tune:
+        if not self.no_tune and not self.prestarted:
             from .workers import prestart
 
+            self.prestarted = True
             prestart()
 
     def close(self) -> None:

@@ -80,6 +80,11 @@ def _init_worker(sys_path: list[str], log_level: int, parent_pid: int | None = N
     sys.path[:] = sys_path
     import tilelang  # noqa: F401  - at start, so warm-up overlaps the import with the parent's work
 
+    # Our cache keeps every compiled kernel; TileLang's own would add a second copy (an
+    # extra g++ link and disk write per candidate).
+    from tilelang.env import env
+
+    env.disable_cache()
     for name in ("tilelang", "TileLang"):
         logging.getLogger(name).setLevel(log_level)
     # "Found kernel in memory cache" when a worker meets an IR twice: harmless, noisy.
@@ -125,9 +130,13 @@ class Pools:
         return self._bench[device]
 
     def warm_up(self, device: str) -> None:
-        """Start the workers now, so the fork server imports TileLang while the parent works."""
-        self.compile_pool().schedule(os.getpid)
-        self.bench_pool(device).schedule(os.getpid)
+        """Start the workers now, in the background: forking waits for the fork server to
+        finish importing TileLang, and meanwhile this process builds the PrimFuncs."""
+        import threading
+
+        pools = [self.compile_pool(), self.bench_pool(device)]
+        for pool in pools:  # the first schedule starts a pebble pool's workers
+            threading.Thread(target=pool.schedule, args=(os.getpid,), name="tlautotune-warm-up", daemon=True).start()
 
     def close(self) -> None:
         for pool in [self._compile, *self._bench.values()]:
