@@ -1,6 +1,6 @@
-"""A/A and injected-slowdown runs of the latency gate on real TileLang CPU kernels.
+"""A/A and injected-slowdown runs of the latency gate on real TileLang kernels (CPU or CUDA).
 
-Run from the repo root: ``python benchmarks/gate_aa.py [--trials 20] [--threshold 10]``.
+Run from the repo root: ``python benchmarks/gate_aa.py [--trials 20] [--threshold 10] [--device cuda]``.
 
 Each trial is one ordinary ``pytest`` subprocess (the plugin, a cache hit
 re-measured in that run) with three tests that gate against the *previous*
@@ -13,6 +13,12 @@ process:
   cost about +30% and +10% (want 20/20 and >= 18/20 caught). Calibration times
   by CPU time, the clock the gate uses on a CPU device; each unit of ``extra``
   costs about 1.2% of the 128^3 GEMM (3% of 64^3).
+
+With ``--device cuda`` (the GPU machine) the kernel is a pipelined fp16 tensor-core
+GEMM (4096^3 by default) and the extra work is ``extra`` more tile iterations after
+the main loop that multiply the A tile by a zeroed B tile into the accumulator (adding
+exactly 0): each costs about one more K-step. Calibration times by CUDA events, the
+clock the gate uses on a GPU.
 
 Trial 0 compiles the three variants and provides the first baseline, so N
 trials take N + 1 pytest runs. The last stdout line is JSON with the figures.
@@ -33,7 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from pytest_tlautotune import gate  # noqa: E402
 
@@ -65,10 +72,43 @@ def gemm(M, N, K, bm=16, bn=16, bk=16, dtype="float32", extra=0):
 CONFIGS = [dict(bm=16, bn=16, bk=16), dict(bm=32, bn=32, bk=16)]
 '''
 
+KERNEL_CUDA = '''
+import pytest
+import tilelang.language as T
+
+
+def gemm(M, N, K, block_M=128, block_N=256, block_K=64, num_stages=3, threads=256, extra=0):
+    dtype, accum = "float16", "float"
+
+    @T.prim_func
+    def main(A: T.Tensor((M, K), dtype), B: T.Tensor((K, N), dtype), C: T.Tensor((M, N), dtype)):
+        with T.Kernel(T.ceildiv(N, block_N), T.ceildiv(M, block_M), threads=threads) as (bx, by):
+            A_shared = T.alloc_shared((block_M, block_K), dtype)
+            B_shared = T.alloc_shared((block_K, block_N), dtype)
+            X_shared = T.alloc_shared((block_M, block_K), dtype)  # the pipeline owns A_shared
+            Z_shared = T.alloc_shared((block_K, block_N), dtype)
+            C_local = T.alloc_fragment((block_M, block_N), accum)
+            T.clear(C_local)
+            for ko in T.Pipelined(T.ceildiv(K, block_K), num_stages=num_stages):
+                T.copy(A[by * block_M, ko * block_K], A_shared)
+                T.copy(B[ko * block_K, bx * block_N], B_shared)
+                T.gemm(A_shared, B_shared, C_local)
+            T.clear(Z_shared)
+            for e in T.serial(extra):  # extra work that adds exactly 0
+                T.copy(A[by * block_M, (e % T.ceildiv(K, block_K)) * block_K], X_shared)
+                T.gemm(X_shared, Z_shared, C_local)
+            T.copy(C_local, C[by * block_M, bx * block_N])
+
+    return main
+
+
+CONFIGS = [dict(block_M=128, block_N=256, block_K=64, num_stages=3, threads=256)]
+'''
+
 TEST = '''
 
-@pytest.mark.autotune(configs=CONFIGS, target="c", out_idx=[-1], ref_prog=lambda A, B: A @ B, warmup={warmup},
-                      rep={rep})
+@pytest.mark.autotune(configs=CONFIGS, target="{target}", out_idx=[-1], ref_prog=lambda A, B: A @ B, warmup={warmup},
+                      rep={rep}{more})
 def test_{name}(autotune):
     autotune(gemm, {size}, {size}, {size}, extra={extra})
 '''
@@ -76,7 +116,7 @@ def test_{name}(autotune):
 ARMS = ("aa", "slow30", "slow10")
 
 
-def calibrate(size: int, targets: dict[str, float], reps: int = 30) -> dict[str, tuple[int, float]]:
+def calibrate(size: int, targets: dict[str, float], reps: int = 60) -> dict[str, tuple[int, float]]:
     """Pick ``extra`` per arm: in-process, interleaved CPU-time timing of the unchanged and slowed kernels."""
     import tilelang
     import torch
@@ -101,18 +141,58 @@ def calibrate(size: int, targets: dict[str, float], reps: int = 30) -> dict[str,
             times[e].append((time.process_time_ns() - t0) / 1e6)
     base = statistics.median(times[0])
     ratio = {e: statistics.median(t) / base for e, t in times.items()}
-    return {arm: min(((e, r) for e, r in ratio.items() if e), key=lambda er: abs(er[1] - target))
+    # The smallest extra that costs at least the target: a "10% slowdown" is not 9%.
+    return {arm: min(((e, r) for e, r in ratio.items() if e and r >= target), default=max(ratio.items()))
             for arm, target in targets.items()}
 
 
-def run_trial(work: Path, cache: Path, out: Path, baseline: Path | None, threshold: float) -> dict:
+def calibrate_cuda(size: int, targets: dict[str, float], reps: int = 30) -> dict[str, tuple[int, float]]:
+    """Pick ``extra`` per arm on the GPU: CUDA-event timing, interleaved, of extra in {0, 8, 24},
+    a straight line through the ratios, and the nearest whole number of extra iterations."""
+    import tilelang
+    import torch
+
+    ns = tempfile.NamedTemporaryFile("w", suffix=".py", delete=False)
+    ns.write(KERNEL_CUDA)
+    ns.close()
+    space: dict = {}
+    exec(compile(Path(ns.name).read_text(), ns.name, "exec"), space)
+    a = torch.randn(size, size, dtype=torch.float16, device="cuda")
+    b = torch.randn(size, size, dtype=torch.float16, device="cuda")
+    kernels = {e: tilelang.compile(space["gemm"](size, size, size, extra=e), out_idx=[-1], target="cuda")
+               for e in (0, 8, 24)}
+    times: dict[int, list[float]] = {e: [] for e in kernels}
+    for _ in range(reps):
+        for e, k in kernels.items():
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(10):
+                k(a, b)
+            end.record()
+            torch.cuda.synchronize()
+            times[e].append(start.elapsed_time(end) / 10)
+    base = statistics.median(times[0])
+    ratio = {e: statistics.median(t) / base for e, t in times.items()}
+    slope = statistics.linear_regression(list(ratio), list(ratio.values())).slope
+    print(f"calibration ratios {ratio}, {slope * 100:.2f}% per extra iteration", flush=True)
+    out = {}
+    for arm, target in targets.items():
+        e = max(1, math.ceil((target - 1) / slope))  # at least the target
+        out[arm] = (e, 1 + slope * e)
+    return out
+
+
+def run_trial(work: Path, cache: Path, out: Path, baseline: Path | None, threshold: float,
+              metric: str = "latency") -> dict:
     cmd = [sys.executable, "-m", "pytest", "test_gate_bench.py", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-           f"--tl-cache-dir={cache}", f"--tl-json={out}", f"--tl-max-regression={threshold}"]
+           f"--tl-cache-dir={cache}", f"--tl-json={out}", f"--tl-max-regression={threshold}",
+           f"--tl-gate-metric={metric}"]
     if baseline is not None:
         cmd.append(f"--tl-baseline={baseline}")
     else:  # as a user writes a baseline: the gate's clock (CPU time on a CPU device), not tuning's numbers
         cmd.append(f"--tl-save-baseline={out.with_suffix('.base.json')}")
-    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env)
     if proc.returncode not in (0, 1) or not out.exists():
         raise SystemExit(f"pytest failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     rows = {r["id"].split("::test_")[-1]: r for r in json.loads(out.read_text())["tests"]}
@@ -130,18 +210,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--threshold", type=float, default=10.0, help="--tl-max-regression for the gate runs")
-    parser.add_argument("--size", type=int, default=128, help="GEMM M=N=K")
-    parser.add_argument("--rep", type=int, default=30, help="timed runs of the kernel (and of ref_prog) per test")
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--metric", choices=("latency", "speedup"), default="latency", help="--tl-gate-metric")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="target c, or target cuda")
+    parser.add_argument("--size", type=int, default=None, help="GEMM M=N=K (128 on cpu, 4096 on cuda)")
+    parser.add_argument("--rep", type=int, default=None, help="timed runs of the kernel and ref_prog per test "
+                        "(30 on cpu, 100 on cuda)")
+    parser.add_argument("--warmup", type=int, default=None, help="(5 on cpu, 10 on cuda)")
+    parser.add_argument("--out", help="also write the final JSON here")
     parser.add_argument("--extra30", type=int, default=None, help="skip calibration: extra for the +30%% arm")
     parser.add_argument("--extra10", type=int, default=None, help="skip calibration: extra for the +10%% arm")
     args = parser.parse_args()
 
+    cuda = args.device == "cuda"
+    args.size = args.size or (4096 if cuda else 128)
+    args.rep = args.rep or (100 if cuda else 30)
+    args.warmup = args.warmup or (10 if cuda else 5)
     t_start = time.perf_counter()
     if args.extra30 is None or args.extra10 is None:
-        cal = calibrate(args.size, {"slow30": 1.30, "slow10": 1.10})
+        cal = (calibrate_cuda if cuda else calibrate)(args.size, {"slow30": 1.30, "slow10": 1.10})
         extra = {"aa": 0, "slow30": cal["slow30"][0], "slow10": cal["slow10"][0]}
-        print(f"calibration (in-process, interleaved, CPU time): "
+        print(f"calibration (in-process, interleaved, {'CUDA events' if cuda else 'CPU time'}): "
               f"slow30 extra={cal['slow30'][0]} -> x{cal['slow30'][1]:.3f}, "
               f"slow10 extra={cal['slow10'][0]} -> x{cal['slow10'][1]:.3f}", flush=True)
     else:
@@ -150,16 +238,17 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="tl-gate-aa-"))
     cache = work / "cache"
     (work / "pytest.ini").write_text("[pytest]\n")
-    tests = "".join(TEST.format(name=a, extra=extra[a], size=args.size, rep=args.rep, warmup=args.warmup)
-                    for a in ARMS)
-    (work / "test_gate_bench.py").write_text(KERNEL + tests)
+    more = ", rtol=1e-2, atol=1e-2" if cuda else ""
+    tests = "".join(TEST.format(name=a, extra=extra[a], size=args.size, rep=args.rep, warmup=args.warmup,
+                                target="cuda" if cuda else "c", more=more) for a in ARMS)
+    (work / "test_gate_bench.py").write_text((KERNEL_CUDA if cuda else KERNEL) + tests)
 
-    first = run_trial(work, cache, work / "run0.json", None, args.threshold)  # compiles; first baseline
+    first = run_trial(work, cache, work / "run0.json", None, args.threshold, args.metric)  # compiles; first baseline
     baseline_from(first["rows"], work / "base0.json")
     print(f"trial 0 (tune + first baseline) done at {time.perf_counter() - t_start:.0f} s", flush=True)
     trials = []
     for i in range(1, args.trials + 1):
-        t = run_trial(work, cache, work / f"run{i}.json", work / f"base{i - 1}.json", args.threshold)
+        t = run_trial(work, cache, work / f"run{i}.json", work / f"base{i - 1}.json", args.threshold, args.metric)
         trials.append(t)
         baseline_from(t["rows"], work / f"base{i}.json")
         status = {a: t["rows"][a]["gate"]["status"] for a in ARMS}
@@ -188,8 +277,8 @@ def main() -> None:
                   max(t["rows"][a]["gate"]["regression_pct"] for t in trials)) for a in ARMS}
     wall = time.perf_counter() - t_start
     print()
-    print(f"gate runs: {n} trials, pytest --tl-max-regression={args.threshold:g} --tl-alpha=0.01, "
-          f"metric latency (CPU time on this CPU device), "
+    print(f"gate runs: {n} trials, pytest --tl-max-regression={args.threshold:g} --tl-alpha=0.01 "
+          f"--tl-gate-metric={args.metric} ({'CUDA events' if cuda else 'CPU time on this CPU device'}), "
           f"GEMM {args.size}^3, rep={args.rep}, baseline = previous trial's process")
     print(f"{'arm':8s} {'extra':>5s} {'median change':>14s} {'min..max change':>18s} {'gate failures':>14s}  want")
     want = {"aa": "0", "slow30": f"{n}/{n}", "slow10": f">={int(0.9 * n)}/{n}"}
@@ -201,9 +290,12 @@ def main() -> None:
     for metric, th in settings:
         print(f"{metric:8s} {th:8g}% " + " ".join(f"{table[(metric, th, a)]:>5d}/{n}" for a in ARMS))
     print(f"\nwall {wall:.0f} s; work dir {work}")
-    print(json.dumps({"trials": n, "threshold_pct": args.threshold, "rep": args.rep, "size": args.size,
-                      "extra": extra, "failures": caught, "median_change_pct": realized, "wall_s": round(wall, 1),
-                      "rejudged": {f"{m}/{th:g}/{a}": v for (m, th, a), v in table.items()}}))
+    result = {"device": args.device, "metric": args.metric, "trials": n, "threshold_pct": args.threshold, "rep": args.rep,
+              "size": args.size, "extra": extra, "failures": caught, "median_change_pct": realized,
+              "wall_s": round(wall, 1), "rejudged": {f"{m}/{th:g}/{a}": v for (m, th, a), v in table.items()}}
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

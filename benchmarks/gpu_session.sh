@@ -2,7 +2,7 @@
 # Everything this project measures on the lent GPU machine, in one go (see ../shared/gpu/README.md):
 #   source .gpu/device-setup.sh && bash benchmarks/gpu_session.sh "$OUT"
 # STEPS picks what runs (default: all, in this order): profile examples cuda gpu48 gpu48spawn gate.
-# COLD / WARM set the gpu48 cold and warm run counts (5 / 3).
+# COLD / WARM set the gpu48 cold and warm run counts (5 / 3); GATE_ARGS the gate run's flags (--threshold 5).
 # Writes its logs and JSON under the given directory. The GPU machine lacks pebble and reaches no
 # registry: once per checkout, `pip download --no-deps -d /tmp/w pebble && mkdir -p .gpu/extra &&
 # python -m zipfile -e /tmp/w/pebble-*.whl .gpu/extra`, and prefix the command with
@@ -29,7 +29,7 @@ for step in $STEPS; do
              --warm "${WARM:-3}" --out "$out/gpu48.json" > "$out/gpu48.txt" 2>&1; tail -12 "$out/gpu48.txt" ;;
     gpu48spawn) TL_AUTOTUNE_WORKER_START=spawn timeout 150 python3 benchmarks/plugin_runs.py gpu48 --cold 1 \
                   --warm 0 --out "$out/gpu48spawn.json" > "$out/gpu48spawn.txt" 2>&1; tail -4 "$out/gpu48spawn.txt" ;;
-    gate) timeout "${GATE_TIMEOUT:-400}" python3 benchmarks/gate_aa.py --device cuda --trials "${GATE_TRIALS:-20}" \
+    gate) timeout "${GATE_TIMEOUT:-420}" python3 benchmarks/gate_aa.py --device cuda --trials "${GATE_TRIALS:-20}" ${GATE_ARGS:---threshold 5} \
             --out "$out/gate_gpu.json" > "$out/gate_gpu.txt" 2>&1; tail -12 "$out/gate_gpu.txt" ;;
   esac
 done

@@ -295,3 +295,50 @@ def test_builtin_reference_hashes_the_same_in_every_process():
     runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
             for _ in range(2)}
     assert len(runs) == 1
+
+
+WORKERS_TEST = """
+import multiprocessing.forkserver
+import pytest, torch
+import kernels
+
+CONFIGS = [dict(bm=16, bn=16, bk=16), dict(bm=32, bn=32, bk=32)]
+
+
+def test_0_fork_server_started_at_collection():
+    # No autotune yet in this session: the fork server runs because this file mentions it.
+    assert multiprocessing.forkserver._forkserver._forkserver_pid is not None
+
+
+@pytest.mark.autotune(configs=CONFIGS, target={target}, out_idx=[-1], ref_prog=lambda A, B: A @ B,
+                      warmup=1, rep=5, early_stop_factor=0)
+@pytest.mark.parametrize("size", [32, 64])
+def test_gemm(autotune, size):
+    result = autotune(kernels.gemm, size, size, size)
+    A, B = torch.randn(size, size), torch.randn(size, size)
+    torch.testing.assert_close(result.kernel(A, B), A @ B, rtol=1e-3, atol=1e-3)
+"""
+
+
+def test_compile_workers_start_at_collection_and_serve_every_test(tl, pytester, monkeypatch, tmp_path):
+    tl_cache = tmp_path / "tilelang-cache"
+    monkeypatch.setenv("TILELANG_CACHE_DIR", str(tl_cache))
+    # A target given as TVM's JSON dict form works like "c".
+    pytester.makepyfile(test_w=WORKERS_TEST.format(target='{"kind": "c"}'))
+    tl.run("--tl-workers=2", subprocess=True).assert_outcomes(passed=3)
+    records = [json.loads(p.read_text()) for p in tl.cache_dir.glob("entries/*/record.json")]
+    assert len(records) == 2
+    pids = [{c["pid"] for c in r["candidates"] if c.get("pid")} for r in records]
+    # Two tests, four compiles, one pool of two workers: the second test reused the first's.
+    assert all(pids) and len(pids[0] | pids[1]) <= 2, pids
+    for r in records:
+        phases = r["phases"]
+        assert 0 <= phases["first_compile_start_s"] <= phases["last_compile_end_s"] <= phases["last_timing_end_s"]
+    # Compile workers keep kernels in our cache only, not a second copy in TileLang's.
+    assert not [p for p in tl_cache.rglob("*") if p.is_file() and p.suffix in (".so", ".cubin")]
+
+
+def test_no_tune_starts_no_workers(tl, pytester):
+    pytester.makepyfile(test_w=WORKERS_TEST.format(target='"c"').replace("is not None", "is None"))
+    result = tl.run("--tl-no-tune", "-k", "fork_server", subprocess=True)
+    result.assert_outcomes(passed=1)
