@@ -47,8 +47,8 @@ def main() -> int:
     args = parser.parse_args()
     _trace_subprocesses()
 
-    import torch
     import tilelang  # noqa: F401
+    import torch
 
     from examples.kernels_cuda import GEMM_48_CONFIGS, gemm
     from pytest_tlautotune.param import CompileArgs, load_kernel, write_kernel_artifacts

@@ -254,6 +254,10 @@ def main() -> None:
         status = {a: t["rows"][a]["gate"]["status"] for a in ARMS}
         pct = {a: t["rows"][a]["gate"]["regression_pct"] for a in ARMS}
         ci = {a: t["rows"][a]["gate"]["ratio_ci"] or [math.nan, math.nan] for a in ARMS}
+        if args.out:  # so that a run cut short still leaves its trials
+            Path(args.out).with_suffix(".partial.json").write_text(json.dumps(
+                {"extra": extra, "trials": [{a: {k: r["rows"][a]["gate"][k] for k in ("status", "regression_pct")}
+                                              for a in ARMS} for r in trials]}))
         print(f"trial {i:2d}: " + "  ".join(f"{a} {status[a]:8s} {pct[a] if pct[a] is not None else math.nan:+6.1f}% "
                                             f"[{(ci[a][0] - 1) * 100:+.1f},{(ci[a][1] - 1) * 100:+.1f}]" for a in ARMS)
               + f"   ({time.perf_counter() - t_start:.0f} s)", flush=True)
@@ -290,8 +294,8 @@ def main() -> None:
     for metric, th in settings:
         print(f"{metric:8s} {th:8g}% " + " ".join(f"{table[(metric, th, a)]:>5d}/{n}" for a in ARMS))
     print(f"\nwall {wall:.0f} s; work dir {work}")
-    result = {"device": args.device, "metric": args.metric, "trials": n, "threshold_pct": args.threshold, "rep": args.rep,
-              "size": args.size, "extra": extra, "failures": caught, "median_change_pct": realized,
+    result = {"device": args.device, "metric": args.metric, "trials": n, "threshold_pct": args.threshold,
+              "rep": args.rep, "size": args.size, "extra": extra, "failures": caught, "median_change_pct": realized,
               "wall_s": round(wall, 1), "rejudged": {f"{m}/{th:g}/{a}": v for (m, th, a), v in table.items()}}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))

@@ -74,7 +74,7 @@ def gate_options(config: pytest.Config) -> dict:
             "strict": bool(get_option(config, "tl_strict_baseline"))}
 
 
-def _wants_fresh_numbers(config: pytest.Config) -> bool:
+def wants_fresh_numbers(config: pytest.Config) -> bool:
     return bool(get_option(config, "tl_baseline") or get_option(config, "tl_save_baseline"))
 
 
@@ -93,7 +93,7 @@ def remeasure(session: Any, req: Any, outcome: Any) -> str:
     from .session import CACHE_HIT
 
     cpu = not str(req.device).startswith("cuda")
-    if not _wants_fresh_numbers(session.config):
+    if not wants_fresh_numbers(session.config):
         return FRESH if outcome.cache != CACHE_HIT else "stored"
     if outcome.cache != CACHE_HIT and not cpu:
         return FRESH  # a miss or retune just measured its winner

@@ -70,13 +70,31 @@ class TuneSession:
         return self._machine[kind]
 
     def prestart(self) -> None:
-        """Autotuned tests were collected: start the compile workers' fork server now, so it
-        imports TileLang while the tests before them run (nothing to start under --tl-no-tune)."""
-        if not self.no_tune and not self.prestarted:
-            from .workers import prestart
+        """Autotuned tests are coming: start the compile workers' fork server now, so it imports
+        TileLang while this process imports the tests (nothing to start under --tl-no-tune).
 
-            self.prestarted = True
+        With a baseline in play every test re-times its kernel, so the timing worker of the
+        likely device starts now too (on a GPU it is spawned: it imports TileLang itself).
+        """
+        if self.prestarted:
+            return
+        self.prestarted = True
+        from .gate import wants_fresh_numbers
+        from .workers import prestart
+
+        gate = wants_fresh_numbers(self.config)
+        if not self.no_tune or gate:
             prestart()
+        if gate:
+            self.pools.warm_up(self._likely_device(), compile=not self.no_tune)
+
+    def _likely_device(self) -> str:
+        """The device a ``target="auto"`` test would time on (this worker's GPU, else the CPU)."""
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{_worker_gpu(torch.cuda.device_count(), 0)}"
+        return "cpu"
 
     def close(self) -> None:
         if self._pools is not None:

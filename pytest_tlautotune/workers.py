@@ -129,12 +129,13 @@ class Pools:
             self._bench[device] = self._pool(1, device)
         return self._bench[device]
 
-    def warm_up(self, device: str) -> None:
+    def warm_up(self, device: str, compile: bool = True) -> None:
         """Start the workers now, in the background: forking waits for the fork server to
         finish importing TileLang, and meanwhile this process builds the PrimFuncs."""
         import threading
 
-        pools = [self.compile_pool(), self.bench_pool(device)]
+        pools = [self.compile_pool()] if compile else []
+        pools.append(self.bench_pool(device))
         for pool in pools:  # the first schedule starts a pebble pool's workers
             threading.Thread(target=pool.schedule, args=(os.getpid,), name="tlautotune-warm-up", daemon=True).start()
 
