@@ -8,17 +8,23 @@ controller; only the controller prints the summary and writes files.
 from __future__ import annotations
 
 import json
-import statistics
 from typing import Any
 
 import pytest
 
-from .key import canonical_json
-
 RESULTS_KEY = pytest.StashKey[list]()
 
 
+def canonical_json(value: Any) -> str:
+    """``key.canonical_json``, imported on use (``key`` loads hashlib; ``--help`` needs none of it)."""
+    from .key import canonical_json as dump
+
+    return dump(value)
+
+
 def _median(samples: Any) -> float | None:
+    import statistics
+
     return statistics.median(samples) if samples else None
 
 

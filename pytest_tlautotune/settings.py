@@ -7,7 +7,6 @@ checks they match ``param``.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 from collections.abc import Callable
@@ -172,6 +171,8 @@ def parse_marker(args: tuple, kwargs: dict) -> TuneSettings:
     unknown = [k for k in kwargs if k not in SETTINGS]
     if unknown:
         k = unknown[0]
+        import difflib
+
         close = difflib.get_close_matches(k, SETTINGS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise SettingsError(f"unknown argument {k!r}{hint} (known: {', '.join(SETTINGS)})")
