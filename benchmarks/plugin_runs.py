@@ -38,6 +38,13 @@ SPACES = {
                 " for bn in (1, 2, 4, 8, 16, 32, 64, 128) for bk in (1, 2, 4, 8, 16, 32, 64, 128)]",
         ref="lambda A, B: A @ B", extra="warmup=2, rep=10",
     ),
+    # A second 500+ space, other shape and tile ranges: an out-of-sample check of the guided search.
+    "cpu504": dict(
+        module="kernels_cpu", fn="gemm", args="64, 256, 128", target="c",
+        configs="[dict(bm=bm, bn=bn, bk=bk) for bm in (1, 2, 4, 8, 16, 32, 64)"
+                " for bn in (1, 2, 4, 8, 16, 32, 64, 128, 256) for bk in (1, 2, 4, 8, 16, 32, 64, 128)]",
+        ref="lambda A, B: A @ B", extra="warmup=2, rep=10",
+    ),
     "gpu48": dict(
         module="kernels_cuda", fn="gemm", args="4096, 4096, 4096", target="cuda",
         configs="GEMM_48_CONFIGS", ref="lambda A, B: A @ B", extra="warmup=10, rep=100, rtol=1e-2, atol=1e-2",
