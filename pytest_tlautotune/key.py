@@ -78,6 +78,11 @@ def callable_identity(fn: Callable | None) -> dict | None:
         }
     target = inspect.unwrap(fn) if hasattr(fn, "__wrapped__") else fn
     name = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', type(target).__qualname__)}"
+    code = getattr(target, "__code__", None)
+    if code is not None and code.co_name == "<lambda>":
+        # The source of a lambda is every line it is on: for ``ref_prog=lambda ...`` in a marker,
+        # the configs list too, and adding a config would invalidate every candidate's record.
+        return {"name": name, "code_sha256": sha256_hex(_code_identity(code))}
     try:
         source = inspect.getsource(target)
     except (OSError, TypeError):
@@ -86,6 +91,24 @@ def callable_identity(fn: Callable | None) -> dict | None:
         # repr(): it holds a memory address that differs in every process.
         source = code.co_code.hex() if code is not None else type(target).__qualname__
     return {"name": name, "source_sha256": sha256_hex(source)}
+
+
+def _code_identity(code: Any) -> dict:
+    """A code object as data: its bytecode, constants (nested code included) and names."""
+
+    def const(value: Any) -> Any:
+        if hasattr(value, "co_code"):
+            return _code_identity(value)
+        if isinstance(value, (tuple, list)):
+            return [const(v) for v in value]
+        if isinstance(value, frozenset):  # iteration order follows the per-process hash seed
+            return sorted(canonical_json(const(v)) for v in value)
+        if value is None or isinstance(value, (bool, int, str)):
+            return value
+        return repr(value)  # floats, complex, bytes, Ellipsis: reprs without addresses
+
+    return {"code": code.co_code.hex(), "consts": [const(c) for c in code.co_consts],
+            "names": list(code.co_names), "varnames": list(code.co_varnames)}
 
 
 def hash_int(data: dict) -> int:

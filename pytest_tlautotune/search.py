@@ -1,10 +1,16 @@
 """Which configs to measure next: exhaustive, random sampling, or a guided search.
 
 A search proposes config indices a few at a time, while earlier ones are still
-compiling, so the worker pool never idles. The guided search is a hill climb
-over the config grid: after a random start it measures the unmeasured
-neighbours (one parameter one step away) of the best configs so far, and
-restarts at random configs when the neighbourhoods are exhausted.
+compiling, so the worker pool never idles. The guided search starts with a random
+quarter of its budget, then alternates two kinds of proposal:
+
+- a surrogate model: a thin-plate-spline RBF fit (scipy) of log-latency over each
+  parameter's position on its axis, and the unmeasured configs it predicts fastest;
+- a line search: every other value of one parameter through the best config so far.
+
+The model finds a promising region from few samples; the lines settle each
+parameter exactly where the model is smooth and the space is not (a replay on two
+measured 500-config spaces: ``benchmarks/guided_search.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from typing import Any
 from .key import canonical_json
 
 GUIDED_DEFAULT_FRACTION = 0.2
-CLIMB_FROM = 5
+RANDOM_START = 4  # the random start is 1/4 of the budget
+MODEL_POINTS = 256  # the surrogate fits the best this many measurements (bounded cost)
 
 
 class Search:
@@ -32,10 +39,9 @@ class Search:
         self.order = list(range(n))
         if strategy != "exhaustive":
             random.Random(seed).shuffle(self.order)
-        # A third of the budget samples at random; the rest climbs (replayed on a measured
-        # 512-config space: benchmarks/guided_search.py).
-        self.n_init = max(4, self.budget // 3)
-        self._neighbours: list[list[int]] | None = None
+        self.n_init = max(4, self.budget // RANDOM_START)
+        self._grid: _Grid | None = None
+        self._turn = 0
 
     def propose(self, results: dict[int, float | None], pending: set[int], n: int) -> list[int]:
         """Up to ``n`` new indices to measure, within the trial budget."""
@@ -45,56 +51,97 @@ class Search:
             return []
         out: list[int] = []
         if self.strategy == "guided" and len(seen) >= self.n_init:
-            out = self._climb(results, seen, n)
-        for i in self.order:
+            out = self._guided(results, seen, n)
+        for i in self.order:  # the random start, and whatever the guided steps left over
             if len(out) >= n:
                 break
             if i not in seen and i not in out:
                 out.append(i)
         return out
 
-    def _climb(self, results: dict[int, float | None], seen: set[int], n: int) -> list[int]:
-        # Climb only from the few best: widening to every measured config wanders into
-        # mediocre regions; when these neighbourhoods are exhausted, proposals go random.
-        ranked = sorted((ms, i) for i, ms in results.items() if ms is not None)[:CLIMB_FROM]
+    def _guided(self, results: dict[int, float | None], seen: set[int], n: int) -> list[int]:
         out: list[int] = []
-        for _, i in ranked:
-            for j in self.neighbours()[i]:
-                if j not in seen and j not in out:
-                    out.append(j)
-                    if len(out) >= n:
-                        return out
+        steps = (self._lines, self._model)  # the model first
+        while len(out) < n:
+            taken = seen | set(out)
+            self._turn += 1
+            first, second = steps[self._turn % 2], steps[(self._turn + 1) % 2]
+            got = first(results, taken, 1) or second(results, taken, 1)
+            if not got:
+                break
+            out += got
         return out
 
-    def neighbours(self) -> list[list[int]]:
-        """For each config, the configs that differ in one parameter by one step."""
-        if self._neighbours is None:
-            self._neighbours = _grid_neighbours(self.configs)
-        return self._neighbours
+    def grid(self) -> _Grid:
+        if self._grid is None:
+            self._grid = _Grid(self.configs)
+        return self._grid
+
+    def _lines(self, results: dict[int, float | None], taken: set[int], n: int) -> list[int]:
+        """Unmeasured configs on the axis lines through the best measured configs, best first."""
+        ranked = sorted((ms, i) for i, ms in results.items() if ms is not None)
+        out: list[int] = []
+        for _, i in ranked:
+            for line in self.grid().lines(i):
+                out += [j for j in line if j not in taken and j not in out][: n - len(out)]
+                if len(out) >= n:
+                    return out
+        return out
+
+    def _model(self, results: dict[int, float | None], taken: set[int], n: int) -> list[int]:
+        """The unmeasured configs that a surrogate fitted to the measurements predicts fastest."""
+        import numpy as np
+
+        ok = sorted((ms, i) for i, ms in results.items() if ms is not None and ms > 0)[:MODEL_POINTS]
+        x = self.grid().x
+        if len(ok) <= x.shape[1] + 1:
+            return []
+        candidates = [j for j in range(len(self.configs)) if j not in taken]
+        if not candidates:
+            return []
+        try:
+            from scipy.interpolate import RBFInterpolator
+
+            fit = RBFInterpolator(x[[i for _, i in ok]], np.log([ms for ms, _ in ok]),
+                                  kernel="thin_plate_spline", smoothing=1e-3)
+            predicted = fit(x[candidates])
+        except (np.linalg.LinAlgError, ValueError):  # degenerate points: leave it to the lines
+            return []
+        return [candidates[k] for k in np.argsort(predicted, kind="stable")[:n]]
 
 
-def _grid_neighbours(configs: list[dict]) -> list[list[int]]:
-    keys = sorted({k for c in configs for k in c})
-    axes: dict[str, list[Any]] = {}
-    for k in keys:
-        values = {canonical_json(c.get(k)): c.get(k) for c in configs}
-        axes[k] = [values[v] for v in sorted(values, key=lambda s: _sort_key(values[s]))]
-    index = {canonical_json(c): i for i, c in enumerate(configs)}
-    result = []
-    for c in configs:
-        near = []
-        for k in keys:
-            axis = axes[k]
-            pos = next(p for p, v in enumerate(axis) if canonical_json(v) == canonical_json(c.get(k)))
-            for step in (-1, 1):
-                if 0 <= pos + step < len(axis):
-                    other = dict(c)
-                    other[k] = axis[pos + step]
-                    j = index.get(canonical_json(other))
-                    if j is not None:
-                        near.append(j)
-        result.append(near)
-    return result
+class _Grid:
+    """The config space as a grid: each parameter's sorted values (its axis)."""
+
+    def __init__(self, configs: list[dict]):
+        import numpy as np
+
+        self.configs = configs
+        self.keys = sorted({k for c in configs for k in c})
+        self.axes: dict[str, list[Any]] = {}
+        for k in self.keys:
+            values = {canonical_json(c.get(k)): c.get(k) for c in configs}
+            self.axes[k] = [values[v] for v in sorted(values, key=lambda s: _sort_key(values[s]))]
+        self.pos = {k: {canonical_json(v): p for p, v in enumerate(axis)} for k, axis in self.axes.items()}
+        self.index = {canonical_json(c): i for i, c in enumerate(configs)}
+        # Each config's position on every axis, scaled to [0, 1]: the surrogate's inputs.
+        self.x = np.array([[self.pos[k][canonical_json(c.get(k))] / max(1, len(self.axes[k]) - 1)
+                            for k in self.keys] for c in configs], dtype=float).reshape(len(configs), len(self.keys))
+
+    def lines(self, i: int) -> list[list[int]]:
+        """For config ``i``, per parameter: the configs that differ from it in that parameter only."""
+        c = self.configs[i]
+        out = []
+        for k in self.keys:
+            line = []
+            for v in self.axes[k]:
+                other = dict(c)
+                other[k] = v
+                j = self.index.get(canonical_json(other))
+                if j is not None and j != i:
+                    line.append(j)
+            out.append(line)
+        return out
 
 
 def _sort_key(value: Any) -> tuple:

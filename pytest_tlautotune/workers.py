@@ -10,6 +10,7 @@ in a thread that keeps running and disturbs later timings.
 
 from __future__ import annotations
 
+import io
 import logging
 import multiprocessing
 import os
@@ -17,10 +18,13 @@ import shutil
 import sys
 import time
 import uuid
+from multiprocessing import context as mp_context
+from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
 from pathlib import Path
 from typing import Any
 
 _FORKSERVER: Any = None
+PRELOAD = ["pytest_tlautotune.hide_gpus", "tilelang", "pytest_tlautotune.bench"]
 
 
 def _forkserver():
@@ -29,12 +33,48 @@ def _forkserver():
     It imports ``hide_gpus`` first, then TileLang: no GPU is visible in it or in its
     children, so it never initialises CUDA and its forks stay usable. Workers start in
     milliseconds instead of each importing TileLang (and creating a CUDA context).
+    It is a fork server of our own, not multiprocessing's per-process one: processes the
+    tests start with the forkserver method (the default from Python 3.14) keep their GPUs.
     """
     global _FORKSERVER
     if _FORKSERVER is None:
-        _FORKSERVER = multiprocessing.get_context("forkserver")
-        _FORKSERVER.set_forkserver_preload(["pytest_tlautotune.hide_gpus", "tilelang", "pytest_tlautotune.bench"])
+        server = forkserver.ForkServer()
+        server.set_forkserver_preload(PRELOAD)
+        ctx = _ForkServerContext()
+        ctx.Process = _ForkServerProcess
+        ctx.server = server
+        _FORKSERVER = ctx
     return _FORKSERVER
+
+
+class _ForkServerPopen(popen_forkserver.Popen):
+    def _launch(self, process_obj: Any) -> None:
+        # popen_forkserver.Popen._launch (the same in Python 3.11 to 3.13), with our server in
+        # place of the module-wide one.
+        prep_data = spawn.get_preparation_data(process_obj._name)
+        buf = io.BytesIO()
+        mp_context.set_spawning_popen(self)
+        try:
+            reduction.dump(prep_data, buf)
+            reduction.dump(process_obj, buf)
+        finally:
+            mp_context.set_spawning_popen(None)
+        self.sentinel, w = _forkserver().server.connect_to_new_process(self._fds)
+        _parent_w = os.dup(w)
+        self.finalizer = util.Finalize(self, util.close_fds, (_parent_w, self.sentinel))
+        with open(w, "wb", closefd=True) as f:
+            f.write(buf.getbuffer())
+        self.pid = forkserver.read_signed(self.sentinel)
+
+
+class _ForkServerProcess(mp_context.ForkServerProcess):
+    @staticmethod
+    def _Popen(process_obj: Any) -> _ForkServerPopen:
+        return _ForkServerPopen(process_obj)
+
+
+class _ForkServerContext(mp_context.ForkServerContext):
+    """``forkserver`` processes from our server (see ``_forkserver``)."""
 
 
 def _context(device: str = "cpu"):
@@ -50,10 +90,7 @@ def _context(device: str = "cpu"):
 def prestart() -> None:
     """Start the fork server now; it imports TileLang in the background (returns at once)."""
     if os.environ.get("TL_AUTOTUNE_WORKER_START") != "spawn":
-        from multiprocessing import forkserver
-
-        _forkserver()
-        forkserver.ensure_running()
+        _forkserver().server.ensure_running()
 
 
 def _watch_parent(pid: int) -> None:

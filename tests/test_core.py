@@ -298,16 +298,24 @@ def test_builtin_reference_hashes_the_same_in_every_process():
 
 
 WORKERS_TEST = """
-import multiprocessing.forkserver
+import concurrent.futures, multiprocessing, os
 import pytest, torch
 import kernels
+from pytest_tlautotune import workers
 
 CONFIGS = [dict(bm=16, bn=16, bk=16), dict(bm=32, bn=32, bk=32)]
 
 
 def test_0_fork_server_started_at_collection():
     # No autotune yet in this session: the fork server runs because this file mentions it.
-    assert multiprocessing.forkserver._forkserver._forkserver_pid is not None
+    assert workers._FORKSERVER is not None and workers._FORKSERVER.server._forkserver_pid is not None
+
+
+def test_1_own_forkserver_processes_keep_their_environment():
+    # The plugin's fork server hides GPUs from compile workers, not from the tests' processes.
+    ctx = multiprocessing.get_context("forkserver")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        assert pool.submit(os.getenv, "CUDA_VISIBLE_DEVICES", "unset").result() == "unset"
 
 
 @pytest.mark.autotune(configs=CONFIGS, target={target}, out_idx=[-1], ref_prog=lambda A, B: A @ B,
@@ -325,7 +333,8 @@ def test_compile_workers_start_at_collection_and_serve_every_test(tl, pytester, 
     monkeypatch.setenv("TILELANG_CACHE_DIR", str(tl_cache))
     # A target given as TVM's JSON dict form works like "c".
     pytester.makepyfile(test_w=WORKERS_TEST.format(target='{"kind": "c"}'))
-    tl.run("--tl-workers=2", subprocess=True).assert_outcomes(passed=3)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    tl.run("--tl-workers=2", subprocess=True).assert_outcomes(passed=4)
     records = [json.loads(p.read_text()) for p in tl.cache_dir.glob("entries/*/record.json")]
     assert len(records) == 2
     pids = [{c["pid"] for c in r["candidates"] if c.get("pid")} for r in records]
@@ -339,6 +348,8 @@ def test_compile_workers_start_at_collection_and_serve_every_test(tl, pytester, 
 
 
 def test_no_tune_starts_no_workers(tl, pytester):
-    pytester.makepyfile(test_w=WORKERS_TEST.format(target='"c"').replace("is not None", "is None"))
+    no_server = "workers._FORKSERVER is None or workers._FORKSERVER.server._forkserver_pid is None"
+    pytester.makepyfile(test_w=WORKERS_TEST.format(target='"c"').replace(
+        "workers._FORKSERVER is not None and workers._FORKSERVER.server._forkserver_pid is not None", no_server))
     result = tl.run("--tl-no-tune", "-k", "fork_server", subprocess=True)
     result.assert_outcomes(passed=1)

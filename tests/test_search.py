@@ -39,10 +39,28 @@ def test_guided_climbs_to_the_optimum_of_a_smooth_space_within_its_budget():
         assert min(results.values()) == 1.0, f"seed {seed} missed the optimum"
 
 
-def test_guided_neighbours_differ_in_one_parameter_by_one_step():
-    search = Search(GRID, "guided")
-    near = {json.dumps(GRID[j], sort_keys=True) for j in search.neighbours()[GRID.index(dict(a=0, b=3))]}
-    assert near == {json.dumps(c, sort_keys=True) for c in (dict(a=1, b=3), dict(a=0, b=2), dict(a=0, b=4))}
+def test_guided_lines_vary_one_parameter_through_the_config():
+    lines = Search(GRID, "guided").grid().lines(GRID.index(dict(a=0, b=3)))
+    as_json = [{json.dumps(GRID[j], sort_keys=True) for j in line} for line in lines]
+    assert as_json == [
+        {json.dumps(dict(a=a, b=3), sort_keys=True) for a in range(1, 8)},
+        {json.dumps(dict(a=0, b=b), sort_keys=True) for b in range(8) if b != 3},
+    ]
+
+
+def test_guided_finds_the_optimum_of_a_noisy_v_shaped_space_that_random_sampling_misses():
+    # Not a bowl: |a - 6| + |b - 1| with measurement noise below one step.
+    import random as rnd
+
+    noise = [rnd.Random(i).uniform(0, 0.05) for i in range(len(GRID))]
+
+    def v_shape(c):
+        return 1.0 + 0.1 * abs(c["a"] - 6) + 0.1 * abs(c["b"] - 1) + noise[GRID.index(c)]
+
+    best = min(v_shape(c) for c in GRID)
+    found = {strategy: sum(min(drain(Search(GRID, strategy, max_trials=16, seed=s), v_shape).values()) == best
+                           for s in range(20)) for strategy in ("guided", "random")}
+    assert found["guided"] >= 18 and found["random"] <= 10, found
 
 
 SLOW_TEST = """
@@ -67,6 +85,8 @@ def test_a_clearly_slower_candidate_stops_early(tl, pytester):
     # The fast config's record is reused, so the best is known before the slow one is timed.
     pytester.makepyfile(test_k=SLOW_TEST.format(configs="[dict(), dict(extra=20)]", extra=""))
     tl.run().assert_outcomes(passed=1)
+    # Reused although the marker line (the lambda ref_prog's source line) changed with the configs.
+    assert [r for r in records(tl) if r["config"] == {}][0].get("reused")
     slow = [r for r in records(tl) if r["config"] == {"extra": 20}][0]
     assert slow["status"] == "early_stop"
     assert len(slow["samples"]) < 20
