@@ -101,3 +101,16 @@ def test_max_trials_bounds_what_is_measured(tl, pytester):
     assert len(records(tl)) == 3
     result.stdout.fnmatch_lines(["*test_gemm*3/3*"])
 
+
+
+def test_confirmation_adds_candidates_whose_fastest_sample_beat_the_best_median():
+    from pytest_tlautotune.tuner import to_confirm
+
+    def rec(name, samples):
+        return {"name": name, "samples": samples, "median_ms": sorted(samples)[len(samples) // 2]}
+
+    # "disturbed" measured 7.6 ms in most samples (a compile on the sibling core), 3.4 ms once.
+    passed = sorted([rec("best", [3.5, 3.6, 3.55]), rec("second", [3.9, 4.0, 4.1]), rec("third", [4.2, 4.3, 4.4]),
+                     rec("disturbed", [3.4, 7.6, 7.6]), rec("slow", [9.0, 9.1, 9.2])], key=lambda r: r["median_ms"])
+    assert [r["name"] for r in to_confirm(passed, 2)] == ["best", "second", "disturbed"]
+    assert [r["name"] for r in to_confirm(passed, 3)] == ["best", "second", "third", "disturbed"]
