@@ -60,16 +60,17 @@ class Search:
         return out
 
     def _guided(self, results: dict[int, float | None], seen: set[int], n: int) -> list[int]:
+        """Alternately the model's next pick and the lines' next pick, the model first."""
+        rankings = [iter(self._lines(results, seen)), iter(self._model(results, seen))]  # odd turns: [1]
         out: list[int] = []
-        steps = (self._lines, self._model)  # the model first
-        while len(out) < n:
-            taken = seen | set(out)
+        while len(out) < n and rankings:
             self._turn += 1
-            first, second = steps[self._turn % 2], steps[(self._turn + 1) % 2]
-            got = first(results, taken, 1) or second(results, taken, 1)
-            if not got:
-                break
-            out += got
+            ranking = rankings[self._turn % len(rankings)] if len(rankings) > 1 else rankings[0]
+            pick = next((j for j in ranking if j not in out), None)
+            if pick is None:
+                rankings.remove(ranking)
+            else:
+                out.append(pick)
         return out
 
     def grid(self) -> _Grid:
@@ -77,27 +78,23 @@ class Search:
             self._grid = _Grid(self.configs)
         return self._grid
 
-    def _lines(self, results: dict[int, float | None], taken: set[int], n: int) -> list[int]:
-        """Unmeasured configs on the axis lines through the best measured configs, best first."""
+    def _lines(self, results: dict[int, float | None], seen: set[int]) -> list[int]:
+        """Unmeasured configs on the axis lines through the measured configs, best config first."""
         ranked = sorted((ms, i) for i, ms in results.items() if ms is not None)
-        out: list[int] = []
+        out: dict[int, None] = {}
         for _, i in ranked:
             for line in self.grid().lines(i):
-                out += [j for j in line if j not in taken and j not in out][: n - len(out)]
-                if len(out) >= n:
-                    return out
-        return out
+                out.update((j, None) for j in line if j not in seen)
+        return list(out)
 
-    def _model(self, results: dict[int, float | None], taken: set[int], n: int) -> list[int]:
-        """The unmeasured configs that a surrogate fitted to the measurements predicts fastest."""
+    def _model(self, results: dict[int, float | None], seen: set[int]) -> list[int]:
+        """The unmeasured configs, fastest first as predicted by a surrogate fitted to the measurements."""
         import numpy as np
 
         ok = sorted((ms, i) for i, ms in results.items() if ms is not None and ms > 0)[:MODEL_POINTS]
         x = self.grid().x
-        if len(ok) <= x.shape[1] + 1:
-            return []
-        candidates = [j for j in range(len(self.configs)) if j not in taken]
-        if not candidates:
+        candidates = [j for j in range(len(self.configs)) if j not in seen]
+        if len(ok) <= x.shape[1] + 1 or not candidates:
             return []
         try:
             from scipy.interpolate import RBFInterpolator
@@ -107,7 +104,7 @@ class Search:
             predicted = fit(x[candidates])
         except (np.linalg.LinAlgError, ValueError):  # degenerate points: leave it to the lines
             return []
-        return [candidates[k] for k in np.argsort(predicted, kind="stable")[:n]]
+        return [candidates[k] for k in np.argsort(predicted, kind="stable")]
 
 
 class _Grid:

@@ -142,8 +142,6 @@ class Pools:
         self.n_workers = n_workers or default_workers()
         self._compile = None
         self._bench: dict[str, Any] = {}
-        self.started_at: float | None = None
-        self.compile_pids: set[int] = set()
 
     def _pool(self, n: int, device: str = "cpu"):
         import pebble
@@ -156,7 +154,6 @@ class Pools:
     def compile_pool(self):
         """The pool that compiles candidates (started lazily)."""
         if self._compile is None:
-            self.started_at = time.perf_counter()
             self._compile = self._pool(self.n_workers)
         return self._compile
 
