@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from kernel_sources import KERNELS_BAD
 
 GEMM_TEST = """
 import pytest, torch
@@ -197,27 +198,7 @@ def test_crashing_and_hanging_candidates_are_records_not_failures(tl, pytester):
     # written and the NaN-poisoned output mismatches (tests/test_reliability.py has a real segfault);
     # extra=10**7 repeats the accumulation for minutes (killed at timeout); bm=7 makes the
     # program raise. The plain config must still win.
-    pytester.makepyfile(kernels_bad="""
-import tilelang.cpu.language as T
-
-def gemm(M, N, K, bm=16, bn=16, bk=16, offset=0, extra=0, dtype="float32"):
-    if M % bm:
-        raise ValueError(f"bm={bm} does not divide M={M}")
-
-    @T.prim_func
-    def main(A: T.Tensor((M, K), dtype), B: T.Tensor((K, N), dtype), C: T.Tensor((M, N), dtype)):
-        with T.Kernel(T.ceildiv(N, bn), T.ceildiv(M, bm)) as (bx, by):
-            acc = T.alloc_local((bm, bn), dtype)
-            for i, j in T.grid(bm, bn):
-                acc[i, j] = 0
-            for r in T.serial(extra + 1):
-                for ko in T.serial(K // bk):
-                    for i, j, k in T.grid(bm, bn, bk):
-                        acc[i, j] += A[by * bm + i, ko * bk + k] * B[ko * bk + k, bx * bn + j]
-            for i, j in T.grid(bm, bn):
-                C[by * bm + i + offset, bx * bn + j] = acc[i, j] / (extra + 1)
-    return main
-""")
+    pytester.makepyfile(kernels_bad=KERNELS_BAD)
     pytester.makepyfile(test_k="""
 import pytest, torch
 import kernels_bad

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from kernel_sources import KERNELS
+from kernel_sources import KERNELS, KERNELS_BAD
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -258,32 +258,6 @@ def test_every_corrupt_entry_is_quarantined_and_retuned(tuned, tl, pytester):
 
 
 # ----------------------------------------------------------------------------- crashing candidates
-
-KERNELS_BAD = """
-import tilelang.cpu.language as T
-
-def gemm(M, N, K, bm=16, bn=16, bk=16, segv=False, extra=0, dtype="float32"):
-    if M % bm:
-        raise ValueError(f"bm={bm} does not divide M={M}")
-    # 2**40 rows past C with 64-bit indices: far outside any mapping, a SIGSEGV on every run.
-    # (A constant 32-bit offset is dropped by TileLang's safe-memory pass instead, see the marker.)
-    offset = T.int64(1 << 40) if segv else 0
-
-    @T.prim_func
-    def main(A: T.Tensor((M, K), dtype), B: T.Tensor((K, N), dtype), C: T.Tensor((M, N), dtype)):
-        with T.Kernel(T.ceildiv(N, bn), T.ceildiv(M, bm)) as (bx, by):
-            acc = T.alloc_local((bm, bn), dtype)
-            for i, j in T.grid(bm, bn):
-                acc[i, j] = 0
-            for r in T.serial(extra + 1):
-                for ko in T.serial(K // bk):
-                    for i, j, k in T.grid(bm, bn, bk):
-                        acc[i, j] += A[by * bm + i, ko * bk + k] * B[ko * bk + k, bx * bn + j]
-            for i, j in T.grid(bm, bn):
-                C[by * bm + i + offset, bx * bn + j] = acc[i, j] / (extra + 1)
-    return main
-"""
-
 
 def test_segfaulting_hanging_raising_candidates_are_named_records(tl, pytester):
     pytester.makepyfile(kernels_bad=KERNELS_BAD)
