@@ -13,7 +13,6 @@ import os
 import statistics
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import cloudpickle
 import torch
 
+from .failures import CHECK, REF_PROG, RUN, SUPPLY_PROG, StageError, describe, reason
 from .key import sha256_hex
 from .param import CompileArgs, ProfileArgs, load_kernel
 
@@ -225,6 +225,19 @@ def _cupti_samples(fn: Callable, n: int, device: str) -> list[float]:
     return [sum(times[i * per_call:(i + 1) * per_call]) / 1000.0 for i in range(n)]
 
 
+@contextlib.contextmanager
+def _stage(stage: str, passes: type[BaseException] | None = None):
+    """Mark an exception raised in the block as ``stage``'s (``passes`` go through unmarked)."""
+    try:
+        yield
+    except StageError:
+        raise
+    except Exception as exc:
+        if passes is not None and isinstance(exc, passes):
+            raise
+        raise StageError(stage, exc) from exc
+
+
 def _timing_lock(path: str | None):
     if not path:
         return contextlib.nullcontext()
@@ -247,12 +260,14 @@ def _prepare(job: BenchJob) -> tuple[Any, ProfileArgs, list, list | None, list[f
     if profile.cache_input_tensors and memo_key in _INPUTS:
         inputs, refs, ref_samples = _INPUTS[memo_key]
         return kernel, profile, inputs, refs, ref_samples
-    inputs = make_inputs(kernel, profile, job.compile_args.out_idx, job.device)
+    with _stage(SUPPLY_PROG if profile.supply_prog is not None else RUN):
+        inputs = make_inputs(kernel, profile, job.compile_args.out_idx, job.device)
     refs, ref_samples = None, []
     if profile.ref_prog is not None:
-        refs = _as_list(profile.ref_prog(*inputs))
-        with _timing_lock(job.lock_path):
-            ref_samples, _ = time_fn(lambda: profile.ref_prog(*inputs), profile, job.device)
+        with _stage(REF_PROG):
+            refs = _as_list(profile.ref_prog(*inputs))
+            with _timing_lock(job.lock_path):
+                ref_samples, _ = time_fn(lambda: profile.ref_prog(*inputs), profile, job.device)
     if profile.cache_input_tensors:
         _INPUTS[memo_key] = (inputs, refs, ref_samples)
     return kernel, profile, inputs, refs, ref_samples
@@ -270,7 +285,8 @@ def _check_inputs(kernel: Any, profile: ProfileArgs, job: BenchJob, inputs: list
         return inputs, refs
     seed = int(sha256_hex(job.kernel_dir)[:8], 16)
     fresh = make_inputs(kernel, profile, job.compile_args.out_idx, job.device, seed=seed)
-    return fresh, _as_list(profile.ref_prog(*fresh))
+    with _stage(REF_PROG):
+        return fresh, _as_list(profile.ref_prog(*fresh))
 
 
 def check_and_time(job: BenchJob) -> dict:
@@ -282,11 +298,13 @@ def check_and_time(job: BenchJob) -> dict:
         kernel, profile, inputs, refs, ref_samples = _prepare(job)
         check_inputs, check_refs = _check_inputs(kernel, profile, job, inputs, refs)
         _poison_allocator(kernel, job)
-        outs = _as_list(kernel(*check_inputs))
-        _sync(job.device)
+        with _stage(RUN):
+            outs = _as_list(kernel(*check_inputs))
+            _sync(job.device)
         if not profile.skip_check:
             if profile.manual_check_prog is not None:
-                profile.manual_check_prog(outs, check_refs)
+                with _stage(CHECK, passes=AssertionError):
+                    profile.manual_check_prog(outs, check_refs)
             elif check_refs is not None:
                 error = compare(outs, check_refs, profile)
                 if error:
@@ -297,14 +315,15 @@ def check_and_time(job: BenchJob) -> dict:
                                        stop_above_ms=job.stop_above_ms)
     except AssertionError as exc:  # manual_check_prog's way of saying no
         return {"status": "mismatch", "reason": f"manual_check_prog: {exc}", "bench_s": time.perf_counter() - t0}
-    except Exception as exc:
+    except BaseException as exc:  # noqa: BLE001 - TileLang's errors do not pickle: send data back
         if job.device.startswith("cuda") and _poisons_context(exc):
             # An illegal address poisons this process's CUDA context for good: die, so the pool
             # starts a clean worker, and let the parent record the crash on this config.
             sys.stderr.write(f"tlautotune: candidate {job.kernel_dir}: {exc}\n")
             os._exit(CUDA_FAULT_EXIT)
-        return {"status": "error", "reason": f"{type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc(limit=8), "bench_s": time.perf_counter() - t0}
+        failure = describe(exc, RUN)
+        return {"status": "error", "reason": reason(failure), "failure": failure,
+                "bench_s": time.perf_counter() - t0}
     return {
         "status": "early_stop" if stopped else "ok",
         "reason": f"stopped after {len(samples)} samples: median {statistics.median(samples):.4g} ms "
@@ -341,8 +360,18 @@ def confirm(jobs: list[BenchJob], rounds: int = 5, with_ref: bool = True, clock:
     """Re-time several candidates (and ref_prog) interleaved, on one device, in rounds.
 
     Interleaving spreads clock and load drift over all of them, so one lucky
-    sample cannot decide the winner. Returns {kernel_dir: samples, "ref": samples}.
+    sample cannot decide the winner. Returns {"samples": {kernel_dir: samples, "ref": samples}}
+    or, when something raised, {"failure": failures.describe(...)}.
     """
+    try:
+        return _confirm(jobs, rounds, with_ref, clock)
+    except BaseException as exc:  # noqa: BLE001 - TileLang's errors do not pickle: send data back
+        if jobs[0].device.startswith("cuda") and _poisons_context(exc):
+            os._exit(CUDA_FAULT_EXIT)
+        return {"failure": describe(exc, RUN)}
+
+
+def _confirm(jobs: list[BenchJob], rounds: int, with_ref: bool, clock: str) -> dict:
     job0 = jobs[0]
     if job0.device.startswith("cuda"):
         torch.cuda.set_device(torch.device(job0.device))

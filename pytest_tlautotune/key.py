@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 #: Bumped whenever the layout or meaning of stored entries changes.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # Environment variables that change what TileLang generates or how it runs.
 _CACHE_RELEVANT_ENV = (
@@ -176,7 +176,7 @@ def _cuda_driver_version() -> str | None:
 
 def program_identity(program: Any) -> Any:
     """A stable identity of what the user passed to the fixture (TileLang decorators unwrapped)."""
-    inner = getattr(program, "jit_impl", program)
+    inner = getattr(program, "jit_impl", None) or getattr(program, "fn", None) or program  # AutoTuner.fn
     source = getattr(inner, "func_source", None)
     if isinstance(source, str):
         fn = getattr(inner, "func", None)

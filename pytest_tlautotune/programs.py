@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import inspect
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,28 +28,137 @@ class ProgramError(Exception):
 
 
 @dataclass
+class Built:
+    """One config's PrimFunc and what building it told us (plain data, apart from ``func``)."""
+
+    func: Any
+    mode: str  # "lazy" | "eager" | "plain"
+    out_idx: list[int] | None  # the outputs T.empty() declares (eager)
+    symbolic: bool  # a buffer has a symbolic dimension
+
+
+@dataclass
+class BuildSpec:
+    """What builds one config's PrimFunc, in any process: ``target(*args, **kwargs, **config)``.
+
+    Picklable (see :func:`dumps_spec`): compile workers build the candidates, so a config
+    that crashes TVM (a segfault in ``T.ceildiv(N, None)``) is a record, not the end of the
+    pytest run. Tensors are replaced by ``meta`` tensors of the same shape, strides and dtype:
+    building reads only those.
+    """
+
+    target: Any
+    args: tuple
+    kwargs: dict
+    device_target: Any = None  # the resolved target, for ``@jit(target="auto")`` and CUDA layouts
+
+    def build(self, config: dict) -> Built:
+        config = {k: v for k, v in config.items() if k != PASS_CONFIGS}
+        with quiet_tilelang(), _target_context(self.device_target):
+            if _is_jit_impl(self.target):
+                func, mode = _jit_tir(self.target, self.args, self.kwargs, config, self.device_target)
+            else:
+                func, mode = self.target(*self.args, **self.kwargs, **config), "plain"
+        if _is_jit_kernel(func):
+            raise ProgramError(_KERNEL_RETURNED)
+        if not _is_prim_func(func):
+            raise ProgramError(f"program returned {type(func).__name__}, not a TileLang PrimFunc")
+        out_idx = _out_idx_of(func) if mode == "eager" else None
+        if out_idx is not None:
+            # The outputs travel in CompileArgs.out_idx (compile, cache, check); TileLang refuses both at once.
+            func = func.without_attr(_OUT_IDX_ATTR)
+        return Built(func, mode, out_idx, _has_symbolic_shape(func))
+
+
+#: TileLang's one reserved config key: per-config pass_configs, merged over the compile args'.
+PASS_CONFIGS = "pass_configs"
+
+
+@dataclass
 class Program:
-    """A resolved program: a factory and the defaults its decorators carry."""
+    """A resolved program: how to build a config, and the defaults its decorators carry."""
 
     name: str
-    factory: Callable[[dict], Any]
+    spec: BuildSpec
     configs: Any = None
     compile_defaults: dict = field(default_factory=dict)
     profile_defaults: dict = field(default_factory=dict)
+    signature: inspect.Signature | None = None
+    jit: Any = None  # the @tilelang.jit function, if any (its eager call form, for result.kernel)
+    example_args: tuple = ((), {})  # the args and kwargs as the test passed them (real tensors)
+
+    def factory(self, config: dict) -> Any:
+        """Build ``config``'s PrimFunc in this process."""
+        return self.spec.build(config).func
+
+    def check_call(self, configs: list[dict]) -> str | None:
+        """Why no config can be built (the call itself does not bind), before anything runs."""
+        if self.signature is None:
+            return None
+        params = self.signature.parameters
+        takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        unknown = sorted({k for c in configs for k in c if k != PASS_CONFIGS and k not in params})
+        if unknown and not takes_kwargs:
+            return (f"config key(s) {', '.join(map(repr, unknown))} are not parameters of {self.name}"
+                    f"{_signature_text(self.signature)}")
+        errors = set()
+        for config in configs:
+            try:
+                self.signature.bind(*self.spec.args, **self.spec.kwargs,
+                                    **{k: v for k, v in config.items() if k != PASS_CONFIGS})
+            except TypeError as exc:
+                errors.add(str(exc))
+        if errors and len(errors) == 1 and len(configs) > 0 and _all_fail_bind(self, configs):
+            return f"{self.name}{_signature_text(self.signature)} cannot be called with these arguments: {errors.pop()}"
+        return None
+
+
+def _all_fail_bind(prog: Program, configs: list[dict]) -> bool:
+    for config in configs:
+        try:
+            prog.signature.bind(*prog.spec.args, **prog.spec.kwargs,
+                                **{k: v for k, v in config.items() if k != PASS_CONFIGS})
+            return False
+        except TypeError:
+            continue
+    return True
+
+
+def _signature_text(sig: inspect.Signature) -> str:
+    try:
+        return str(sig)
+    except Exception:
+        return "(...)"
 
 
 def resolve(program: Any, args: tuple, kwargs: dict) -> Program:
-    """Resolve ``program`` called with fixed ``args``/``kwargs`` plus one config."""
-    from tilelang.autotuner.tuner import AutoTuneImpl
-    from tilelang.jit import JITImpl
+    """Resolve ``program`` called with fixed ``args``/``kwargs`` plus one config.
 
-    configs, profile_defaults = None, {}
-    if isinstance(program, AutoTuneImpl):
+    Nothing of the user's kernel code runs here: each config is built where a crash is a
+    record (see :class:`BuildSpec`).
+    """
+    from tilelang.autotuner.tuner import AutoTuneImpl, AutoTuner
+
+    configs, compile_defaults, profile_defaults = None, {}, {}
+    if isinstance(program, AutoTuner):  # API mode: AutoTuner.from_kernel(fn, configs).set_...()
         configs = program.configs
-        profile_defaults = _autotune_settings(program)
+        compile_defaults = _tuner_compile_args(program)
+        profile_defaults = _tuner_profile_args(program)
+        program = program.fn
+    if isinstance(program, AutoTuneImpl):
+        configs = program.configs if configs is None else configs
+        profile_defaults = {**_autotune_settings(program), **profile_defaults}
         program = program.jit_impl
-    if isinstance(program, JITImpl):
-        return _resolve_jit(program, args, kwargs, configs, profile_defaults)
+    captured = _captured_inputs()
+    if captured is not None:  # `with tilelang.autotuner.set_autotune_inputs(...)` around the call
+        profile_defaults = {**profile_defaults, "supply_prog": ExampleInputs(captured)}
+    if _is_jit_impl(program):
+        jit_defaults = {f: getattr(program, f) for f in _JIT_COMPILE_FIELDS if getattr(program, f, None) is not None}
+        if program.mode == "eager":
+            jit_defaults.pop("out_idx", None)  # TileLang forbids it there: T.empty() declares the outputs
+        return Program(_name(program.func), BuildSpec(program, *_for_build(args, kwargs)), configs,
+                       {**jit_defaults, **compile_defaults}, profile_defaults, _signature(program), program,
+                       (args, kwargs))
     if _is_jit_kernel(program):
         raise ProgramError("got a compiled kernel (JITKernel); pass the function that builds the PrimFunc "
                            "(or the @tilelang.jit function itself) and its arguments, so each config builds its own")
@@ -59,92 +168,109 @@ def resolve(program: Any, args: tuple, kwargs: dict) -> Program:
     if not callable(program):
         raise ProgramError(f"program must be callable (a function returning a PrimFunc, or a @tilelang.jit or "
                            f"@tilelang.autotune function), got {type(program).__name__}: {program!r:.80}")
-    return Program(_name(program), _plain_factory(program, args, kwargs), configs, {}, profile_defaults)
+    return Program(_name(program), BuildSpec(program, *_for_build(args, kwargs)), configs, compile_defaults,
+                   profile_defaults, _signature(program), None, (args, kwargs))
 
 
-def _plain_factory(program: Callable, args: tuple, kwargs: dict) -> Callable[[dict], Any]:
-    returns_kernels: list[dict] = []
-
-    def plain(config: dict) -> Any:
-        if returns_kernels:  # compiling every config in this process only to reject it would be slow
-            raise ProgramError(_KERNEL_RETURNED.format(config=returns_kernels[0]))
-        with quiet_tilelang():
-            func = program(*args, **kwargs, **config)
-        if _is_jit_kernel(func):
-            returns_kernels.append(config)
-            raise ProgramError(_KERNEL_RETURNED.format(config=config))
-        if not _is_prim_func(func):
-            raise ProgramError(f"program returned {type(func).__name__}, not a TileLang PrimFunc")
-        return func
-
-    return plain
-
-
-_KERNEL_RETURNED = ("program returns a compiled kernel (JITKernel), not a PrimFunc (seen with config {config}); "
+_KERNEL_RETURNED = ("program returns a compiled kernel (JITKernel), not a PrimFunc; "
                     "return the @T.prim_func, or pass the @tilelang.jit function itself")
 
 
-def _resolve_jit(jit: Any, args: tuple, kwargs: dict, configs: Any, profile_defaults: dict) -> Program:
-    """A ``@tilelang.jit`` function: its compile settings, and for eager style the outputs T.empty declares."""
-    name = _name(jit.func)
-    compile_defaults = {f: getattr(jit, f) for f in _JIT_COMPILE_FIELDS if getattr(jit, f, None) is not None}
-    probe = _probe(jit, args, kwargs, configs) if jit.mode != "lazy" else None
-    out_idx: list[int] | None = None
-    if jit.mode == "eager":
-        compile_defaults.pop("out_idx", None)  # TileLang forbids it there: T.empty() declares the outputs
-        out_idx = _out_idx_of(probe)
-        if out_idx is not None:
-            compile_defaults["out_idx"] = out_idx
-        if "supply_prog" not in profile_defaults and _has_symbolic_shape(probe):
-            # TileLang cannot make random inputs of a symbolic shape: use the test's example tensors.
-            profile_defaults = {**profile_defaults, "supply_prog": ExampleInputs(_tensor_args(jit, args, kwargs))}
-
-    def factory(config: dict) -> Any:
-        with quiet_tilelang():
-            func = jit.get_tir(*args, **kwargs, **config)
-        if jit.mode != "eager":
-            return func
-        if probe is None:
-            raise ProgramError(f"{name} is an eager-style @tilelang.jit function and could not be built before "
-                               f"tuning to find the outputs T.empty() declares: give its tunable parameters "
-                               f"defaults (or pass them to autotune(...))")
-        if _out_idx_of(func) != out_idx:
-            raise ProgramError(f"this config changes the outputs T.empty() declares ({_out_idx_of(func)} instead "
-                               f"of {out_idx}); every config must return the same tensors")
-        # The outputs travel in CompileArgs.out_idx (compile, cache, check); TileLang refuses both at once.
-        return func.without_attr(_OUT_IDX_ATTR) if out_idx is not None else func
-
-    return Program(name, factory, configs, compile_defaults, profile_defaults)
-
-
-def _probe(jit: Any, args: tuple, kwargs: dict, configs: Any) -> Any:
-    """Build one PrimFunc before tuning (this settles TileLang's lazy/eager mode); None if it cannot be built.
-
-    Tried with the parameters' defaults, then with the decorator's first config. A call that does not
-    bind is never made: TileLang would take the failed bind for eager style and keep that mode.
-    """
-    for extra in ({}, *_first_config(configs, args, kwargs)):
-        try:
-            jit.signature.bind(*args, **kwargs, **extra)
-        except TypeError:
-            continue
-        try:
-            with quiet_tilelang():
-                return jit.get_tir(*args, **kwargs, **extra)
-        except Exception as exc:
-            if jit.mode == "eager":
-                raise ProgramError(f"{_name(jit.func)} (eager-style @tilelang.jit) failed to build with "
-                                   f"{extra or 'its default parameters'}: {type(exc).__name__}: {exc}") from None
-            return None  # lazy: each config's failure becomes that candidate's record
-    return None
-
-
-def _first_config(configs: Any, args: tuple, kwargs: dict) -> list[dict]:
+def _jit_tir(jit: Any, args: tuple, kwargs: dict, config: dict, device_target: Any) -> tuple[Any, str]:
+    """``jit.get_tir`` with the resolved target in place of ``"auto"`` (a compile worker sees no GPU)."""
+    saved = jit.target
+    if device_target is not None and (saved is None or str(saved).strip() == "auto"):
+        jit.target = device_target
     try:
-        configs = evaluate_configs(configs, args, kwargs)
-    except Exception:
-        return []
-    return [configs[0]] if isinstance(configs, (list, tuple)) and configs and isinstance(configs[0], dict) else []
+        func = jit.get_tir(*args, **kwargs, **config)
+    finally:
+        jit.target = saved
+    return func, jit.mode
+
+
+def _target_context(device_target: Any):
+    """GPU kernels need their target while the PrimFunc is built (layouts, arch checks)."""
+    import contextlib
+
+    from .settings import target_kind
+
+    if device_target is None or target_kind(device_target) not in ("cuda", "hip"):
+        return contextlib.nullcontext()
+    from tilelang.backend.target import determine_target
+
+    return determine_target(device_target, return_object=True)
+
+
+def _signature(program: Any) -> inspect.Signature | None:
+    fn = getattr(program, "signature", None)
+    if isinstance(fn, inspect.Signature):
+        return fn
+    try:
+        return inspect.signature(program)
+    except (TypeError, ValueError):
+        return None
+
+
+def _for_build(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Arguments as the build needs them: tensors as ``meta`` tensors (shape, strides, dtype)."""
+
+    def one(value: Any) -> Any:
+        if _is_tensor(value):
+            import torch
+
+            return torch.empty_strided(tuple(value.shape), tuple(value.stride()), dtype=value.dtype, device="meta")
+        if isinstance(value, (list, tuple)) and any(_is_tensor(v) for v in value):
+            return type(value)(one(v) for v in value)
+        return value
+
+    return tuple(one(a) for a in args), {k: one(v) for k, v in kwargs.items()}
+
+
+def _is_tensor(value: Any) -> bool:
+    return type(value).__name__ in ("Tensor", "Parameter") and hasattr(value, "stride")
+
+
+def _captured_inputs() -> list | None:
+    try:
+        from tilelang.autotuner.capture import get_autotune_inputs
+    except ImportError:
+        return None
+    return get_autotune_inputs()
+
+
+def _tuner_compile_args(tuner: Any) -> dict:
+    """``AutoTuner.set_compile_args(...)``'s settings, when it was called."""
+    args = vars(tuner).get("compile_args")
+    if args is None:
+        return {}
+    out = {f: getattr(args, f) for f in _JIT_COMPILE_FIELDS if getattr(args, f, None) is not None}
+    if "target" in out and not isinstance(out["target"], (str, dict)):
+        out["target"] = _target_text(out["target"])
+    if "target_host" in out and not isinstance(out["target_host"], (str, dict)):
+        out["target_host"] = _target_text(out["target_host"])
+    return out
+
+
+def _target_text(target: Any) -> Any:
+    kind = getattr(getattr(target, "kind", None), "name", None)
+    if kind == "c":
+        return "c"
+    return str(target)
+
+
+def _tuner_profile_args(tuner: Any) -> dict:
+    """``AutoTuner.set_profile_args(...)``'s settings that differ from its defaults."""
+    args = vars(tuner).get("profile_args")
+    if args is None:
+        return {}
+    defaults = {name: p.default for name, p in inspect.signature(type(tuner).set_profile_args).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    out = {}
+    for name in _AUTOTUNE_PROFILE_FIELDS + ("backend",):
+        value = getattr(args, name, None)
+        if name in defaults and value is not defaults[name] and value != defaults[name]:
+            out[name] = value
+    return out
 
 
 def _out_idx_of(func: Any) -> list[int] | None:
@@ -159,22 +285,120 @@ def _has_symbolic_shape(func: Any) -> bool:
     return any(type(dim).__name__ != "IntImm" for buf in buffers.values() for dim in buf.shape)
 
 
-def _tensor_args(jit: Any, args: tuple, kwargs: dict) -> list:
-    bound = jit.signature.bind(*args, **kwargs)
-    return [v for v in bound.arguments.values() if hasattr(v, "shape") and hasattr(v, "clone")]
+def tensor_args(args: tuple, kwargs: dict) -> list:
+    """The example tensors the test passed (the inputs of an eager kernel with symbolic shapes)."""
+    values = list(args) + list(kwargs.values())
+    return [v for v in values if _is_tensor(v)]
 
 
 class ExampleInputs:
-    """``supply_prog`` of an eager kernel with symbolic shapes: copies of the example tensors."""
+    """``supply_prog`` from example inputs (eager symbolic shapes, ``set_autotune_inputs``): copies."""
 
     def __init__(self, tensors: list):
-        self.tensors = tensors
+        self.tensors = list(tensors)
 
     def __call__(self, params: Any) -> list:
-        return [t.clone() for t in self.tensors]
+        return [t.clone() if _is_tensor(t) else t for t in self.tensors]
 
-    def __repr__(self) -> str:  # the cache key's identity of this supply_prog
-        return f"ExampleInputs({[(tuple(t.shape), str(t.dtype)) for t in self.tensors]})"
+    def tl_identity(self) -> list:  # the cache key's identity of this supply_prog
+        return [[list(t.shape), str(t.dtype)] if _is_tensor(t) else repr(t) for t in self.tensors]
+
+    def __repr__(self) -> str:
+        return f"ExampleInputs({self.tl_identity()})"
+
+
+class EagerKernel:
+    """``result.kernel`` of an eager-style kernel: called like the function (``f(A, B)``), returns
+    what it returns (one tensor, or a tuple for several ``T.empty`` outputs)."""
+
+    def __init__(self, jit: Any, kernel: Any, config: dict):
+        self.jit, self.kernel = jit, kernel
+        self.config = {k: v for k, v in config.items() if k != PASS_CONFIGS}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        merged = {**kwargs, **self.config}
+        if self.jit.mode == "auto":
+            self.jit.mode = "eager"
+        self.jit.initialize_jit_mode(*args, **merged)
+        _, kernel_args = self.jit.func.parse_args(*args, **merged)
+        out = self.kernel(*kernel_args.values())
+        return tuple(out) if isinstance(out, list) else out
+
+    def __getattr__(self, name: str) -> Any:  # get_kernel_source, params, ... of the JITKernel
+        return getattr(self.kernel, name)
+
+
+def user_kernel(prog: Program, mode: str | None, kernel: Any, config: dict) -> Any:
+    """The tuned kernel, callable the way the user's style calls it."""
+    if mode == "eager" and prog.jit is not None:
+        return EagerKernel(prog.jit, kernel, config)
+    return kernel
+
+
+# ----------------------------------------------------------------------------- shipping a spec
+
+
+def dumps_spec(spec: BuildSpec) -> bytes:
+    """Pickle ``spec`` for a compile worker: objects that live in a module (a ``@tilelang.jit``
+    function, its module's helpers) by reference, everything else (closures) by value."""
+    import io
+
+    buf = io.BytesIO()
+    _RefPickler(buf).dump(spec)
+    return buf.getvalue()
+
+
+def _ref_pickler():
+    import cloudpickle
+
+    class RefPickler(cloudpickle.Pickler):
+        def reducer_override(self, obj: Any) -> Any:
+            if _is_jit_impl(obj) or type(obj).__name__ == "AutoTuneImpl":
+                ref = module_ref(obj)
+                if ref is not None:
+                    return _lookup, ref
+            return super().reducer_override(obj)
+
+    return RefPickler
+
+
+def _RefPickler(buf: Any) -> Any:  # noqa: N802 - a class made on first use (cloudpickle loads lazily)
+    return _ref_pickler()(buf)
+
+
+def module_ref(obj: Any) -> tuple[str, str | None, str] | None:
+    """(module name, its file, attribute) under which ``obj`` lives, if it is a module global."""
+    import sys
+
+    fn = getattr(obj, "func", None) or getattr(getattr(obj, "jit_impl", None), "func", None)
+    globs = getattr(fn, "__globals__", None) or getattr(getattr(fn, "orig_func", None), "__globals__", None) or {}
+    name = globs.get("__name__")
+    module = sys.modules.get(name) if name else None
+    if module is None:
+        return None
+    for attr, value in vars(module).items():
+        if value is obj:
+            return name, getattr(module, "__file__", None), attr
+    return None
+
+
+def _lookup(module_name: str, file: str | None, attr: str) -> Any:
+    import importlib
+    import importlib.util
+    import sys
+
+    module = sys.modules.get(module_name)
+    if module is None:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            if not file:
+                raise
+            spec = importlib.util.spec_from_file_location(module_name, file)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            spec.loader.exec_module(module)
+    return getattr(module, attr)
 
 
 def _autotune_settings(impl: Any) -> dict:
@@ -222,6 +446,10 @@ def _is_jit_kernel(obj: Any) -> bool:
 
 def _is_prim_func(obj: Any) -> bool:
     return type(obj).__name__ == "PrimFunc"
+
+
+def _is_jit_impl(obj: Any) -> bool:
+    return type(obj).__name__ == "JITImpl" and hasattr(obj, "get_tir")
 
 
 def evaluate_configs(configs: Any, args: tuple, kwargs: dict) -> Any:

@@ -8,6 +8,7 @@ machine fingerprints. ``TuneSession.tune`` is the fixture's body.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import time
 import warnings
@@ -130,7 +131,10 @@ class TuneSession:
         from .report import record_outcome
 
         record_outcome(item, req, outcome, settings, self)["measured"] = measured
-        return outcome.result
+        from .programs import user_kernel
+
+        result = outcome.result
+        return replace(result, kernel=user_kernel(req.program, req.mode, result.kernel, result.config or {}))
 
     def _request(self, item: pytest.Item, settings: TuneSettings, prog: Any, args: tuple, kwargs: dict):
         from .param import CompileArgs, ProfileArgs
@@ -154,7 +158,8 @@ class TuneSession:
         compile_args = CompileArgs(**{k: v for k, v in compile_kwargs.items() if k in COMPILE_FIELDS})
         profile_args = ProfileArgs(**{k: v for k, v in profile_kwargs.items() if k in PROFILE_FIELDS})
         compile_args, device = _resolve_target(item, compile_args)
-        return TuneRequest(nodeid=item.nodeid, program_name=prog.name, factory=prog.factory, configs=configs,
+        prog.spec.device_target = compile_args.target
+        return TuneRequest(nodeid=item.nodeid, program_name=prog.name, program=prog, configs=configs,
                            compile_args=compile_args, profile_args=profile_args, tuner=dict(settings.tuner),
                            device=device)
 
@@ -182,11 +187,14 @@ class TuneSession:
         t0 = time.perf_counter()
         machine = self.machine(req.device_kind)
         if fast and not self.retune:
-            # Warm path: the stored key of this exact program, arguments and project source.
+            # Warm path: the stored key of this exact program, arguments and project source,
+            # used only once the winner, built now, is the kernel stored (an edit outside the
+            # project, an environment variable read at build time, a changed dependency).
             key = self.cache.read_index(fast)
-            result = self._load(self.cache.entry(key), req) if key else None
-            if result is not None:
-                return _hit(result, key)
+            if key and self._winner_still_built(self.cache.entry(key), req):
+                result = self._load(self.cache.entry(key), req)
+                if result is not None:
+                    return _hit(result, key)
         if not self.no_tune:
             # Start the workers now: they import TileLang while this process builds the PrimFuncs.
             self.pools.warm_up(req.device)
@@ -200,7 +208,9 @@ class TuneSession:
         from .safety import UnsafeCache
         from .tuner import Outcome, TuneError, Tuner, build_candidates, entry_key
 
-        cands = build_candidates(req, machine)
+        if not self.no_tune:
+            self.pools.warm_up(req.device)
+        cands = build_candidates(req, machine, None if self.no_tune else self.pools)
         key = entry_key(req, cands, machine)
         try:
             entry = self.cache.entry(key)
@@ -224,6 +234,7 @@ class TuneSession:
             prepare_s = time.perf_counter() - t0  # fast key, PrimFuncs, IR key, lock
             result, records = tuner.run(cands, key)
             result.record.setdefault("phases", {})["prepare_s"] = prepare_s
+            self._check_same_build(req, result)
             try:
                 result.save_to_disk(entry)
             except OSError as exc:
@@ -234,6 +245,47 @@ class TuneSession:
                 saved = AutotuneResult.load_from_disk(entry, req.compile_args)
                 result = replace(result, kernel=saved.kernel) if saved is not None else result
         return Outcome(result, CACHE_RETUNE if self.retune else CACHE_MISS, key, time.perf_counter() - t0, records)
+
+    def _winner_still_built(self, entry: Any, req: Any) -> bool:
+        """Build the stored winner's config here (one PrimFunc, milliseconds) and compare its IR
+        with the stored one. Also settles what only a build tells (an eager kernel's outputs)."""
+        from .key import program_text, sha256_hex
+        from .param import BEST_CONFIG_PATH, RECORD_PATH
+        from .tuner import complete_request
+
+        try:
+            record = json.loads((entry / RECORD_PATH).read_text())
+            config = json.loads((entry / BEST_CONFIG_PATH).read_text())
+        except (OSError, ValueError):
+            return False
+        stored = record.get("winner_ir_sha")
+        if not stored:
+            return False
+        try:
+            built = req.program.spec.build(config)
+        except Exception:
+            return False  # the full path builds every config where a failure is a record
+        if sha256_hex(program_text(built.func)) != stored:
+            return False
+        complete_request(req, [_built_data(built)])
+        return True
+
+    def _check_same_build(self, req: Any, result: Any) -> None:
+        """The winner was built in a compile worker; the test process must build the same kernel
+        (it would not if the program reads state that the test changed at run time)."""
+        from .key import program_text, sha256_hex
+        from .tuner import TuneError
+
+        try:
+            built = req.program.spec.build(result.config)
+        except Exception as exc:
+            raise TuneError(f"the winning config {result.config} builds in a compile worker but raised here: "
+                            f"{type(exc).__name__}: {exc}") from None
+        if sha256_hex(program_text(built.func)) != result.record.get("winner_ir_sha"):
+            raise TuneError(f"the winning config {result.config} builds a different kernel in this process than "
+                            f"in a fresh worker process: does the program read state the test changes at run "
+                            f"time (a module global, sys.modules)? Build-time inputs must come from arguments, "
+                            f"files or environment variables")
 
     def _load(self, entry: Any, req: Any):
         from .param import AutotuneResult, CorruptEntry, verify_manifest
@@ -257,6 +309,10 @@ class TuneSession:
         from .report import progress_line
 
         return lambda msg: progress_line(self.config, req.nodeid, msg)
+
+
+def _built_data(built: Any) -> dict:
+    return {"mode": built.mode, "out_idx": built.out_idx, "symbolic": built.symbolic}
 
 
 def _hit(result: Any, key: str):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .failures import REF_PROG, SUPPLY_PROG, definition, reason
 from .key import FORMAT_VERSION, canonical_json, program_text, sha256_hex
 
 OK = "ok"
@@ -33,16 +34,22 @@ class TuneRequest:
 
     nodeid: str
     program_name: str
-    factory: Callable[[dict], Any]
+    program: Any  # programs.Program
     configs: list[dict]
-    compile_args: Any  # param.CompileArgs, target resolved
+    compile_args: Any  # param.CompileArgs, target resolved (out_idx completed by the builds of eager kernels)
     profile_args: Any  # param.ProfileArgs
     tuner: dict  # strategy, max_trials, max_tuning_s, seed, early_stop_factor, top_k, compile_timeout
     device: str  # "cpu" or "cuda:N"
+    call: int = 1  # which fixture call of the test this is (1, 2, ...)
+    mode: str | None = None  # "lazy" | "eager" | "plain", once a config was built
 
     @property
     def device_kind(self) -> str:
         return "cpu" if self.device == "cpu" else "cuda"
+
+    def factory(self, config: dict) -> Any:
+        """Build ``config``'s PrimFunc in this process."""
+        return self.program.factory(config)
 
 
 @dataclass
@@ -61,44 +68,139 @@ class Candidate:
     index: int
     config: dict
     ckey: str | None = None
-    func: Any = None
-    error: str | None = None
+    func_blob: bytes | None = None
+    ir_sha: str | None = None
+    error: dict | None = None  # failures.describe() of the build
+    compile_args: Any = None  # the request's, with the config's own "pass_configs" merged in
+
+    @property
+    def func(self) -> Any:
+        return pickle.loads(self.func_blob) if self.func_blob is not None else None
 
 
-def build_candidates(req: TuneRequest, machine: dict) -> list[Candidate]:
-    """Generate each config's PrimFunc (in this process: it is the user's code) and key it."""
+def build_candidates(req: TuneRequest, machine: dict, pools: Any = None) -> list[Candidate]:
+    """Build each config's PrimFunc and key it.
+
+    The builds run in the compile workers (it is the user's code, with configs that may be
+    invalid: a crash there is a record on that config). A failure that every config shares
+    (the call, not a config) fails the test once, before anything compiles.
+    """
+    from .failures import BUILD, describe, reason, same_failure
+
+    problem = req.program.check_call(req.configs)
+    if problem:
+        raise TuneError(f"{problem} (nothing was built or compiled)")
+    results = _build_in_workers(req, pools) if pools is not None else None
+    if results is None:
+        results = []
+        for config in req.configs:
+            try:
+                built = req.program.spec.build(config)
+            except Exception as exc:
+                results.append({"error": describe(exc, BUILD, req.program.spec.target)})
+                continue
+            text = program_text(built.func)
+            results.append({"ir_sha": sha256_hex(text), "func_blob": pickle.dumps(built.func), "mode": built.mode,
+                            "out_idx": built.out_idx, "symbolic": built.symbolic})
+    failures = [r["error"] for r in results if "error" in r]
+    if len(failures) == len(results) and same_failure(failures):
+        raise TuneError(f"every config failed the same way, so the program or the call is at fault: "
+                        f"{reason(failures[0])}\n{_indent(failures[0].get('message', ''))}")
+    complete_request(req, results)
     common = {
         "format": FORMAT_VERSION,
-        "compile": req.compile_args.canonical(),
         "profile": req.profile_args.canonical(),
         "machine": machine,
     }
     cands = []
-    with _target_context(req):
-        for i, config in enumerate(req.configs):
-            cands.append(_build_one(req, i, config, common))
+    for i, (config, res) in enumerate(zip(req.configs, results)):
+        cand = Candidate(i, config, compile_args=_candidate_compile_args(req, config))
+        if "error" in res:
+            cand.error = res["error"]
+        else:
+            cand.func_blob, cand.ir_sha = res["func_blob"], res["ir_sha"]
+            cand.ckey = sha256_hex({**common, "compile": cand.compile_args.canonical(), "program": cand.ir_sha})
+        cands.append(cand)
     return cands
 
 
-def _target_context(req: TuneRequest):
-    """GPU kernels need their target while the PrimFunc is built (layouts, arch checks)."""
-    import contextlib
-
-    if req.device_kind != "cuda":
-        return contextlib.nullcontext()
-    from tilelang.backend.target import determine_target
-
-    return determine_target(req.compile_args.target, return_object=True)
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines()[:12])
 
 
-def _build_one(req: TuneRequest, i: int, config: dict, common: dict) -> Candidate:
-    cand = Candidate(i, config)
+def _build_in_workers(req: TuneRequest, pools: Any) -> list[dict] | None:
+    """Every config's build result from the compile workers; None where the program cannot be
+    shipped to them (then the test process builds, as a last resort)."""
+    import os
+    import sys
+
+    from .failures import BUILD
+    from .programs import dumps_spec
+
     try:
-        cand.func = req.factory(config)
-        cand.ckey = sha256_hex({**common, "program": program_text(cand.func)})
-    except Exception as exc:  # one bad config is a record, not the session's problem
-        cand.error = f"building the PrimFunc failed: {type(exc).__name__}: {exc}"
-    return cand
+        blob = dumps_spec(req.program.spec)
+    except Exception:
+        return None
+    spec_id = sha256_hex(blob)
+    env, path = dict(os.environ), list(sys.path)
+    pool = pools.compile_pool()
+    futures = [pool.schedule(_build_entry, (spec_id, blob, config, env, path), timeout=req.tuner["compile_timeout"])
+               for config in req.configs]
+    results = []
+    for fut in futures:
+        try:
+            out = fut.result()
+        except Exception as exc:
+            status, why = _classify(exc, "build", req.tuner["compile_timeout"])
+            out = {"error": {"stage": BUILD, "type": status, "message": why, "where": None, "tail": ""}}
+        if "spec_error" in out:
+            for other in futures:
+                other.cancel()
+            return None
+        results.append(out)
+    return results
+
+
+def _build_entry(spec_id: str, blob: bytes, config: dict, env: dict, path: list[str]) -> dict:
+    from .workers import build_candidate
+
+    return build_candidate(spec_id, blob, config, env, path)
+
+
+def complete_request(req: TuneRequest, results: list[dict]) -> None:
+    """What only a build tells: an eager kernel's outputs (T.empty) and symbolic shapes."""
+    from dataclasses import replace
+
+    from .programs import ExampleInputs, tensor_args
+
+    ok = [r for r in results if "error" not in r]
+    if ok:
+        req.mode = ok[0]["mode"]
+    if not ok or ok[0]["mode"] != "eager":
+        return
+    outs = {tuple(r["out_idx"]) if r["out_idx"] is not None else None for r in ok}
+    if len(outs) > 1:
+        raise TuneError(f"the configs change the outputs T.empty() declares ({sorted(map(str, outs))}); "
+                        f"every config must return the same tensors")
+    out_idx = ok[0]["out_idx"]
+    if out_idx is not None:
+        req.compile_args = replace(req.compile_args, out_idx=list(out_idx))
+    if req.profile_args.supply_prog is None and any(r["symbolic"] for r in ok):
+        # TileLang cannot make random inputs of a symbolic shape: use the test's example tensors.
+        examples = tensor_args(*req.program.example_args)
+        if examples:
+            req.profile_args = replace(req.profile_args, supply_prog=ExampleInputs(examples))
+
+
+def _candidate_compile_args(req: TuneRequest, config: dict) -> Any:
+    from dataclasses import replace
+
+    from .programs import PASS_CONFIGS
+
+    own = config.get(PASS_CONFIGS)
+    if not own:
+        return req.compile_args
+    return replace(req.compile_args, pass_configs={**(req.compile_args.pass_configs or {}), **own})
 
 
 def entry_key(req: TuneRequest, cands: list[Candidate], machine: dict) -> str:
@@ -107,7 +209,7 @@ def entry_key(req: TuneRequest, cands: list[Candidate], machine: dict) -> str:
     return sha256_hex(
         {
             "format": FORMAT_VERSION,
-            "candidates": [c.ckey or c.error for c in cands],
+            "candidates": [c.ckey or canonical_json(c.error) for c in cands],
             "configs": req.configs,
             "compile": req.compile_args.canonical(),
             "profile": req.profile_args.canonical(),
@@ -211,11 +313,16 @@ class Tuner:
                     return
                 continue
             done, _ = cf.wait(list(compiling) + list(timing), return_when=cf.FIRST_COMPLETED)
-            for fut in done:
-                if fut in compiling:
-                    self._compiled(cands[compiling.pop(fut)], fut, bench_pool, timing)
-                else:
-                    self._timed(cands[timing.pop(fut)], fut)
+            try:
+                for fut in done:
+                    if fut in compiling:
+                        self._compiled(cands[compiling.pop(fut)], fut, bench_pool, timing)
+                    else:
+                        self._timed(cands[timing.pop(fut)], fut)
+            except TuneError:
+                for fut in [*compiling, *timing]:
+                    fut.cancel()
+                raise
 
     def _more(self, search: Any) -> bool:
         results = {i: None for i in self.records}
@@ -223,7 +330,8 @@ class Tuner:
 
     def _start(self, cand: Candidate, compile_pool: Any, bench_pool: Any, compiling: dict, timing: dict) -> None:
         if cand.error:
-            self._record(cand, {"status": "build_error", "reason": cand.error}, store=False)
+            self._record(cand, {"status": "build_error", "reason": reason(cand.error), "failure": cand.error},
+                         store=False)
             return
         if self.reuse_records:
             old = self.cache.read_record(cand.ckey)
@@ -237,7 +345,7 @@ class Tuner:
             return
         fut = compile_pool.schedule(
             _compile_entry,
-            (pickle.dumps(cand.func), self.req.compile_args, str(self.cache.kernel_dir(cand.ckey))),
+            (cand.func_blob, cand.compile_args, str(self.cache.kernel_dir(cand.ckey))),
             timeout=self.req.tuner["compile_timeout"],
         )
         compiling[fut] = cand.index
@@ -255,8 +363,14 @@ class Tuner:
         try:
             info = fut.result()
         except Exception as exc:
-            status, reason = _classify(exc, "compile", self.req.tuner["compile_timeout"])
-            self._record(cand, {"status": status, "reason": reason})
+            status, why = _classify(exc, "compile", self.req.tuner["compile_timeout"])
+            self._record(cand, {"status": status, "reason": why})
+            return
+        if "error" in info:
+            failure = info["error"]
+            if not failure.get("where"):  # lowering names no line of the user's: the kernel's definition
+                failure["where"] = definition(self.req.program.spec.target)
+            self._record(cand, {"status": "compile_error", "reason": reason(failure), "failure": failure})
             return
         self._submit_bench(cand, bench_pool, timing, compile_s=info["compile_s"], pid=info["pid"],
                            save_s=info.get("save_s"), started_at=info.get("started_at"),
@@ -270,7 +384,7 @@ class Tuner:
         job = BenchJob(
             key=self._input_key(),
             kernel_dir=str(self.cache.kernel_dir(cand.ckey)),
-            compile_args=self.req.compile_args,
+            compile_args=cand.compile_args,
             profile_blob=self.profile_blob,
             device=self.req.device,
             lock_path=self.lock_path,
@@ -290,9 +404,14 @@ class Tuner:
         try:
             out = fut.result()
         except Exception as exc:
-            status, reason = _classify(exc, "check/timing", self.req.profile_args.timeout)
-            self._record(cand, {"status": status, "reason": reason, **extra})
+            status, why = _classify(exc, "check/timing", self.req.profile_args.timeout)
+            self._record(cand, {"status": status, "reason": why, **extra})
             return
+        failure = out.get("failure")
+        if failure and failure.get("stage") in (REF_PROG, SUPPLY_PROG):
+            # The reference's (or the inputs') fault, not this config's: stop, say it once.
+            raise TuneError(f"{reason(failure)}\n{_indent(failure.get('message', ''))}\n"
+                            f"(the reference or the inputs failed, not a candidate; nothing else was measured)")
         if out.get("ref_samples") and not self.ref_samples:
             self.ref_samples = out["ref_samples"]
         out.pop("ref_samples", None)
@@ -320,7 +439,7 @@ class Tuner:
             BenchJob(
                 key=self._input_key(),
                 kernel_dir=str(self.cache.kernel_dir(r["ckey"])),
-                compile_args=self.req.compile_args,
+                compile_args=cands[r["index"]].compile_args,
                 profile_blob=self.profile_blob,
                 device=self.req.device,
                 lock_path=self.lock_path,
@@ -330,6 +449,8 @@ class Tuner:
         timeout = self.req.profile_args.timeout * (len(jobs) + 1)
         try:
             out = self.pools.bench_pool(self.req.device).schedule(confirm, (jobs,), timeout=timeout).result()
+            if "failure" in out:
+                raise RuntimeError(reason(out["failure"]))
         except Exception as exc:
             # Keep the streaming measurements when the confirmation itself fails.
             best = top[0]
@@ -355,7 +476,8 @@ class Tuner:
     ) -> Any:
         from .param import AutotuneResult, load_kernel
 
-        kernel = load_kernel(self.cache.kernel_dir(winner["ckey"]), self.req.compile_args, cand.func)
+        func = cand.func
+        kernel = load_kernel(self.cache.kernel_dir(winner["ckey"]), cand.compile_args, func)
         record = {
             "key": key,
             "nodeid": self.req.nodeid,
@@ -366,14 +488,15 @@ class Tuner:
             "phases": getattr(self, "phases", {}),
             "tuning_s": tuning_s,
             "candidates": records,
-            "compile_args": self.req.compile_args.canonical(),
+            "compile_args": cand.compile_args.canonical(),
+            "winner_ir_sha": cand.ir_sha,
         }
         return AutotuneResult(
             latency=statistics.median(samples),
             config=cand.config,
             ref_latency=statistics.median(ref_samples) if ref_samples else None,
             libcode=kernel.get_kernel_source(),
-            func=cand.func,
+            func=func,
             kernel=kernel,
             samples=tuple(samples),
             ref_samples=tuple(ref_samples),
@@ -453,6 +576,8 @@ def measure_again(pools: Any, cache: Any, req: TuneRequest, entry: Path, clock: 
     )
     out = pools.bench_pool(req.device).schedule(confirm, ([job], 5, True, clock),
                                                 timeout=req.profile_args.timeout * 2).result()
+    if "failure" in out:
+        raise RuntimeError(reason(out["failure"]))
     return {
         "samples": out["samples"][str(entry)],
         "ref_samples": out["samples"].get("ref", []),

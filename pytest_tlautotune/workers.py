@@ -182,8 +182,57 @@ class Pools:
         self._bench.clear()
 
 
+# ----------------------------------------------------------------------------- jobs
+# Each job catches everything and returns plain data: TileLang/TVM exceptions do not pickle, and
+# one escaping would kill the worker on its way back and lose the reason.
+
+_SPECS: dict[str, Any] = {}  # per worker: the unpickled BuildSpec of each request
+
+
+def build_candidate(spec_id: str, spec_blob: bytes, config: dict, env: dict, sys_path: list[str]) -> dict:
+    """Build one config's PrimFunc (the user's code) and describe it (worker side)."""
+    import pickle
+
+    from .failures import BUILD, describe
+    from .key import program_text, sha256_hex
+
+    with _environment(env, sys_path):
+        try:
+            spec = _SPECS.get(spec_id)
+            if spec is None:
+                spec = _SPECS[spec_id] = pickle.loads(spec_blob)
+        except BaseException as exc:  # noqa: BLE001 - the program cannot be loaded here at all
+            return {"spec_error": describe(exc, BUILD)}
+        try:
+            with _captured_output():
+                built = spec.build(config)
+            text = program_text(built.func)
+            return {"ir_sha": sha256_hex(text), "func_blob": pickle.dumps(built.func), "mode": built.mode,
+                    "out_idx": built.out_idx, "symbolic": built.symbolic}
+        except BaseException as exc:  # noqa: BLE001 - every failure is a record on this config
+            return {"error": describe(exc, BUILD, spec.target)}
+
+
 def compile_candidate(func_blob: bytes, compile_args: Any, out_dir: str) -> dict:
-    """Compile one PrimFunc and publish its artifacts at ``out_dir`` (worker side)."""
+    """Compile one PrimFunc and publish its artifacts at ``out_dir`` (worker side).
+
+    What the compiler prints goes into the failure, not through pytest's capture.
+    """
+    from .failures import LOWER, describe, trim
+
+    output = None
+    try:
+        with _captured_output() as output:
+            return _compile(func_blob, compile_args, out_dir)
+    except BaseException as exc:  # noqa: BLE001 - every failure is a record on this config
+        failure = describe(exc, LOWER)
+        printed = output.text() if output is not None else ""
+        if printed.strip() and printed.strip() not in failure["message"]:
+            failure["output"] = trim(printed)
+        return {"error": failure}
+
+
+def _compile(func_blob: bytes, compile_args: Any, out_dir: str) -> dict:
     import pickle
 
     from .param import publish_dir, write_kernel_artifacts, write_manifest
@@ -204,3 +253,58 @@ def compile_candidate(func_blob: bytes, compile_args: Any, out_dir: str) -> dict
     # compile_s covers the whole job (compile and save); save_s the artifacts alone.
     end = time.perf_counter()
     return {"compile_s": end - t0, "save_s": end - t_compiled, "pid": os.getpid(), "started_at": started_at}
+
+
+class _Output:
+    def __init__(self, file: Any):
+        self.file = file
+
+    def text(self) -> str:
+        self.file.seek(0)
+        return self.file.read().decode(errors="replace")
+
+
+class _captured_output:  # noqa: N801 - used as a context manager
+    """Send this process's fds 1 and 2 to a temporary file for the block (compilers write there)."""
+
+    def __enter__(self) -> _Output:
+        import tempfile
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.file = tempfile.TemporaryFile()
+        self.saved = [os.dup(1), os.dup(2)]
+        os.dup2(self.file.fileno(), 1)
+        os.dup2(self.file.fileno(), 2)
+        return _Output(self.file)
+
+    def __exit__(self, *exc: Any) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, saved in zip((1, 2), self.saved):
+            os.dup2(saved, fd)
+            os.close(saved)
+
+
+class _environment:  # noqa: N801 - used as a context manager
+    """The test process's environment variables and sys.path for one job: a kernel that reads
+    an environment variable at build time builds what the test process would."""
+
+    def __init__(self, env: dict, sys_path: list[str]):
+        self.env, self.sys_path = env, sys_path
+
+    def __enter__(self) -> None:
+        self.saved_env, self.saved_path = dict(os.environ), list(sys.path)
+        if self.env is not None:
+            os.environ.clear()
+            os.environ.update(self.env)
+            os.environ["CUDA_VISIBLE_DEVICES"] = self.saved_env.get("CUDA_VISIBLE_DEVICES", "")
+            if "CUDA_VISIBLE_DEVICES" not in self.saved_env:
+                del os.environ["CUDA_VISIBLE_DEVICES"]
+        if self.sys_path is not None:
+            sys.path[:] = self.sys_path
+
+    def __exit__(self, *exc: Any) -> None:
+        os.environ.clear()
+        os.environ.update(self.saved_env)
+        sys.path[:] = self.saved_path
