@@ -76,6 +76,9 @@ def callable_identity(fn: Callable | None) -> dict | None:
             "args": canonical_json(fn.args),
             "kwargs": canonical_json(fn.keywords),
         }
+    custom = getattr(fn, "tl_identity", None)
+    if callable(custom) and not isinstance(fn, type):
+        return {"name": f"{type(fn).__module__}.{type(fn).__qualname__}", "identity": canonical_json(custom())}
     target = inspect.unwrap(fn) if hasattr(fn, "__wrapped__") else fn
     name = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', type(target).__qualname__)}"
     code = getattr(target, "__code__", None)
@@ -91,6 +94,118 @@ def callable_identity(fn: Callable | None) -> dict | None:
         # repr(): it holds a memory address that differs in every process.
         source = code.co_code.hex() if code is not None else type(target).__qualname__
     return {"name": name, "source_sha256": sha256_hex(source)}
+
+
+def reach_identity(fn: Callable | None, depth: int = 4) -> str | None:
+    """A digest of the user code ``fn`` reaches: the source of each function of the user's that
+    it calls (helpers in the test file or another module, recursively), the files of user modules
+    it uses, and the simple constants it reads. A correctness verdict keyed on it is stale as soon
+    as a helper of ``ref_prog`` is fixed. Library code (stdlib, site-packages) is left out: its
+    version is in the machine fingerprint.
+    """
+    if fn is None:
+        return None
+    found: dict[str, str] = {}
+    _reach(fn, found, set(), depth)
+    return sha256_hex(found) if found else None
+
+
+def _reach(fn: Any, found: dict, seen: set, depth: int) -> None:
+    import types
+
+    if isinstance(fn, functools.partial):
+        _reach(fn.func, found, seen, depth)
+        return
+    fn = inspect.unwrap(fn) if hasattr(fn, "__wrapped__") else fn
+    code = getattr(fn, "__code__", None)
+    if code is None or id(fn) in seen or depth < 0:
+        call = getattr(type(fn), "__call__", None)  # noqa: B004 - the class's own __call__, if it has code
+        if code is None and call is not None and hasattr(call, "__code__") and id(fn) not in seen:
+            seen.add(id(fn))
+            _reach_class(type(fn), found)
+        return
+    seen.add(id(fn))
+    globs = getattr(fn, "__globals__", {})
+    values = [globs.get(name, None) for name in _names(code)]
+    values += [cell.cell_contents for cell in (getattr(fn, "__closure__", None) or ()) if _cell_set(cell)]
+    for value in values:
+        if value is None:
+            continue
+        if isinstance(value, types.ModuleType):
+            path = getattr(value, "__file__", None)
+            if path and _is_user_path(path):
+                found[f"module:{path}"] = _file_sha(path)
+        elif inspect.isfunction(value) and _is_user_path(getattr(value.__code__, "co_filename", "")):
+            qual = f"{value.__module__}.{value.__qualname__}"
+            if qual not in found:
+                found[qual] = sha256_hex(_code_identity(value.__code__))
+                _reach(value, found, seen, depth - 1)
+        elif inspect.isclass(value):
+            _reach_class(value, found)
+        elif isinstance(value, (bool, int, float, str, bytes)) or (
+                isinstance(value, tuple) and all(isinstance(v, (bool, int, float, str)) for v in value)):
+            owner = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', '')}"
+            found[f"const:{owner}:{_const_name(globs, value)}"] = repr(value)
+
+
+def _reach_class(cls: type, found: dict) -> None:
+    try:
+        path = inspect.getsourcefile(cls)
+    except TypeError:
+        return
+    if path and _is_user_path(path):
+        try:
+            found[f"class:{cls.__module__}.{cls.__qualname__}"] = sha256_hex(inspect.getsource(cls))
+        except (OSError, TypeError):
+            found[f"class:{cls.__module__}.{cls.__qualname__}"] = _file_sha(path)
+
+
+def _const_name(globs: dict, value: Any) -> str:
+    for name, v in globs.items():
+        if v is value:
+            return name
+    return "?"
+
+
+def _cell_set(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 - an empty cell raises
+    except ValueError:
+        return False
+    return True
+
+
+def _names(code: Any) -> list[str]:
+    names = list(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_code"):
+            names += _names(const)
+    return names
+
+
+@functools.cache
+def _library_prefixes() -> tuple[str, ...]:
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    return tuple(os.path.realpath(paths[k]) + os.sep for k in ("stdlib", "platstdlib", "purelib", "platlib")
+                 if paths.get(k))
+
+
+def _is_user_path(path: str) -> bool:
+    if not path or path.startswith("<"):
+        return False
+    real = os.path.realpath(path)
+    own = os.path.dirname(os.path.realpath(__file__)) + os.sep
+    return not real.startswith(_library_prefixes()) and not real.startswith(own) and "site-packages" not in real
+
+
+def _file_sha(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return "missing"
 
 
 def _code_identity(code: Any) -> dict:

@@ -30,7 +30,7 @@ import cloudpickle
 import tilelang
 
 from . import safety
-from .key import FORMAT_VERSION, callable_identity, canonical_json, hash_int, sha256_hex
+from .key import FORMAT_VERSION, callable_identity, canonical_json, hash_int, reach_identity, sha256_hex
 
 logger = logging.getLogger("pytest_tlautotune")
 
@@ -140,7 +140,10 @@ class ProfileArgs:
         data = asdict(self)
         data["supply_type"] = str(self.supply_type)
         for name in ("ref_prog", "supply_prog", "manual_check_prog"):
-            data[name] = callable_identity(getattr(self, name))
+            fn = getattr(self, name)
+            data[name] = callable_identity(fn)
+            if fn is not None:  # and everything of the user's it runs: a fixed helper re-checks
+                data[name + "_reaches"] = reach_identity(fn)
         return data
 
     def __hash__(self) -> int:

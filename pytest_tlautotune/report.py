@@ -105,7 +105,12 @@ def summary_lines(rows: list[dict], verbose: int = 0) -> list[str]:
         for row in rows:
             failed = [c for c in row["candidates"] if c["status"] != "ok"]
             for c in failed:
-                lines.append(f"  {row['nodeid']} {canonical_json(c['config'])}: {c['status']}: {c['reason']}")
+                again = " (verdict reused from an earlier run)" if c.get("reused") else ""
+                lines.append(f"  {row['nodeid']} {canonical_json(c['config'])}: {c['status']}: {c['reason']}{again}")
+            reused = sum(1 for c in row["candidates"] if c.get("reused"))
+            if reused and row["cache"] != "hit":
+                lines.append(f"  {row['nodeid']}: {reused} of {len(row['candidates'])} verdicts reused from earlier "
+                             f"runs (same kernel IR, reference code and machine); --tl-retune measures them again")
     return lines
 
 

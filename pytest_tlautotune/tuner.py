@@ -21,7 +21,10 @@ from .failures import REF_PROG, SUPPLY_PROG, definition, reason
 from .key import FORMAT_VERSION, canonical_json, program_text, sha256_hex
 
 OK = "ok"
-REUSABLE_FAILURES = ("mismatch", "early_stop")
+# Verdicts about the kernel itself, keyed on everything they depend on (its IR, the reference and
+# the code it reaches, the inputs, the machine). Early stops and timeouts come from one noisy
+# moment: a later search re-times them (their kernel is cached, so no compile).
+REUSABLE_FAILURES = ("mismatch",)
 
 
 class TuneError(Exception):
