@@ -93,8 +93,8 @@ class Program:
 
     def check_call(self, configs: list[dict]) -> str | None:
         """Why no config can be built (the call itself does not bind), before anything runs."""
-        if self.signature is None:
-            return None
+        if self.signature is None or (self.jit is not None and not _lazy_style(self.jit)):
+            return None  # an eager kernel is also called by its T.const names alone (f.compile(M=...))
         params = self.signature.parameters
         takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         unknown = sorted({k for c in configs for k in c if k != PASS_CONFIGS and k not in params})
@@ -446,6 +446,18 @@ def _is_jit_kernel(obj: Any) -> bool:
 
 def _is_prim_func(obj: Any) -> bool:
     return type(obj).__name__ == "PrimFunc"
+
+
+def _lazy_style(jit: Any) -> bool:
+    """Whether a @tilelang.jit function returns a PrimFunc (read from its source, nothing runs)."""
+    if jit.mode in ("lazy", "eager"):
+        return jit.mode == "lazy"
+    try:
+        from tilelang.language.eager.ast import has_internal_prim_func
+
+        return bool(has_internal_prim_func(getattr(jit.func, "orig_func", jit.func)))
+    except Exception:
+        return False
 
 
 def _is_jit_impl(obj: Any) -> bool:
