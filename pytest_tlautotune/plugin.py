@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from .report import RESULTS_KEY
-from .settings import SettingsError, TuneSettings, add_options, get_option, merge_marks
+from .settings import SettingsError, TuneSettings, add_options, get_option, merge_marks, validate_options
 
 session_key = pytest.StashKey["TuneSession"]()
 collector_key = pytest.StashKey["Collector"]()
@@ -30,6 +30,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
+    validate_options(config)  # a bad option fails now, not after minutes of tuning
     from .session import TuneSession
 
     config.stash[session_key] = TuneSession(config)
@@ -75,8 +76,10 @@ def pytest_collect_file(file_path: Any, parent: pytest.Collector) -> None:
     return None
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Validate every autotune marker now, so a bad argument fails before any tuning."""
+    """Validate the autotune marker of every test that will run, so a bad argument fails before any
+    tuning; last, after ``-k``/``-m``/``--deselect`` dropped the tests that will not run."""
     errors = []
     for item in items:
         marks = list(item.iter_markers("autotune"))

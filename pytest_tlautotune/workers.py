@@ -128,9 +128,14 @@ def _init_worker(sys_path: list[str], log_level: int, parent_pid: int | None = N
     logging.getLogger("tilelang.cache.kernel_cache").setLevel(logging.ERROR)
 
 
+def all_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_workers() -> int:
     """One compile worker per core, shared among xdist workers on this machine."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = all_cores()
     xdist = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
     return max(1, cores // max(1, xdist))
 
@@ -139,7 +144,8 @@ class Pools:
     """The session's compile pool and timing workers, started on first use."""
 
     def __init__(self, n_workers: int | None = None):
-        self.n_workers = n_workers or default_workers()
+        """``n_workers``: None for the default, -1 for one per core (as joblib), else that many."""
+        self.n_workers = all_cores() if n_workers == -1 else (n_workers or default_workers())
         self._compile = None
         self._bench: dict[str, Any] = {}
 

@@ -1,0 +1,107 @@
+"""Options checked at start-up, markers validated only for the tests that run, cache-dir resolution."""
+
+import pytest
+
+ADD_TEST = """
+import pytest, torch
+import kernels
+
+@pytest.mark.autotune(configs=[dict(bm=16, bn=16)], target="c", out_idx=[-1], warmup=1, rep=3{extra})
+def test_add(autotune):
+    result = autotune(kernels.add, 32, 32)
+    A, B = torch.randn(32, 32), torch.randn(32, 32)
+    torch.testing.assert_close(result.kernel(A, B), A + B)
+"""
+
+
+def add_test(extra=", ref_prog=lambda A, B: A + B"):
+    return ADD_TEST.format(extra=extra)
+
+
+def usage_error(result, *lines):
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
+    result.stderr.fnmatch_lines(list(lines))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--tl-workers=0"], "*--tl-workers (ini tl_workers, env TL_AUTOTUNE_WORKERS): 0 is not accepted; "
+                         "give a number of processes >= 1, or -1 for one per CPU core*"),
+    (["--tl-workers=-2"], "*--tl-workers*-2 is not accepted*-1 for one per CPU core*"),
+    (["--tl-workers=many"], "*--tl-workers*'many' is not valid*-1 for one per CPU core*"),
+    (["--tl-gate-metric=bogus"], "*--tl-gate-metric*'bogus' is not accepted; give 'latency'*or 'speedup'*"),
+    (["--tl-max-regression", "-5"], "*--tl-max-regression*-5.0 is not accepted; give a percentage > 0*"),
+    (["--tl-alpha=1.5"], "*--tl-alpha*1.5 is not accepted; give a significance level between 0 and 0.5*"),
+    (["--tl-alpha=0"], "*--tl-alpha*0.0 is not accepted*"),
+    (["--tl-report=afile"], "*--tl-report*'afile' is not accepted; give a directory*not an existing file*"),
+    (["--tl-json=adir"], "*--tl-json*'adir' is not accepted; give a file path (not a directory)*"),
+])
+def test_bad_options_are_usage_errors_at_start_up(pytester, args, message):
+    pytester.path.joinpath("afile").write_text("x")
+    pytester.mkdir("adir")
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    usage_error(pytester.runpytest("-p", "no:cacheprovider", *args), message)
+
+
+def test_ini_and_environment_twins_are_checked_too(pytester, monkeypatch):
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    pytester.makeini("[pytest]\ntl_workers = 0\n")
+    usage_error(pytester.runpytest("-p", "no:cacheprovider"), "*--tl-workers*0 is not accepted*")
+    pytester.makeini("[pytest]\n")
+    monkeypatch.setenv("TL_AUTOTUNE_WORKERS", "-3")
+    usage_error(pytester.runpytest("-p", "no:cacheprovider"), "*--tl-workers*-3 is not accepted*")
+    monkeypatch.delenv("TL_AUTOTUNE_WORKERS")
+    monkeypatch.setenv("TL_AUTOTUNE_RETUNE", "perhaps")
+    usage_error(pytester.runpytest("-p", "no:cacheprovider"), "*--tl-retune*'perhaps' is not valid; give one of 1, "
+                                                              "true, yes, on, 0, false, no, off*")
+
+
+def test_all_cores_workers_tune(tl, pytester):
+    # -1 reached pebble as max_workers=-1 and the run hung without a line of output.
+    pytester.makepyfile(test_k=add_test())
+    argv = [f"--tl-cache-dir={tl.cache_dir}", "-p", "no:cacheprovider", "--tl-workers=-1"]
+    pytester.runpytest_subprocess(*argv, timeout=240).assert_outcomes(passed=1)
+
+
+BAD_MARKER = """
+import pytest
+
+@pytest.mark.autotune(configs=[dict(bm=16)], rtool=0.1)
+def test_bad(autotune):
+    pass
+
+def test_good():
+    pass
+"""
+
+
+@pytest.mark.parametrize("select", [["-k", "good"], ["-m", "not autotune"], ["--deselect", "test_m.py::test_bad"]])
+def test_bad_marker_on_a_deselected_test_does_not_abort_the_run(pytester, select):
+    pytester.makepyfile(test_m=BAD_MARKER)
+    result = pytester.runpytest("-p", "no:cacheprovider", *select)
+    result.assert_outcomes(passed=1, deselected=1)
+    # A bad marker on a test that runs still fails the run, naming the test and the argument.
+    usage_error(pytester.runpytest("-p", "no:cacheprovider"),
+                "*test_m.py::test_bad: @pytest.mark.autotune: unknown argument 'rtool'; did you mean 'rtol'?*")
+
+
+SHOW_DIR = """
+from pytest_tlautotune.plugin import cache_dir
+def test_dir(request):
+    print("DIR=" + cache_dir(request.config))
+"""
+
+
+def test_relative_cache_dir_in_ini_is_relative_to_the_ini_file(pytester, monkeypatch):
+    pytester.makeini("[pytest]\ntl_cache_dir = .tlcache\n")
+    sub = pytester.mkdir("tests")
+    sub.joinpath("test_dir.py").write_text(SHOW_DIR)
+    root = pytester.path
+    pytester.runpytest("-s", "-p", "no:cacheprovider").stdout.fnmatch_lines([f"*DIR={root}/.tlcache"])
+    monkeypatch.chdir(sub)
+    pytester.runpytest("-s", "-p", "no:cacheprovider").stdout.fnmatch_lines([f"*DIR={root}/.tlcache"])
+    # On the command line: relative to where pytest was invoked; in the environment: to the cwd.
+    pytester.runpytest("-s", "-p", "no:cacheprovider", "--tl-cache-dir=mine").stdout.fnmatch_lines(
+        [f"*DIR={sub}/mine"])
+    pytester.makeini("[pytest]\n")
+    monkeypatch.setenv("TL_AUTOTUNE_CACHE_DIR", "envcache")
+    pytester.runpytest("-s", "-p", "no:cacheprovider").stdout.fnmatch_lines([f"*DIR={sub}/envcache"])
