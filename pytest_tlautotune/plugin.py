@@ -146,6 +146,12 @@ class Collector:
         if rows and report.when == "call":
             self.rows.extend(rows)
 
+    @pytest.hookimpl(trylast=True)  # after the terminal reporter finished the test's own line
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        from .report import flush_progress
+
+        flush_progress(self.config, nodeid)
+
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(self.config, "workerinput"):
             return

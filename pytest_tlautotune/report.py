@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 RESULTS_KEY = pytest.StashKey[list]()
+PENDING_KEY = pytest.StashKey[dict]()  # nodeid -> the last progress message not printed yet (non-TTY)
+CHECKED, UNCHECKED = "checked", "unchecked"
 
 
 def canonical_json(value: Any) -> str:
@@ -49,6 +51,7 @@ def record_outcome(item: pytest.Item, req: Any, outcome: Any, settings: Any, ses
         "n_configs": len(req.configs),
         "n_measured": len(records),
         "n_passed": sum(r.get("status") == "ok" for r in records),
+        "check": check_kind(req.profile_args),
         "samples": list(result.samples),
         "ref_samples": list(result.ref_samples),
         "candidates": [
@@ -70,14 +73,37 @@ def record_outcome(item: pytest.Item, req: Any, outcome: Any, settings: Any, ses
     return row
 
 
+def check_kind(profile_args: Any) -> str:
+    """``unchecked`` when nothing compares a candidate's output (no ref_prog, no manual_check_prog)."""
+    checked = (profile_args.ref_prog is not None or profile_args.manual_check_prog is not None) \
+        and not profile_args.skip_check
+    return CHECKED if checked else UNCHECKED
+
+
 def progress_line(config: pytest.Config, nodeid: str, message: str) -> None:
-    """One progress line per event through the terminal reporter; silent under -q and in xdist workers."""
+    """A line per event on a terminal; silent under -q and in xdist workers.
+
+    Written mid-test, a line breaks pytest's own progress line, which then prints the file name
+    again: on a terminal that is worth a live view, in a log (CI, pytester) it is not. There the
+    last message waits for the end of the test and is printed under ``-v`` only (``flush_progress``).
+    """
     if hasattr(config, "workerinput") or config.get_verbosity() < 0:
         return
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is None:
         return
-    reporter.write_line(f"[tlautotune] {nodeid}: {message}")
+    if reporter.isatty:
+        reporter.write_line(f"[tlautotune] {nodeid}: {message}")
+    else:
+        config.stash.setdefault(PENDING_KEY, {})[nodeid] = message
+
+
+def flush_progress(config: pytest.Config, nodeid: str) -> None:
+    """After pytest's line for ``nodeid``: its last progress message, under ``-v`` (non-TTY only)."""
+    message = config.stash.get(PENDING_KEY, {}).pop(nodeid, None)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if message and reporter is not None and config.get_verbosity() > 0:
+        reporter.write_line(f"[tlautotune] {nodeid}: {message}")
 
 
 def _fmt(value: float | None, spec: str = ".4g", suffix: str = "") -> str:
@@ -97,12 +123,15 @@ def summary_lines(rows: list[dict], verbose: int = 0) -> list[str]:
             _fmt(row["speedup"], ".2f", "x"),
             row["cache"],
             _fmt(row["tuning_s"], ".1f", " s"),
-            f"{row['n_passed']}/{row['n_measured']}",
+            f"{row['n_passed']}/{row['n_measured']}" + (" unchecked" if row.get("check") == UNCHECKED else ""),
         ))
     widths = [max(len(str(r[i])) for r in table) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
     if verbose > 0:
         for row in rows:
+            if row.get("check") == UNCHECKED:
+                lines.append(f"  {row['nodeid']}: unchecked: no ref_prog or manual_check_prog (or skip_check), "
+                             f"so candidates were timed without checking their output")
             failed = [c for c in row["candidates"] if c["status"] != "ok"]
             for c in failed:
                 lines.append(f"  {row['nodeid']} {canonical_json(c['config'])}: {c['status']}: {c['reason']}")

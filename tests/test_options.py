@@ -1,5 +1,8 @@
 """Options checked at start-up, markers validated only for the tests that run, cache-dir resolution."""
 
+import json
+import re
+
 import pytest
 
 ADD_TEST = """
@@ -105,3 +108,43 @@ def test_relative_cache_dir_in_ini_is_relative_to_the_ini_file(pytester, monkeyp
     pytester.makeini("[pytest]\n")
     monkeypatch.setenv("TL_AUTOTUNE_CACHE_DIR", "envcache")
     pytester.runpytest("-s", "-p", "no:cacheprovider").stdout.fnmatch_lines([f"*DIR={sub}/envcache"])
+
+
+TWO_ADDS = """
+import pytest, torch
+import kernels
+
+SETTINGS = dict(configs=[dict(bm=16, bn=16)], target="c", out_idx=[-1], warmup=1, rep=3)
+
+@pytest.mark.autotune(**SETTINGS, ref_prog=lambda A, B: A + B)
+def test_checked(autotune):
+    autotune(kernels.add, 32, 32)
+
+@pytest.mark.autotune(**SETTINGS)
+def test_unchecked(autotune):
+    autotune(kernels.add, 16, 16)
+"""
+
+
+def test_log_output_keeps_pytests_lines_and_says_unchecked(tl, pytester):
+    # pytester's output is not a terminal, as a CI log is not.
+    pytester.makepyfile(test_k=TWO_ADDS)
+    json_path = pytester.path / "out.json"
+    result = tl.run(f"--tl-json={json_path}")
+    result.assert_outcomes(passed=2)
+    progress = [line for line in result.stdout.lines if line.startswith("test_k.py ")]
+    assert len(progress) == 1 and re.fullmatch(r"test_k\.py \.\. +\[100%\]", progress[0]), progress
+    assert "[tlautotune]" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["*test_k.py::test_checked *1/1", "*test_k.py::test_unchecked *1/1 unchecked"])
+    rows = {row["nodeid"].split("::")[1]: row for row in json.loads(json_path.read_text())["tests"]}
+    assert rows["test_checked"]["check"] == "checked" and rows["test_unchecked"]["check"] == "unchecked"
+
+    # -v: one line per tuning, after pytest's own line for the test.
+    result = tl.run("-v", "--tl-retune")
+    result.stdout.fnmatch_lines([
+        "test_k.py::test_checked PASSED*",
+        "[[]tlautotune[]] test_k.py::test_checked: 1/1 measured, 1 passed, best *",
+        "test_k.py::test_unchecked PASSED*",
+        "[[]tlautotune[]] test_k.py::test_unchecked: 1/1 measured, 1 passed, best *",
+        "*test_k.py::test_unchecked: unchecked: no ref_prog or manual_check_prog*",
+    ])
