@@ -6,6 +6,7 @@ test first calls the fixture, so ``pytest --help`` stays fast.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -131,7 +132,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     rows = item.stash.get(RESULTS_KEY, None)
     if rows and call.when == "call":
         report.tl_results = rows  # crosses xdist to the controller with the report
+    if report.skipped and isinstance(report.longrepr, tuple) and _raised_here(report.longrepr[0]):
+        # A skip raised inside the plugin (a CUDA target without a GPU) is about the test: point
+        # `pytest -rs` at the test, not at our source line (what pytest does for skip markers).
+        path, line = item.reportinfo()[:2]
+        report.longrepr = (os.fspath(path), (line or 0) + 1, report.longrepr[2])
     return report
+
+
+def _raised_here(path: str) -> bool:
+    return os.path.dirname(os.path.abspath(path)) == os.path.dirname(os.path.abspath(__file__))
 
 
 class Collector:
