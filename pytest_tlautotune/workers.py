@@ -10,6 +10,7 @@ in a thread that keeps running and disturbs later timings.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import multiprocessing
@@ -122,6 +123,7 @@ def _init_worker(sys_path: list[str], log_level: int, parent_pid: int | None = N
     from tilelang.env import env
 
     env.disable_cache()
+    _remove_orphan_tempdirs()
     for name in ("tilelang", "TileLang"):
         logging.getLogger(name).setLevel(log_level)
     # "Found kernel in memory cache" when a worker meets an IR twice: harmless, noisy.
@@ -188,6 +190,46 @@ class Pools:
         self._bench.clear()
 
 
+TEMP_PREFIX = "tlautotune-compile-"
+
+
+@contextlib.contextmanager
+def private_tempdir():
+    """Point ``tempfile`` at a directory of this job's own, removed afterwards.
+
+    TileLang's C and CUDA library generators (``jit/adapter/libgen.py``) write the source and
+    the library as ``NamedTemporaryFile(delete=False)`` in the default temp directory and never
+    remove them: without this every candidate leaves a ``tmp*.cpp`` and ``tmp*.so`` in $TMPDIR.
+    The loaded library stays mapped after its file is gone.
+    """
+    import tempfile
+
+    saved = tempfile.tempdir
+    private = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
+    tempfile.tempdir = private
+    try:
+        yield private
+    finally:
+        tempfile.tempdir = saved
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _remove_orphan_tempdirs() -> None:
+    """Remove the private temp directories of compile workers that were killed mid-job."""
+    import tempfile
+
+    for path in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
+        pid = path.name[len(TEMP_PREFIX):].split("-")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except (PermissionError, OverflowError):
+            pass
+
+
 def compile_candidate(func_blob: bytes, compile_args: Any, out_dir: str) -> dict:
     """Compile one PrimFunc and publish its artifacts at ``out_dir`` (worker side)."""
     import pickle
@@ -196,17 +238,18 @@ def compile_candidate(func_blob: bytes, compile_args: Any, out_dir: str) -> dict
 
     started_at, t0 = time.time(), time.perf_counter()
     func = pickle.loads(func_blob)
-    kernel = compile_args.compile_program(func)
-    t_compiled = time.perf_counter()
-    out = Path(out_dir)
-    staging = out.parent / f".staging-{out.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True, mode=0o700)
-    try:
-        write_kernel_artifacts(staging, kernel, func)
-        write_manifest(staging)
-        publish_dir(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with private_tempdir():
+        kernel = compile_args.compile_program(func)
+        t_compiled = time.perf_counter()
+        out = Path(out_dir)
+        staging = out.parent / f".staging-{out.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir(parents=True, mode=0o700)
+        try:
+            write_kernel_artifacts(staging, kernel, func)
+            write_manifest(staging)
+            publish_dir(staging, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     # compile_s covers the whole job (compile and save); save_s the artifacts alone.
     end = time.perf_counter()
     return {"compile_s": end - t0, "save_s": end - t_compiled, "pid": os.getpid(), "started_at": started_at}

@@ -2,6 +2,7 @@
 
 import json
 import re
+import sys
 
 import pytest
 
@@ -148,3 +149,17 @@ def test_log_output_keeps_pytests_lines_and_says_unchecked(tl, pytester):
         "[[]tlautotune[]] test_k.py::test_unchecked: 1/1 measured, 1 passed, best *",
         "*test_k.py::test_unchecked: unchecked: no ref_prog or manual_check_prog*",
     ])
+
+
+def test_tuning_leaves_nothing_in_tmpdir(tl, pytester, tmp_path, monkeypatch):
+    # TileLang's C backend writes tmp*.cpp / tmp*.so per compile in the temp directory and keeps them.
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    pytester.makepyfile(test_k=add_test().replace("configs=[dict(bm=16, bn=16)]",
+                                                  "configs=[dict(bm=16, bn=16), dict(bm=32, bn=32)]"))
+    basetemp = tmp_path / "basetemp"  # pytest's own temp folder, kept out of the one we watch
+    monkeypatch.setenv("TMPDIR", str(tmpdir))  # for the inner run: this process has read its own already
+    result = pytester.run(sys.executable, "-m", "pytest", f"--tl-cache-dir={tl.cache_dir}", "-p", "no:cacheprovider",
+                          f"--basetemp={basetemp}", timeout=240)
+    result.assert_outcomes(passed=1)
+    assert sorted(p.name for p in tmpdir.iterdir()) == []
