@@ -8,6 +8,7 @@ controller; only the controller prints the summary and writes files.
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
 
 import pytest
@@ -15,6 +16,10 @@ import pytest
 RESULTS_KEY = pytest.StashKey[list]()
 PENDING_KEY = pytest.StashKey[dict]()  # nodeid -> the last progress message not printed yet (non-TTY)
 CHECKED, UNCHECKED = "checked", "unchecked"
+
+
+class QuarantineWarning(pytest.PytestWarning):
+    """A stored result failed verification: it was moved to quarantine and tuned again."""
 
 
 def canonical_json(value: Any) -> str:
@@ -67,7 +72,14 @@ def record_outcome(item: pytest.Item, req: Any, outcome: Any, settings: Any, ses
     ]
     if result.ref_latency is not None:
         props.insert(1, ("tl_ref_latency_ms", result.ref_latency))
+    quarantined = session.cache.quarantined.get(outcome.key) if outcome.key else None
+    if quarantined:
+        row["quarantined"] = quarantined
+        props.append(("tl_quarantined", quarantined))
     item.user_properties.extend(props)
+    if quarantined:  # after tuning and saving: under filterwarnings=error the new result is kept
+        warnings.warn(QuarantineWarning(f"{item.nodeid}: the stored result {outcome.key[:12]} was corrupt "
+                                        f"({quarantined}); moved to quarantine and tuned again"), stacklevel=1)
     row = json.loads(json.dumps(row, default=str))  # plain data: it crosses xdist's execnet
     item.stash.setdefault(RESULTS_KEY, []).append(row)
     return row
@@ -127,6 +139,9 @@ def summary_lines(rows: list[dict], verbose: int = 0) -> list[str]:
         ))
     widths = [max(len(str(r[i])) for r in table) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    for row in rows:
+        if row.get("quarantined"):
+            lines.append(f"  {row['nodeid']}: the stored result was corrupt and tuned again: {row['quarantined']}")
     if verbose > 0:
         for row in rows:
             if row.get("check") == UNCHECKED:

@@ -163,3 +163,26 @@ def test_tuning_leaves_nothing_in_tmpdir(tl, pytester, tmp_path, monkeypatch):
                           f"--basetemp={basetemp}", timeout=240)
     result.assert_outcomes(passed=1)
     assert sorted(p.name for p in tmpdir.iterdir()) == []
+
+
+def test_a_quarantined_entry_is_retuned_visibly(tl, pytester):
+    pytester.makepyfile(test_k=add_test())
+    tl.run().assert_outcomes(passed=1)
+    (entry,) = (tl.cache_dir / "entries").iterdir()
+    (entry / "best_config.json").write_text("{garbage")
+    json_path = pytester.path / "out.json"
+    result = tl.run(f"--tl-json={json_path}")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines([
+        "*QuarantineWarning: test_k.py::test_add: the stored result * was corrupt (*best_config.json does not match*"
+        "moved to quarantine and tuned again",
+        "*tlautotune summary*",
+        "*test_k.py::test_add: the stored result was corrupt and tuned again: *best_config.json*",
+    ])
+    (row,) = json.loads(json_path.read_text())["tests"]
+    assert "best_config.json does not match" in row["quarantined"] and row["cache"] == "miss"
+    # Under filterwarnings=error the warning fails the test, but the new result is stored: a hit next.
+    (entry / "latency.json").write_text("{garbage")
+    tl.run("-W", "error::pytest.PytestWarning").assert_outcomes(failed=1)
+    tl.run("-W", "error::pytest.PytestWarning").assert_outcomes(passed=1)
+    assert tl.prop("test_add", "tl_cache") == ["hit"]
