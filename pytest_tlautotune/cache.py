@@ -38,6 +38,7 @@ class Cache:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).expanduser()
         self._ready = False
+        self.quarantined: dict[str, str] = {}  # entry name (its key) -> why it was moved aside, this run
 
     def ensure(self) -> Path:
         """Create the root on first use, check it is ours, clean stale staging."""
@@ -113,6 +114,7 @@ class Cache:
 
     def quarantine(self, path: Path, why: str) -> None:
         """Move a bad entry aside (kept for inspection), so it is re-tuned."""
+        self.quarantined[path.name] = why
         target = self.ensure() / "quarantine" / f"{path.name}-{uuid.uuid4().hex[:8]}"
         try:
             target.parent.mkdir(mode=0o700, exist_ok=True)

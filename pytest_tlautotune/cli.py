@@ -30,13 +30,62 @@ from .settings import _default_cache_dir
 BEST_CONFIG_PATH = "best_config.json"
 LATENCY_PATH = "latency.json"
 RECORD_PATH = "record.json"
-CACHE_SUBDIRS = ("entries", "candidates", "kernels", "quarantine")
+# What `cache clear` empties, with the noun it counts each folder's items by.
+CACHE_SUBDIRS = {"entries": "entries", "candidates": "candidate records", "kernels": "kernels",
+                 "quarantine": "quarantined entries", "index": "index files"}
 DAY_S = 86400.0
 
 
-def default_cache_dir() -> str:
-    """The plugin's default: $TL_AUTOTUNE_CACHE_DIR, else ~/.cache/tlautotune (or under $XDG_CACHE_HOME)."""
-    return os.environ.get("TL_AUTOTUNE_CACHE_DIR") or _default_cache_dir()
+def default_cache_dir(cwd: Path | None = None) -> str:
+    """What pytest run from ``cwd`` would use: the ini file's ``tl_cache_dir`` (relative to that
+    file), else $TL_AUTOTUNE_CACHE_DIR, else ~/.cache/tlautotune (or under $XDG_CACHE_HOME)."""
+    cwd = Path.cwd() if cwd is None else cwd
+    found = ini_option(cwd, "tl_cache_dir")
+    if found:
+        inipath, value = found
+        return os.path.join(inipath.parent, os.path.expanduser(value))
+    env = os.environ.get("TL_AUTOTUNE_CACHE_DIR")
+    return os.path.abspath(os.path.expanduser(env)) if env else _default_cache_dir()
+
+
+def _ini_section(path: Path) -> dict | None:
+    """The pytest settings of one candidate ini file, or None when it has none (pytest's rules)."""
+    import tomllib
+
+    import iniconfig
+
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(path.read_text())
+            if path.name != "pyproject.toml":
+                return data.get("pytest", {})
+            tool = data.get("tool", {}).get("pytest")
+            return (tool.get("ini_options", tool) or {}) if isinstance(tool, dict) else None
+        ini = iniconfig.IniConfig(str(path))
+    except (OSError, ValueError, iniconfig.ParseError):
+        return None
+    name = "tool:pytest" if path.name == "setup.cfg" else "pytest"
+    if name in ini:
+        return dict(ini[name].items())
+    return {} if path.name in ("pytest.ini", ".pytest.ini") else None  # these count even when empty
+
+
+def ini_option(start: Path, name: str) -> tuple[Path, str] | None:
+    """``(ini file, value)`` of option ``name`` in the ini file pytest would pick from ``start``:
+    the first of pytest.toml, pytest.ini, pyproject.toml, tox.ini, setup.cfg holding pytest
+    settings, from ``start`` upward; None when that file does not set it or there is none."""
+    for directory in (start, *start.parents):
+        for filename in ("pytest.toml", ".pytest.toml", "pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini",
+                         "setup.cfg"):
+            path = directory / filename
+            if not path.is_file():
+                continue
+            section = _ini_section(path)
+            if section is None:
+                continue
+            value = section.get(name)
+            return (path, str(value)) if value not in (None, "") else None
+    return None
 
 
 # ----------------------------------------------------------------------------- reading
@@ -254,17 +303,22 @@ def cmd_show(root: Path, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_clear(root: Path, args: argparse.Namespace, out: TextIO) -> int:
-    removed = 0
-    for sub in CACHE_SUBDIRS:
+    counts = {}
+    for sub, noun in CACHE_SUBDIRS.items():
         directory = root / sub
         if directory.is_symlink():
             os.unlink(directory)  # a link out of the cache: drop the link, keep what it points to
             continue
         if not directory.is_dir():
             continue
+        n = 0
         for child in list(directory.iterdir()):
-            removed += remove_tree(child) and not child.name.startswith(".")
-    out.write(f"removed {removed} items (entries, candidate records, kernels) from {root}\n")
+            # A quarantined link keeps its reason beside it (<name>.WHY): one quarantined entry, not two.
+            counted = not child.name.startswith(".") and not (sub == "quarantine" and child.name.endswith(".WHY"))
+            n += remove_tree(child) and counted
+        counts[noun] = n
+    what = ", ".join(f"{n} {noun}" for noun, n in counts.items())
+    out.write(f"removed {what or 'nothing'} from {root}\n")
     return 0
 
 
@@ -284,14 +338,54 @@ def cmd_prune(root: Path, args: argparse.Namespace, out: TextIO) -> int:
     in_use = set().union(*(e.ckeys for e in kept + busy)) if kept or busy else set()
     freed = set().union(*(e.ckeys for e in removed)) if removed else set()
     n_cands = _prune_candidates(root, freed, in_use, cutoff)
+    n_index = _prune_index(root, {e.key for e in removed}, {e.key for e in kept + busy}, cutoff)
+    n_quarantine = _prune_old(root / "quarantine", cutoff)
     for e in removed:
         age = human_age(time.time() - e.tuned_at)
         out.write(f"removed {e.key[:12]}  {e.record.get('nodeid') or '?'}  ({age} old)\n")
     for e in busy:
         out.write(f"skipped {e.key[:12]}: it is being tuned right now\n")
     out.write(f"pruned {len(removed)} of {len(entries)} entries older than {args.older_than:g} days "
-              f"and {n_cands} unreferenced candidate records/kernels\n")
+              f"and {n_cands} unreferenced candidate records/kernels, {n_index} index files pointing to no "
+              f"entry and {n_quarantine} quarantined files older than that\n")
     return 0
+
+
+def _prune_index(root: Path, removed: set[str], existing: set[str], cutoff: float) -> int:
+    """Remove the fast-index files of the entries just removed, and old ones pointing to no entry
+    (a quarantined one, say); a young dangling one may belong to a tuner about to store its entry."""
+    directory = root / "index"
+    if not directory.is_dir() or directory.is_symlink():
+        return 0
+    n = 0
+    for child in list(directory.iterdir()):
+        if child.name.startswith(".") or child.is_symlink():
+            continue
+        data = read_json(child)
+        key = data.get("key") if isinstance(data, dict) else None
+        if key in existing:
+            continue
+        try:
+            old = child.lstat().st_mtime < cutoff
+        except OSError:
+            continue
+        if key in removed or old:
+            n += remove_tree(child)
+    return n
+
+
+def _prune_old(directory: Path, cutoff: float) -> int:
+    """Remove what ``directory`` holds that is older than the cutoff."""
+    if not directory.is_dir() or directory.is_symlink():
+        return 0
+    n = 0
+    for child in list(directory.iterdir()):
+        try:
+            if child.lstat().st_mtime < cutoff:
+                n += remove_tree(child)
+        except OSError:
+            continue
+    return n
 
 
 def _prune_candidates(root: Path, freed: set[str], in_use: set[str], cutoff: float) -> int:
@@ -332,7 +426,8 @@ def _non_negative_days(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--cache-dir", metavar="DIR", default=None,
-                        help="the cache (default: $TL_AUTOTUNE_CACHE_DIR, else ~/.cache/tlautotune)")
+                        help="the cache (default: tl_cache_dir of the pytest ini file found from here upward, "
+                             "else $TL_AUTOTUNE_CACHE_DIR, else ~/.cache/tlautotune)")
     parser = argparse.ArgumentParser(prog="tlautotune", description="Inspect and tidy the pytest-tlautotune cache.")
     groups = parser.add_subparsers(dest="group", required=True, metavar="cache")
     cache = groups.add_parser("cache", help="list, show, clear or prune tuned entries")
@@ -366,4 +461,13 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         sys.stdout.write(f"no cache at {root} (nothing tuned yet, or pass --cache-dir)\n")
         return 0
-    return args.func(root, args, sys.stdout)
+    try:
+        status = args.func(root, args, sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader left (`cache show KEY | head`): as the docs of `signal` advise, point stdout at
+        # /dev/null so the interpreter's final flush does not fail again, and exit quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command its pipe closed
+    return status

@@ -6,12 +6,13 @@ test first calls the fixture, so ``pytest --help`` stays fast.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
 
 from .report import RESULTS_KEY
-from .settings import SettingsError, TuneSettings, add_options, get_option, merge_marks
+from .settings import SettingsError, TuneSettings, add_options, get_option, merge_marks, validate_options
 
 session_key = pytest.StashKey["TuneSession"]()
 collector_key = pytest.StashKey["Collector"]()
@@ -30,6 +31,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
+    validate_options(config)  # a bad option fails now, not after minutes of tuning
     from .session import TuneSession
 
     config.stash[session_key] = TuneSession(config)
@@ -75,8 +77,10 @@ def pytest_collect_file(file_path: Any, parent: pytest.Collector) -> None:
     return None
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Validate every autotune marker now, so a bad argument fails before any tuning."""
+    """Validate the autotune marker of every test that will run, so a bad argument fails before any
+    tuning; last, after ``-k``/``-m``/``--deselect`` dropped the tests that will not run."""
     errors = []
     for item in items:
         marks = list(item.iter_markers("autotune"))
@@ -128,7 +132,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     rows = item.stash.get(RESULTS_KEY, None)
     if rows and call.when == "call":
         report.tl_results = rows  # crosses xdist to the controller with the report
+    if report.skipped and isinstance(report.longrepr, tuple) and _raised_here(report.longrepr[0]):
+        # A skip raised inside the plugin (a CUDA target without a GPU) is about the test: point
+        # `pytest -rs` at the test, not at our source line (what pytest does for skip markers).
+        path, line = item.reportinfo()[:2]
+        report.longrepr = (os.fspath(path), (line or 0) + 1, report.longrepr[2])
     return report
+
+
+def _raised_here(path: str) -> bool:
+    return os.path.dirname(os.path.abspath(path)) == os.path.dirname(os.path.abspath(__file__))
 
 
 class Collector:
@@ -142,6 +155,12 @@ class Collector:
         rows = getattr(report, "tl_results", None)
         if rows and report.when == "call":
             self.rows.extend(rows)
+
+    @pytest.hookimpl(trylast=True)  # after the terminal reporter finished the test's own line
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        from .report import flush_progress
+
+        flush_progress(self.config, nodeid)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(self.config, "workerinput"):

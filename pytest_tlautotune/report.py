@@ -8,11 +8,18 @@ controller; only the controller prints the summary and writes files.
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
 
 import pytest
 
 RESULTS_KEY = pytest.StashKey[list]()
+PENDING_KEY = pytest.StashKey[dict]()  # nodeid -> the last progress message not printed yet (non-TTY)
+CHECKED, UNCHECKED = "checked", "unchecked"
+
+
+class QuarantineWarning(pytest.PytestWarning):
+    """A stored result failed verification: it was moved to quarantine and tuned again."""
 
 
 def canonical_json(value: Any) -> str:
@@ -49,6 +56,7 @@ def record_outcome(item: pytest.Item, req: Any, outcome: Any, settings: Any, ses
         "n_configs": len(req.configs),
         "n_measured": len(records),
         "n_passed": sum(r.get("status") == "ok" for r in records),
+        "check": check_kind(req.profile_args),
         "samples": list(result.samples),
         "ref_samples": list(result.ref_samples),
         "candidates": [
@@ -64,20 +72,50 @@ def record_outcome(item: pytest.Item, req: Any, outcome: Any, settings: Any, ses
     ]
     if result.ref_latency is not None:
         props.insert(1, ("tl_ref_latency_ms", result.ref_latency))
+    quarantined = session.cache.quarantined.get(outcome.key) if outcome.key else None
+    if quarantined:
+        row["quarantined"] = quarantined
+        props.append(("tl_quarantined", quarantined))
     item.user_properties.extend(props)
+    if quarantined:  # after tuning and saving: under filterwarnings=error the new result is kept
+        warnings.warn(QuarantineWarning(f"{item.nodeid}: the stored result {outcome.key[:12]} was corrupt "
+                                        f"({quarantined}); moved to quarantine and tuned again"), stacklevel=1)
     row = json.loads(json.dumps(row, default=str))  # plain data: it crosses xdist's execnet
     item.stash.setdefault(RESULTS_KEY, []).append(row)
     return row
 
 
+def check_kind(profile_args: Any) -> str:
+    """``unchecked`` when nothing compares a candidate's output (no ref_prog, no manual_check_prog)."""
+    checked = (profile_args.ref_prog is not None or profile_args.manual_check_prog is not None) \
+        and not profile_args.skip_check
+    return CHECKED if checked else UNCHECKED
+
+
 def progress_line(config: pytest.Config, nodeid: str, message: str) -> None:
-    """One progress line per event through the terminal reporter; silent under -q and in xdist workers."""
+    """A line per event on a terminal; silent under -q and in xdist workers.
+
+    Written mid-test, a line breaks pytest's own progress line, which then prints the file name
+    again: on a terminal that is worth a live view, in a log (CI, pytester) it is not. There the
+    last message waits for the end of the test and is printed under ``-v`` only (``flush_progress``).
+    """
     if hasattr(config, "workerinput") or config.get_verbosity() < 0:
         return
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is None:
         return
-    reporter.write_line(f"[tlautotune] {nodeid}: {message}")
+    if reporter.isatty:
+        reporter.write_line(f"[tlautotune] {nodeid}: {message}")
+    else:
+        config.stash.setdefault(PENDING_KEY, {})[nodeid] = message
+
+
+def flush_progress(config: pytest.Config, nodeid: str) -> None:
+    """After pytest's line for ``nodeid``: its last progress message, under ``-v`` (non-TTY only)."""
+    message = config.stash.get(PENDING_KEY, {}).pop(nodeid, None)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if message and reporter is not None and config.get_verbosity() > 0:
+        reporter.write_line(f"[tlautotune] {nodeid}: {message}")
 
 
 def _fmt(value: float | None, spec: str = ".4g", suffix: str = "") -> str:
@@ -97,12 +135,18 @@ def summary_lines(rows: list[dict], verbose: int = 0) -> list[str]:
             _fmt(row["speedup"], ".2f", "x"),
             row["cache"],
             _fmt(row["tuning_s"], ".1f", " s"),
-            f"{row['n_passed']}/{row['n_measured']}",
+            f"{row['n_passed']}/{row['n_measured']}" + (" unchecked" if row.get("check") == UNCHECKED else ""),
         ))
     widths = [max(len(str(r[i])) for r in table) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    for row in rows:
+        if row.get("quarantined"):
+            lines.append(f"  {row['nodeid']}: the stored result was corrupt and tuned again: {row['quarantined']}")
     if verbose > 0:
         for row in rows:
+            if row.get("check") == UNCHECKED:
+                lines.append(f"  {row['nodeid']}: unchecked: no ref_prog or manual_check_prog (or skip_check), "
+                             f"so candidates were timed without checking their output")
             failed = [c for c in row["candidates"] if c["status"] != "ok"]
             for c in failed:
                 again = " (verdict reused from an earlier run)" if c.get("reused") else ""

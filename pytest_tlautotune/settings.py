@@ -204,21 +204,44 @@ def merge_marks(marks: list) -> TuneSettings:
 # ----------------------------------------------------------------------------- options
 
 _TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _workers_ok(n: int) -> bool:
+    return n == -1 or n >= 1
+
+
+def _not_a_dir(path: str) -> bool:
+    return not os.path.isdir(path)
+
+
+def _not_a_file(path: str) -> bool:
+    return not os.path.exists(path) or os.path.isdir(path)
 
 
 @dataclass(frozen=True)
 class Option:
-    """One command-line option with its ini twin and environment variable."""
+    """One command-line option with its ini twin and environment variable.
+
+    ``check`` is applied at start-up to the converted value; ``accepted`` says what passes it.
+    """
 
     name: str  # ini key, e.g. tl_cache_dir; the flag is --tl-cache-dir
     help: str
     kind: str = "str"  # str | bool | int | float
     default: Any = None
     env: str | None = None
+    check: Callable[[Any], bool] | None = None
+    accepted: str = ""
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    @property
+    def names(self) -> str:
+        """Every way to set it, for error messages."""
+        return f"{self.flag} (ini {self.name}" + (f", env {self.env})" if self.env else ")")
 
 
 def _default_cache_dir() -> str:
@@ -226,57 +249,105 @@ def _default_cache_dir() -> str:
     return os.path.join(base, "tlautotune")
 
 
+_OUT_FILE = dict(check=_not_a_dir, accepted="a file path (not a directory)")
+GATE_METRICS = ("latency", "speedup")
+
 OPTIONS = (
-    Option("tl_cache_dir", "where tuned results live (default: $TL_AUTOTUNE_CACHE_DIR, else ~/.cache/tlautotune)",
+    Option("tl_cache_dir", "where tuned results live (default: $TL_AUTOTUNE_CACHE_DIR, else ~/.cache/tlautotune); "
+           "a relative path in an ini file is relative to that file",
            env="TL_AUTOTUNE_CACHE_DIR"),
     Option("tl_retune", "ignore stored results: tune again and overwrite them (default: off)", "bool",
            False, "TL_AUTOTUNE_RETUNE"),
     Option("tl_no_tune", "use stored results only; a test without one fails (default: off)", "bool",
            False, "TL_AUTOTUNE_NO_TUNE"),
-    Option("tl_workers", "compile worker processes (default: CPU cores / xdist workers)", "int", None,
-           "TL_AUTOTUNE_WORKERS"),
-    Option("tl_save_baseline", "write a latency baseline (JSON) of every autotuned test to FILE (default: none)"),
+    Option("tl_workers", "compile worker processes; -1 = one per CPU core (default: CPU cores / xdist workers)",
+           "int", None, "TL_AUTOTUNE_WORKERS", check=_workers_ok,
+           accepted="a number of processes >= 1, or -1 for one per CPU core"),
+    Option("tl_save_baseline", "write a latency baseline (JSON) of every autotuned test to FILE (default: none)",
+           **_OUT_FILE),
     Option("tl_baseline", "compare latencies against the baseline FILE and fail regressions (default: none)",
-           env="TL_AUTOTUNE_BASELINE"),
+           env="TL_AUTOTUNE_BASELINE", check=_not_a_dir, accepted="a baseline file written by --tl-save-baseline"),
     Option("tl_max_regression", "percent slowdown that fails a test against --tl-baseline (default: 10)", "float",
-           10.0),
-    Option("tl_alpha", "significance level of the regression test, Mann-Whitney U (default: 0.01)", "float", 0.01),
+           10.0, check=lambda v: v > 0, accepted="a percentage > 0, e.g. 10"),
+    Option("tl_alpha", "significance level of the regression test, Mann-Whitney U (default: 0.01)", "float", 0.01,
+           check=lambda v: 0 < v < 0.5, accepted="a significance level between 0 and 0.5 (exclusive), e.g. 0.01"),
     Option("tl_strict_baseline", "fail tests whose baseline comes from another device (default: off)", "bool",
            False),
     Option("tl_gate_metric", "what the gate compares: latency or speedup over ref_prog (default: latency)",
-           default="latency"),
-    Option("tl_json", "write every tuned result and gate decision as JSON to FILE (default: none)"),
-    Option("tl_markdown", "write the summary as a Markdown table to FILE, e.g. $GITHUB_STEP_SUMMARY (default: none)"),
-    Option("tl_report", "write a self-contained HTML report with plots into DIR (default: none)"),
+           default="latency", check=lambda v: v.strip().lower() in GATE_METRICS,
+           accepted="'latency' (compare milliseconds) or 'speedup' (latency relative to ref_prog timed in the "
+                    "same run)"),
+    Option("tl_json", "write every tuned result and gate decision as JSON to FILE (default: none)", **_OUT_FILE),
+    Option("tl_markdown", "write the summary as a Markdown table to FILE, e.g. $GITHUB_STEP_SUMMARY (default: none)",
+           **_OUT_FILE),
+    Option("tl_report", "write a self-contained HTML report with plots into DIR (default: none)",
+           check=_not_a_file, accepted="a directory (created if missing), not an existing file"),
 )
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
+_KIND_WORDS = {"int": "an integer", "float": "a number", "bool": f"one of {', '.join(_TRUE + _FALSE)}"}
 
 
 def _convert(option: Option, value: Any) -> Any:
     if value is None or value == "":
         return None
-    if option.kind == "bool":
-        return value if isinstance(value, bool) else str(value).strip().lower() in _TRUE
     try:
+        if option.kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text not in _TRUE + _FALSE:
+                raise ValueError(text)
+            return text in _TRUE
         return {"int": int, "float": float}.get(option.kind, str)(value)
     except ValueError:
-        raise pytest.UsageError(f"{option.flag} / ini {option.name}: {value!r} is not a valid {option.kind}") from None
+        wanted = option.accepted or _KIND_WORDS.get(option.kind, "a string")
+        raise pytest.UsageError(f"{option.names}: {value!r} is not valid; give {wanted}") from None
+
+
+def _raw_option(config: pytest.Config, option: Option) -> tuple[Any, str]:
+    """The option's unconverted value and where it came from: cli, ini, env or default."""
+    value = config.getoption(option.name, default=None)
+    if value not in (None, False):
+        return value, "cli"
+    ini = config.getini(option.name)
+    if ini not in (None, "", []):
+        return ini, "ini"
+    if option.env and os.environ.get(option.env):
+        return os.environ[option.env], "env"
+    return value, "default"
+
+
+def _resolve_dir(config: pytest.Config, path: str, source: str) -> str:
+    """A relative directory from an ini file is relative to that file (so every directory pytest
+    runs from finds the same cache); from the command line, to where pytest was invoked."""
+    path = os.path.expanduser(path)
+    if os.path.isabs(path):
+        return path
+    if source == "ini" and config.inipath is not None:
+        return os.path.join(os.path.dirname(config.inipath), path)
+    if source == "cli":
+        return os.path.join(str(config.invocation_params.dir), path)
+    return os.path.abspath(path)
 
 
 def get_option(config: pytest.Config, name: str) -> Any:
     """Resolve an option: command line > ini file > environment variable > default."""
     option = OPTIONS_BY_NAME[name]
-    value = config.getoption(name, default=None)
-    if value in (None, False):
-        ini = config.getini(name)
-        if ini not in (None, "", []):
-            value = ini
-        elif option.env and os.environ.get(option.env):
-            value = os.environ[option.env]
+    value, source = _raw_option(config, option)
     converted = _convert(option, value)
     if converted is None:
         return _default_cache_dir() if name == "tl_cache_dir" else option.default
+    if name == "tl_cache_dir":
+        return _resolve_dir(config, converted, source)
     return converted
+
+
+def validate_options(config: pytest.Config) -> None:
+    """Check every option at start-up; a bad one is a ``UsageError`` naming it and what is accepted."""
+    for option in OPTIONS:
+        value = get_option(config, option.name)
+        if option.check is not None and value is not None and not option.check(value):
+            raise pytest.UsageError(f"{option.names}: {value!r} is not accepted; give {option.accepted}")
 
 
 def add_options(parser: pytest.Parser) -> None:

@@ -10,6 +10,7 @@ in a thread that keeps running and disturbs later timings.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import multiprocessing
@@ -122,15 +123,21 @@ def _init_worker(sys_path: list[str], log_level: int, parent_pid: int | None = N
     from tilelang.env import env
 
     env.disable_cache()
+    _remove_orphan_tempdirs()
     for name in ("tilelang", "TileLang"):
         logging.getLogger(name).setLevel(log_level)
     # "Found kernel in memory cache" when a worker meets an IR twice: harmless, noisy.
     logging.getLogger("tilelang.cache.kernel_cache").setLevel(logging.ERROR)
 
 
+def all_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_workers() -> int:
     """One compile worker per core, shared among xdist workers on this machine."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = all_cores()
     xdist = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
     return max(1, cores // max(1, xdist))
 
@@ -139,7 +146,8 @@ class Pools:
     """The session's compile pool and timing workers, started on first use."""
 
     def __init__(self, n_workers: int | None = None):
-        self.n_workers = n_workers or default_workers()
+        """``n_workers``: None for the default, -1 for one per core (as joblib), else that many."""
+        self.n_workers = all_cores() if n_workers == -1 else (n_workers or default_workers())
         self._compile = None
         self._bench: dict[str, Any] = {}
 
@@ -180,6 +188,46 @@ class Pools:
                 pool.join(timeout=10)
         self._compile = None
         self._bench.clear()
+
+
+TEMP_PREFIX = "tlautotune-compile-"
+
+
+@contextlib.contextmanager
+def private_tempdir():
+    """Point ``tempfile`` at a directory of this job's own, removed afterwards.
+
+    TileLang's C and CUDA library generators (``jit/adapter/libgen.py``) write the source and
+    the library as ``NamedTemporaryFile(delete=False)`` in the default temp directory and never
+    remove them: without this every candidate leaves a ``tmp*.cpp`` and ``tmp*.so`` in $TMPDIR.
+    The loaded library stays mapped after its file is gone.
+    """
+    import tempfile
+
+    saved = tempfile.tempdir
+    private = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
+    tempfile.tempdir = private
+    try:
+        yield private
+    finally:
+        tempfile.tempdir = saved
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _remove_orphan_tempdirs() -> None:
+    """Remove the private temp directories of compile workers that were killed mid-job."""
+    import tempfile
+
+    for path in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
+        pid = path.name[len(TEMP_PREFIX):].split("-")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except (PermissionError, OverflowError):
+            pass
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -239,17 +287,18 @@ def _compile(func_blob: bytes, compile_args: Any, out_dir: str) -> dict:
 
     started_at, t0 = time.time(), time.perf_counter()
     func = pickle.loads(func_blob)
-    kernel = compile_args.compile_program(func)
-    t_compiled = time.perf_counter()
-    out = Path(out_dir)
-    staging = out.parent / f".staging-{out.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True, mode=0o700)
-    try:
-        write_kernel_artifacts(staging, kernel, func)
-        write_manifest(staging)
-        publish_dir(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with private_tempdir():
+        kernel = compile_args.compile_program(func)
+        t_compiled = time.perf_counter()
+        out = Path(out_dir)
+        staging = out.parent / f".staging-{out.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir(parents=True, mode=0o700)
+        try:
+            write_kernel_artifacts(staging, kernel, func)
+            write_manifest(staging)
+            publish_dir(staging, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     # compile_s covers the whole job (compile and save); save_s the artifacts alone.
     end = time.perf_counter()
     return {"compile_s": end - t0, "save_s": end - t_compiled, "pid": os.getpid(), "started_at": started_at}

@@ -204,3 +204,90 @@ def test_default_cache_dir_follows_env_then_xdg(monkeypatch, tmp_path):
     monkeypatch.delenv("TL_AUTOTUNE_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == str(tmp_path / "xdg" / "tlautotune")
+
+
+def index_keys(cache):
+    return sorted(json.loads(p.read_text())["key"] for p in (cache / "index").iterdir())
+
+
+def test_clear_says_what_it_removed_and_counts_no_quarantine_as_entries(cache, capsys):
+    (cache / "quarantine").mkdir()
+    bad = cache / "quarantine" / "0123abcd-1234abcd"
+    bad.mkdir()
+    (bad / "WHY").write_text("manifest mismatch")
+    (cache / "quarantine" / "4567-link").symlink_to(cache / "nowhere")
+    (cache / "quarantine" / "4567-link.WHY").write_text("a link")
+    assert len(index_keys(cache)) == 2
+
+    assert main(["cache", "clear", "--cache-dir", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert re.fullmatch(rf"removed 2 entries, \d+ candidate records, \d+ kernels, 2 quarantined entries, 2 index files "
+                        rf"from {re.escape(str(cache))}\n", out), out
+    for sub in ("entries", "candidates", "kernels", "quarantine", "index"):
+        assert list((cache / sub).iterdir()) == [], sub
+
+
+def test_prune_removes_the_index_of_removed_entries_and_old_quarantine(cache, capsys):
+    old_key, new_key = entry_of(cache, "test_square"), entry_of(cache, "test_tall")
+    record_path = cache / "entries" / old_key / "record.json"
+    record_path.write_text(json.dumps({**json.loads(record_path.read_text()), "tuned_at": time.time() - 10 * 86400}))
+    assert index_keys(cache) == sorted([old_key, new_key])
+    (cache / "quarantine").mkdir()
+    old_bad, new_bad = cache / "quarantine" / "aaaa-1", cache / "quarantine" / "bbbb-2"
+    old_bad.mkdir()
+    new_bad.mkdir()
+    ten_days_ago = time.time() - 10 * 86400
+    os.utime(old_bad, (ten_days_ago, ten_days_ago))
+    dangling = cache / "index" / ("f" * 64 + ".json")  # an old index file whose entry was quarantined
+    dangling.write_text(json.dumps({"key": "e" * 64}))
+    os.utime(dangling, (ten_days_ago, ten_days_ago))
+
+    assert main(["cache", "prune", "--older-than", "5", "--cache-dir", str(cache)]) == 0
+    assert "2 index files pointing to no entry and 1 quarantined files" in capsys.readouterr().out
+    assert index_keys(cache) == [new_key]
+    assert not old_bad.exists() and new_bad.exists()
+
+
+def test_show_into_a_closed_pipe_prints_no_traceback(cache):
+    # `cache show KEY | head`: the reader is gone before the output is written.
+    key = entry_of(cache, "test_tall")
+    with subprocess.Popen([sys.executable, "-m", "pytest_tlautotune", "cache", "show", key, "--cache-dir",
+                           str(cache)], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        proc.wait(timeout=120)
+    assert err == "", err
+    assert proc.returncode == 141
+
+
+@pytest.mark.parametrize(("filename", "text"), [
+    ("pytest.ini", "[pytest]\ntl_cache_dir = .tlc\n"),
+    ("pyproject.toml", '[tool.pytest.ini_options]\ntl_cache_dir = ".tlc"\n'),
+    ("tox.ini", "[pytest]\ntl_cache_dir = .tlc\n"),
+    ("setup.cfg", "[tool:pytest]\ntl_cache_dir = .tlc\n"),
+])
+def test_cli_default_is_the_ini_cache_dir_relative_to_the_ini_file(monkeypatch, tmp_path, filename, text):
+    (tmp_path / filename).write_text(text)
+    sub = tmp_path / "tests"
+    sub.mkdir()
+    monkeypatch.setenv("TL_AUTOTUNE_CACHE_DIR", str(tmp_path / "env"))  # the ini wins, as in pytest
+    monkeypatch.chdir(sub)
+    assert default_cache_dir() == str(tmp_path / ".tlc")
+    # The first file with pytest settings from the cwd upward is the one, as pytest picks it.
+    (sub / "pytest.ini").write_text("[pytest]\n")
+    assert default_cache_dir() == str(tmp_path / "env")
+    (sub / "pytest.ini").unlink()
+    (sub / "setup.cfg").write_text("[metadata]\nname = x\n")  # no pytest section: not a pytest config
+    assert default_cache_dir() == str(tmp_path / ".tlc")
+
+
+def test_cli_and_plugin_share_the_ini_cache(cache, pytester, monkeypatch):
+    # Tuned from the project root with a relative tl_cache_dir; the CLI run from tests/ lists it.
+    pytester.makeini("[pytest]\ntl_cache_dir = .tlc\n")
+    shutil.copytree(cache, pytester.path / ".tlc", symlinks=True)
+    sub = pytester.mkdir("tests")
+    monkeypatch.chdir(sub)
+    monkeypatch.delenv("TL_AUTOTUNE_CACHE_DIR", raising=False)
+    listed = subprocess.run([sys.executable, "-m", "pytest_tlautotune", "cache", "list"], capture_output=True,
+                            text=True, timeout=120)
+    assert "test_inner.py::test_tall" in listed.stdout, listed.stdout + listed.stderr

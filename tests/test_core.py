@@ -126,7 +126,8 @@ def test_cuda_target_skips_without_gpu(tl, pytester):
     pytester.makepyfile(test_k=gemm_test().replace('target="c"', 'target="cuda"'))
     result = tl.run("-rs")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*target 'cuda' needs a GPU*"])
+    # The reason points at the test, not at the plugin's source line.
+    result.stdout.fnmatch_lines(["SKIPPED [[]1[]] test_k.py:*: target 'cuda' needs a GPU*"])
 
 
 @pytest.mark.parametrize(
@@ -175,11 +176,11 @@ def test_dir(request):
     print("DIR=" + cache_dir(request.config))
 """)
     monkeypatch.setenv("TL_AUTOTUNE_CACHE_DIR", "from-env")
-    pytester.runpytest("-s", "-p", "no:cacheprovider").stdout.fnmatch_lines(["*DIR=from-ini*"])
+    pytester.runpytest("-s", "-p", "no:cacheprovider").stdout.fnmatch_lines(["*DIR=*/from-ini"])
     pytester.runpytest("-s", "-p", "no:cacheprovider", "--tl-cache-dir", "from-cli").stdout.fnmatch_lines(
-        ["*DIR=from-cli*"])
+        ["*DIR=*/from-cli"])
     pytester.makeini("[pytest]\n")
-    pytester.runpytest("-s", "-p", "no:cacheprovider").stdout.fnmatch_lines(["*DIR=from-env*"])
+    pytester.runpytest("-s", "-p", "no:cacheprovider").stdout.fnmatch_lines(["*DIR=*/from-env"])
 
 
 def test_seed_hashes_are_stable_across_processes():

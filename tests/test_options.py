@@ -1,0 +1,195 @@
+"""Options checked at start-up, markers validated only for the tests that run, cache-dir resolution."""
+
+import json
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ADD_TEST = """
+import pytest, torch
+import kernels
+
+@pytest.mark.autotune(configs=[dict(bm=16, bn=16)], target="c", out_idx=[-1], warmup=1, rep=3{extra})
+def test_add(autotune):
+    result = autotune(kernels.add, 32, 32)
+    A, B = torch.randn(32, 32), torch.randn(32, 32)
+    torch.testing.assert_close(result.kernel(A, B), A + B)
+"""
+
+
+def add_test(extra=", ref_prog=lambda A, B: A + B"):
+    return ADD_TEST.format(extra=extra)
+
+
+def usage_error(result, *lines):
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
+    result.stderr.fnmatch_lines(list(lines))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--tl-workers=0"], "*--tl-workers (ini tl_workers, env TL_AUTOTUNE_WORKERS): 0 is not accepted; "
+                         "give a number of processes >= 1, or -1 for one per CPU core*"),
+    (["--tl-workers=-2"], "*--tl-workers*-2 is not accepted*-1 for one per CPU core*"),
+    (["--tl-workers=many"], "*--tl-workers*'many' is not valid*-1 for one per CPU core*"),
+    (["--tl-gate-metric=bogus"], "*--tl-gate-metric*'bogus' is not accepted; give 'latency'*or 'speedup'*"),
+    (["--tl-max-regression", "-5"], "*--tl-max-regression*-5.0 is not accepted; give a percentage > 0*"),
+    (["--tl-alpha=1.5"], "*--tl-alpha*1.5 is not accepted; give a significance level between 0 and 0.5*"),
+    (["--tl-alpha=0"], "*--tl-alpha*0.0 is not accepted*"),
+    (["--tl-report=afile"], "*--tl-report*'afile' is not accepted; give a directory*not an existing file*"),
+    (["--tl-json=adir"], "*--tl-json*'adir' is not accepted; give a file path (not a directory)*"),
+])
+def test_bad_options_are_usage_errors_at_start_up(pytester, args, message):
+    pytester.path.joinpath("afile").write_text("x")
+    pytester.mkdir("adir")
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    usage_error(pytester.runpytest("-p", "no:cacheprovider", *args), message)
+
+
+def test_ini_and_environment_twins_are_checked_too(pytester, monkeypatch):
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    pytester.makeini("[pytest]\ntl_workers = 0\n")
+    usage_error(pytester.runpytest("-p", "no:cacheprovider"), "*--tl-workers*0 is not accepted*")
+    pytester.makeini("[pytest]\n")
+    monkeypatch.setenv("TL_AUTOTUNE_WORKERS", "-3")
+    usage_error(pytester.runpytest("-p", "no:cacheprovider"), "*--tl-workers*-3 is not accepted*")
+    monkeypatch.delenv("TL_AUTOTUNE_WORKERS")
+    monkeypatch.setenv("TL_AUTOTUNE_RETUNE", "perhaps")
+    usage_error(pytester.runpytest("-p", "no:cacheprovider"), "*--tl-retune*'perhaps' is not valid; give one of 1, "
+                                                              "true, yes, on, 0, false, no, off*")
+
+
+def test_all_cores_workers_tune(tl, pytester):
+    # -1 reached pebble as max_workers=-1 and the run hung without a line of output.
+    pytester.makepyfile(test_k=add_test())
+    argv = [f"--tl-cache-dir={tl.cache_dir}", "-p", "no:cacheprovider", "--tl-workers=-1"]
+    pytester.runpytest_subprocess(*argv, timeout=240).assert_outcomes(passed=1)
+
+
+BAD_MARKER = """
+import pytest
+
+@pytest.mark.autotune(configs=[dict(bm=16)], rtool=0.1)
+def test_bad(autotune):
+    pass
+
+def test_good():
+    pass
+"""
+
+
+@pytest.mark.parametrize("select", [["-k", "good"], ["-m", "not autotune"], ["--deselect", "test_m.py::test_bad"]])
+def test_bad_marker_on_a_deselected_test_does_not_abort_the_run(pytester, select):
+    pytester.makepyfile(test_m=BAD_MARKER)
+    result = pytester.runpytest("-p", "no:cacheprovider", *select)
+    result.assert_outcomes(passed=1, deselected=1)
+    # A bad marker on a test that runs still fails the run, naming the test and the argument.
+    usage_error(pytester.runpytest("-p", "no:cacheprovider"),
+                "*test_m.py::test_bad: @pytest.mark.autotune: unknown argument 'rtool'; did you mean 'rtol'?*")
+
+
+SHOW_DIR = """
+from pytest_tlautotune.plugin import cache_dir
+def test_dir(request):
+    print("DIR=" + cache_dir(request.config))
+"""
+
+
+def test_relative_cache_dir_in_ini_is_relative_to_the_ini_file(pytester, monkeypatch):
+    pytester.makeini("[pytest]\ntl_cache_dir = .tlcache\n")
+    sub = pytester.mkdir("tests")
+    sub.joinpath("test_dir.py").write_text(SHOW_DIR)
+    root = pytester.path
+    pytester.runpytest("-s", "-p", "no:cacheprovider").stdout.fnmatch_lines([f"*DIR={root}/.tlcache"])
+    monkeypatch.chdir(sub)
+    pytester.runpytest("-s", "-p", "no:cacheprovider").stdout.fnmatch_lines([f"*DIR={root}/.tlcache"])
+    # On the command line: relative to where pytest was invoked; in the environment: to the cwd.
+    pytester.runpytest("-s", "-p", "no:cacheprovider", "--tl-cache-dir=mine").stdout.fnmatch_lines(
+        [f"*DIR={sub}/mine"])
+    pytester.makeini("[pytest]\n")
+    monkeypatch.setenv("TL_AUTOTUNE_CACHE_DIR", "envcache")
+    pytester.runpytest("-s", "-p", "no:cacheprovider").stdout.fnmatch_lines([f"*DIR={sub}/envcache"])
+
+
+TWO_ADDS = """
+import pytest, torch
+import kernels
+
+SETTINGS = dict(configs=[dict(bm=16, bn=16)], target="c", out_idx=[-1], warmup=1, rep=3)
+
+@pytest.mark.autotune(**SETTINGS, ref_prog=lambda A, B: A + B)
+def test_checked(autotune):
+    autotune(kernels.add, 32, 32)
+
+@pytest.mark.autotune(**SETTINGS)
+def test_unchecked(autotune):
+    autotune(kernels.add, 16, 16)
+"""
+
+
+def test_log_output_keeps_pytests_lines_and_says_unchecked(tl, pytester):
+    # pytester's output is not a terminal, as a CI log is not.
+    pytester.makepyfile(test_k=TWO_ADDS)
+    json_path = pytester.path / "out.json"
+    result = tl.run(f"--tl-json={json_path}")
+    result.assert_outcomes(passed=2)
+    progress = [line for line in result.stdout.lines if line.startswith("test_k.py ")]
+    assert len(progress) == 1 and re.fullmatch(r"test_k\.py \.\. +\[100%\]", progress[0]), progress
+    assert "[tlautotune]" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["*test_k.py::test_checked *1/1", "*test_k.py::test_unchecked *1/1 unchecked"])
+    rows = {row["nodeid"].split("::")[1]: row for row in json.loads(json_path.read_text())["tests"]}
+    assert rows["test_checked"]["check"] == "checked" and rows["test_unchecked"]["check"] == "unchecked"
+
+    # -v: one line per tuning, after pytest's own line for the test.
+    result = tl.run("-v", "--tl-retune")
+    result.stdout.fnmatch_lines([
+        "test_k.py::test_checked PASSED*",
+        "[[]tlautotune[]] test_k.py::test_checked: 1/1 measured, 1 passed, best *",
+        "test_k.py::test_unchecked PASSED*",
+        "[[]tlautotune[]] test_k.py::test_unchecked: 1/1 measured, 1 passed, best *",
+        "*test_k.py::test_unchecked: unchecked: no ref_prog or manual_check_prog*",
+    ])
+
+
+def test_tuning_leaves_nothing_in_tmpdir(tl, pytester, tmp_path, monkeypatch):
+    # TileLang's C backend writes tmp*.cpp / tmp*.so per compile in the temp directory and keeps them.
+    # A short path: the fork server's socket lives there (AF_UNIX paths are limited to 108 bytes).
+    tmpdir = Path(tempfile.mkdtemp(prefix="tlt-"))
+    pytester.makepyfile(test_k=add_test().replace("configs=[dict(bm=16, bn=16)]",
+                                                  "configs=[dict(bm=16, bn=16), dict(bm=32, bn=32)]"))
+    basetemp = tmp_path / "basetemp"  # pytest's own temp folder, kept out of the one we watch
+    monkeypatch.setenv("TMPDIR", str(tmpdir))  # for the inner run: this process has read its own already
+    result = pytester.run(sys.executable, "-m", "pytest", f"--tl-cache-dir={tl.cache_dir}", "-p", "no:cacheprovider",
+                          f"--basetemp={basetemp}", timeout=240)
+    try:
+        result.assert_outcomes(passed=1)
+        assert sorted(p.name for p in tmpdir.iterdir()) == []
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def test_a_quarantined_entry_is_retuned_visibly(tl, pytester):
+    pytester.makepyfile(test_k=add_test())
+    tl.run().assert_outcomes(passed=1)
+    (entry,) = (tl.cache_dir / "entries").iterdir()
+    (entry / "best_config.json").write_text("{garbage")
+    json_path = pytester.path / "out.json"
+    result = tl.run(f"--tl-json={json_path}")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines([
+        "*QuarantineWarning: test_k.py::test_add: the stored result * was corrupt (*best_config.json does not match*"
+        "moved to quarantine and tuned again",
+        "*tlautotune summary*",
+        "*test_k.py::test_add: the stored result was corrupt and tuned again: *best_config.json*",
+    ])
+    (row,) = json.loads(json_path.read_text())["tests"]
+    assert "best_config.json does not match" in row["quarantined"] and row["cache"] == "miss"
+    # Under filterwarnings=error the warning fails the test, but the new result is stored: a hit next.
+    (entry / "latency.json").write_text("{garbage")
+    error = ("-W", "error::pytest_tlautotune.report.QuarantineWarning")
+    tl.run(*error).assert_outcomes(failed=1)
+    tl.run(*error).assert_outcomes(passed=1)
+    assert tl.prop("test_add", "tl_cache") == ["hit"]
