@@ -257,6 +257,7 @@ class StoreTier:
         self.secret = secret or None
         self.down = False
         self._warned = False
+        self._refused: set[str] = set()  # keys whose signed entry failed: never asked again
 
     # -- faults --------------------------------------------------------------------
 
@@ -292,7 +293,7 @@ class StoreTier:
 
     def fetch(self, session: Any, req: Any, cands: list, key: str, entry: Path) -> Any:
         """The store's result for ``key`` as an AutotuneResult, saved in the local cache; None on a miss."""
-        doc = self._call(self.store.get_entry, key)
+        doc = None if key in self._refused else self._call(self.store.get_entry, key)
         if doc is None:
             return None
         if self.secret:
@@ -303,6 +304,7 @@ class StoreTier:
                 except OSError:
                     return None  # the local cache could not take it: a miss
                 except SignatureError as exc:
+                    self._refused.add(key)
                     warnings.warn(StoreWarning(f"tlautotune store {self.store}: refused the signed entry "
                                                f"{key[:12]} ({exc}); tuning here"), stacklevel=3)
                     return None

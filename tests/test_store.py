@@ -145,8 +145,8 @@ def test_a_dead_holders_lock_expires_and_the_waiter_tunes(tl, pytester, store, t
     tl.run(f"--tl-store={store.url}").assert_outcomes(passed=1)
     (key,) = stored(store, "entry")
     store.client.flushall()
-    store.client.set(f"tlautotune:lock:{key}", "a-machine-that-died", px=3000)
-    result = tl.run(f"--tl-store={store.url}", f"--tl-cache-dir={tmp_path / 'b'}")
+    store.client.set(f"tlautotune:lock:{key}", "a-machine-that-died", px=20_000)  # expires while B waits
+    result = tl.run(f"--tl-store={store.url}", f"--tl-cache-dir={tmp_path / 'b'}", "-s")  # -s: progress lines
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*another machine is tuning this key: waiting for its result*"])
     assert tl.prop("test_gemm", "tl_cache") == ["miss"]
