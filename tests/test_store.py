@@ -224,3 +224,13 @@ def test_bad_urls_are_usage_errors(pytester):
     result = pytester.runpytest("--tl-store=http://example.com")
     result.stderr.fnmatch_lines(["*--tl-store*'http://example.com' is not a Redis URL*redis://*"])
     assert main(["cache", "list", "--store", "redis://127.0.0.1:1/0"]) == 1
+
+
+def test_help_with_a_store_configured_imports_no_redis(pytester):
+    pytester.makeconftest("""
+import sys
+def pytest_unconfigure(config):
+    print("HEAVY", sorted(m for m in ("redis", "torch", "tilelang") if m in sys.modules))
+""")
+    result = pytester.runpytest_subprocess("--help", "--tl-store=redis://127.0.0.1:1/0")
+    result.stdout.fnmatch_lines(["*--tl-store-readonly*", "HEAVY []"])
