@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -79,6 +80,7 @@ class RedisServer:
     def stop(self):
         self.client.close()
         if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a test may have stopped it
             self.proc.terminate()
         self.proc.wait(timeout=20)
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
+import pytest
 from test_core import TWO, gemm_test
 
 from pytest_tlautotune.__main__ import main
@@ -164,8 +165,8 @@ SETTINGS = dict(target="c", out_idx=[-1], ref_prog=lambda A, B: A @ B, warmup=1,
 def test_1_tunes_and_pushes(autotune):
     autotune(kernels.gemm, 64, 64, 64)
 
-def test_2_store_dies():
-    os.kill(int(os.environ["STORE_PID"]), signal.SIGKILL)
+def test_2_store_dies_or_hangs():
+    os.kill(int(os.environ["STORE_PID"]), getattr(signal, os.environ["STORE_SIGNAL"]))
     time.sleep(0.5)
 
 @pytest.mark.autotune(configs=[dict(bm=16, bn=16), dict(bm=32, bn=32)], **{**SETTINGS, "ref_prog": lambda A, B: A + B})
@@ -178,13 +179,15 @@ def test_4_tunes_without_the_store(autotune):
 """
 
 
-def test_the_store_killed_mid_run_costs_one_warning(tl, pytester, redis_servers, monkeypatch):
+@pytest.mark.parametrize(("sig", "error"), [("SIGKILL", "ConnectionError"), ("SIGSTOP", "TimeoutError")])
+def test_the_store_killed_or_hung_mid_run_costs_one_warning(tl, pytester, redis_servers, monkeypatch, sig, error):
     server = redis_servers()
     monkeypatch.setenv("STORE_PID", str(server.proc.pid))
+    monkeypatch.setenv("STORE_SIGNAL", sig)
     pytester.makepyfile(test_k=KILLED)
-    result = tl.run(f"--tl-store={server.url}")
+    result = tl.run(f"--tl-store={server.url}", "--tl-store-timeout=1")
     result.assert_outcomes(passed=4, warnings=1)
-    result.stdout.fnmatch_lines(["*StoreWarning: tlautotune store redis://127.0.0.1:*ConnectionError*"
+    result.stdout.fnmatch_lines([f"*StoreWarning: tlautotune store redis://127.0.0.1:*{error}*"
                                  "using the local cache only; not asked again in this run*"])
     assert [tl.prop(f"test_{n}_tunes_without_the_store", "tl_cache") for n in (3, 4)] == [["miss"], ["miss"]]
 
