@@ -145,8 +145,31 @@ def read_entry(path: Path) -> Entry:
                  latency=latency if isinstance(latency, dict) else {}, size=tree_size(path), tuned_at=tuned_at)
 
 
-def list_entries(root: Path) -> list[Entry]:
+class StoreCatalog:
+    """The CLI's view of a shared store (``remote.RedisStore``): its entries as :class:`Entry`."""
+
+    def __init__(self, store: Any):
+        self.store = store
+
+    def __str__(self) -> str:
+        return str(self.store)
+
+    def list_entries(self) -> list[Entry]:
+        out = []
+        for key, doc, size in self.store.list():
+            doc = doc or {}
+            record = doc.get("record") if isinstance(doc.get("record"), dict) else {}
+            latency = doc.get("latency") if isinstance(doc.get("latency"), dict) else {}
+            tuned_at = record.get("tuned_at") or doc.get("stored_at") or 0.0
+            out.append(Entry(key=key, path=f"{self.store} entry:{key}", record=record, config=doc.get("config"),
+                             latency=latency, size=size, tuned_at=tuned_at))
+        return sorted(out, key=lambda e: (e.tuned_at, e.key))
+
+
+def list_entries(root: Path | StoreCatalog) -> list[Entry]:
     """Every entry under ``root``, oldest first; staging and trash directories (dot names) are skipped."""
+    if isinstance(root, StoreCatalog):
+        return root.list_entries()
     entries = root / "entries"
     if not entries.is_dir() or entries.is_symlink():
         return []
@@ -265,7 +288,8 @@ def cmd_list(root: Path, args: argparse.Namespace, out: TextIO) -> int:
     table(rows, out)
     total = sum(e.size for e in entries)
     noun = "entry" if len(entries) == 1 else "entries"
-    out.write(f"{len(entries)} {noun}, {human_size(total)} in {root / 'entries'}\n")
+    where = root / "entries" if isinstance(root, Path) else root
+    out.write(f"{len(entries)} {noun}, {human_size(total)} in {where}\n")
     return 0
 
 
@@ -303,6 +327,9 @@ def cmd_show(root: Path, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_clear(root: Path, args: argparse.Namespace, out: TextIO) -> int:
+    if isinstance(root, StoreCatalog):
+        out.write(f"removed {root.store.clear()} keys (entries, signed files, candidate records) from {root}\n")
+        return 0
     counts = {}
     for sub, noun in CACHE_SUBDIRS.items():
         directory = root / sub
@@ -324,6 +351,8 @@ def cmd_clear(root: Path, args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_prune(root: Path, args: argparse.Namespace, out: TextIO) -> int:
     cutoff = time.time() - args.older_than * DAY_S
+    if isinstance(root, StoreCatalog):
+        return _prune_store(root, cutoff, args, out)
     entries = list_entries(root)
     old = [e for e in entries if e.tuned_at < cutoff]
     kept = [e for e in entries if e.tuned_at >= cutoff]
@@ -388,6 +417,23 @@ def _prune_old(directory: Path, cutoff: float) -> int:
     return n
 
 
+def _prune_store(root: StoreCatalog, cutoff: float, args: argparse.Namespace, out: TextIO) -> int:
+    """Entries older than the cutoff go with their signed files; records go once no entry uses them
+    (the store writes an entry and its records in one transaction, so none is in flight)."""
+    entries = list_entries(root)
+    old = [e for e in entries if e.tuned_at < cutoff]
+    in_use = set().union(*(e.ckeys for e in entries if e.tuned_at >= cutoff))
+    root.store.delete(keys=[e.key for e in old])
+    unused = [c for c in root.store.record_keys() if c not in in_use]
+    n_records = root.store.delete(ckeys=unused)
+    for e in old:
+        age = human_age(time.time() - e.tuned_at)
+        out.write(f"removed {e.key[:12]}  {e.record.get('nodeid') or '?'}  ({age} old)\n")
+    out.write(f"pruned {len(old)} of {len(entries)} entries older than {args.older_than:g} days "
+              f"and {n_records} unreferenced candidate records from {root}\n")
+    return 0
+
+
 def _prune_candidates(root: Path, freed: set[str], in_use: set[str], cutoff: float) -> int:
     """Remove candidate records and kernels no remaining entry uses.
 
@@ -428,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--cache-dir", metavar="DIR", default=None,
                         help="the cache (default: tl_cache_dir of the pytest ini file found from here upward, "
                              "else $TL_AUTOTUNE_CACHE_DIR, else ~/.cache/tlautotune)")
+    common.add_argument("--store", metavar="URL", default=None,
+                        help="work on the shared store redis://host:port/db instead of a cache directory")
     parser = argparse.ArgumentParser(prog="tlautotune", description="Inspect and tidy the pytest-tlautotune cache.")
     groups = parser.add_subparsers(dest="group", required=True, metavar="cache")
     cache = groups.add_parser("cache", help="list, show, clear or prune tuned entries")
@@ -450,6 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.store:
+        return _on_store(args.store, args)
     root = Path(args.cache_dir or default_cache_dir()).expanduser()
     if root.is_symlink():
         sys.stderr.write(f"tlautotune: the cache directory {root} is a symlink; pass the real directory "
@@ -471,3 +521,21 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, as a shell reports a command its pipe closed
     return status
+
+
+def _on_store(url: str, args: argparse.Namespace) -> int:
+    import pytest
+
+    from .remote import RedisStore, StoreError, check_url
+
+    try:
+        check_url(url, "--store")
+    except pytest.UsageError as exc:
+        sys.stderr.write(f"tlautotune: {exc}\n")
+        return 2
+    catalog = StoreCatalog(RedisStore(url, timeout=float(os.environ.get("TL_AUTOTUNE_STORE_TIMEOUT") or 10)))
+    try:
+        return args.func(catalog, args, sys.stdout)
+    except StoreError as exc:
+        sys.stderr.write(f"tlautotune: the store {catalog} failed: {exc}\n")
+        return 1

@@ -46,13 +46,16 @@ class TuneSession:
         self._digest: str | None = None
         self.baseline = None  # gate.Baseline, loaded on first use
         self.prestarted = False
+        from .remote import open_store
+
+        self.store = open_store(config)  # the fleet's shared store behind the local cache (or none)
 
     @property
     def cache(self):
         if self._cache is None:
             from .cache import Cache
 
-            self._cache = Cache(self.cache_dir)
+            self._cache = Cache(self.cache_dir, remote_record=self.store.get_record)
         return self._cache
 
     @property
@@ -217,7 +220,8 @@ class TuneSession:
         except (UnsafeCache, OSError) as exc:
             raise TuneError(f"cache directory refused: {exc}") from None
         if not self.retune:
-            result = self._load(entry, req)
+            # A local miss asks the shared store (a no-op without --tl-store).
+            result = self._load(entry, req) or self.store.fetch(self, req, cands, key, entry)
             if result is not None:
                 return _hit(result, key)
         if self.no_tune:
@@ -225,9 +229,9 @@ class TuneSession:
                             f"run `pytest {req.nodeid}` without --tl-no-tune on a machine like this one "
                             f"({machine.get('device')}) to tune it, and keep its cache dir ({self.cache_dir})")
         self.pools.warm_up(req.device)  # the fork server imports TileLang while we wait for the lock
-        with self.cache.lock(key):
-            # Another process may have tuned this key while we waited for the lock.
-            result = self._load(entry, req)
+        with self.cache.lock(key), self.store.tuning(self, req, cands, key, entry) as fetched:
+            # Another process (or machine) may have tuned this key while we waited for the lock.
+            result = self._load(entry, req) or fetched
             if result is not None and (not self.retune or result.record.get("tuned_at", 0) >= self.started):
                 return _hit(result, key)
             tuner = Tuner(req, self.cache, self.pools, reuse_records=not self.retune, progress=self._progress(req))
@@ -242,6 +246,7 @@ class TuneSession:
                 warnings.warn(TuneWarning(f"{req.nodeid}: could not store the tuned result in {entry}: {exc}"),
                               stacklevel=1)
             else:
+                self.store.push(key, entry)
                 saved = AutotuneResult.load_from_disk(entry, req.compile_args)
                 result = replace(result, kernel=saved.kernel) if saved is not None else result
         return Outcome(result, CACHE_RETUNE if self.retune else CACHE_MISS, key, time.perf_counter() - t0, records)

@@ -282,6 +282,15 @@ OPTIONS = (
            **_OUT_FILE),
     Option("tl_report", "write a self-contained HTML report with plots into DIR (default: none)",
            check=_not_a_file, accepted="a directory (created if missing), not an existing file"),
+    Option("tl_store", "share tuned results with identical machines through Redis: "
+           "redis://[user:password@]host:port/db or rediss://... (default: $TL_AUTOTUNE_STORE, else none)",
+           env="TL_AUTOTUNE_STORE"),
+    Option("tl_store_readonly", "read the store but never write it, e.g. in pull requests (default: off)", "bool",
+           False, "TL_AUTOTUNE_STORE_READONLY"),
+    Option("tl_store_ttl", "days a pushed result stays in the store; 0 = forever (default: 30)", "float", 30.0,
+           "TL_AUTOTUNE_STORE_TTL"),
+    Option("tl_store_timeout", "seconds a store call may take before the run goes on without it (default: 3)",
+           "float", 3.0, "TL_AUTOTUNE_STORE_TIMEOUT"),
 )
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
 _KIND_WORDS = {"int": "an integer", "float": "a number", "bool": f"one of {', '.join(_TRUE + _FALSE)}"}
