@@ -43,7 +43,7 @@ _LIBRARY_DIRS = tuple(
 _OWN_DIR = os.path.dirname(os.path.realpath(__file__)) + os.sep
 _COMPILER_MODULES = ("tilelang/contrib/cc.py", "tilelang/contrib/nvcc.py", "tilelang/contrib/nvrtc.py",
                      "tilelang/contrib/hipcc.py", "tvm/contrib/cc.py", "tvm/contrib/nvcc.py",
-                     "cython_wrapper", "jit/adapter/libgen.py", "adapter/cython/adapter.py")
+                     "jit/adapter/libgen.py")
 _COMPILER_WORDS = ("compilation error", "nvcc", "g++", "gcc", "clang", "compile failed", "error:")
 
 

@@ -319,9 +319,13 @@ class EagerKernel:
         merged = {**kwargs, **self.config}
         if self.jit.mode == "auto":
             self.jit.mode = "eager"
-        self.jit.initialize_jit_mode(*args, **merged)
-        _, kernel_args = self.jit.func.parse_args(*args, **merged)
-        out = self.kernel(*kernel_args.values())
+        try:
+            self.jit.initialize_jit_mode(*args, **merged)
+            _, kernel_args = self.jit.func.parse_args(*args, **merged)
+        except TypeError:  # called as the compiled kernel is (its tensors only), not as the function
+            out = self.kernel(*args, **kwargs)
+        else:
+            out = self.kernel(*kernel_args.values())
         return tuple(out) if isinstance(out, list) else out
 
     def __getattr__(self, name: str) -> Any:  # get_kernel_source, params, ... of the JITKernel

@@ -369,7 +369,10 @@ class StoreTier:
                 break
             if not told:
                 told = True
-                session._progress(req)("another machine is tuning this key: waiting for its result")
+                from .report import progress_line
+
+                progress_line(session.config, req.nodeid, "another machine is tuning this key: waiting for its result",
+                              notice=True)
             time.sleep(POLL_S)
         if token and self._call(self.store.has_entry, key):  # finished between our miss and our lock
             fetched = self.fetch(session, req, cands, key, entry)

@@ -92,7 +92,7 @@ def check_kind(profile_args: Any) -> str:
     return CHECKED if checked else UNCHECKED
 
 
-def progress_line(config: pytest.Config, nodeid: str, message: str) -> None:
+def progress_line(config: pytest.Config, nodeid: str, message: str, notice: bool = False) -> None:
     """A line per event on a terminal; silent under -q and in xdist workers.
 
     Written mid-test, a line breaks pytest's own progress line, which then prints the file name
@@ -104,7 +104,7 @@ def progress_line(config: pytest.Config, nodeid: str, message: str) -> None:
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is None:
         return
-    if reporter.isatty:
+    if reporter.isatty or notice:  # a notice (waiting for another machine) is worth a line anywhere
         reporter.write_line(f"[tlautotune] {nodeid}: {message}")
     else:
         config.stash.setdefault(PENDING_KEY, {})[nodeid] = message

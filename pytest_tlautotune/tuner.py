@@ -45,6 +45,7 @@ class TuneRequest:
     device: str  # "cpu" or "cuda:N"
     call: int = 1  # which fixture call of the test this is (1, 2, ...)
     mode: str | None = None  # "lazy" | "eager" | "plain", once a config was built
+    built_here: str | None = None  # why the configs were built in the test process, if they were
 
     @property
     def device_kind(self) -> str:
@@ -94,6 +95,11 @@ def build_candidates(req: TuneRequest, machine: dict, pools: Any = None) -> list
     if problem:
         raise TuneError(f"{problem} (nothing was built or compiled)")
     results = _build_in_workers(req, pools) if pools is not None else None
+    if results is not None and not _same_here(req, results):
+        # The program builds differently in a worker (no GPU visible there: it asks the device at
+        # build time, e.g. torch.cuda.get_device_capability): build every config here instead.
+        req.built_here = "the program builds a different kernel where no GPU is visible, so it was built here"
+        results = None
     if results is None:
         results = []
         for config in req.configs:
@@ -104,12 +110,14 @@ def build_candidates(req: TuneRequest, machine: dict, pools: Any = None) -> list
                 continue
             text = program_text(built.func)
             results.append({"ir_sha": sha256_hex(text), "func_blob": pickle.dumps(built.func), "mode": built.mode,
-                            "out_idx": built.out_idx, "symbolic": built.symbolic})
+                            "out_idx": built.out_idx, "symbolic": built.symbolic,
+                            "n_params": len(built.func.params)})
     failures = [r["error"] for r in results if "error" in r]
     if len(failures) == len(results) and same_failure(failures):
         raise TuneError(f"every config failed the same way, so the program or the call is at fault: "
                         f"{reason(failures[0])}\n{_indent(failures[0].get('message', ''))}")
     complete_request(req, results)
+    _check_out_idx(req, results)
     common = {
         "format": FORMAT_VERSION,
         "profile": req.profile_args.canonical(),
@@ -125,6 +133,33 @@ def build_candidates(req: TuneRequest, machine: dict, pools: Any = None) -> list
             cand.ckey = sha256_hex({**common, "compile": cand.compile_args.canonical(), "program": cand.ir_sha})
         cands.append(cand)
     return cands
+
+
+def _same_here(req: TuneRequest, results: list[dict]) -> bool:
+    """Whether this process builds the first successfully built config into the same IR."""
+    first = next(((c, r) for c, r in zip(req.configs, results) if "error" not in r), None)
+    if first is None:
+        return True
+    try:
+        built = req.program.spec.build(first[0])
+    except Exception:
+        return True  # let the records say why; the result's own check runs later
+    return sha256_hex(program_text(built.func)) == first[1]["ir_sha"]
+
+
+def _check_out_idx(req: TuneRequest, results: list[dict]) -> None:
+    """``out_idx`` must name parameters of the PrimFunc: said once, before anything compiles."""
+    out_idx = req.compile_args.out_idx
+    indices = [] if out_idx is None else [out_idx] if isinstance(out_idx, int) else list(out_idx)
+    for r in results:
+        n = r.get("n_params")
+        if n is None or "error" in r:
+            continue
+        bad = [i for i in indices if not -n <= i < n]
+        if bad:
+            raise TuneError(f"out_idx={out_idx} is out of range: {req.program_name}'s PrimFunc has {n} parameters "
+                            f"(indices 0..{n - 1}, or -{n}..-1); nothing was compiled")
+        return
 
 
 def _indent(text: str) -> str:
@@ -244,6 +279,10 @@ class Tuner:
         self.records: dict[int, dict] = {}
         self.ref_samples: list[float] = []
         self.lock_path = cache.device_lock_path(req.device)
+        self.on_device: bool | None = None  # compile where the GPU is visible (None: not known yet)
+        self.device_retries_failed = 0
+        self.notes: list[str] = []
+        self.phases: dict = {}
 
     # -- the search ----------------------------------------------------------------
 
@@ -319,7 +358,7 @@ class Tuner:
             try:
                 for fut in done:
                     if fut in compiling:
-                        self._compiled(cands[compiling.pop(fut)], fut, bench_pool, timing)
+                        self._compiled(cands[compiling.pop(fut)], fut, bench_pool, timing, compiling)
                     else:
                         self._timed(cands[timing.pop(fut)], fut)
             except TuneError:
@@ -346,11 +385,17 @@ class Tuner:
         if self._kernel_ok(cand):
             self._submit_bench(cand, bench_pool, timing, compile_s=0.0)
             return
-        fut = compile_pool.schedule(
+        if self.on_device:
+            compile_pool = self.pools.device_compile_pool(self.req.device)
+        self._schedule_compile(cand, compile_pool, compiling)
+
+    def _schedule_compile(self, cand: Candidate, pool: Any, compiling: dict, retry: bool = False) -> None:
+        fut = pool.schedule(
             _compile_entry,
             (cand.func_blob, cand.compile_args, str(self.cache.kernel_dir(cand.ckey))),
             timeout=self.req.tuner["compile_timeout"],
         )
+        fut.retry = retry
         compiling[fut] = cand.index
 
     def _kernel_ok(self, cand: Candidate) -> bool:
@@ -362,12 +407,20 @@ class Tuner:
         except Exception:
             return False
 
-    def _compiled(self, cand: Candidate, fut: cf.Future, bench_pool: Any, timing: dict) -> None:
+    def _compiled(self, cand: Candidate, fut: cf.Future, bench_pool: Any, timing: dict, compiling: dict) -> None:
+        retried = getattr(fut, "retry", False)
         try:
             info = fut.result()
         except Exception as exc:
             status, why = _classify(exc, "compile", self.req.tuner["compile_timeout"])
             self._record(cand, {"status": status, "reason": why})
+            return
+        if retried:
+            self._learn_from_retry("error" not in info)
+        if "error" in info and self._retry_on_device(retried):
+            # Compile workers see no GPU; some of TileLang's lowering asks the device (a kernel that
+            # lowers where the GPU is visible and not here): try it where the GPU is visible.
+            self._schedule_compile(cand, self.pools.device_compile_pool(self.req.device), compiling, retry=True)
             return
         if "error" in info:
             failure = info["error"]
@@ -378,6 +431,24 @@ class Tuner:
         self._submit_bench(cand, bench_pool, timing, compile_s=info["compile_s"], pid=info["pid"],
                            save_s=info.get("save_s"), started_at=info.get("started_at"),
                            t_compiled=time.time() - self.t0_wall)
+
+    #: Retries where the GPU is visible that must all fail before compile errors are taken as they are.
+    DEVICE_RETRIES = 3
+
+    def _retry_on_device(self, retried: bool) -> bool:
+        if retried or self.on_device is False or self.req.device_kind != "cuda" or not self.pools.hides_gpus:
+            return False
+        return bool(self.on_device) or self.device_retries_failed < self.DEVICE_RETRIES
+
+    def _learn_from_retry(self, compiled: bool) -> None:
+        if compiled and not self.on_device:
+            self.on_device = True
+            self.notes.append("compiled where the GPU is visible: TileLang's lowering of this kernel asks the "
+                              "device, and failed in the GPU-less compile workers")
+        elif not compiled:
+            self.device_retries_failed += 1
+            if self.device_retries_failed >= self.DEVICE_RETRIES and self.on_device is None:
+                self.on_device = False
 
     def _submit_bench(self, cand: Candidate, bench_pool: Any, timing: dict, **extra: Any) -> None:
         from .bench import BenchJob, check_and_time
@@ -488,11 +559,13 @@ class Tuner:
             "device": self.req.device,
             "device_info": info,
             "tuned_at": time.time(),
-            "phases": getattr(self, "phases", {}),
+            "phases": self.phases,
+            "notes": self.notes,
             "tuning_s": tuning_s,
             "candidates": records,
             "compile_args": cand.compile_args.canonical(),
             "winner_ir_sha": cand.ir_sha,
+            "built_here": self.req.built_here,
         }
         return AutotuneResult(
             latency=statistics.median(samples),

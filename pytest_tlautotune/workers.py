@@ -149,6 +149,7 @@ class Pools:
         """``n_workers``: None for the default, -1 for one per core (as joblib), else that many."""
         self.n_workers = all_cores() if n_workers == -1 else (n_workers or default_workers())
         self._compile = None
+        self._device_compile = None
         self._bench: dict[str, Any] = {}
 
     def _pool(self, n: int, device: str = "cpu"):
@@ -164,6 +165,18 @@ class Pools:
         if self._compile is None:
             self._compile = self._pool(self.n_workers)
         return self._compile
+
+    @property
+    def hides_gpus(self) -> bool:
+        """Whether compile workers run without the GPUs (forked from the GPU-less fork server)."""
+        return os.environ.get("TL_AUTOTUNE_WORKER_START") != "spawn"
+
+    def device_compile_pool(self, device: str):
+        """Compile workers that see the GPUs (spawned; each imports TileLang): for kernels whose
+        lowering asks the device. Started on first use."""
+        if self._device_compile is None:
+            self._device_compile = self._pool(self.n_workers, device)
+        return self._device_compile
 
     def bench_pool(self, device: str):
         """The single timing worker of ``device`` (one at a time per device)."""
@@ -182,11 +195,11 @@ class Pools:
             threading.Thread(target=pool.schedule, args=(os.getpid,), name="tlautotune-warm-up", daemon=True).start()
 
     def close(self) -> None:
-        for pool in [self._compile, *self._bench.values()]:
+        for pool in [self._compile, self._device_compile, *self._bench.values()]:
             if pool is not None:
                 pool.stop()
                 pool.join(timeout=10)
-        self._compile = None
+        self._compile = self._device_compile = None
         self._bench.clear()
 
 
@@ -256,7 +269,7 @@ def build_candidate(spec_id: str, spec_blob: bytes, config: dict, env: dict, sys
                 built = spec.build(config)
             text = program_text(built.func)
             return {"ir_sha": sha256_hex(text), "func_blob": pickle.dumps(built.func), "mode": built.mode,
-                    "out_idx": built.out_idx, "symbolic": built.symbolic}
+                    "out_idx": built.out_idx, "symbolic": built.symbolic, "n_params": len(built.func.params)}
         except BaseException as exc:  # noqa: BLE001 - every failure is a record on this config
             return {"error": describe(exc, BUILD, spec.target)}
 

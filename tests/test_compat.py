@@ -153,6 +153,21 @@ def device_space(M, N):
     return [dict(bm=b) for b in sizes if M % b == 0]
 
 
+FACTOR = 2.0
+
+
+def scaled_by_global(M, N, bm=16):
+    """Reads module state at build time, as a kernel asking torch.cuda for the device does."""
+    factor = FACTOR
+
+    @T.prim_func
+    def main(A: T.Tensor((M, N), "float32"), B: T.Tensor((M, N), "float32"), C: T.Tensor((M, N), "float32")):
+        with T.Kernel(T.ceildiv(M, bm)) as bx:
+            for i, j in T.grid(bm, N):
+                C[bx * bm + i, j] = A[bx * bm + i, j] * factor + B[bx * bm + i, j]
+    return main
+
+
 def broken(M, N, bm=16):
     M + "rows"  # a TypeError before any config matters
 '''
@@ -329,6 +344,15 @@ def test_true_reason(autotune):
     assert bad["status"] == "compile_error", bad
 
 
+@pytest.mark.autotune(configs=[dict(bm=16), dict(bm=32)], out_idx=[-1], target="c",
+                      ref_prog=lambda A, B: A * 3.0 + B, **QUICK)
+def test_program_reading_run_time_state(autotune):
+    K.FACTOR = 3.0  # a worker process would build with 2.0: the test process builds instead
+    result = autotune(K.scaled_by_global, 64, 32)
+    assert "built here" in result.record["built_here"]
+    torch.testing.assert_close(result.kernel(A, B), A * 3.0 + B)
+
+
 @pytest.mark.autotune(configs=[dict(bm=16), dict(bm=32)], out_idx=[-1], target="c", ref_prog=lambda A, B: A + B)
 def test_wrong_arguments(autotune):
     autotune(K.add, 64)
@@ -354,7 +378,7 @@ PASSING = [
     "test_set_autotune_inputs_with_a_scalar", "test_symbolic_shape_lazy", "test_cache_input_tensors[True]",
     "test_cache_input_tensors[False]", "test_autotuner_from_kernel", "test_autotuner_marker_overrides",
     "test_configs_from_a_device_dependent_callable", "test_config_values_str_bool_nested",
-    "test_a_config_that_crashes_tvm_is_a_record", "test_true_reason",
+    "test_a_config_that_crashes_tvm_is_a_record", "test_true_reason", "test_program_reading_run_time_state",
 ]
 FAILING = ["test_wrong_arguments", "test_typeerror_in_the_program", "test_ref_prog_raises"]
 

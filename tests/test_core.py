@@ -214,7 +214,7 @@ def test_gemm(autotune):
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines_random([
         '*{"extra":10000000}: timeout: check/timing exceeded 8 s and was killed*',
-        '*{"bm":7}: build_error: building the PrimFunc failed: ValueError: bm=7 does not divide M=64*',
+        '*{"bm":7}: build_error: building the config: ValueError: bm=7 does not divide M=64 (kernels_bad.py:*)',
     ])
     assert re.search(r'"offset":16777216}: (crash|mismatch): ', result.stdout.str())
 
