@@ -46,6 +46,7 @@ class TuneRequest:
     call: int = 1  # which fixture call of the test this is (1, 2, ...)
     mode: str | None = None  # "lazy" | "eager" | "plain", once a config was built
     built_here: str | None = None  # why the configs were built in the test process, if they were
+    shipped: tuple | None = None  # (spec_id, spec blob, env, sys.path) for the workers' builds
 
     @property
     def device_kind(self) -> str:
@@ -77,9 +78,7 @@ class Candidate:
     error: dict | None = None  # failures.describe() of the build
     compile_args: Any = None  # the request's, with the config's own "pass_configs" merged in
 
-    @property
-    def func(self) -> Any:
-        return pickle.loads(self.func_blob) if self.func_blob is not None else None
+    source: Any = None  # what the compile job builds from (see workers.compile_candidate)
 
 
 def build_candidates(req: TuneRequest, machine: dict, pools: Any = None) -> list[Candidate]:
@@ -129,7 +128,12 @@ def build_candidates(req: TuneRequest, machine: dict, pools: Any = None) -> list
         if "error" in res:
             cand.error = res["error"]
         else:
-            cand.func_blob, cand.ir_sha = res["func_blob"], res["ir_sha"]
+            cand.func_blob, cand.ir_sha = res.get("func_blob"), res["ir_sha"]
+            if cand.func_blob is not None:
+                cand.source = cand.func_blob
+            else:
+                spec_id, blob, env, path = req.shipped
+                cand.source = (spec_id, blob, config, env, path, res["ir_sha"])
             cand.ckey = sha256_hex({**common, "compile": cand.compile_args.canonical(), "program": cand.ir_sha})
         cands.append(cand)
     return cands
@@ -181,6 +185,7 @@ def _build_in_workers(req: TuneRequest, pools: Any) -> list[dict] | None:
         return None
     spec_id = sha256_hex(blob)
     env, path = dict(os.environ), list(sys.path)
+    req.shipped = (spec_id, blob, env, path)
     pool = pools.compile_pool()
     futures = [pool.schedule(_build_entry, (spec_id, blob, config, env, path), timeout=req.tuner["compile_timeout"])
                for config in req.configs]
@@ -392,7 +397,7 @@ class Tuner:
     def _schedule_compile(self, cand: Candidate, pool: Any, compiling: dict, retry: bool = False) -> None:
         fut = pool.schedule(
             _compile_entry,
-            (cand.func_blob, cand.compile_args, str(self.cache.kernel_dir(cand.ckey))),
+            (cand.source, cand.compile_args, str(self.cache.kernel_dir(cand.ckey))),
             timeout=self.req.tuner["compile_timeout"],
         )
         fut.retry = retry
@@ -550,7 +555,12 @@ class Tuner:
     ) -> Any:
         from .param import AutotuneResult, load_kernel
 
-        func = cand.func
+        func = self.req.program.spec.build(cand.config).func  # here: the winner as this process builds it
+        if sha256_hex(program_text(func)) != cand.ir_sha:
+            raise TuneError(f"the winning config {cand.config} builds a different kernel in this process than "
+                            f"in a fresh worker process: does the program read state the test changes at run "
+                            f"time (a module global, sys.modules)? Build-time inputs must come from arguments, "
+                            f"files or environment variables")
         kernel = load_kernel(self.cache.kernel_dir(winner["ckey"]), cand.compile_args, func)
         record = {
             "key": key,
@@ -605,10 +615,10 @@ def to_confirm(passed: list[dict], top_k: int) -> list[dict]:
     return top + suspects[:top_k]
 
 
-def _compile_entry(func_blob: bytes, compile_args: Any, out_dir: str) -> dict:
+def _compile_entry(source: Any, compile_args: Any, out_dir: str) -> dict:
     from .workers import compile_candidate
 
-    return compile_candidate(func_blob, compile_args, out_dir)
+    return compile_candidate(source, compile_args, out_dir)
 
 
 def _classify(exc: BaseException, stage: str, limit: float) -> tuple[str, str]:

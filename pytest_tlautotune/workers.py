@@ -250,8 +250,10 @@ def _remove_orphan_tempdirs() -> None:
 _SPECS: dict[str, Any] = {}  # per worker: the unpickled BuildSpec of each request
 
 
-def build_candidate(spec_id: str, spec_blob: bytes, config: dict, env: dict, sys_path: list[str]) -> dict:
-    """Build one config's PrimFunc (the user's code) and describe it (worker side)."""
+def build_candidate(spec_id: str, spec_blob: bytes, config: dict, env: dict, sys_path: list[str],
+                    keep: bool = False) -> dict:
+    """Build one config's PrimFunc (the user's code) and describe it (worker side); ``keep`` adds
+    the PrimFunc itself (for a compile in this process)."""
     import pickle
 
     from .failures import BUILD, describe
@@ -268,23 +270,45 @@ def build_candidate(spec_id: str, spec_blob: bytes, config: dict, env: dict, sys
             with _captured_output():
                 built = spec.build(config)
             text = program_text(built.func)
-            return {"ir_sha": sha256_hex(text), "func_blob": pickle.dumps(built.func), "mode": built.mode,
-                    "out_idx": built.out_idx, "symbolic": built.symbolic, "n_params": len(built.func.params)}
+            # The PrimFunc itself stays here: TVM's serialisation does not round-trip every layout
+            # annotation (a swizzled shared layout came back as `_i // 8 + 1` and failed to lower),
+            # so the compile job builds it again where it compiles it.
+            out = {"ir_sha": sha256_hex(text), "mode": built.mode, "out_idx": built.out_idx,
+                   "symbolic": built.symbolic, "n_params": len(built.func.params)}
+            if keep:
+                out["func"] = built.func
+            return out
         except BaseException as exc:  # noqa: BLE001 - every failure is a record on this config
             return {"error": describe(exc, BUILD, spec.target)}
 
 
-def compile_candidate(func_blob: bytes, compile_args: Any, out_dir: str) -> dict:
-    """Compile one PrimFunc and publish its artifacts at ``out_dir`` (worker side).
+def compile_candidate(source: Any, compile_args: Any, out_dir: str) -> dict:
+    """Build (see ``build_candidate``) and compile one candidate, publish its artifacts at
+    ``out_dir`` (worker side). ``source`` is a pickled PrimFunc (built in the test process) or
+    ``(spec_id, spec_blob, config, env, sys_path, ir_sha)``.
 
     What the compiler prints goes into the failure, not through pytest's capture.
     """
-    from .failures import LOWER, describe, trim
+    import pickle
 
+    from .failures import BUILD, LOWER, describe, trim
+
+    if isinstance(source, bytes):
+        func = pickle.loads(source)
+    else:
+        spec_id, spec_blob, config, env, sys_path, ir_sha = source
+        built = build_candidate(spec_id, spec_blob, config, env, sys_path, keep=True)
+        if "error" in built or "spec_error" in built:
+            return {"error": built.get("error") or built["spec_error"]}
+        if built["ir_sha"] != ir_sha:
+            return {"error": {"stage": BUILD, "type": "ProgramError", "where": None, "tail": "",
+                              "message": "the program built a different kernel for this config than a moment "
+                                         "before (does it depend on randomness or the time?)"}}
+        func = built["func"]
     output = None
     try:
         with _captured_output() as output:
-            return _compile(func_blob, compile_args, out_dir)
+            return _compile(func, compile_args, out_dir)
     except BaseException as exc:  # noqa: BLE001 - every failure is a record on this config
         failure = describe(exc, LOWER)
         printed = output.text() if output is not None else ""
@@ -293,13 +317,10 @@ def compile_candidate(func_blob: bytes, compile_args: Any, out_dir: str) -> dict
         return {"error": failure}
 
 
-def _compile(func_blob: bytes, compile_args: Any, out_dir: str) -> dict:
-    import pickle
-
+def _compile(func: Any, compile_args: Any, out_dir: str) -> dict:
     from .param import publish_dir, write_kernel_artifacts, write_manifest
 
     started_at, t0 = time.time(), time.perf_counter()
-    func = pickle.loads(func_blob)
     with private_tempdir():
         kernel = compile_args.compile_program(func)
         t_compiled = time.perf_counter()
