@@ -87,8 +87,10 @@ def remeasure(session: Any, req: Any, outcome: Any) -> str:
     A cache hit is always re-timed; on a CPU device a miss is too, by CPU time,
     so that baseline and gate runs use the same clock. Replaces
     ``outcome.result``'s samples and medians in place. Returns where the numbers
-    come from: ``FRESH`` (wall clock or CUDA timing), ``FRESH_CPU``, ``"stored"``
-    (no gate asked) or ``"failed: <why>"``.
+    come from: ``FRESH`` (wall clock or CUDA timing), ``FRESH_CPU`` or ``"stored"``
+    (no gate asked). A re-timing that fails fails the test with the reason: a
+    baseline must not store old numbers marked failed (every later gate would skip
+    the row) and a gate must not pass a kernel it could not time.
     """
     from .session import CACHE_HIT
 
@@ -99,13 +101,16 @@ def remeasure(session: Any, req: Any, outcome: Any) -> str:
         return FRESH  # a miss or retune just measured its winner
     from .tuner import measure_again
 
+    error = None
     try:
         out = measure_again(session.pools, session.cache, req, session.cache.entry(outcome.key),
                             clock="cpu" if cpu else "wall")
-    except Exception as exc:  # the gate reports it; the tuned kernel is still usable
-        if outcome.cache != CACHE_HIT:
-            return FRESH  # tuning's wall-clock numbers; the gate says the clocks differ
-        return f"failed: {type(exc).__name__}: {exc}"
+    except Exception as exc:
+        why = "--tl-baseline" if get_option(session.config, "tl_baseline") else "--tl-save-baseline"
+        error = (f"{req.nodeid}: re-timing {req.program_name} ({outcome.cache}, key {outcome.key[:12]}) in this run "
+                 f"for {why} failed: {type(exc).__name__}: {exc}")
+    if error:
+        pytest.fail(error, pytrace=False)
     samples, ref = list(out["samples"]), list(out["ref_samples"])
     outcome.result = replace(
         outcome.result,
@@ -121,12 +126,15 @@ def remeasure(session: Any, req: Any, outcome: Any) -> str:
 
 
 def row_ids(rows: list[dict]) -> list[str]:
-    """Baseline ids: the node id, with ``[call N]`` for a test's second and later autotune calls."""
+    """Baseline ids: the node id, with ``[call N]`` for a test's second and later autotune calls
+    (``report.record_outcome`` names each row; rows without a name are counted here)."""
+    from .report import row_id
+
     seen: dict[str, int] = {}
     ids = []
     for row in rows:
         n = seen[row["nodeid"]] = seen.get(row["nodeid"], 0) + 1
-        ids.append(row["nodeid"] if n == 1 else f"{row['nodeid']}[call {n}]")
+        ids.append(row.get("id") or row_id(row["nodeid"], n))
     return ids
 
 

@@ -29,10 +29,17 @@ def _median(samples: Any) -> float | None:
 
 
 def record_outcome(item: pytest.Item, req: Any, outcome: Any, settings: Any, session: Any) -> dict:
-    """Store one fixture call's outcome as user properties and as a row for the summary."""
+    """Store one fixture call's outcome as user properties and as a row for the summary.
+
+    Every call of the fixture in a test is its own row: the first is known by the test's
+    node id, the n-th by ``<nodeid>[call n]`` (stable while the test calls in the same order).
+    """
     result = outcome.result
     records = outcome.records or []
+    call = len(item.stash.get(RESULTS_KEY, [])) + 1
     row = {
+        "id": row_id(item.nodeid, call),
+        "call": call,
         "nodeid": item.nodeid,
         "program": req.program_name,
         "config": result.config,
@@ -57,17 +64,23 @@ def record_outcome(item: pytest.Item, req: Any, outcome: Any, settings: Any, ses
         ],
     }
     props = [
+        ("tl_id", row["id"]),  # which call the properties after it belong to
         ("tl_latency_ms", result.latency),
         ("tl_config", canonical_json(result.config)),
         ("tl_cache", outcome.cache),
         ("tl_tuning_s", round(outcome.tuning_s, 3)),
     ]
     if result.ref_latency is not None:
-        props.insert(1, ("tl_ref_latency_ms", result.ref_latency))
+        props.insert(2, ("tl_ref_latency_ms", result.ref_latency))
     item.user_properties.extend(props)
     row = json.loads(json.dumps(row, default=str))  # plain data: it crosses xdist's execnet
     item.stash.setdefault(RESULTS_KEY, []).append(row)
     return row
+
+
+def row_id(nodeid: str, call: int) -> str:
+    """The id of a test's ``call``-th autotune result (baselines, JSON, summaries key on it)."""
+    return nodeid if call == 1 else f"{nodeid}[call {call}]"
 
 
 def progress_line(config: pytest.Config, nodeid: str, message: str) -> None:
@@ -88,9 +101,9 @@ def summary_lines(rows: list[dict], verbose: int = 0) -> list[str]:
     """The terminal summary table, grouped by file and sorted by test id."""
     header = ("test", "config", "latency", "ref", "speedup", "cache", "tuning", "passed")
     table = [header]
-    for row in sorted(rows, key=lambda r: r["nodeid"]):
+    for row in sorted(rows, key=lambda r: (r["nodeid"], r.get("call", 1))):
         table.append((
-            row["nodeid"],
+            row.get("id", row["nodeid"]),
             canonical_json(row["config"]),
             _fmt(row["latency_ms"], suffix=" ms"),
             _fmt(row["ref_latency_ms"], suffix=" ms"),
@@ -104,8 +117,9 @@ def summary_lines(rows: list[dict], verbose: int = 0) -> list[str]:
     if verbose > 0:
         for row in rows:
             failed = [c for c in row["candidates"] if c["status"] != "ok"]
+            name = row.get("id", row["nodeid"])
             for c in failed:
-                lines.append(f"  {row['nodeid']} {canonical_json(c['config'])}: {c['status']}: {c['reason']}")
+                lines.append(f"  {name} {canonical_json(c['config'])}: {c['status']}: {c['reason']}")
     return lines
 
 
