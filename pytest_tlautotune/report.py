@@ -57,6 +57,7 @@ def record_outcome(item: pytest.Item, req: Any, outcome: Any, settings: Any, ses
         "n_measured": len(records),
         "n_passed": sum(r.get("status") == "ok" for r in records),
         "samples": list(result.samples),
+        "loops": result.record.get("loops"),  # calls per sample, when this run re-timed the winner
         "ref_samples": list(result.ref_samples),
         "candidates": [
             {k: r.get(k) for k in ("config", "status", "reason", "median_ms", "compile_s", "reused")}
