@@ -59,7 +59,7 @@ _BOOTSTRAP_RESAMPLES = 2000
 
 
 class GateWarning(pytest.PytestWarning):
-    """A test the gate could not compare (other device, too few samples, failed re-measurement)."""
+    """A test the gate could not compare (other device or clock, too few samples)."""
 
 
 # ----------------------------------------------------------------------------- options
