@@ -69,7 +69,25 @@ def gemm(M, N, K, bm=16, bn=16, bk=16, dtype="float32", extra=0):
     return main
 
 
+def add(M, N, bm=16, bn=16, dtype="float32", extra=0):
+    @T.prim_func
+    def main(A: T.Tensor((M, N), dtype), B: T.Tensor((M, N), dtype), C: T.Tensor((M, N), dtype)):
+        with T.Kernel(T.ceildiv(N, bn), T.ceildiv(M, bm)) as (bx, by):
+            acc = T.alloc_local((bm, bn), dtype)
+            for i, j in T.grid(bm, bn):
+                acc[i, j] = A[by * bm + i, bx * bn + j] + B[by * bm + i, bx * bn + j]
+            for e in T.serial(extra):  # adds and subtracts B on one row of the tile: same result up to rounding
+                for j in T.serial(bn):
+                    acc[e % bm, j] += B[by * bm + e % bm, bx * bn + j]
+                for j in T.serial(bn):
+                    acc[e % bm, j] -= B[by * bm + e % bm, bx * bn + j]
+            for i, j in T.grid(bm, bn):
+                C[by * bm + i, bx * bn + j] = acc[i, j]
+    return main
+
+
 CONFIGS = [dict(bm=16, bn=16, bk=16), dict(bm=32, bn=32, bk=16)]
+ADD_CONFIGS = [dict(bm=16, bn=16)]  # one tiling: the extra work per unit depends on it (calibrated with it)
 '''
 
 KERNEL_CUDA = '''
@@ -113,13 +131,25 @@ def test_{name}(autotune):
     autotune(gemm, {size}, {size}, {size}, extra={extra})
 '''
 
+TEST_ADD = '''
+
+@pytest.mark.autotune(configs=ADD_CONFIGS, target="c", out_idx=[-1], ref_prog=lambda A, B: A + B, warmup={warmup},
+                      rep={rep}, rtol=1e-4, atol=1e-4{more})
+def test_{name}(autotune):
+    autotune(add, {size}, {size}, extra={extra})
+'''
+
 ARMS = ("aa", "slow30", "slow10")
 
 
-def calibrate(size: int, targets: dict[str, float], reps: int = 60) -> dict[str, tuple[int, float]]:
-    """Pick ``extra`` per arm: in-process, interleaved CPU-time timing of the unchanged and slowed kernels."""
+def calibrate(size: int, targets: dict[str, float], reps: int = 60,
+              kernel: str = "gemm") -> dict[str, tuple[int, float]]:
+    """Pick ``extra`` per arm: in-process, interleaved CPU-time timing of the unchanged and slowed kernels
+    (each sample batched as the plugin batches it, ``bench.calibrate_loops``)."""
     import tilelang
     import torch
+
+    from pytest_tlautotune.bench import calibrate_loops
 
     torch.set_num_threads(1)
     ns = tempfile.NamedTemporaryFile("w", suffix=".py", delete=False)
@@ -128,19 +158,35 @@ def calibrate(size: int, targets: dict[str, float], reps: int = 60) -> dict[str,
     space: dict = {}
     exec(compile(Path(ns.name).read_text(), ns.name, "exec"), space)
     a, b = torch.randn(size, size), torch.randn(size, size)
-    per_unit = 1.55 / size  # measured cost of one unit of extra, relative to the GEMM
+    cache: dict[int, object] = {}
+
+    def build(e: int):
+        if e not in cache:
+            prog = (space["gemm"](size, size, size, extra=e) if kernel == "gemm"
+                    else space["add"](size, size, bm=16, bn=16, extra=e))
+            cache[e] = tilelang.compile(prog, out_idx=[-1], target="c", execution_backend="cython")
+        return cache[e]
+
+    def measure(extras: list[int], n: int) -> dict[int, float]:
+        fns = {e: (lambda k=build(e): k(a, b)) for e in extras}
+        loops = {e: calibrate_loops(f, "cpu", "cpu") for e, f in fns.items()}
+        times: dict[int, list[float]] = {e: [] for e in fns}
+        for _ in range(n):
+            for e, f in fns.items():
+                t0 = time.process_time_ns()
+                for _ in range(loops[e]):
+                    f()
+                times[e].append((time.process_time_ns() - t0) / 1e6 / loops[e])
+        return {e: statistics.median(t) for e, t in times.items()}
+
+    probe = 8 if kernel == "gemm" else 32
+    first = measure([0, probe], 10)
+    per_unit = max(1e-4, (first[probe] / first[0] - 1) / probe)  # cost of one unit of extra, relative
     near = {round((t - 1) / per_unit) for t in targets.values()}
-    extras = sorted({0} | {e for c in near for e in range(max(1, c - 5), c + 6)})
-    kernels = {e: tilelang.compile(space["gemm"](size, size, size, extra=e), out_idx=[-1], target="c",
-                                   execution_backend="cython") for e in extras}
-    times: dict[int, list[float]] = {e: [] for e in kernels}
-    for _ in range(reps):
-        for e, k in kernels.items():
-            t0 = time.process_time_ns()
-            k(a, b)
-            times[e].append((time.process_time_ns() - t0) / 1e6)
-    base = statistics.median(times[0])
-    ratio = {e: statistics.median(t) / base for e, t in times.items()}
+    extras = sorted({0} | {e for c in near for e in range(max(1, c - 3), c + 4)})
+    times = measure(extras, reps)
+    base = times[0]
+    ratio = {e: t / base for e, t in times.items()}
     # The smallest extra that costs at least the target: a "10% slowdown" is not 9%.
     return {arm: min(((e, r) for e, r in ratio.items() if e and r >= target), default=max(ratio.items()))
             for arm, target in targets.items()}
@@ -202,7 +248,8 @@ def run_trial(work: Path, cache: Path, out: Path, baseline: Path | None, thresho
 def baseline_from(rows: dict, path: Path) -> None:
     """This trial's unchanged-kernel row as the baseline of every arm of the next trial."""
     aa = rows["aa"]
-    doc = gate.baseline_document([{**aa, "nodeid": f"test_gate_bench.py::test_{arm}"} for arm in ARMS])
+    doc = gate.baseline_document([{**aa, "nodeid": f"test_gate_bench.py::test_{arm}",
+                                   "id": f"test_gate_bench.py::test_{arm}"} for arm in ARMS])
     path.write_text(json.dumps(doc))
 
 
@@ -212,7 +259,10 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=10.0, help="--tl-max-regression for the gate runs")
     parser.add_argument("--metric", choices=("latency", "speedup"), default="latency", help="--tl-gate-metric")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="target c, or target cuda")
-    parser.add_argument("--size", type=int, default=None, help="GEMM M=N=K (128 on cpu, 4096 on cuda)")
+    parser.add_argument("--kernel", choices=("gemm", "add"), default="gemm",
+                        help="gemm (M=N=K=size) or, on cpu, a size x size elementwise add (32: ~15 us, 576: ~1 ms)")
+    parser.add_argument("--size", type=int, default=None, help="M=N=K of the GEMM (128 on cpu, 4096 on cuda), "
+                        "M=N of the add")
     parser.add_argument("--rep", type=int, default=None, help="timed runs of the kernel and ref_prog per test "
                         "(30 on cpu, 100 on cuda)")
     parser.add_argument("--warmup", type=int, default=None, help="(5 on cpu, 10 on cuda)")
@@ -227,7 +277,8 @@ def main() -> None:
     args.warmup = args.warmup or (10 if cuda else 5)
     t_start = time.perf_counter()
     if args.extra30 is None or args.extra10 is None:
-        cal = (calibrate_cuda if cuda else calibrate)(args.size, {"slow30": 1.30, "slow10": 1.10})
+        targets = {"slow30": 1.30, "slow10": 1.10}
+        cal = calibrate_cuda(args.size, targets) if cuda else calibrate(args.size, targets, kernel=args.kernel)
         extra = {"aa": 0, "slow30": cal["slow30"][0], "slow10": cal["slow10"][0]}
         print(f"calibration (in-process, interleaved, {'CUDA events' if cuda else 'CPU time'}): "
               f"slow30 extra={cal['slow30'][0]} -> x{cal['slow30'][1]:.3f}, "
@@ -239,8 +290,9 @@ def main() -> None:
     cache = work / "cache"
     (work / "pytest.ini").write_text("[pytest]\n")
     more = ", rtol=1e-2, atol=1e-2" if cuda else ""
-    tests = "".join(TEST.format(name=a, extra=extra[a], size=args.size, rep=args.rep, warmup=args.warmup,
-                                target="cuda" if cuda else "c", more=more) for a in ARMS)
+    template = TEST_ADD if args.kernel == "add" else TEST
+    tests = "".join(template.format(name=a, extra=extra[a], size=args.size, rep=args.rep, warmup=args.warmup,
+                                    target="cuda" if cuda else "c", more=more) for a in ARMS)
     (work / "test_gate_bench.py").write_text((KERNEL_CUDA if cuda else KERNEL) + tests)
 
     first = run_trial(work, cache, work / "run0.json", None, args.threshold, args.metric)  # compiles; first baseline
@@ -276,26 +328,31 @@ def main() -> None:
 
     n = len(trials)
     caught = {a: sum(t["rows"][a]["gate"]["status"] == gate.FAIL for t in trials) for a in ARMS}
+    undetectable = {a: sum(t["rows"][a]["gate"]["status"] == gate.UNDETECTABLE for t in trials) for a in ARMS}
+    loops = sorted({t["rows"]["aa"].get("loops") for t in trials} - {None})
     realized = {a: statistics.median(t["rows"][a]["gate"]["regression_pct"] for t in trials) for a in ARMS}
     spread = {a: (min(t["rows"][a]["gate"]["regression_pct"] for t in trials),
                   max(t["rows"][a]["gate"]["regression_pct"] for t in trials)) for a in ARMS}
     wall = time.perf_counter() - t_start
+    what = f"GEMM {args.size}^3" if args.kernel == "gemm" else f"add {args.size}x{args.size}"
     print()
     print(f"gate runs: {n} trials, pytest --tl-max-regression={args.threshold:g} --tl-alpha=0.01 "
           f"--tl-gate-metric={args.metric} ({'CUDA events' if cuda else 'CPU time on this CPU device'}), "
-          f"GEMM {args.size}^3, rep={args.rep}, baseline = previous trial's process")
-    print(f"{'arm':8s} {'extra':>5s} {'median change':>14s} {'min..max change':>18s} {'gate failures':>14s}  want")
+          f"{what}, rep={args.rep}, calls per sample {loops or '?'}, baseline = previous trial's process")
+    print(f"{'arm':8s} {'extra':>5s} {'median change':>14s} {'min..max change':>18s} {'gate failures':>14s} "
+          f"{'undetectable':>12s}  want")
     want = {"aa": "0", "slow30": f"{n}/{n}", "slow10": f">={int(0.9 * n)}/{n}"}
     for a in ARMS:
         print(f"{a:8s} {extra[a]:5d} {realized[a]:+13.1f}% {spread[a][0]:+8.1f}..{spread[a][1]:+.1f}% "
-              f"{caught[a]:>10d}/{n}  {want[a]}")
+              f"{caught[a]:>10d}/{n} {undetectable[a]:>10d}/{n}  {want[a]}")
     print("\nthe same samples re-judged with gate.decide (failures / trials):")
     print(f"{'metric':8s} {'threshold':>9s} " + " ".join(f"{a:>8s}" for a in ARMS))
     for metric, th in settings:
         print(f"{metric:8s} {th:8g}% " + " ".join(f"{table[(metric, th, a)]:>5d}/{n}" for a in ARMS))
     print(f"\nwall {wall:.0f} s; work dir {work}")
-    result = {"device": args.device, "metric": args.metric, "trials": n, "threshold_pct": args.threshold,
-              "rep": args.rep, "size": args.size, "extra": extra, "failures": caught, "median_change_pct": realized,
+    result = {"device": args.device, "kernel": args.kernel, "metric": args.metric, "trials": n,
+              "threshold_pct": args.threshold, "rep": args.rep, "size": args.size, "extra": extra,
+              "loops": loops, "failures": caught, "undetectable": undetectable, "median_change_pct": realized,
               "wall_s": round(wall, 1), "rejudged": {f"{m}/{th:g}/{a}": v for (m, th, a), v in table.items()}}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))

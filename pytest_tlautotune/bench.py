@@ -9,10 +9,12 @@ replaces it); the parent records the failure against that config.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import statistics
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +31,10 @@ L2_FLUSH_BYTES = 256 * 1024 * 1024
 #: Exit code of a timing worker that hit a CUDA fault (see check_and_time).
 CUDA_FAULT_EXIT = 70
 
-# Per-process memo: inputs and reference outputs per cache key (cache_input_tensors).
-_INPUTS: dict[str, tuple[list, list | None, list[float]]] = {}
+# Per-process memo: inputs and reference outputs per input key and kernel signature
+# (cache_input_tensors); the few most recent only, so a test sweeping shapes does not pin them all.
+_INPUTS: OrderedDict[str, tuple[list, list | None, list[float]]] = OrderedDict()
+_INPUTS_KEPT = 4
 
 
 @dataclass
@@ -124,50 +128,133 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+#: The shortest sample worth taking, per clock (seconds): shorter calls are batched until one
+#: sample lasts this long, as ``timeit.Timer.autorange`` and pytest-benchmark's calibration do.
+#: CPU time gets more: it also counts the interpreter's own work between calls, which a longer
+#: sample averages out. CUDA events resolve about 0.5 us.
+MIN_SAMPLE_S = {"wall": 1e-3, "cpu": 2e-3, "cuda": 5e-5}
+MAX_LOOPS = 10_000
+_TICK_S: dict[str, float] = {}
+
+
+def clock_tick_s(clock: str) -> float:
+    """The clock's effective resolution: the smallest step two readings in a row can show
+    (``time.get_clock_info`` claims 1 ns for both on Linux; reading CPU time costs ~0.25 us)."""
+    if clock not in _TICK_S:
+        read = time.process_time_ns if clock == "cpu" else time.perf_counter_ns
+        info = time.get_clock_info("process_time" if clock == "cpu" else "perf_counter")
+        steps = []
+        for _ in range(200):
+            a = b = read()
+            while b == a:
+                b = read()
+            steps.append(b - a)
+        _TICK_S[clock] = max(info.resolution, min(steps) / 1e9)
+    return _TICK_S[clock]
+
+
+def min_sample_s(clock: str) -> float:
+    """How long one sample must last on ``clock`` (``wall``, ``cpu`` or ``cuda``): the floor in
+    ``MIN_SAMPLE_S``, or 1000 ticks of a coarser clock (0.1% quantisation)."""
+    if clock == "cuda":
+        return MIN_SAMPLE_S["cuda"]
+    return max(MIN_SAMPLE_S[clock], 1000 * clock_tick_s(clock))
+
+
+def calibrate_loops(fn: Callable[[], Any], device: str, clock: str = "wall", backend: str = "event") -> int:
+    """Calls per sample so that one sample lasts at least :func:`min_sample_s`.
+
+    1 for anything that already takes that long. Grows 10x at a time until a batch is
+    long enough to estimate from, then takes the fastest of three batches (a preempted
+    batch must not shrink the count). A call that mostly waits (CPU time far below wall
+    time) stops growing once a batch has lasted 20x the target on the wall clock.
+    """
+    cuda = device.startswith("cuda")
+    if cuda and backend == "cupti":
+        return 1  # the profiler reports each launch's device time: nothing to batch
+    kind = "cuda" if cuda else clock
+    target = min_sample_s(kind)
+    fn()  # warm
+    loops = 1
+    while True:
+        batch, wall = min(_batch_s(fn, loops, device, kind) for _ in range(3 if loops > 1 else 1))
+        if batch >= target or loops >= MAX_LOOPS or wall >= 20 * target:
+            return loops
+        if batch >= target / 10:
+            return min(MAX_LOOPS, math.ceil(loops * target / batch))
+        loops = min(MAX_LOOPS, loops * 10)
+
+
+def _batch_s(fn: Callable, loops: int, device: str, kind: str) -> tuple[float, float]:
+    """(seconds on ``kind``'s clock, seconds of wall time) for ``loops`` calls of ``fn``."""
+    if kind == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        w0 = time.perf_counter()
+        start.record()
+        for _ in range(loops):
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1e3, time.perf_counter() - w0
+    read = time.process_time if kind == "cpu" else time.perf_counter
+    w0, c0 = time.perf_counter(), read()
+    for _ in range(loops):
+        fn()
+    c1, w1 = read(), time.perf_counter()
+    return c1 - c0, w1 - w0
+
+
 def time_fn(fn: Callable[[], Any], profile: ProfileArgs, device: str, rep: int | None = None,
             warmup: int | None = None, stop_above_ms: float | None = None,
-            clock: str = "wall") -> tuple[list[float], bool]:
-    """Run ``fn`` warmup times, then time ``rep`` runs; every sample in ms.
+            clock: str = "wall", loops: int | None = None) -> tuple[list[float], bool]:
+    """Run ``fn`` warmup times, then take ``rep`` samples; every sample in ms per call.
 
-    With ``stop_above_ms``, the first few samples decide whether the rest are
-    worth taking: returns (samples, stopped_early). ``clock="cpu"`` times a CPU
-    device by the process's CPU time instead of wall time (CUDA ignores it).
+    Each sample times ``loops`` calls back to back and divides by ``loops``; by default
+    :func:`calibrate_loops` picks it so that a sample outlasts the clock's resolution and
+    jitter (a 15 us kernel timed alone is mostly clock). With ``stop_above_ms``, the first
+    few samples decide whether the rest are worth taking: returns (samples, stopped_early).
+    ``clock="cpu"`` times a CPU device by the process's CPU time instead of wall time
+    (CUDA ignores it).
     """
     rep = profile.rep if rep is None else rep
     warmup = profile.warmup if warmup is None else warmup
     for _ in range(warmup):
         fn()
     _sync(device)
+    if loops is None:
+        loops = calibrate_loops(fn, device, clock, getattr(profile, "backend", "event"))
     probe = min(rep, max(3, rep // 10)) if stop_above_ms else rep
     if device.startswith("cuda"):
         timer = _cuda_timer(profile.backend)
     else:
         timer = _cpu_time_samples if clock == "cpu" else _cpu_samples
-    samples = timer(fn, probe, device)
+    samples = timer(fn, probe, device, loops)
     if stop_above_ms and statistics.median(samples) > stop_above_ms:
         return samples, True
     if rep > probe:
-        samples += timer(fn, rep - probe, device)
+        samples += timer(fn, rep - probe, device, loops)
     return samples, False
 
 
-def _cpu_samples(fn: Callable, n: int, device: str) -> list[float]:
+def _cpu_samples(fn: Callable, n: int, device: str, loops: int = 1) -> list[float]:
     samples = []
     for _ in range(n):
         t0 = time.perf_counter_ns()
-        fn()
-        samples.append((time.perf_counter_ns() - t0) / 1e6)
+        for _ in range(loops):
+            fn()
+        samples.append((time.perf_counter_ns() - t0) / 1e6 / loops)
     return samples
 
 
-def _cpu_time_samples(fn: Callable, n: int, device: str) -> list[float]:
+def _cpu_time_samples(fn: Callable, n: int, device: str, loops: int = 1) -> list[float]:
     # CPU time leaves out the time the process waits for a core: on a shared runner that wait,
     # not the kernel, is what differs between runs (see benchmarks/gate_aa.py).
     samples = []
     for _ in range(n):
         t0 = time.process_time_ns()
-        fn()
-        samples.append((time.process_time_ns() - t0) / 1e6)
+        for _ in range(loops):
+            fn()
+        samples.append((time.process_time_ns() - t0) / 1e6 / loops)
     return samples
 
 
@@ -179,20 +266,23 @@ def _flush_buffer(device: str) -> torch.Tensor:
     return torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.int32, device=device)
 
 
-def _cuda_event_samples(fn: Callable, n: int, device: str) -> list[float]:
+def _cuda_event_samples(fn: Callable, n: int, device: str, loops: int = 1) -> list[float]:
+    # A batch of several launches (kernels under MIN_SAMPLE_S["cuda"]) starts with a cold L2;
+    # its later launches find their inputs there, as the same kernel does in a real loop.
     flush = _flush_buffer(device)
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
     for i in range(n):
         flush.zero_()  # evict the inputs from L2 so every run starts cold
         starts[i].record()
-        fn()
+        for _ in range(loops):
+            fn()
         ends[i].record()
     torch.cuda.synchronize()
-    return [s.elapsed_time(e) for s, e in zip(starts, ends)]
+    return [s.elapsed_time(e) / loops for s, e in zip(starts, ends)]
 
 
-def _cudagraph_samples(fn: Callable, n: int, device: str) -> list[float]:
+def _cudagraph_samples(fn: Callable, n: int, device: str, loops: int = 1) -> list[float]:
     stream = torch.cuda.Stream()
     with torch.cuda.stream(stream):
         fn()  # warm up on the capture stream
@@ -200,10 +290,10 @@ def _cudagraph_samples(fn: Callable, n: int, device: str) -> list[float]:
         with torch.cuda.graph(graph, stream=stream):
             fn()
     torch.cuda.synchronize()
-    return _cuda_event_samples(graph.replay, n, device)
+    return _cuda_event_samples(graph.replay, n, device, loops)
 
 
-def _cupti_samples(fn: Callable, n: int, device: str) -> list[float]:
+def _cupti_samples(fn: Callable, n: int, device: str, loops: int = 1) -> list[float]:
     from torch.profiler import ProfilerActivity, profile
 
     flush = _flush_buffer(device)
@@ -256,8 +346,11 @@ def _prepare(job: BenchJob) -> tuple[Any, ProfileArgs, list, list | None, list[f
         torch.set_num_threads(1)
     profile: ProfileArgs = cloudpickle.loads(job.profile_blob)
     kernel = load_kernel(Path(job.kernel_dir), job.compile_args)
-    memo_key = f"{job.key}:{job.device}"
+    # The kernel's signature is part of the key: one test may call autotune with several shapes
+    # or dtypes, and inputs made for one would fail (or silently mis-time) another.
+    memo_key = f"{job.key}:{job.device}:{signature(kernel)}"
     if profile.cache_input_tensors and memo_key in _INPUTS:
+        _INPUTS.move_to_end(memo_key)
         inputs, refs, ref_samples = _INPUTS[memo_key]
         return kernel, profile, inputs, refs, ref_samples
     with _stage(SUPPLY_PROG if profile.supply_prog is not None else RUN):
@@ -270,7 +363,14 @@ def _prepare(job: BenchJob) -> tuple[Any, ProfileArgs, list, list | None, list[f
                 ref_samples, _ = time_fn(lambda: profile.ref_prog(*inputs), profile, job.device)
     if profile.cache_input_tensors:
         _INPUTS[memo_key] = (inputs, refs, ref_samples)
+        while len(_INPUTS) > _INPUTS_KEPT:
+            _INPUTS.popitem(last=False)
     return kernel, profile, inputs, refs, ref_samples
+
+
+def signature(kernel: Any) -> str:
+    """Every param's shape and dtype: what inputs made for one kernel must match to serve another."""
+    return ";".join(f"{[str(d) for d in p.shape]}:{p.dtype}" for p in kernel.params)
 
 
 def _check_inputs(kernel: Any, profile: ProfileArgs, job: BenchJob, inputs: list, refs: list | None):
@@ -311,8 +411,9 @@ def check_and_time(job: BenchJob) -> dict:
                     return {"status": "mismatch", "reason": error, "bench_s": time.perf_counter() - t0,
                             "ref_samples": ref_samples}
         with _timing_lock(job.lock_path):
-            samples, stopped = time_fn(lambda: kernel(*inputs), profile, job.device,
-                                       stop_above_ms=job.stop_above_ms)
+            fn = lambda: kernel(*inputs)  # noqa: E731
+            loops = calibrate_loops(fn, job.device, backend=profile.backend)
+            samples, stopped = time_fn(fn, profile, job.device, stop_above_ms=job.stop_above_ms, loops=loops)
     except AssertionError as exc:  # manual_check_prog's way of saying no
         return {"status": "mismatch", "reason": f"manual_check_prog: {exc}", "bench_s": time.perf_counter() - t0}
     except BaseException as exc:  # noqa: BLE001 - TileLang's errors do not pickle: send data back
@@ -329,6 +430,7 @@ def check_and_time(job: BenchJob) -> dict:
         "reason": f"stopped after {len(samples)} samples: median {statistics.median(samples):.4g} ms "
                   f"> {job.stop_above_ms:.4g} ms" if stopped else None,
         "samples": samples,
+        "loops": loops,  # calls per sample (short kernels are batched)
         "median_ms": statistics.median(samples),
         "ref_samples": ref_samples,
         "bench_s": time.perf_counter() - t0,
@@ -360,8 +462,10 @@ def confirm(jobs: list[BenchJob], rounds: int = 5, with_ref: bool = True, clock:
     """Re-time several candidates (and ref_prog) interleaved, on one device, in rounds.
 
     Interleaving spreads clock and load drift over all of them, so one lucky
-    sample cannot decide the winner. Returns {"samples": {kernel_dir: samples, "ref": samples}}
-    or, when something raised, {"failure": failures.describe(...)}.
+    sample cannot decide the winner. Each is batched by one loop count, calibrated
+    before the first round. Returns {"samples": {kernel_dir: samples, "ref": samples},
+    "loops": {same keys: calls per sample}, "device_info": ...}, or, when something raised,
+    {"failure": failures.describe(...)}.
     """
     try:
         return _confirm(jobs, rounds, with_ref, clock)
@@ -384,10 +488,12 @@ def _confirm(jobs: list[BenchJob], rounds: int, with_ref: bool, clock: str) -> d
     warm = max(1, profile.warmup // rounds)
     samples: dict[str, list[float]] = {name: [] for name in fns}
     with _timing_lock(job0.lock_path):
+        loops = {name: calibrate_loops(fn, job0.device, clock, profile.backend) for name, fn in fns.items()}
         for _ in range(rounds):
             for name, fn in fns.items():
-                samples[name] += time_fn(fn, profile, job0.device, rep=per_round, warmup=warm, clock=clock)[0]
-    return {"samples": samples, "device_info": device_info(job0.device)}
+                samples[name] += time_fn(fn, profile, job0.device, rep=per_round, warmup=warm, clock=clock,
+                                         loops=loops[name])[0]
+    return {"samples": samples, "loops": loops, "device_info": device_info(job0.device)}
 
 
 def device_info(device: str) -> dict:

@@ -19,7 +19,12 @@ Decision rule, per row, with threshold ``T`` percent and ``alpha``:
 - ``fail`` when median(now) / median(baseline) > 1 + T/100 *and* now is
   significantly slower (one-sided Mann-Whitney U, p < alpha);
 - ``improved`` when the ratio < 1 - T/100 and now is significantly faster;
-- ``pass`` otherwise.
+- ``pass`` otherwise;
+- but ``undetectable`` instead of any of these when the noise hides a change of
+  T percent: the ratio's bootstrap CI reaches further than T/100 from the ratio on
+  either side (its half-width, ``mdc_pct``, the minimum detectable change, exceeds
+  T), unless the whole CI lies beyond the threshold (a clear regression still fails,
+  a clear improvement is still reported).
 
 With ``--tl-gate-metric=speedup`` the compared values are latency / ref_prog
 latency, both timed interleaved in the same run, so a uniformly slower or
@@ -48,11 +53,13 @@ BASELINE_FORMAT = 1
 FRESH, FRESH_CPU = "this run", "this run (cpu time)"  # a row's "measured": numbers of this run, and which clock
 METRICS = ("latency", "speedup")
 PASS, FAIL, IMPROVED, SKIPPED = "pass", "fail", "improved", "skipped"
+#: The samples are too spread to tell a change of the threshold's size from noise: neither pass nor fail.
+UNDETECTABLE = "undetectable"
 _BOOTSTRAP_RESAMPLES = 2000
 
 
 class GateWarning(pytest.PytestWarning):
-    """A test the gate could not compare (other device, too few samples, failed re-measurement)."""
+    """A test the gate could not compare (other device or clock, too few samples)."""
 
 
 # ----------------------------------------------------------------------------- options
@@ -87,8 +94,10 @@ def remeasure(session: Any, req: Any, outcome: Any) -> str:
     A cache hit is always re-timed; on a CPU device a miss is too, by CPU time,
     so that baseline and gate runs use the same clock. Replaces
     ``outcome.result``'s samples and medians in place. Returns where the numbers
-    come from: ``FRESH`` (wall clock or CUDA timing), ``FRESH_CPU``, ``"stored"``
-    (no gate asked) or ``"failed: <why>"``.
+    come from: ``FRESH`` (wall clock or CUDA timing), ``FRESH_CPU`` or ``"stored"``
+    (no gate asked). A re-timing that fails fails the test with the reason: a
+    baseline must not store old numbers marked failed (every later gate would skip
+    the row) and a gate must not pass a kernel it could not time.
     """
     from .session import CACHE_HIT
 
@@ -99,13 +108,16 @@ def remeasure(session: Any, req: Any, outcome: Any) -> str:
         return FRESH  # a miss or retune just measured its winner
     from .tuner import measure_again
 
+    error = None
     try:
         out = measure_again(session.pools, session.cache, req, session.cache.entry(outcome.key),
                             clock="cpu" if cpu else "wall")
-    except Exception as exc:  # the gate reports it; the tuned kernel is still usable
-        if outcome.cache != CACHE_HIT:
-            return FRESH  # tuning's wall-clock numbers; the gate says the clocks differ
-        return f"failed: {type(exc).__name__}: {exc}"
+    except Exception as exc:
+        why = "--tl-baseline" if get_option(session.config, "tl_baseline") else "--tl-save-baseline"
+        error = (f"{req.nodeid}: re-timing {req.program_name} ({outcome.cache}, key {outcome.key[:12]}) in this run "
+                 f"for {why} failed: {type(exc).__name__}: {exc}")
+    if error:
+        pytest.fail(error, pytrace=False)
     samples, ref = list(out["samples"]), list(out["ref_samples"])
     outcome.result = replace(
         outcome.result,
@@ -113,6 +125,7 @@ def remeasure(session: Any, req: Any, outcome: Any) -> str:
         ref_latency=statistics.median(ref) if ref else None,
         samples=tuple(samples),
         ref_samples=tuple(ref),
+        record={**outcome.result.record, "loops": out.get("loops")},  # calls per sample of these samples
     )
     return FRESH_CPU if cpu else FRESH
 
@@ -121,12 +134,15 @@ def remeasure(session: Any, req: Any, outcome: Any) -> str:
 
 
 def row_ids(rows: list[dict]) -> list[str]:
-    """Baseline ids: the node id, with ``[call N]`` for a test's second and later autotune calls."""
+    """Baseline ids: the node id, with ``[call N]`` for a test's second and later autotune calls
+    (``report.record_outcome`` names each row; rows without a name are counted here)."""
+    from .report import row_id
+
     seen: dict[str, int] = {}
     ids = []
     for row in rows:
         n = seen[row["nodeid"]] = seen.get(row["nodeid"], 0) + 1
-        ids.append(row["nodeid"] if n == 1 else f"{row['nodeid']}[call {n}]")
+        ids.append(row.get("id") or row_id(row["nodeid"], n))
     return ids
 
 
@@ -304,6 +320,8 @@ def decide(base: dict | None, now: dict, *, threshold_pct: float, alpha: float, 
     if metric == "speedup":
         d["baseline_speedup"], d["now_speedup"] = 1 / statistics.median(b), 1 / statistics.median(n)
     limit = threshold_pct / 100
+    lo, hi = d["ratio_ci"]
+    d["mdc_pct"] = (hi - lo) / 2 * 100
     if ratio > 1 + limit:
         d["p_value"] = _one_sided_p(n, b, "greater")
         d["status"] = FAIL if d["p_value"] < alpha else PASS
@@ -314,6 +332,12 @@ def decide(base: dict | None, now: dict, *, threshold_pct: float, alpha: float, 
         d["status"] = IMPROVED if d["p_value"] < alpha else PASS
     else:
         d["status"] = PASS
+    if d["mdc_pct"] > threshold_pct and not (d["status"] == FAIL and lo > 1 + limit) \
+            and not (d["status"] == IMPROVED and hi < 1 - limit):
+        d["status"] = UNDETECTABLE
+        d["reason"] = (f"too noisy to judge: the ratio's {level:.0%} CI [{lo:.3f}, {hi:.3f}] spans "
+                       f"+-{d['mdc_pct']:.0f}%, wider than the {threshold_pct:g}% threshold (raise rep, quiet the "
+                       f"machine, or use --tl-gate-metric=speedup)")
     return d
 
 
@@ -449,7 +473,7 @@ def markdown_lines(rows: list[dict]) -> list[str]:
         if gated:
             d = row.get("gate") or {}
             status = d.get("status", "-")
-            icon = {FAIL: "❌ ", IMPROVED: "🚀 ", PASS: "✅ ", SKIPPED: "⚠️ "}.get(status, "")
+            icon = {FAIL: "❌ ", IMPROVED: "🚀 ", PASS: "✅ ", SKIPPED: "⚠️ ", UNDETECTABLE: "〰️ "}.get(status, "")
             cells += [_ms(d.get("baseline_ms")), _change(d), _p(d), f"{icon}{status}"
                       + (f" ({d['reason']})" if d.get("reason") and status != PASS else "")]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")

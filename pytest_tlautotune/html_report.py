@@ -28,7 +28,7 @@ REPORT_FILE = "index.html"
 MAX_PLOT_ROWS = 40  # more bars than this are unreadable; the table still lists every candidate
 # Row keys that report.record_outcome writes; the gate's keys and any unknown ones get tables of their own.
 BASE_KEYS = frozenset({
-    "nodeid", "program", "config", "latency_ms", "ref_latency_ms", "speedup", "cache", "tuning_s", "key",
+    "id", "call", "nodeid", "program", "config", "latency_ms", "ref_latency_ms", "speedup", "cache", "tuning_s", "key",
     "device", "device_name", "machine", "n_configs", "n_measured", "n_passed", "samples", "ref_samples",
     "candidates",
 })
@@ -261,9 +261,11 @@ def _test_html(row: dict, with_plots: bool, anchor: str) -> str:
         else:
             if png:
                 data = base64.b64encode(png).decode("ascii")
-                plot = (f'<figure><img class="plot" alt="latency of every candidate of {_esc(row.get("nodeid"))}" '
+                name = _esc(row.get("id") or row.get("nodeid"))
+                plot = (f'<figure><img class="plot" alt="latency of every candidate of {name}" '
                         f'src="data:image/png;base64,{data}"><figcaption>{PLOT_CAPTION}</figcaption></figure>')
-    return (f'<section class="test" id="{anchor}"><h2>{_esc(row.get("nodeid"))}</h2>{summary}{_gate_html(row)}{plot}'
+    name = _esc(row.get("id") or row.get("nodeid"))
+    return (f'<section class="test" id="{anchor}"><h2>{name}</h2>{summary}{_gate_html(row)}{plot}'
             f"<h3>Candidates</h3>{_candidates_table(row)}{_machine_html(row)}</section>")
 
 
@@ -274,10 +276,11 @@ def render(rows: list[dict]) -> str:
     note = "" if with_plots else (
         '<p class="note">matplotlib is not installed, so this report has tables but no plots; '
         "install it with <code>pip install matplotlib</code> (or <code>pytest-tlautotune[report]</code>).</p>")
-    rows = sorted(rows, key=lambda r: str(r.get("nodeid")))
+    rows = sorted(rows, key=lambda r: (str(r.get("nodeid")), r.get("call", 1)))
     body = "".join(_test_html(row, with_plots, f"t{i}") for i, row in enumerate(rows))
     index = "".join(
-        f"<tr><td><a href=\"#t{i}\">{_esc(r.get('nodeid'))}</a></td><td><code>{_esc(_config_text(r.get('config')))}"
+        f"<tr><td><a href=\"#t{i}\">{_esc(r.get('id') or r.get('nodeid'))}</a></td><td><code>"
+        f"{_esc(_config_text(r.get('config')))}"
         f"</code></td><td class=num>{_esc(_ms(r.get('latency_ms')))}</td><td class=num>"
         f"{_esc(_ms(r.get('ref_latency_ms')))}</td><td>{_gate_value('status', _gate_info(r).get('status', ''), {})}"
         "</td></tr>"

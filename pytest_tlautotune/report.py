@@ -36,10 +36,17 @@ def _median(samples: Any) -> float | None:
 
 
 def record_outcome(item: pytest.Item, req: Any, outcome: Any, settings: Any, session: Any) -> dict:
-    """Store one fixture call's outcome as user properties and as a row for the summary."""
+    """Store one fixture call's outcome as user properties and as a row for the summary.
+
+    Every call of the fixture in a test is its own row: the first is known by the test's
+    node id, the n-th by ``<nodeid>[call n]`` (stable while the test calls in the same order).
+    """
     result = outcome.result
     records = outcome.records or []
+    call = len(item.stash.get(RESULTS_KEY, [])) + 1
     row = {
+        "id": row_id(item.nodeid, call),
+        "call": call,
         "nodeid": item.nodeid,
         "program": req.program_name,
         "config": result.config,
@@ -58,6 +65,7 @@ def record_outcome(item: pytest.Item, req: Any, outcome: Any, settings: Any, ses
         "n_passed": sum(r.get("status") == "ok" for r in records),
         "check": check_kind(req.profile_args),
         "samples": list(result.samples),
+        "loops": result.record.get("loops"),  # calls per sample, when this run re-timed the winner
         "ref_samples": list(result.ref_samples),
         "candidates": [
             {k: r.get(k) for k in ("config", "status", "reason", "median_ms", "compile_s", "reused")}
@@ -65,13 +73,14 @@ def record_outcome(item: pytest.Item, req: Any, outcome: Any, settings: Any, ses
         ],
     }
     props = [
+        ("tl_id", row["id"]),  # which call the properties after it belong to
         ("tl_latency_ms", result.latency),
         ("tl_config", canonical_json(result.config)),
         ("tl_cache", outcome.cache),
         ("tl_tuning_s", round(outcome.tuning_s, 3)),
     ]
     if result.ref_latency is not None:
-        props.insert(1, ("tl_ref_latency_ms", result.ref_latency))
+        props.insert(2, ("tl_ref_latency_ms", result.ref_latency))
     quarantined = session.cache.quarantined.get(outcome.key) if outcome.key else None
     if quarantined:
         row["quarantined"] = quarantined
@@ -83,6 +92,11 @@ def record_outcome(item: pytest.Item, req: Any, outcome: Any, settings: Any, ses
     row = json.loads(json.dumps(row, default=str))  # plain data: it crosses xdist's execnet
     item.stash.setdefault(RESULTS_KEY, []).append(row)
     return row
+
+
+def row_id(nodeid: str, call: int) -> str:
+    """The id of a test's ``call``-th autotune result (baselines, JSON, summaries key on it)."""
+    return nodeid if call == 1 else f"{nodeid}[call {call}]"
 
 
 def check_kind(profile_args: Any) -> str:
@@ -126,9 +140,9 @@ def summary_lines(rows: list[dict], verbose: int = 0) -> list[str]:
     """The terminal summary table, grouped by file and sorted by test id."""
     header = ("test", "config", "latency", "ref", "speedup", "cache", "tuning", "passed")
     table = [header]
-    for row in sorted(rows, key=lambda r: r["nodeid"]):
+    for row in sorted(rows, key=lambda r: (r["nodeid"], r.get("call", 1))):
         table.append((
-            row["nodeid"],
+            row.get("id", row["nodeid"]),
             canonical_json(row["config"]),
             _fmt(row["latency_ms"], suffix=" ms"),
             _fmt(row["ref_latency_ms"], suffix=" ms"),
@@ -148,12 +162,13 @@ def summary_lines(rows: list[dict], verbose: int = 0) -> list[str]:
                 lines.append(f"  {row['nodeid']}: unchecked: no ref_prog or manual_check_prog (or skip_check), "
                              f"so candidates were timed without checking their output")
             failed = [c for c in row["candidates"] if c["status"] != "ok"]
+            name = row.get("id", row["nodeid"])
             for c in failed:
                 again = " (verdict reused from an earlier run)" if c.get("reused") else ""
-                lines.append(f"  {row['nodeid']} {canonical_json(c['config'])}: {c['status']}: {c['reason']}{again}")
+                lines.append(f"  {name} {canonical_json(c['config'])}: {c['status']}: {c['reason']}{again}")
             reused = sum(1 for c in row["candidates"] if c.get("reused"))
             if reused and row["cache"] != "hit":
-                lines.append(f"  {row['nodeid']}: {reused} of {len(row['candidates'])} verdicts reused from earlier "
+                lines.append(f"  {name}: {reused} of {len(row['candidates'])} verdicts reused from earlier "
                              f"runs (same kernel IR, reference code and machine); --tl-retune measures them again")
     return lines
 

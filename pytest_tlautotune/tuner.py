@@ -653,7 +653,7 @@ def measure_again(pools: Any, cache: Any, req: TuneRequest, entry: Path, clock: 
     from .bench import BenchJob, confirm
 
     job = BenchJob(
-        key=sha256_hex({"node": req.nodeid, "remeasure": True}),
+        key=sha256_hex({"node": req.nodeid, "program": req.program_name, "remeasure": True}),
         kernel_dir=str(entry),
         compile_args=req.compile_args,
         profile_blob=cloudpickle.dumps(req.profile_args),
@@ -666,6 +666,7 @@ def measure_again(pools: Any, cache: Any, req: TuneRequest, entry: Path, clock: 
         raise RuntimeError(reason(out["failure"]))
     return {
         "samples": out["samples"][str(entry)],
+        "loops": out.get("loops", {}).get(str(entry)),
         "ref_samples": out["samples"].get("ref", []),
         "device_info": out.get("device_info", {}),
     }
