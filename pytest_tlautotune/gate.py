@@ -99,7 +99,7 @@ def remeasure(session: Any, req: Any, outcome: Any) -> str:
     baseline must not store old numbers marked failed (every later gate would skip
     the row) and a gate must not pass a kernel it could not time.
     """
-    from .session import CACHE_HIT
+    from .stash import CACHE_HIT
 
     cpu = not str(req.device).startswith("cuda")
     if not wants_fresh_numbers(session.config):
@@ -194,7 +194,7 @@ def load_baseline(path: str) -> dict:
 
 def _session_baseline(config: pytest.Config, path: str) -> dict:
     """The baseline, read once per process (cached on the TuneSession)."""
-    from .plugin import session_key
+    from .stash import session_key
 
     session = config.stash.get(session_key, None)
     cached = getattr(session, "baseline", None)
@@ -349,7 +349,7 @@ def _median(samples: Any) -> float | None:
 
 
 def _threshold(item: pytest.Item, default: float) -> float:
-    from .plugin import settings_key
+    from .stash import settings_key
 
     settings = item.stash.get(settings_key, None)
     value = settings.get("max_regression") if settings is not None else None

@@ -13,10 +13,7 @@ import pytest
 
 from .report import RESULTS_KEY
 from .settings import SettingsError, TuneSettings, add_options, get_option, merge_marks, validate_options
-
-session_key = pytest.StashKey["TuneSession"]()
-collector_key = pytest.StashKey["Collector"]()
-settings_key = pytest.StashKey[TuneSettings]()
+from .stash import collector_key, session_key, settings_key  # noqa: F401 - public names of this module
 
 MARKER_HELP = (
     "autotune(configs=[...], **settings): tune the program the `autotune` fixture is called with. "

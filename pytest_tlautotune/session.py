@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 
 from .settings import COMPILE_FIELDS, PROFILE_FIELDS, TuneSettings, get_option, target_kind
-
-CACHE_HIT, CACHE_MISS, CACHE_RETUNE = "hit", "miss", "retune"
+from .stash import CACHE_HIT, CACHE_MISS, CACHE_RETUNE
 
 
 class TuneWarning(UserWarning):

@@ -129,9 +129,10 @@ def test_slowdown_fails_improvement_reported_marker_threshold(pytester, cache):
         "*ratio * [[]99% CI *[]] = +*% exceeds the 10% threshold (one-sided Mann-Whitney U p=* < alpha 0.01)",
     ])
     p = props(pytester.path / "j.xml")
-    assert p["test_a"]["tl_gate"] == "fail" and float(p["test_a"]["tl_regression_pct"]) > 30
+    # Behaviour, not magnitudes (a loaded machine moves the measured size of the injected work).
+    assert p["test_a"]["tl_gate"] == "fail" and float(p["test_a"]["tl_regression_pct"]) > 0
     assert p["test_b"]["tl_gate"] == "pass"  # the marker's max_regression overrides the option
-    assert p["test_c"]["tl_gate"] == "improved" and float(p["test_c"]["tl_regression_pct"]) < -10
+    assert p["test_c"]["tl_gate"] == "improved" and float(p["test_c"]["tl_regression_pct"]) < 0
 
 
 def test_other_device_is_skipped_with_warning_or_fails_strict(pytester, cache):

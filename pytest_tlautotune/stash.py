@@ -1,0 +1,18 @@
+"""The plugin's state in ``config.stash`` / ``item.stash``, and the cache outcomes every stage names.
+
+A module of its own (standard library and pytest only) so that the stages below the plugin
+(session, gate, report) reach the run's state without importing ``plugin`` back.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+session_key = pytest.StashKey["TuneSession"]()
+collector_key = pytest.StashKey["object"]()
+settings_key = pytest.StashKey["TuneSettings"]()
+
+#: How an ``autotune(...)`` call got its result.
+CACHE_HIT, CACHE_MISS, CACHE_RETUNE = "hit", "miss", "retune"
+
+__all__ = ["CACHE_HIT", "CACHE_MISS", "CACHE_RETUNE", "collector_key", "session_key", "settings_key"]
