@@ -51,9 +51,10 @@ def main() -> int:
     import torch
 
     from examples.kernels_cuda import GEMM_48_CONFIGS, gemm
-    from pytest_tlautotune.param import CompileArgs, load_kernel, write_kernel_artifacts
+    from pytest_tlautotune.engine.workers import Pools, compile_candidate
+    from pytest_tlautotune.param import CompileArgs
     from pytest_tlautotune.session import _full_cuda_target
-    from pytest_tlautotune.workers import Pools, compile_candidate
+    from pytest_tlautotune.store.artifacts import load_kernel, write_kernel_artifacts
 
     target = _full_cuda_target("cuda", 0)
     compile_args = CompileArgs(out_idx=[-1], target=target)

@@ -11,7 +11,7 @@ are found by watching the cache directory every millisecond.
 
 After the kill (and after killing whatever the dead process left running: compile/timing
 workers and the fork server, counted as "orphans") every visible entry must pass
-`safety.check_entry` + `param.verify_manifest` and load with `AutotuneResult.load_from_disk`,
+`store.safety.check_entry` + `store.manifest.verify_manifest` and load with `AutotuneResult.load_from_disk`,
 every visible compiled kernel must pass its manifest, every candidate record must parse; then
 the same pytest runs again and must pass (a hit, or a miss that tunes again).
 """
@@ -185,8 +185,9 @@ def kill_run(workdir: Path, cache: Path, anchor: str | None, delay: float, limit
 
 def verify(cache: Path) -> dict:
     """Check everything a later run could pick up from ``cache``."""
-    from pytest_tlautotune import safety
-    from pytest_tlautotune.param import KERNEL_FILES, AutotuneResult, CompileArgs, verify_manifest
+    from pytest_tlautotune.param import AutotuneResult, CompileArgs
+    from pytest_tlautotune.store import safety
+    from pytest_tlautotune.store.manifest import KERNEL_FILES, verify_manifest
 
     compile_args = CompileArgs(out_idx=[-1], target="c", execution_backend="cython")
     report = {"entries": 0, "corrupt_entries": [], "kernels": 0, "corrupt_kernels": [], "bad_records": [],

@@ -149,7 +149,7 @@ def calibrate(size: int, targets: dict[str, float], reps: int = 60,
     import tilelang
     import torch
 
-    from pytest_tlautotune.bench import calibrate_loops
+    from pytest_tlautotune.engine.bench import calibrate_loops
 
     torch.set_num_threads(1)
     ns = tempfile.NamedTemporaryFile("w", suffix=".py", delete=False)

@@ -4,7 +4,7 @@
     python benchmarks/guided_search.py /tmp/tlbench-XXXX/cache0/entries/*/record.json --seeds 20
 
 The exhaustive tuning's record holds every candidate's measured median. This script
-replays `pytest_tlautotune.search.Search` (the code the tuner runs) against those
+replays `pytest_tlautotune.engine.search.Search` (the code the tuner runs) against those
 measurements: each proposal "measures" the recorded median, with as many proposals
 in flight as the tuner keeps (workers + 1). It reports, per strategy and seed, the
 fraction of the space measured and how far the best found is from the exhaustive best.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pytest_tlautotune.search import Search  # noqa: E402
+from pytest_tlautotune.engine.search import Search  # noqa: E402
 
 
 def replay(configs: list[dict], medians: list[float | None], strategy: str, budget: int | None, seed: int,

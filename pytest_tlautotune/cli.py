@@ -1,6 +1,6 @@
 """``python -m pytest_tlautotune cache list|show|clear|prune``: look into and tidy the tuning cache.
 
-Reads the layout documented in ``cache.py`` without importing torch or
+Reads the layout documented in ``store/local.py`` without importing torch or
 TileLang, and never creates the cache directory. Removal renames a directory
 aside before deleting it (a reader sees the entry or nothing) and never
 follows a symlink out of the cache: links are unlinked, not entered.
@@ -13,23 +13,19 @@ import contextlib
 import datetime
 import json
 import os
-import shutil
 import stat
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from .cache import read_json
+from .report.terminal import text_table
 from .settings import _default_cache_dir
+from .store.files import read_json, remove_tree
+from .store.manifest import BEST_CONFIG_PATH, LATENCY_PATH, RECORD_PATH
 
-# File names of an entry (param.py's constants; param imports TileLang, so they are repeated here).
-BEST_CONFIG_PATH = "best_config.json"
-LATENCY_PATH = "latency.json"
-RECORD_PATH = "record.json"
 # What `cache clear` empties, with the noun it counts each folder's items by.
 CACHE_SUBDIRS = {"entries": "entries", "candidates": "candidate records", "kernels": "kernels",
                  "quarantine": "quarantined entries", "index": "index files"}
@@ -146,7 +142,7 @@ def read_entry(path: Path) -> Entry:
 
 
 class StoreCatalog:
-    """The CLI's view of a shared store (``remote.RedisStore``): its entries as :class:`Entry`."""
+    """The CLI's view of a shared store (``store.remote.RedisStore``): its entries as :class:`Entry`."""
 
     def __init__(self, store: Any):
         self.store = store
@@ -218,31 +214,11 @@ def ms(value: Any) -> str:
 
 
 def table(rows: list[tuple], out: TextIO) -> None:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        out.write("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
+    for line in text_table(rows):
+        out.write(line + "\n")
 
 
 # ----------------------------------------------------------------------------- removal
-
-
-def remove_tree(path: Path) -> bool:
-    """Delete ``path``: a link is unlinked (its target untouched), a directory renamed aside then removed."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    if not stat.S_ISDIR(st.st_mode):
-        os.unlink(path)
-        return True
-    trash = path.parent / f".trash-{path.name}-{uuid.uuid4().hex[:8]}"
-    try:
-        os.rename(path, trash)
-    except FileNotFoundError:
-        return False  # someone else removed it first
-    # rmtree unlinks symlinks it meets instead of descending into them.
-    shutil.rmtree(trash)
-    return True
 
 
 @contextlib.contextmanager
@@ -526,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
 def _on_store(url: str, args: argparse.Namespace) -> int:
     import pytest
 
-    from .remote import RedisStore, StoreError, check_url
+    from .store.remote import RedisStore, StoreError, check_url
 
     try:
         check_url(url, "--store")

@@ -1,15 +1,15 @@
 """Latency-regression gate: baselines, the per-test decision, JSON/Markdown output.
 
-Flow: with a gate (or a baseline to save) :func:`remeasure` times the winner
-again in this run: a cache hit, so a gate never compares stored numbers with
+Flow: with a gate (or a baseline to save) :func:`fresh_clock` asks the session
+to have the engine time the winner again in this run: a cache hit, so a gate never compares stored numbers with
 stored numbers, and on a CPU device a miss too, so both sides are timed by CPU
 time (the wait for a core on a shared runner moved wall-clock medians by -50% to
 +120% between runs; CPU-time medians stayed within +-7%: benchmarks/gate_aa.py).
 After the test body passed, :func:`check_item` compares each result row with
 its baseline entry, appends ``tl_gate`` & co. to ``item.user_properties``, puts
 the decision into the row (it crosses xdist on the report) and fails the test on a regression. On the controller
-:func:`finish_session` writes ``--tl-save-baseline``, ``--tl-json`` and
-``--tl-markdown``; :func:`gate_lines` is the terminal table.
+``report/files.py`` writes ``--tl-save-baseline``, ``--tl-json`` and
+``--tl-markdown``; ``report/terminal.py`` prints the gate's table.
 
 Decision rule, per row, with threshold ``T`` percent and ``alpha``:
 
@@ -35,19 +35,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 import time
-import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .key import canonical_json
-from .report import RESULTS_KEY
+from .model import TLAutotuneWarning
 from .settings import get_option
+from .stash import RESULTS_KEY
 
 BASELINE_FORMAT = 1
 FRESH, FRESH_CPU = "this run", "this run (cpu time)"  # a row's "measured": numbers of this run, and which clock
@@ -58,7 +55,7 @@ UNDETECTABLE = "undetectable"
 _BOOTSTRAP_RESAMPLES = 2000
 
 
-class GateWarning(pytest.PytestWarning):
+class GateWarning(TLAutotuneWarning):
     """A test the gate could not compare (other device or clock, too few samples)."""
 
 
@@ -88,46 +85,26 @@ def wants_fresh_numbers(config: pytest.Config) -> bool:
 # ----------------------------------------------------------------------------- re-measure
 
 
-def remeasure(session: Any, req: Any, outcome: Any) -> str:
-    """Re-time the winner and ref_prog in this run when a gate or baseline needs numbers.
-
-    A cache hit is always re-timed; on a CPU device a miss is too, by CPU time,
-    so that baseline and gate runs use the same clock. Replaces
-    ``outcome.result``'s samples and medians in place. Returns where the numbers
-    come from: ``FRESH`` (wall clock or CUDA timing), ``FRESH_CPU`` or ``"stored"``
-    (no gate asked). A re-timing that fails fails the test with the reason: a
-    baseline must not store old numbers marked failed (every later gate would skip
-    the row) and a gate must not pass a kernel it could not time.
-    """
+def fresh_clock(config: pytest.Config, device: str, cache: str) -> str | None:
+    """Which clock re-times the winner in this run (``"cpu"`` or ``"wall"``), or None when the
+    numbers at hand will do. A cache hit is always re-timed when a gate or a baseline needs
+    numbers; on a CPU device a miss is too, by CPU time, so that baseline and gate runs use the
+    same clock."""
     from .stash import CACHE_HIT
 
-    cpu = not str(req.device).startswith("cuda")
-    if not wants_fresh_numbers(session.config):
-        return FRESH if outcome.cache != CACHE_HIT else "stored"
-    if outcome.cache != CACHE_HIT and not cpu:
-        return FRESH  # a miss or retune just measured its winner
-    from .tuner import measure_again
+    cpu = not str(device).startswith("cuda")
+    if not wants_fresh_numbers(config) or (cache != CACHE_HIT and not cpu):
+        return None
+    return "cpu" if cpu else "wall"
 
-    error = None
-    try:
-        out = measure_again(session.pools, session.cache, req, session.cache.entry(outcome.key),
-                            clock="cpu" if cpu else "wall")
-    except Exception as exc:
-        why = "--tl-baseline" if get_option(session.config, "tl_baseline") else "--tl-save-baseline"
-        error = (f"{req.nodeid}: re-timing {req.program_name} ({outcome.cache}, key {outcome.key[:12]}) in this run "
-                 f"for {why} failed: {type(exc).__name__}: {exc}")
-    if error:
-        pytest.fail(error, pytrace=False)
-    samples, ref = list(out["samples"]), list(out["ref_samples"])
-    outcome.result = replace(
-        outcome.result,
-        latency=statistics.median(samples),
-        ref_latency=statistics.median(ref) if ref else None,
-        samples=tuple(samples),
-        ref_samples=tuple(ref),
-        record={**outcome.result.record, "loops": out.get("loops")},  # calls per sample of these samples
-    )
-    return FRESH_CPU if cpu else FRESH
+
+def measured_label(clock: str | None, cache: str) -> str:
+    """A row's "measured": ``FRESH``, ``FRESH_CPU`` or ``"stored"`` (a hit no gate asked to re-time)."""
+    from .stash import CACHE_HIT
+
+    if clock is None:
+        return FRESH if cache != CACHE_HIT else "stored"
+    return FRESH_CPU if clock == "cpu" else FRESH
 
 
 # ----------------------------------------------------------------------------- baseline
@@ -136,7 +113,7 @@ def remeasure(session: Any, req: Any, outcome: Any) -> str:
 def row_ids(rows: list[dict]) -> list[str]:
     """Baseline ids: the node id, with ``[call N]`` for a test's second and later autotune calls
     (``report.record_outcome`` names each row; rows without a name are counted here)."""
-    from .report import row_id
+    from .model import row_id
 
     seen: dict[str, int] = {}
     ids = []
@@ -365,8 +342,8 @@ def failure_message(rid: str, d: dict, path: str) -> str:
         return f"tlautotune gate: {rid}: {d['reason']}"
     lines = [
         f"tlautotune gate: {rid} regressed ({what}, baseline {path}):",
-        f"  baseline {_ms(d['baseline_ms'])} [{level} {_pair(d.get('baseline_ci'))}], n={d['n_baseline']}",
-        f"  now      {_ms(d['now_ms'])} [{level} {_pair(d.get('now_ci'))}], n={d['n_now']}",
+        f"  baseline {ms_text(d['baseline_ms'])} [{level} {_pair(d.get('baseline_ci'))}], n={d['n_baseline']}",
+        f"  now      {ms_text(d['now_ms'])} [{level} {_pair(d.get('now_ci'))}], n={d['n_now']}",
         f"  ratio {d['ratio']:.3f} [{level} {_pair(d['ratio_ci'], '.3f')}] = {d['regression_pct']:+.1f}% exceeds "
         f"the {d['threshold_pct']:g}% threshold (one-sided Mann-Whitney U p={d['p_value']:.2g} < "
         f"alpha {d['alpha']:g})",
@@ -376,7 +353,7 @@ def failure_message(rid: str, d: dict, path: str) -> str:
     return "\n".join(lines)
 
 
-def _ms(x: float | None) -> str:
+def ms_text(x: float | None) -> str:
     return "-" if x is None else f"{x:.4g} ms"
 
 
@@ -423,125 +400,3 @@ def check_item(item: pytest.Item) -> None:
 # ----------------------------------------------------------------------------- the session
 
 
-def _write_atomic(path: str, text: str) -> None:
-    target = Path(path)
-    if target.parent and not target.parent.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def dump_readable(obj: Any, indent: int = 0) -> str:
-    """JSON with two-space indentation but lists of numbers on one line: diffable and short."""
-    pad, inner = "  " * indent, "  " * (indent + 1)
-    if isinstance(obj, dict) and obj:
-        items = [f"{inner}{json.dumps(str(k))}: {dump_readable(v, indent + 1)}" for k, v in obj.items()]
-        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
-    if isinstance(obj, list) and obj and not all(isinstance(v, (int, float)) for v in obj):
-        return "[\n" + ",\n".join(f"{inner}{dump_readable(v, indent + 1)}" for v in obj) + f"\n{pad}]"
-    return json.dumps(obj, default=str)
-
-
-def json_document(config: pytest.Config, rows: list[dict]) -> dict:
-    """Everything: options, every row (samples, candidates, machine) and its gate decision."""
-    return {
-        "format": BASELINE_FORMAT,
-        "tool": "pytest-tlautotune",
-        "baseline": get_option(config, "tl_baseline"),
-        "gate_metric": get_option(config, "tl_gate_metric"),
-        "max_regression_pct": get_option(config, "tl_max_regression"),
-        "alpha": get_option(config, "tl_alpha"),
-        "tests": [{"id": rid, **row} for rid, row in zip(row_ids(rows), rows, strict=True)],
-    }
-
-
-def markdown_lines(rows: list[dict]) -> list[str]:
-    """A Markdown table of results (and gate decisions when there are any)."""
-    gated = any("gate" in r for r in rows)
-    header = ["test", "config", "latency", "ref", "cache"]
-    if gated:
-        header += ["baseline", "change [CI]", "p", "gate"]
-    lines = ["### tlautotune", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for rid, row in sorted(zip(row_ids(rows), rows, strict=True)):
-        cells = [f"`{rid}`", f"`{canonical_json(row.get('config'))}`", _ms(row.get("latency_ms")),
-                 _ms(row.get("ref_latency_ms")), str(row.get("cache"))]
-        if gated:
-            d = row.get("gate") or {}
-            status = d.get("status", "-")
-            icon = {FAIL: "❌ ", IMPROVED: "🚀 ", PASS: "✅ ", SKIPPED: "⚠️ ", UNDETECTABLE: "〰️ "}.get(status, "")
-            cells += [_ms(d.get("baseline_ms")), _change(d), _p(d), f"{icon}{status}"
-                      + (f" ({d['reason']})" if d.get("reason") and status != PASS else "")]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return lines
-
-
-def _change(d: dict) -> str:
-    if d.get("regression_pct") is None:
-        return "-"
-    lo, hi = d["ratio_ci"]
-    return f"{d['regression_pct']:+.1f}% [{(lo - 1) * 100:+.1f}, {(hi - 1) * 100:+.1f}]"
-
-
-def _p(d: dict) -> str:
-    return "-" if d.get("p_value") is None else f"{d['p_value']:.2g}"
-
-
-def finish_session(config: pytest.Config, rows: list[dict], session: pytest.Session) -> None:
-    """On the controller: write the baseline, JSON and Markdown files asked for."""
-    if not rows:
-        return
-    outputs = []
-    save = get_option(config, "tl_save_baseline")
-    if save:
-        try:
-            old = load_baseline(save) if Path(save).exists() else None
-        except ValueError:
-            old = None  # an unreadable old file is replaced, not merged
-        outputs.append((save, lambda: dump_readable(baseline_document(rows, old)) + "\n", "w"))
-    if get_option(config, "tl_json"):
-        outputs.append((get_option(config, "tl_json"),
-                        lambda: json.dumps(json_document(config, rows), indent=1, default=str) + "\n", "w"))
-    md = get_option(config, "tl_markdown")
-    if md:
-        # GitHub's step summary collects every writer of the step: append there, replace elsewhere.
-        mode = "a" if md == os.environ.get("GITHUB_STEP_SUMMARY") else "w"
-        outputs.append((md, lambda: "\n".join(markdown_lines(rows)) + "\n\n", mode))
-    for path, render, mode in outputs:
-        try:
-            if mode == "a":
-                with open(path, "a") as f:
-                    f.write(render())
-            else:
-                _write_atomic(path, render())
-        except OSError as exc:  # a report file is never worth a crash
-            _report_problem(config, f"tlautotune: could not write {path}: {exc}")
-
-
-def _report_problem(config: pytest.Config, message: str) -> None:
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(message, yellow=True)
-
-
-def gate_lines(rows: list[dict]) -> list[str]:
-    """The terminal table of gate decisions (empty without --tl-baseline)."""
-    gated = [(rid, r) for rid, r in zip(row_ids(rows), rows, strict=True) if "gate" in r]
-    if not gated:
-        return []
-    table = [("test", "metric", "baseline", "now", "change [CI]", "p", "gate")]
-    notes = []
-    for rid, row in sorted(gated):
-        d = row["gate"]
-        table.append((rid, d["metric"], _ms(d["baseline_ms"]), _ms(d["now_ms"]), _change(d), _p(d), d["status"]))
-        if d.get("reason"):
-            notes.append(f"  {rid}: {d['status']}: {d['reason']}")
-    widths = [max(len(str(r[i])) for r in table) for i in range(len(table[0]))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
-    level = gated[0][1]["gate"].get("ci_level", 0.99)
-    lines.append(f"change = median ratio now/baseline - 1, [{level:.0%} bootstrap CI]; p = one-sided Mann-Whitney U")
-    return lines + notes

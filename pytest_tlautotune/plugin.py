@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from .report import RESULTS_KEY
 from .settings import SettingsError, TuneSettings, add_options, get_option, merge_marks, validate_options
-from .stash import collector_key, session_key, settings_key  # noqa: F401 - public names of this module
+from .stash import RESULTS_KEY, collector_key, session_key, settings_key  # noqa: F401 - public names of this module
 
 MARKER_HELP = (
     "autotune(configs=[...], **settings): tune the program the `autotune` fixture is called with. "
@@ -155,27 +154,26 @@ class Collector:
 
     @pytest.hookimpl(trylast=True)  # after the terminal reporter finished the test's own line
     def pytest_runtest_logfinish(self, nodeid: str) -> None:
-        from .report import flush_progress
+        from .report.terminal import flush_progress
 
         flush_progress(self.config, nodeid)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(self.config, "workerinput"):
             return
-        from .gate import finish_session
+        from .report.files import write_files
 
-        finish_session(self.config, self.rows, session)
+        write_files(self.config, self.rows)
         report_dir = get_option(self.config, "tl_report")
         if report_dir:  # after the gate, so the page shows its verdicts
-            from .html_report import write_for_session
+            from .report.html import write_for_session
 
             write_for_session(self.config, self.rows, report_dir)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.rows:
             return
-        from .gate import gate_lines
-        from .report import summary_lines
+        from .report.terminal import gate_lines, summary_lines
 
         terminalreporter.write_sep("=", "tlautotune summary")
         for line in summary_lines(self.rows, self.config.get_verbosity()):

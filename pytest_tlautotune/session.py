@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import statistics
 import time
 import warnings
 from dataclasses import replace
@@ -17,12 +18,9 @@ from typing import Any
 
 import pytest
 
+from .model import TuneWarning
 from .settings import COMPILE_FIELDS, PROFILE_FIELDS, TuneSettings, get_option, target_kind
 from .stash import CACHE_HIT, CACHE_MISS, CACHE_RETUNE
-
-
-class TuneWarning(UserWarning):
-    """Something went wrong around tuning that does not fail the test (e.g. the cache write)."""
 
 
 class TuneSession:
@@ -45,22 +43,22 @@ class TuneSession:
         self._digest: str | None = None
         self.baseline = None  # gate.Baseline, loaded on first use
         self.prestarted = False
-        from .remote import open_store
+        from .store.remote import open_store
 
         self.store = open_store(config)  # the fleet's shared store behind the local cache (or none)
 
     @property
     def cache(self):
         if self._cache is None:
-            from .cache import Cache
+            from .store.local import Store
 
-            self._cache = Cache(self.cache_dir, remote_record=self.store.get_record)
+            self._cache = Store(self.cache_dir, remote_record=self.store.get_record, make_result=_make_result)
         return self._cache
 
     @property
     def pools(self):
         if self._pools is None:
-            from .workers import Pools
+            from .engine.workers import Pools
 
             self._pools = Pools(self.n_workers)
         return self._pools
@@ -82,8 +80,8 @@ class TuneSession:
         if self.prestarted:
             return
         self.prestarted = True
+        from .engine.workers import prestart
         from .gate import wants_fresh_numbers
-        from .workers import prestart
 
         gate = wants_fresh_numbers(self.config)
         if not self.no_tune or gate:
@@ -107,8 +105,8 @@ class TuneSession:
 
     def tune(self, item: pytest.Item, settings: TuneSettings, program: Any, args: tuple, kwargs: dict) -> Any:
         """Return the tuned ``AutotuneResult`` for ``program(*args, **kwargs, **config)``."""
-        from . import programs
-        from .tuner import TuneError
+        from .engine import programs
+        from .model import TuneError
 
         t0 = time.perf_counter()
         try:
@@ -126,23 +124,21 @@ class TuneSession:
             error = f"{item.nodeid}: {exc}"
         if error:
             pytest.fail(error, pytrace=False)
-        from .gate import remeasure
-
-        measured = remeasure(self, req, outcome)  # a gate compares this run's numbers, never stored ones
+        measured = self._remeasure(req, outcome)  # a gate compares this run's numbers, never stored ones
         outcome.tuning_s = time.perf_counter() - t0  # what this run spent, a hit included
-        from .report import record_outcome
+        from .report.rows import record_outcome
 
         record_outcome(item, req, outcome, settings, self)["measured"] = measured
-        from .programs import user_kernel
+        from .engine.programs import user_kernel
 
         result = outcome.result
         return replace(result, kernel=user_kernel(req.program, req.mode, result.kernel, result.config or {}))
 
     def _request(self, item: pytest.Item, settings: TuneSettings, prog: Any, args: tuple, kwargs: dict):
+        from .engine.programs import evaluate_configs
+        from .model import TuneRequest
         from .param import CompileArgs, ProfileArgs
-        from .programs import evaluate_configs
         from .settings import SettingsError, validate_configs
-        from .tuner import TuneRequest
 
         configs = settings.tuner["configs"] if "configs" in settings.given else prog.configs
         try:
@@ -194,7 +190,7 @@ class TuneSession:
             # project, an environment variable read at build time, a changed dependency).
             key = self.cache.read_index(fast)
             if key and self._winner_still_built(self.cache.entry(key), req):
-                result = self._load(self.cache.entry(key), req)
+                result = self.cache.load(self.cache.entry(key), req.compile_args)
                 if result is not None:
                     return _hit(result, key)
         if not self.no_tune:
@@ -206,9 +202,10 @@ class TuneSession:
         return outcome
 
     def _tune_ir(self, req: Any, machine: dict, t0: float):
-        from .param import AutotuneResult
-        from .safety import UnsafeCache
-        from .tuner import Outcome, TuneError, Tuner, build_candidates, entry_key
+        from .engine.candidates import build_candidates, entry_key
+        from .engine.tuner import Tuner
+        from .model import Outcome, TuneError
+        from .store.safety import UnsafeCache
 
         if not self.no_tune:
             self.pools.warm_up(req.device)
@@ -220,7 +217,7 @@ class TuneSession:
             raise TuneError(f"cache directory refused: {exc}") from None
         if not self.retune:
             # A local miss asks the shared store (a no-op without --tl-store).
-            result = self._load(entry, req) or self.store.fetch(self, req, cands, key, entry)
+            result = self.cache.load(entry, req.compile_args) or self.store.fetch(self, req, cands, key, entry)
             if result is not None:
                 return _hit(result, key)
         if self.no_tune:
@@ -230,7 +227,7 @@ class TuneSession:
         self.pools.warm_up(req.device)  # the fork server imports TileLang while we wait for the lock
         with self.cache.lock(key), self.store.tuning(self, req, cands, key, entry) as fetched:
             # Another process (or machine) may have tuned this key while we waited for the lock.
-            result = self._load(entry, req) or fetched
+            result = self.cache.load(entry, req.compile_args) or fetched
             if result is not None and (not self.retune or result.record.get("tuned_at", 0) >= self.started):
                 return _hit(result, key)
             tuner = Tuner(req, self.cache, self.pools, reuse_records=not self.retune, progress=self._progress(req))
@@ -238,23 +235,24 @@ class TuneSession:
             result, records = tuner.run(cands, key)
             result.record.setdefault("phases", {})["prepare_s"] = prepare_s
             try:
-                result.save_to_disk(entry)
+                self.cache.save(result, entry)
             except OSError as exc:
                 # A cache write failure (full disk, read-only mount) costs the cache, not the test.
                 warnings.warn(TuneWarning(f"{req.nodeid}: could not store the tuned result in {entry}: {exc}"),
                               stacklevel=1)
             else:
                 self.store.push(key, entry)
-                saved = AutotuneResult.load_from_disk(entry, req.compile_args)
+                # The kernel as later runs will load it: a broken save shows now, not on the next hit.
+                saved = self.cache.load(entry, req.compile_args, quarantine=False)
                 result = replace(result, kernel=saved.kernel) if saved is not None else result
         return Outcome(result, CACHE_RETUNE if self.retune else CACHE_MISS, key, time.perf_counter() - t0, records)
 
     def _winner_still_built(self, entry: Any, req: Any) -> bool:
         """Build the stored winner's config here (one PrimFunc, milliseconds) and compare its IR
         with the stored one. Also settles what only a build tells (an eager kernel's outputs)."""
+        from .engine.candidates import complete_request
         from .key import program_text, sha256_hex
-        from .param import BEST_CONFIG_PATH, RECORD_PATH
-        from .tuner import complete_request
+        from .store.manifest import BEST_CONFIG_PATH, RECORD_PATH
 
         try:
             record = json.loads((entry / RECORD_PATH).read_text())
@@ -273,28 +271,73 @@ class TuneSession:
         complete_request(req, [_built_data(built)])
         return True
 
-    def _load(self, entry: Any, req: Any):
-        from .param import AutotuneResult, CorruptEntry, verify_manifest
-        from .safety import UnsafeCache, check_entry
+    def tune_one(self, req: Any, cand: Any, key: str) -> tuple | str:
+        """Compile, check and time one candidate alone (the shared store's winner) here:
+        ``(result, records)``, or why it failed."""
+        from .engine.tuner import Tuner
+        from .model import TuneError
 
-        if not entry.is_dir():
-            return None
+        one = replace(req, configs=[cand.config],
+                      tuner={**req.tuner, "strategy": "exhaustive", "max_trials": None, "max_tuning_s": None,
+                             "top_k": 1})
+        self.pools.warm_up(req.device)
+        tuner = Tuner(one, self.cache, self.pools, progress=self._progress(req))
         try:
-            check_entry(entry)
-            verify_manifest(entry)
-        except (CorruptEntry, UnsafeCache, OSError) as exc:
-            self.cache.quarantine(entry, str(exc))
-            return None
+            return tuner.run([replace(cand, index=0)], key)
+        except TuneError as exc:
+            return str(exc)
+
+    def _remeasure(self, req: Any, outcome: Any) -> str:
+        """Re-time the winner and ref_prog in this run when the gate asks for numbers of this run
+        (``gate.fresh_clock``); the engine times it. Replaces ``outcome.result``'s samples and
+        medians. Returns where the numbers come from (``gate.measured_label``). A re-timing that
+        fails fails the test with the reason: a baseline must not store old numbers marked failed
+        (every later gate would skip the row) and a gate must not pass a kernel it could not time.
+        """
+        from .gate import fresh_clock, measured_label
+
+        clock = fresh_clock(self.config, req.device, outcome.cache)
+        if clock is None:
+            return measured_label(clock, outcome.cache)
+        from .engine.measure import measure_again
+
+        error = None
         try:
-            return AutotuneResult._load(entry, req.compile_args)  # verified just above: hash once
+            out = measure_again(self.pools, self.cache, req, self.cache.entry(outcome.key), clock=clock)
         except Exception as exc:
-            self.cache.quarantine(entry, f"{type(exc).__name__}: {exc}")
-            return None
+            why = "--tl-baseline" if get_option(self.config, "tl_baseline") else "--tl-save-baseline"
+            error = (f"{req.nodeid}: re-timing {req.program_name} ({outcome.cache}, key {outcome.key[:12]}) in this "
+                     f"run for {why} failed: {type(exc).__name__}: {exc}")
+        if error:
+            pytest.fail(error, pytrace=False)
+        samples, ref = list(out["samples"]), list(out["ref_samples"])
+        outcome.result = replace(
+            outcome.result,
+            latency=statistics.median(samples),
+            ref_latency=statistics.median(ref) if ref else None,
+            samples=tuple(samples),
+            ref_samples=tuple(ref),
+            record={**outcome.result.record, "loops": out.get("loops")},  # calls per sample of these samples
+        )
+        return measured_label(clock, outcome.cache)
+
+    def notice(self, req: Any, message: str) -> None:
+        """A progress line worth printing anywhere (a wait on another machine)."""
+        from .report.terminal import progress_line
+
+        progress_line(self.config, req.nodeid, message, notice=True)
 
     def _progress(self, req: Any):
-        from .report import progress_line
+        from .report.terminal import progress_line
 
         return lambda msg: progress_line(self.config, req.nodeid, msg)
+
+
+def _make_result(**fields: Any) -> Any:
+    """An ``AutotuneResult`` of a stored entry's fields (for ``Store.load``)."""
+    from .param import AutotuneResult
+
+    return AutotuneResult(**fields)
 
 
 def _built_data(built: Any) -> dict:
@@ -303,7 +346,7 @@ def _built_data(built: Any) -> dict:
 
 def _hit(result: Any, key: str):
     """The outcome of a stored result; ``tune`` sets the time this run spent on it."""
-    from .tuner import Outcome
+    from .model import Outcome
 
     return Outcome(result, CACHE_HIT, key, 0.0, result.record.get("candidates", []))
 

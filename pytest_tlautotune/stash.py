@@ -12,7 +12,13 @@ session_key = pytest.StashKey["TuneSession"]()
 collector_key = pytest.StashKey["object"]()
 settings_key = pytest.StashKey["TuneSettings"]()
 
+#: item.stash: the rows of a test's autotune calls (they cross xdist on the report).
+RESULTS_KEY = pytest.StashKey[list]()
+#: config.stash: nodeid -> the last progress message not printed yet (non-TTY).
+PENDING_KEY = pytest.StashKey[dict]()
+
 #: How an ``autotune(...)`` call got its result.
 CACHE_HIT, CACHE_MISS, CACHE_RETUNE = "hit", "miss", "retune"
 
-__all__ = ["CACHE_HIT", "CACHE_MISS", "CACHE_RETUNE", "collector_key", "session_key", "settings_key"]
+__all__ = ["CACHE_HIT", "CACHE_MISS", "CACHE_RETUNE", "PENDING_KEY", "RESULTS_KEY", "collector_key", "session_key",
+           "settings_key"]

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from pytest_tlautotune import gate
-from pytest_tlautotune.bench import calibrate_loops, min_sample_s, time_fn
+from pytest_tlautotune.engine.bench import calibrate_loops, min_sample_s, time_fn
 
 TWO_SHAPES = '''
 import pytest, torch, kernels
@@ -68,14 +68,14 @@ def test_two_shapes_in_one_test_cold_warm_baseline_gate(two, pytester):
 
 
 BROKEN_RETIMING = """
-import pytest_tlautotune.tuner
+import pytest_tlautotune.engine.measure
 
 
 def broken(*args, **kwargs):
     raise RuntimeError("the timing worker died")
 
 
-pytest_tlautotune.tuner.measure_again = broken
+pytest_tlautotune.engine.measure.measure_again = broken
 """
 
 

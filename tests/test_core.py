@@ -283,7 +283,7 @@ WORKERS_TEST = """
 import concurrent.futures, multiprocessing, os
 import pytest, torch
 import kernels
-from pytest_tlautotune import workers
+from pytest_tlautotune.engine import workers
 
 CONFIGS = [dict(bm=16, bn=16, bk=16), dict(bm=32, bn=32, bk=32)]
 

@@ -14,6 +14,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from pytest_tlautotune import gate
+from pytest_tlautotune.report import files, terminal
 
 KERNEL = '''
 import pytest, torch
@@ -181,7 +182,7 @@ def test_baseline_document_merges_and_keeps_samples():
     doc = gate.baseline_document(rows, {"format": 1, "tests": {"t.py::old": {"samples": [9.0]}}})
     assert set(doc["tests"]) == {"t.py::a", "t.py::old"}
     assert doc["tests"]["t.py::a"]["samples"] == [1.0, 2.0]
-    assert json.loads(gate.dump_readable(doc)) == doc
+    assert json.loads(files.dump_readable(doc)) == doc
 
 
 # ----------------------------------------------------------------------------- the decision rule
@@ -229,7 +230,7 @@ def test_speedup_metric_survives_a_uniformly_slower_runner():
 def test_gate_lines_and_row_ids():
     rows = [{"nodeid": "t.py::a"}, {"nodeid": "t.py::a"}, {"nodeid": "t.py::b"}]
     assert gate.row_ids(rows) == ["t.py::a", "t.py::a[call 2]", "t.py::b"]
-    assert gate.gate_lines(rows) == []
+    assert terminal.gate_lines(rows) == []
 
 
 def test_decide_never_compares_wall_clock_with_cpu_time():
@@ -246,7 +247,7 @@ def test_cpu_clock_leaves_out_waiting():
     """What kept the gate from failing A/A runs on a loaded runner: time spent off the CPU is not counted."""
     import time
 
-    from pytest_tlautotune.bench import time_fn
+    from pytest_tlautotune.engine.bench import time_fn
 
     wall, _ = time_fn(lambda: time.sleep(0.02), None, "cpu", rep=3, warmup=0)
     cpu, _ = time_fn(lambda: time.sleep(0.02), None, "cpu", rep=3, warmup=0, clock="cpu")

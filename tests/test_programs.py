@@ -243,7 +243,7 @@ import pytest
 import tilelang
 import tilelang.cpu.language as T
 
-from pytest_tlautotune.programs import ProgramError, quiet_tilelang, resolve
+from pytest_tlautotune.engine.programs import ProgramError, quiet_tilelang, resolve
 
 
 def test_resolve_rejects_kernels_and_primfuncs_before_tuning():

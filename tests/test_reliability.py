@@ -61,8 +61,9 @@ def verify_entry_in_subprocess(entry: Path) -> None:
     """The entry passes every check and loads (in a fresh process: it imports TileLang)."""
     code = (
         "import sys, pathlib\n"
-        "from pytest_tlautotune import safety\n"
-        "from pytest_tlautotune.param import AutotuneResult, CompileArgs, verify_manifest\n"
+        "from pytest_tlautotune.store import safety\n"
+        "from pytest_tlautotune.param import AutotuneResult, CompileArgs\n"
+        "from pytest_tlautotune.store.manifest import verify_manifest\n"
         "entry = pathlib.Path(sys.argv[1])\n"
         "safety.check_entry(entry); verify_manifest(entry)\n"
         "ca = CompileArgs(out_idx=[-1], target='c', execution_backend='cython')\n"
@@ -205,8 +206,9 @@ def tuned(tmp_path_factory):
 
 @pytest.mark.parametrize("kind", list(CORRUPTIONS))
 def test_load_from_disk_refuses_each_corruption(tuned, tmp_path, kind):
-    from pytest_tlautotune import safety
-    from pytest_tlautotune.param import AutotuneResult, CompileArgs, CorruptEntry, verify_manifest
+    from pytest_tlautotune.param import AutotuneResult, CompileArgs
+    from pytest_tlautotune.store import safety
+    from pytest_tlautotune.store.manifest import CorruptEntry, verify_manifest
 
     compile_args = CompileArgs(out_idx=[-1], target="c", execution_backend="cython")
     cache, keys = tuned

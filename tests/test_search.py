@@ -2,7 +2,7 @@
 
 import json
 
-from pytest_tlautotune.search import Search
+from pytest_tlautotune.engine.search import Search
 
 GRID = [dict(a=a, b=b) for a in range(8) for b in range(8)]
 
@@ -104,7 +104,7 @@ def test_max_trials_bounds_what_is_measured(tl, pytester):
 
 
 def test_confirmation_adds_candidates_whose_fastest_sample_beat_the_best_median():
-    from pytest_tlautotune.tuner import to_confirm
+    from pytest_tlautotune.engine.measure import to_confirm
 
     def rec(name, samples):
         return {"name": name, "samples": samples, "median_ms": sorted(samples)[len(samples) // 2]}

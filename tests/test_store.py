@@ -14,7 +14,7 @@ import pytest
 from test_core import TWO, gemm_test
 
 from pytest_tlautotune.__main__ import main
-from pytest_tlautotune.remote import SECRET_ENV, decode, encode, sign
+from pytest_tlautotune.store.remote import SECRET_ENV, decode, encode, sign
 
 BUGGY = "[dict(bm=16, bn=16, bk=16), dict(bm=16, bn=16, bk=32)]"  # bk=32 mismatches (bug_when_bk=32)
 

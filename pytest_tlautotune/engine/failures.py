@@ -33,6 +33,9 @@ STAGE_WORDS = {
     CHECK: "manual_check_prog",
 }
 
+#: Exit code of a timing worker that hit a CUDA fault (see bench.check_and_time).
+CUDA_FAULT_EXIT = 70
+
 MAX_MESSAGE = 1500
 MAX_LINES = 12
 _LIBRARY_DIRS = tuple(
@@ -40,7 +43,7 @@ _LIBRARY_DIRS = tuple(
     for p in {sysconfig.get_paths().get("stdlib"), sysconfig.get_paths().get("purelib"),
               sysconfig.get_paths().get("platlib")} if p
 )
-_OWN_DIR = os.path.dirname(os.path.realpath(__file__)) + os.sep
+_OWN_DIR = os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + os.sep  # the package
 _COMPILER_MODULES = ("tilelang/contrib/cc.py", "tilelang/contrib/nvcc.py", "tilelang/contrib/nvrtc.py",
                      "tilelang/contrib/hipcc.py", "tvm/contrib/cc.py", "tvm/contrib/nvcc.py",
                      "jit/adapter/libgen.py")

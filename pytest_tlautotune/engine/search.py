@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from .key import canonical_json
+from ..key import canonical_json
 
 GUIDED_DEFAULT_FRACTION = 0.2
 RANDOM_START = 4  # the random start is 1/4 of the budget

@@ -15,17 +15,17 @@ import io
 import logging
 import multiprocessing
 import os
-import shutil
 import sys
 import time
-import uuid
 from multiprocessing import context as mp_context
 from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
 from pathlib import Path
 from typing import Any
 
+from ..store.files import remove_tree
+
 _FORKSERVER: Any = None
-PRELOAD = ["pytest_tlautotune.hide_gpus", "tilelang", "pytest_tlautotune.bench"]
+PRELOAD = ["pytest_tlautotune.engine.hide_gpus", "tilelang", "pytest_tlautotune.engine.bench"]
 
 
 def _forkserver():
@@ -46,6 +46,15 @@ def _forkserver():
         ctx.server = server
         _FORKSERVER = ctx
     return _FORKSERVER
+
+
+#: Python versions whose private ``popen_forkserver.Popen._launch`` _ForkServerPopen copies was
+#: checked against; on any other the workers are spawned (slower start, same results).
+FORK_SERVER_CHECKED = ((3, 11), (3, 12), (3, 13))
+
+
+def _use_own_fork_server() -> bool:
+    return sys.version_info[:2] in FORK_SERVER_CHECKED and os.environ.get("TL_AUTOTUNE_WORKER_START") != "spawn"
 
 
 class _ForkServerPopen(popen_forkserver.Popen):
@@ -83,14 +92,14 @@ def _context(device: str = "cpu"):
 
     ``TL_AUTOTUNE_WORKER_START=spawn`` spawns every worker (each imports TileLang itself).
     """
-    if os.environ.get("TL_AUTOTUNE_WORKER_START") == "spawn" or device != "cpu":
+    if not _use_own_fork_server() or device != "cpu":
         return multiprocessing.get_context("spawn")
     return _forkserver()
 
 
 def prestart() -> None:
     """Start the fork server now; it imports TileLang in the background (returns at once)."""
-    if os.environ.get("TL_AUTOTUNE_WORKER_START") != "spawn":
+    if _use_own_fork_server():
         _forkserver().server.ensure_running()
 
 
@@ -169,7 +178,7 @@ class Pools:
     @property
     def hides_gpus(self) -> bool:
         """Whether compile workers run without the GPUs (forked from the GPU-less fork server)."""
-        return os.environ.get("TL_AUTOTUNE_WORKER_START") != "spawn"
+        return _use_own_fork_server()
 
     def device_compile_pool(self, device: str):
         """Compile workers that see the GPUs (spawned; each imports TileLang): for kernels whose
@@ -224,7 +233,7 @@ def private_tempdir():
         yield private
     finally:
         tempfile.tempdir = saved
-        shutil.rmtree(private, ignore_errors=True)
+        remove_tree(private, ignore_errors=True)
 
 
 def _remove_orphan_tempdirs() -> None:
@@ -238,7 +247,7 @@ def _remove_orphan_tempdirs() -> None:
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_tree(path, ignore_errors=True)
         except (PermissionError, OverflowError):
             pass
 
@@ -256,8 +265,8 @@ def build_candidate(spec_id: str, spec_blob: bytes, config: dict, env: dict, sys
     the PrimFunc itself (for a compile in this process)."""
     import pickle
 
+    from ..key import program_text, sha256_hex
     from .failures import BUILD, describe
-    from .key import program_text, sha256_hex
 
     with _environment(env, sys_path):
         try:
@@ -318,21 +327,13 @@ def compile_candidate(source: Any, compile_args: Any, out_dir: str) -> dict:
 
 
 def _compile(func: Any, compile_args: Any, out_dir: str) -> dict:
-    from .param import publish_dir, write_kernel_artifacts, write_manifest
+    from ..store.artifacts import save_kernel
 
     started_at, t0 = time.time(), time.perf_counter()
     with private_tempdir():
         kernel = compile_args.compile_program(func)
         t_compiled = time.perf_counter()
-        out = Path(out_dir)
-        staging = out.parent / f".staging-{out.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir(parents=True, mode=0o700)
-        try:
-            write_kernel_artifacts(staging, kernel, func)
-            write_manifest(staging)
-            publish_dir(staging, out)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        save_kernel(kernel, func, Path(out_dir))
     # compile_s covers the whole job (compile and save); save_s the artifacts alone.
     end = time.perf_counter()
     return {"compile_s": end - t0, "save_s": end - t_compiled, "pid": os.getpid(), "started_at": started_at}

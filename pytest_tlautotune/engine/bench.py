@@ -23,13 +23,13 @@ from typing import Any
 import cloudpickle
 import torch
 
-from .failures import CHECK, REF_PROG, RUN, SUPPLY_PROG, StageError, describe, reason
-from .key import sha256_hex
-from .param import CompileArgs, ProfileArgs, load_kernel
+from ..key import sha256_hex
+from ..model import Status
+from ..param import CompileArgs, ProfileArgs
+from ..store.artifacts import load_kernel
+from .failures import CHECK, CUDA_FAULT_EXIT, REF_PROG, RUN, SUPPLY_PROG, StageError, describe, reason
 
 L2_FLUSH_BYTES = 256 * 1024 * 1024
-#: Exit code of a timing worker that hit a CUDA fault (see check_and_time).
-CUDA_FAULT_EXIT = 70
 
 # Per-process memo: inputs and reference outputs per input key and kernel signature
 # (cache_input_tensors); the few most recent only, so a test sweeping shapes does not pin them all.
@@ -408,14 +408,14 @@ def check_and_time(job: BenchJob) -> dict:
             elif check_refs is not None:
                 error = compare(outs, check_refs, profile)
                 if error:
-                    return {"status": "mismatch", "reason": error, "bench_s": time.perf_counter() - t0,
+                    return {"status": Status.MISMATCH, "reason": error, "bench_s": time.perf_counter() - t0,
                             "ref_samples": ref_samples}
         with _timing_lock(job.lock_path):
             fn = lambda: kernel(*inputs)  # noqa: E731
             loops = calibrate_loops(fn, job.device, backend=profile.backend)
             samples, stopped = time_fn(fn, profile, job.device, stop_above_ms=job.stop_above_ms, loops=loops)
     except AssertionError as exc:  # manual_check_prog's way of saying no
-        return {"status": "mismatch", "reason": f"manual_check_prog: {exc}", "bench_s": time.perf_counter() - t0}
+        return {"status": Status.MISMATCH, "reason": f"manual_check_prog: {exc}", "bench_s": time.perf_counter() - t0}
     except BaseException as exc:  # noqa: BLE001 - TileLang's errors do not pickle: send data back
         if job.device.startswith("cuda") and _poisons_context(exc):
             # An illegal address poisons this process's CUDA context for good: die, so the pool
@@ -423,10 +423,10 @@ def check_and_time(job: BenchJob) -> dict:
             sys.stderr.write(f"tlautotune: candidate {job.kernel_dir}: {exc}\n")
             os._exit(CUDA_FAULT_EXIT)
         failure = describe(exc, RUN)
-        return {"status": "error", "reason": reason(failure), "failure": failure,
+        return {"status": Status.ERROR, "reason": reason(failure), "failure": failure,
                 "bench_s": time.perf_counter() - t0}
     return {
-        "status": "early_stop" if stopped else "ok",
+        "status": Status.EARLY_STOP if stopped else Status.OK,
         "reason": f"stopped after {len(samples)} samples: median {statistics.median(samples):.4g} ms "
                   f"> {job.stop_above_ms:.4g} ms" if stopped else None,
         "samples": samples,
@@ -499,7 +499,7 @@ def _confirm(jobs: list[BenchJob], rounds: int, with_ref: bool, clock: str) -> d
 def device_info(device: str) -> dict:
     """The device that measured, with its clocks when they can be read."""
     if not device.startswith("cuda"):
-        from .key import _cpu_model
+        from ..key import _cpu_model
 
         return {"device": _cpu_model()}
     idx = torch.device(device).index or 0

@@ -1,8 +1,8 @@
-"""The on-disk cache: tuned entries, per-candidate records and kernels, locks.
+"""The local store: the cache root's entries, per-candidate records and kernels, index, locks.
 
 Layout under the cache root (created 0700 on first write)::
 
-    entries/<key>/            one tuned result (AutotuneResult.save_to_disk)
+    entries/<key>/            one tuned result (Store.save, AutotuneResult.save_to_disk)
     candidates/<ckey>.json    the record of one config: status, reason, samples
     kernels/<ckey>/           the compiled artifacts of one config
     index/<fast>.json         program source + args + settings -> key (skips building PrimFuncs)
@@ -19,7 +19,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -27,22 +26,27 @@ from pathlib import Path
 from typing import Any
 
 from . import safety
+from .files import atomic_write, read_json, remove_tree
+from .manifest import CorruptEntry, verify_entry
 
 logger = logging.getLogger("pytest_tlautotune")
 
 STALE_STAGING_S = 3600.0
 
 
-class Cache:
-    """Paths and small-file I/O under one cache root."""
+class Store:
+    """The one owner of a cache root: paths, records, index, locks, quarantine, entries."""
 
-    def __init__(self, root: str | os.PathLike, remote_record: Callable[[str], dict | None] | None = None):
+    def __init__(self, root: str | os.PathLike, remote_record: Callable[[str], dict | None] | None = None,
+                 make_result: Callable[..., Any] | None = None):
         self.root = Path(root).expanduser()
         self._ready = False
         self.quarantined: dict[str, str] = {}  # entry name (its key) -> why it was moved aside, this run
         # A record missing here is asked of the shared store (remote.py): verdicts measured on
         # an identical machine are reused like local ones.
         self._remote_record = remote_record
+        # What load() returns, made of an entry's fields: the seed's AutotuneResult (param.py, above us).
+        self._make_result = make_result or dict
 
     def ensure(self) -> Path:
         """Create the root on first use, check it is ours, clean stale staging."""
@@ -86,11 +90,9 @@ class Cache:
         return record if isinstance(record, dict) and record.get("ckey") == ckey else None
 
     def write_record(self, record: dict) -> None:
-        from .param import write_text
-
         path = self.ensure() / "candidates" / f"{record['ckey']}.json"
         try:
-            write_text(path, json.dumps(record, default=str))
+            atomic_write(path, json.dumps(record, default=str))
         except OSError as exc:
             logger.warning("could not store candidate record %s: %s", path, exc)
 
@@ -106,15 +108,44 @@ class Cache:
         return key if isinstance(key, str) and len(key) == 64 and key.isalnum() else None
 
     def write_index(self, fast: str, key: str) -> None:
-        from .param import write_text
-
         try:
             (self.ensure() / "index").mkdir(mode=0o700, exist_ok=True)
-            write_text(self.root / "index" / f"{fast}.json", json.dumps({"key": key}))
+            atomic_write(self.root / "index" / f"{fast}.json", json.dumps({"key": key}))
         except OSError as exc:
             logger.warning("could not store cache index %s: %s", fast, exc)
 
     # -- entries -------------------------------------------------------------------
+
+    def load(self, entry: Path, compile_args: Any, quarantine: bool = True) -> Any:
+        """The result stored at ``entry`` with its kernel loaded; None when absent. An entry
+        that fails its checks or does not load is quarantined (and so re-tuned), or with
+        ``quarantine=False`` logged and left where it is."""
+        from .artifacts import read_entry
+
+        if not entry.is_dir():
+            return None
+        try:
+            verify_entry(entry)
+        except (CorruptEntry, safety.UnsafeCache, OSError) as exc:
+            self._bad(entry, str(exc), quarantine)
+            return None
+        try:
+            return self._make_result(**read_entry(entry, compile_args))  # verified just above: hash once
+        except Exception as exc:
+            self._bad(entry, f"{type(exc).__name__}: {exc}", quarantine)
+            return None
+
+    def _bad(self, entry: Path, why: str, quarantine: bool) -> None:
+        if quarantine:
+            self.quarantine(entry, why)
+        else:
+            logger.warning("ignoring cache entry %s: %s", entry, why)
+
+    def save(self, result: Any, entry: Path) -> None:
+        """Publish ``result`` at ``entry`` (staged, manifest, one rename); raises OSError."""
+        from .artifacts import save_entry
+
+        save_entry(result, entry)
 
     def quarantine(self, path: Path, why: str) -> None:
         """Move a bad entry aside (kept for inspection), so it is re-tuned."""
@@ -124,7 +155,7 @@ class Cache:
             target.parent.mkdir(mode=0o700, exist_ok=True)
             os.rename(path, target)
         except OSError:
-            _remove(path)
+            remove_tree(path, ignore_errors=True)
             logger.warning("removed bad cache entry %s: %s", path, why)
             return
         # The reason goes beside a link, never through it into the directory it points to.
@@ -147,25 +178,6 @@ class Cache:
             for p in (self.root / sub).glob(".*"):
                 try:
                     if now - p.stat().st_mtime > STALE_STAGING_S:
-                        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
+                        remove_tree(p, ignore_errors=True)
                 except OSError:
                     pass
-
-
-def _remove(path: Path) -> None:
-    """Delete a file, a link (not what it points to) or a directory tree; errors are ignored."""
-    try:
-        if path.is_symlink() or not path.is_dir():
-            path.unlink()
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-    except OSError:
-        pass
-
-
-def read_json(path: Path) -> Any:
-    """Parsed JSON at ``path``, or None when absent or unreadable."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..model import TLAutotuneError
+
 _JIT_COMPILE_FIELDS = ("out_idx", "execution_backend", "target", "target_host", "pass_configs")
 _AUTOTUNE_PROFILE_FIELDS = ("warmup", "rep", "timeout", "supply_type", "ref_prog", "supply_prog", "rtol", "atol",
                             "max_mismatched_ratio", "skip_check", "manual_check_prog", "cache_input_tensors")
@@ -23,7 +25,7 @@ _OUT_IDX_ATTR = "tilelang_out_idx"  # what T.empty() leaves on an eager PrimFunc
 _TILELANG_LOGGERS = ("tilelang", "TileLang")
 
 
-class ProgramError(Exception):
+class ProgramError(TLAutotuneError):
     """The program cannot produce a PrimFunc for a config."""
 
 
@@ -86,10 +88,6 @@ class Program:
     signature: inspect.Signature | None = None
     jit: Any = None  # the @tilelang.jit function, if any (its eager call form, for result.kernel)
     example_args: tuple = ((), {})  # the args and kwargs as the test passed them (real tensors)
-
-    def factory(self, config: dict) -> Any:
-        """Build ``config``'s PrimFunc in this process."""
-        return self.spec.build(config).func
 
     def check_call(self, configs: list[dict]) -> str | None:
         """Why no config can be built (the call itself does not bind), before anything runs."""
@@ -192,7 +190,7 @@ def _target_context(device_target: Any):
     """GPU kernels need their target while the PrimFunc is built (layouts, arch checks)."""
     import contextlib
 
-    from .settings import target_kind
+    from ..settings import target_kind
 
     if device_target is None or target_kind(device_target) not in ("cuda", "hip"):
         return contextlib.nullcontext()

@@ -34,7 +34,6 @@ import hashlib
 import hmac
 import json
 import os
-import shutil
 import socket
 import threading
 import time
@@ -47,6 +46,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from ..model import TLAutotuneError, TLAutotuneWarning
+from .files import read_json
+from .manifest import BEST_CONFIG_PATH, LATENCY_PATH, RECORD_PATH
+
 PREFIX = "tlautotune:"
 MAGIC = b"TLAT1\n"
 SECRET_ENV = "TL_AUTOTUNE_STORE_SECRET"
@@ -54,18 +57,18 @@ SCHEMES = ("redis", "rediss")
 LOCK_MS = 30_000  # a dead holder's lock frees itself after this long
 POLL_S = 0.25  # how often a waiter looks for the holder's result
 MAX_WAIT_S = 3600.0  # a waiter tunes itself after this long, whatever the holder does
-ENTRY_FILES = {"config": "best_config.json", "latency": "latency.json", "record": "record.json"}
+ENTRY_FILES = {"config": BEST_CONFIG_PATH, "latency": LATENCY_PATH, "record": RECORD_PATH}
 
 # Compare-and-renew / compare-and-delete: only the holder of the token touches the lock.
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
-class StoreWarning(pytest.PytestWarning):
+class StoreWarning(TLAutotuneWarning):
     """The shared result store failed or was refused; the run goes on with its local cache."""
 
 
-class StoreError(Exception):
+class StoreError(TLAutotuneError):
     """The store is unreachable, slow, full, or returned something that is not ours."""
 
 
@@ -73,7 +76,7 @@ class StoreGarbage(StoreError):
     """A value in the store is not one of ours (or not whole); the store itself answers."""
 
 
-class SignatureError(Exception):
+class SignatureError(TLAutotuneError):
     """A signed entry does not verify against TL_AUTOTUNE_STORE_SECRET."""
 
 
@@ -308,7 +311,7 @@ class StoreTier:
                     warnings.warn(StoreWarning(f"tlautotune store {self.store}: refused the signed entry "
                                                f"{key[:12]} ({exc}); tuning here"), stacklevel=3)
                     return None
-                result = session._load(entry, req)
+                result = session.cache.load(entry, req.compile_args)
                 if result is not None:
                     return result
         return self._compile_winner(session, req, cands, key, entry, doc)
@@ -317,36 +320,28 @@ class StoreTier:
         """Data only: compile the store's winner here, check it against ref_prog, time it."""
         from dataclasses import replace
 
-        from .param import AutotuneResult
-        from .tuner import TuneError, Tuner
-
         record = doc.get("record") if isinstance(doc.get("record"), dict) else {}
         remote = [c for c in record.get("candidates") or [] if isinstance(c, dict)]
         winner_ckeys = {c.get("ckey") for c in remote if c.get("config") == doc.get("config")}
         cand = next((c for c in cands if c.ckey and c.ckey in winner_ckeys and not c.error), None)
         if cand is None:
             return None
-        one = replace(req, configs=[cand.config],
-                      tuner={**req.tuner, "strategy": "exhaustive", "max_trials": None, "max_tuning_s": None,
-                             "top_k": 1})
-        session.pools.warm_up(req.device)
-        tuner = Tuner(one, session.cache, session.pools, progress=session._progress(req))
-        try:
-            result, records = tuner.run([replace(cand, index=0)], key)
-        except TuneError as exc:
+        tuned = session.tune_one(req, cand, key)
+        if isinstance(tuned, str):
             warnings.warn(StoreWarning(f"tlautotune store {self.store}: the stored winner of {key[:12]} failed "
-                                       f"here ({exc}); tuning here"), stacklevel=3)
+                                       f"here ({tuned}); tuning here"), stacklevel=3)
             return None
+        result, records = tuned
         mine = {**records[0], "index": cand.index}
         merged = [mine if c.get("ckey") == cand.ckey else {**c, "reused": True} for c in remote] or [mine]
         result = replace(result, record={**result.record, "candidates": merged,
                                          "store": {"mode": "data", "tuned_at": record.get("tuned_at"),
                                                    "latency_ms": doc.get("latency", {}).get("latency")}})
         try:
-            result.save_to_disk(entry)
+            session.cache.save(result, entry)
         except OSError:
             return result
-        return AutotuneResult.load_from_disk(entry, req.compile_args) or result
+        return session.cache.load(entry, req.compile_args, quarantine=False) or result
 
     # -- the cross-machine tuning lock ---------------------------------------------
 
@@ -369,10 +364,7 @@ class StoreTier:
                 break
             if not told:
                 told = True
-                from .report import progress_line
-
-                progress_line(session.config, req.nodeid, "another machine is tuning this key: waiting for its result",
-                              notice=True)
+                session.notice(req, "another machine is tuning this key: waiting for its result")
             time.sleep(POLL_S)
         if token and self._call(self.store.has_entry, key):  # finished between our miss and our lock
             fetched = self.fetch(session, req, cands, key, entry)
@@ -390,7 +382,7 @@ class StoreTier:
         """Send the entry just saved (data; and signed files with the secret) and its records."""
         if self.readonly or self.down:
             return
-        doc = {field: _read_json(entry / name) for field, name in ENTRY_FILES.items()}
+        doc = {field: read_json(entry / name) for field, name in ENTRY_FILES.items()}
         if not isinstance(doc["record"], dict) or doc["config"] is None:
             return
         records = [{k: v for k, v in c.items() if k != "reused"} for c in doc["record"].get("candidates") or []
@@ -421,13 +413,6 @@ class _Renewer(threading.Thread):
         self.join(timeout=1.0)
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 # ----------------------------------------------------------------------------- signed entries
 
 
@@ -444,7 +429,8 @@ def pack(secret: str, key: str, entry: Path) -> dict | None:
 
 def unpack(secret: str, key: str, files: dict, entry: Path) -> None:
     """Verify a signed entry and publish it at ``entry``; nothing is written unless it verifies."""
-    from .param import CorruptEntry, publish_dir, verify_manifest, write_bytes, write_text
+    from .files import atomic_write, publish_dir, staging_dir
+    from .manifest import MANIFEST_PATH, CorruptEntry, verify_manifest
 
     manifest_text, sig = files.get("manifest"), files.get("sig")
     if not isinstance(manifest_text, str) or not isinstance(sig, str) \
@@ -454,20 +440,15 @@ def unpack(secret: str, key: str, files: dict, entry: Path) -> None:
         blobs = _verified_files(key, json.loads(manifest_text), files["files"])
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise SignatureError(f"unreadable: {type(exc).__name__}: {exc}") from None
-    entry.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    staging = entry.parent / f".staging-store-{key}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(mode=0o700)
-    try:
+    with staging_dir(entry, tag=f"store-{key}") as staging:
         for name, data in blobs.items():
-            write_bytes(staging / name, data)
-        write_text(staging / "manifest.json", manifest_text)
+            atomic_write(staging / name, data)
+        atomic_write(staging / MANIFEST_PATH, manifest_text)
         try:
             verify_manifest(staging)
         except CorruptEntry as exc:
             raise SignatureError(str(exc)) from None
         publish_dir(staging, entry)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _verified_files(key: str, manifest: dict, files: dict) -> dict[str, bytes]:
@@ -501,7 +482,7 @@ def check_url(url: str, what: str = "--tl-store / ini tl_store") -> str:
 
 def open_store(config: pytest.Config) -> StoreTier | NoStore:
     """The session's store from its options (no connection is made until first use)."""
-    from .settings import get_option
+    from ..settings import get_option
 
     url = get_option(config, "tl_store")
     if not url:

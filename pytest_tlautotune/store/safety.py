@@ -11,8 +11,10 @@ import os
 import stat
 from pathlib import Path
 
+from ..model import TLAutotuneError
 
-class UnsafeCache(Exception):
+
+class UnsafeCache(TLAutotuneError):
     """The cache directory or an entry may have been written by someone else."""
 
 

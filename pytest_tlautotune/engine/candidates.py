@@ -1,0 +1,188 @@
+"""From a request to keyed candidates: build every config's PrimFunc (in the compile workers),
+hash its IR into the candidate's key, and key the whole tuned entry."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+from ..key import FORMAT_VERSION, canonical_json, program_text, sha256_hex
+from ..model import Candidate, TuneError, TuneRequest
+from .pipeline import classify, indent
+
+
+def build_candidates(req: TuneRequest, machine: dict, pools: Any = None) -> list[Candidate]:
+    """Build each config's PrimFunc and key it.
+
+    The builds run in the compile workers (it is the user's code, with configs that may be
+    invalid: a crash there is a record on that config). A failure that every config shares
+    (the call, not a config) fails the test once, before anything compiles.
+    """
+    from .failures import BUILD, describe, reason, same_failure
+
+    problem = req.program.check_call(req.configs)
+    if problem:
+        raise TuneError(f"{problem} (nothing was built or compiled)")
+    results = _build_in_workers(req, pools) if pools is not None else None
+    if results is not None and not _same_here(req, results):
+        # The program builds differently in a worker (no GPU visible there: it asks the device at
+        # build time, e.g. torch.cuda.get_device_capability): build every config here instead.
+        req.built_here = "the program builds a different kernel where no GPU is visible, so it was built here"
+        results = None
+    if results is None:
+        results = []
+        for config in req.configs:
+            try:
+                built = req.program.spec.build(config)
+            except Exception as exc:
+                results.append({"error": describe(exc, BUILD, req.program.spec.target)})
+                continue
+            text = program_text(built.func)
+            results.append({"ir_sha": sha256_hex(text), "func_blob": pickle.dumps(built.func), "mode": built.mode,
+                            "out_idx": built.out_idx, "symbolic": built.symbolic,
+                            "n_params": len(built.func.params)})
+    failures = [r["error"] for r in results if "error" in r]
+    if len(failures) == len(results) and same_failure(failures):
+        raise TuneError(f"every config failed the same way, so the program or the call is at fault: "
+                        f"{reason(failures[0])}\n{indent(failures[0].get('message', ''))}")
+    complete_request(req, results)
+    _check_out_idx(req, results)
+    common = {
+        "format": FORMAT_VERSION,
+        "profile": req.profile_args.canonical(),
+        "machine": machine,
+    }
+    cands = []
+    for i, (config, res) in enumerate(zip(req.configs, results)):
+        cand = Candidate(i, config, compile_args=_candidate_compile_args(req, config))
+        if "error" in res:
+            cand.error = res["error"]
+        else:
+            cand.func_blob, cand.ir_sha = res.get("func_blob"), res["ir_sha"]
+            if cand.func_blob is not None:
+                cand.source = cand.func_blob
+            else:
+                spec_id, blob, env, path = req.shipped
+                cand.source = (spec_id, blob, config, env, path, res["ir_sha"])
+            cand.ckey = sha256_hex({**common, "compile": cand.compile_args.canonical(), "program": cand.ir_sha})
+        cands.append(cand)
+    return cands
+
+
+def _same_here(req: TuneRequest, results: list[dict]) -> bool:
+    """Whether this process builds the first successfully built config into the same IR."""
+    first = next(((c, r) for c, r in zip(req.configs, results) if "error" not in r), None)
+    if first is None:
+        return True
+    try:
+        built = req.program.spec.build(first[0])
+    except Exception:
+        return True  # let the records say why; the result's own check runs later
+    return sha256_hex(program_text(built.func)) == first[1]["ir_sha"]
+
+
+def _check_out_idx(req: TuneRequest, results: list[dict]) -> None:
+    """``out_idx`` must name parameters of the PrimFunc: said once, before anything compiles."""
+    out_idx = req.compile_args.out_idx
+    indices = [] if out_idx is None else [out_idx] if isinstance(out_idx, int) else list(out_idx)
+    for r in results:
+        n = r.get("n_params")
+        if n is None or "error" in r:
+            continue
+        bad = [i for i in indices if not -n <= i < n]
+        if bad:
+            raise TuneError(f"out_idx={out_idx} is out of range: {req.program_name}'s PrimFunc has {n} parameters "
+                            f"(indices 0..{n - 1}, or -{n}..-1); nothing was compiled")
+        return
+
+
+def _build_in_workers(req: TuneRequest, pools: Any) -> list[dict] | None:
+    """Every config's build result from the compile workers; None where the program cannot be
+    shipped to them (then the test process builds, as a last resort)."""
+    import os
+    import sys
+
+    from .failures import BUILD
+    from .programs import dumps_spec
+
+    try:
+        blob = dumps_spec(req.program.spec)
+    except Exception:
+        return None
+    spec_id = sha256_hex(blob)
+    env, path = dict(os.environ), list(sys.path)
+    req.shipped = (spec_id, blob, env, path)
+    pool = pools.compile_pool()
+    futures = [pool.schedule(_build_entry, (spec_id, blob, config, env, path), timeout=req.tuner["compile_timeout"])
+               for config in req.configs]
+    results = []
+    for fut in futures:
+        try:
+            out = fut.result()
+        except Exception as exc:
+            status, why = classify(exc, "build", req.tuner["compile_timeout"])
+            out = {"error": {"stage": BUILD, "type": status, "message": why, "where": None, "tail": ""}}
+        if "spec_error" in out:
+            for other in futures:
+                other.cancel()
+            return None
+        results.append(out)
+    return results
+
+
+def _build_entry(spec_id: str, blob: bytes, config: dict, env: dict, path: list[str]) -> dict:
+    from .workers import build_candidate
+
+    return build_candidate(spec_id, blob, config, env, path)
+
+
+def complete_request(req: TuneRequest, results: list[dict]) -> None:
+    """What only a build tells: an eager kernel's outputs (T.empty) and symbolic shapes."""
+    from dataclasses import replace
+
+    from .programs import ExampleInputs, tensor_args
+
+    ok = [r for r in results if "error" not in r]
+    if ok:
+        req.mode = ok[0]["mode"]
+    if not ok or ok[0]["mode"] != "eager":
+        return
+    outs = {tuple(r["out_idx"]) if r["out_idx"] is not None else None for r in ok}
+    if len(outs) > 1:
+        raise TuneError(f"the configs change the outputs T.empty() declares ({sorted(map(str, outs))}); "
+                        f"every config must return the same tensors")
+    out_idx = ok[0]["out_idx"]
+    if out_idx is not None:
+        req.compile_args = replace(req.compile_args, out_idx=list(out_idx))
+    if req.profile_args.supply_prog is None and any(r["symbolic"] for r in ok):
+        # TileLang cannot make random inputs of a symbolic shape: use the test's example tensors.
+        examples = tensor_args(*req.program.example_args)
+        if examples:
+            req.profile_args = replace(req.profile_args, supply_prog=ExampleInputs(examples))
+
+
+def _candidate_compile_args(req: TuneRequest, config: dict) -> Any:
+    from dataclasses import replace
+
+    from .programs import PASS_CONFIGS
+
+    own = config.get(PASS_CONFIGS)
+    if not own:
+        return req.compile_args
+    return replace(req.compile_args, pass_configs={**(req.compile_args.pass_configs or {}), **own})
+
+
+def entry_key(req: TuneRequest, cands: list[Candidate], machine: dict) -> str:
+    """The key of the tuned result: every candidate's IR, the space, settings and machine."""
+    tuner = {k: req.tuner.get(k) for k in ("strategy", "max_trials", "max_tuning_s", "seed", "top_k")}
+    return sha256_hex(
+        {
+            "format": FORMAT_VERSION,
+            "candidates": [c.ckey or canonical_json(c.error) for c in cands],
+            "configs": req.configs,
+            "compile": req.compile_args.canonical(),
+            "profile": req.profile_args.canonical(),
+            "tuner": tuner,
+            "machine": machine,
+        }
+    )

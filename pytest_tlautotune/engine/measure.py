@@ -1,0 +1,120 @@
+"""Timing jobs, the top-k confirmation, and re-timing a stored winner for the gate.
+
+Everything here runs in the device's timing worker (``bench.py``); the test process only
+schedules jobs and reads their samples.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..key import sha256_hex
+from ..model import TuneRequest
+from .failures import reason
+
+if TYPE_CHECKING:
+    from ..store.local import Store
+    from .bench import BenchJob
+    from .workers import Pools
+
+
+class JobFactory:
+    """The timing jobs of one request: the same inputs key, profile settings and device lock."""
+
+    def __init__(self, req: TuneRequest, cache: Store):
+        import cloudpickle
+
+        self.req = req
+        self.cache = cache
+        self.profile_blob = cloudpickle.dumps(req.profile_args)
+        self.lock_path = cache.device_lock_path(req.device)
+        self.input_key = sha256_hex(
+            {"node": req.nodeid, "program": req.program_name, "profile": req.profile_args.canonical()}
+        )
+
+    def job(self, ckey: str, compile_args: Any, stop_above_ms: float | None = None) -> BenchJob:
+        from .bench import BenchJob
+
+        return BenchJob(
+            key=self.input_key,
+            kernel_dir=str(self.cache.kernel_dir(ckey)),
+            compile_args=compile_args,
+            profile_blob=self.profile_blob,
+            device=self.req.device,
+            lock_path=self.lock_path,
+            stop_above_ms=stop_above_ms,
+        )
+
+
+def confirm_top(pools: Pools, jobs: JobFactory, compile_args: list, top: list[dict],
+                ref_samples: list) -> tuple[dict, list, list, dict]:
+    """Re-time the ``top`` records interleaved (with ref_prog) and pick the winner:
+    (winner's record, its samples, ref_prog's samples, device info). ``compile_args`` are
+    the top records' own; ``ref_samples`` the streaming ones, kept if the confirmation fails."""
+    from .bench import confirm
+
+    req = jobs.req
+    batch = [jobs.job(r["ckey"], args) for r, args in zip(top, compile_args)]
+    timeout = req.profile_args.timeout * (len(batch) + 1)
+    try:
+        out = pools.bench_pool(req.device).schedule(confirm, (batch,), timeout=timeout).result()
+        if "failure" in out:
+            raise RuntimeError(reason(out["failure"]))
+    except Exception as exc:
+        # Keep the streaming measurements when the confirmation itself fails.
+        best = top[0]
+        return best, best.get("samples", []), ref_samples, {"confirm_error": str(exc)}
+    medians = {r["ckey"]: statistics.median(out["samples"][job.kernel_dir]) for r, job in zip(top, batch)}
+    for r in top:
+        r["confirm_median_ms"] = medians[r["ckey"]]
+    winner = min(top, key=lambda r: medians[r["ckey"]])
+    job = batch[top.index(winner)]
+    ref = out["samples"].get("ref") or ref_samples
+    return winner, out["samples"][job.kernel_dir], ref, out.get("device_info", {})
+
+
+def to_confirm(passed: list[dict], top_k: int) -> list[dict]:
+    """The candidates to re-time before choosing: the ``top_k`` best medians, plus (up to
+    ``top_k`` more) any whose fastest sample beat the best median.
+
+    A candidate timed while compiles ran on a sibling core can measure twice as slow for
+    most of its samples: its fastest sample gives it away, and a quiet re-time decides.
+    ``passed`` is sorted by median.
+    """
+    top = passed[:top_k]
+    if not passed:
+        return top
+    best = passed[0]["median_ms"]
+    suspects = [r for r in passed[top_k:] if r.get("samples") and min(r["samples"]) < best]
+    return top + suspects[:top_k]
+
+
+def measure_again(pools: Pools, cache: Store, req: TuneRequest, entry: Path, clock: str = "wall") -> dict:
+    """Re-time a stored winner (and ref_prog) in this run: the gate never compares stored numbers.
+
+    ``clock="cpu"`` times a CPU device by CPU time (see ``bench.time_fn``).
+    """
+    import cloudpickle
+
+    from .bench import BenchJob, confirm
+
+    job = BenchJob(
+        key=sha256_hex({"node": req.nodeid, "program": req.program_name, "remeasure": True}),
+        kernel_dir=str(entry),
+        compile_args=req.compile_args,
+        profile_blob=cloudpickle.dumps(req.profile_args),
+        device=req.device,
+        lock_path=cache.device_lock_path(req.device),
+    )
+    out = pools.bench_pool(req.device).schedule(confirm, ([job], 5, True, clock),
+                                                timeout=req.profile_args.timeout * 2).result()
+    if "failure" in out:
+        raise RuntimeError(reason(out["failure"]))
+    return {
+        "samples": out["samples"][str(entry)],
+        "loops": out.get("loops", {}).get(str(entry)),
+        "ref_samples": out["samples"].get("ref", []),
+        "device_info": out.get("device_info", {}),
+    }

@@ -1,0 +1,240 @@
+"""The compile/time event loop and its record book.
+
+Keeps every compile worker busy, times each candidate as soon as it is compiled (in the
+device's timing worker), stops clearly slow candidates early, and records every verdict
+(here and in the store). Every failure is a record on its config.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import signal
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pebble import ProcessExpired
+
+from ..model import REUSABLE_FAILURES, Candidate, CandidateRecord, Status, TuneError, TuneRequest
+from .failures import CUDA_FAULT_EXIT, REF_PROG, SUPPLY_PROG, definition, reason
+from .measure import JobFactory
+
+if TYPE_CHECKING:
+    from ..store.local import Store
+    from .search import Search
+    from .workers import Pools
+
+class Pipeline:
+    """Measures the candidates a search proposes; ``records`` maps a config's index to its record."""
+
+    def __init__(self, req: TuneRequest, cache: Store, pools: Pools, jobs: JobFactory, reuse_records: bool = True,
+                 progress: Callable[[str], None] | None = None):
+        self.req = req
+        self.cache = cache
+        self.pools = pools
+        self.jobs = jobs
+        self.reuse_records = reuse_records
+        self.progress = progress or (lambda msg: None)
+        self.records: dict[int, CandidateRecord] = {}
+        self.ref_samples: list[float] = []  # ref_prog's samples, from the first timing that ran it
+        self.on_device: bool | None = None  # compile where the GPU is visible (None: not known yet)
+        self.device_retries_failed = 0
+        self.notes: list[str] = []
+        self.t0_wall = time.time()
+        self._retry: dict[cf.Future, bool] = {}  # compile futures: a retry where the GPU is visible?
+        self._extra: dict[Any, dict] = {}  # timing futures: what the compile told about the candidate
+
+    def best_ms(self) -> float | None:
+        return min((r["median_ms"] for r in self.records.values() if r["status"] == Status.OK), default=None)
+
+    def run(self, cands: list[Candidate], search: Search, deadline: float | None) -> list[CandidateRecord]:
+        """Measure what ``search`` proposes until it is done or ``deadline`` (perf_counter) passes;
+        the records in config order."""
+        self.t0_wall = time.time()
+        self._loop(cands, search, deadline)
+        return [self.records[i] for i in sorted(self.records)]
+
+    def _loop(self, cands: list[Candidate], search: Search, deadline: float | None) -> None:
+        compile_pool = self.pools.compile_pool()
+        bench_pool = self.pools.bench_pool(self.req.device)
+        compiling: dict[cf.Future, int] = {}
+        timing: dict[cf.Future, int] = {}
+        depth = self.pools.n_workers + 1
+        while True:
+            if deadline is None or time.perf_counter() < deadline:
+                results = {i: r.get("median_ms") if r["status"] == Status.OK else None for i, r in self.records.items()}
+                pending = set(compiling.values()) | set(timing.values())
+                for i in search.propose(results, pending, depth - len(compiling)):
+                    self._start(cands[i], compile_pool, bench_pool, compiling, timing)
+            if not compiling and not timing:
+                # Reused records finish instantly: go on while the search has configs left.
+                if (deadline is not None and time.perf_counter() >= deadline) or not self._more(search):
+                    return
+                continue
+            done, _ = cf.wait(list(compiling) + list(timing), return_when=cf.FIRST_COMPLETED)
+            try:
+                for fut in done:
+                    if fut in compiling:
+                        self._compiled(cands[compiling.pop(fut)], fut, bench_pool, timing, compiling)
+                    else:
+                        self._timed(cands[timing.pop(fut)], fut)
+            except TuneError:
+                for fut in [*compiling, *timing]:
+                    fut.cancel()
+                raise
+
+    def _more(self, search: Any) -> bool:
+        results = {i: None for i in self.records}
+        return bool(search.propose(results, set(), 1))
+
+    def _start(self, cand: Candidate, compile_pool: Any, bench_pool: Any, compiling: dict, timing: dict) -> None:
+        if cand.error:
+            self._record(cand, {"status": Status.BUILD_ERROR, "reason": reason(cand.error), "failure": cand.error},
+                         store=False)
+            return
+        if self.reuse_records:
+            old = self.cache.read_record(cand.ckey)
+            # Verdicts about the kernel itself stand; compile errors, crashes and timeouts may
+            # come from the environment, so they are tried again. A pass needs its kernel.
+            status = old.get("status") if old else None
+            if status in REUSABLE_FAILURES or (status == Status.OK and self._kernel_ok(cand)):
+                self._record(cand, {**old, "reused": True}, store=False)
+                return
+        if self._kernel_ok(cand):
+            self._submit_bench(cand, bench_pool, timing, compile_s=0.0)
+            return
+        if self.on_device:
+            compile_pool = self.pools.device_compile_pool(self.req.device)
+        self._schedule_compile(cand, compile_pool, compiling)
+
+    def _schedule_compile(self, cand: Candidate, pool: Any, compiling: dict, retry: bool = False) -> None:
+        fut = pool.schedule(
+            _compile_entry,
+            (cand.source, cand.compile_args, str(self.cache.kernel_dir(cand.ckey))),
+            timeout=self.req.tuner["compile_timeout"],
+        )
+        compiling[fut] = cand.index
+        self._retry[fut] = retry
+
+    def _kernel_ok(self, cand: Candidate) -> bool:
+        from ..store.manifest import KERNEL_FILES, verify_manifest
+
+        try:
+            verify_manifest(self.cache.kernel_dir(cand.ckey), KERNEL_FILES)
+            return True
+        except Exception:
+            return False
+
+    def _compiled(self, cand: Candidate, fut: cf.Future, bench_pool: Any, timing: dict, compiling: dict) -> None:
+        retried = self._retry.pop(fut, False)
+        try:
+            info = fut.result()
+        except Exception as exc:
+            status, why = classify(exc, "compile", self.req.tuner["compile_timeout"])
+            self._record(cand, {"status": status, "reason": why})
+            return
+        if retried:
+            self._learn_from_retry("error" not in info)
+        if "error" in info and self._retry_on_device(retried):
+            # Compile workers see no GPU; some of TileLang's lowering asks the device (a kernel that
+            # lowers where the GPU is visible and not here): try it where the GPU is visible.
+            self._schedule_compile(cand, self.pools.device_compile_pool(self.req.device), compiling, retry=True)
+            return
+        if "error" in info:
+            failure = info["error"]
+            if not failure.get("where"):  # lowering names no line of the user's: the kernel's definition
+                failure["where"] = definition(self.req.program.spec.target)
+            self._record(cand, {"status": Status.COMPILE_ERROR, "reason": reason(failure), "failure": failure})
+            return
+        self._submit_bench(cand, bench_pool, timing, compile_s=info["compile_s"], pid=info["pid"],
+                           save_s=info.get("save_s"), started_at=info.get("started_at"),
+                           t_compiled=time.time() - self.t0_wall)
+
+    #: Retries where the GPU is visible that must all fail before compile errors are taken as they are.
+    DEVICE_RETRIES = 3
+
+    def _retry_on_device(self, retried: bool) -> bool:
+        if retried or self.on_device is False or self.req.device_kind != "cuda" or not self.pools.hides_gpus:
+            return False
+        return bool(self.on_device) or self.device_retries_failed < self.DEVICE_RETRIES
+
+    def _learn_from_retry(self, compiled: bool) -> None:
+        if compiled and not self.on_device:
+            self.on_device = True
+            self.notes.append("compiled where the GPU is visible: TileLang's lowering of this kernel asks the "
+                              "device, and failed in the GPU-less compile workers")
+        elif not compiled:
+            self.device_retries_failed += 1
+            if self.device_retries_failed >= self.DEVICE_RETRIES and self.on_device is None:
+                self.on_device = False
+
+    def _submit_bench(self, cand: Candidate, bench_pool: Any, timing: dict, **extra: Any) -> None:
+        from .bench import check_and_time
+
+        factor = self.req.tuner["early_stop_factor"]
+        best = self.best_ms()
+        stop = factor * best if factor and best is not None else None
+        job = self.jobs.job(cand.ckey, cand.compile_args, stop_above_ms=stop)
+        fut = bench_pool.schedule(check_and_time, (job,), timeout=self.req.profile_args.timeout)
+        timing[fut] = cand.index
+        self._extra[fut] = extra
+
+    def _timed(self, cand: Candidate, fut: Any) -> None:
+        extra = {**self._extra.pop(fut, {}), "t_timed": time.time() - self.t0_wall}
+        try:
+            out = fut.result()
+        except Exception as exc:
+            status, why = classify(exc, "check/timing", self.req.profile_args.timeout)
+            self._record(cand, {"status": status, "reason": why, **extra})
+            return
+        failure = out.get("failure")
+        if failure and failure.get("stage") in (REF_PROG, SUPPLY_PROG):
+            # The reference's (or the inputs') fault, not this config's: stop, say it once.
+            raise TuneError(f"{reason(failure)}\n{indent(failure.get('message', ''))}\n"
+                            f"(the reference or the inputs failed, not a candidate; nothing else was measured)")
+        if out.get("ref_samples") and not self.ref_samples:
+            self.ref_samples = out["ref_samples"]
+        out.pop("ref_samples", None)
+        self._record(cand, {**out, **extra})
+
+    def _record(self, cand: Candidate, fields: dict, store: bool = True) -> None:
+        record = {"ckey": cand.ckey, "index": cand.index, "config": cand.config, "reason": None, **fields}
+        record["index"], record["config"] = cand.index, cand.config
+        self.records[cand.index] = record
+        if store and cand.ckey:
+            self.cache.write_record(record)
+        n_ok = sum(r["status"] == Status.OK for r in self.records.values())
+        best = self.best_ms()
+        self.progress(
+            f"{len(self.records)}/{len(self.req.configs)} measured, {n_ok} passed"
+            + (f", best {best:.4g} ms" if best is not None else "")
+        )
+
+
+def indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines()[:12])
+
+
+def _compile_entry(source: Any, compile_args: Any, out_dir: str) -> dict:
+    from .workers import compile_candidate
+
+    return compile_candidate(source, compile_args, out_dir)
+
+
+def classify(exc: BaseException, stage: str, limit: float) -> tuple[Status, str]:
+    """Turn a pool exception into (status, reason)."""
+    if isinstance(exc, (cf.TimeoutError, TimeoutError)):
+        return Status.TIMEOUT, f"{stage} exceeded {limit:g} s and was killed"
+    if isinstance(exc, ProcessExpired):
+        code = exc.exitcode
+        sig = ""
+        if code is not None and code < 0:
+            try:
+                sig = f" ({signal.Signals(-code).name})"
+            except ValueError:
+                pass
+        if code == CUDA_FAULT_EXIT:
+            return Status.CRASH, f"{stage}: CUDA fault (e.g. illegal memory access); the timing worker was restarted"
+        return Status.CRASH, f"{stage} worker died with exit code {code}{sig}"
+    status = Status.COMPILE_ERROR if stage == "compile" else Status.ERROR
+    return status, f"{stage} failed: {type(exc).__name__}: {exc}"

@@ -1,0 +1,163 @@
+"""Tune one program: search -> pipeline -> confirm -> result.
+
+The pipeline (``pipeline.py``) measures what the search (``search.py``) proposes; the best
+few are re-timed interleaved (``measure.py``) before choosing; the winner is built here and
+its compiled kernel loaded. Only "nothing passed" fails the test.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..key import canonical_json, program_text, sha256_hex
+from ..model import Candidate, Status, TuneError, TuneRequest
+from .measure import JobFactory, confirm_top, to_confirm
+from .pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from ..param import AutotuneResult
+    from ..store.local import Store
+    from .workers import Pools
+
+
+class Tuner:
+    """Runs the search for one request with the session's pools and store."""
+
+    def __init__(
+        self,
+        req: TuneRequest,
+        cache: Store,
+        pools: Pools,
+        reuse_records: bool = True,
+        progress: Callable[[str], None] | None = None,
+    ):
+        self.req = req
+        self.cache = cache
+        self.pools = pools
+        self.jobs = JobFactory(req, cache)
+        self.pipeline = Pipeline(req, cache, pools, self.jobs, reuse_records, progress)
+
+    def run(self, cands: list[Candidate], key: str) -> tuple[AutotuneResult, list[dict]]:
+        """Search, confirm the top-k, and return (AutotuneResult, records)."""
+        from .search import Search
+
+        t0 = time.perf_counter()
+        tuner = self.req.tuner
+        search = Search(self.req.configs, tuner["strategy"], tuner["max_trials"], tuner["seed"])
+        deadline = t0 + tuner["max_tuning_s"] if tuner["max_tuning_s"] else None
+        records = self.pipeline.run(cands, search, deadline)
+        t_search = time.perf_counter()
+        passed = sorted((r for r in records if r["status"] == Status.OK), key=lambda r: r["median_ms"])
+        if not passed:
+            raise TuneError(self._failure_message(records))
+        top = to_confirm(passed, tuner["top_k"])
+        winner, samples, ref_samples, info = confirm_top(
+            self.pools, self.jobs, [cands[r["index"]].compile_args for r in top], top, self.pipeline.ref_samples)
+        phases = self._phases(records, t_search - t0, time.perf_counter() - t_search)
+        result = self._result(cands[winner["index"]], winner, samples, ref_samples, info, records, key,
+                              time.perf_counter() - t0, phases, self.pipeline.notes)
+        return result, records
+
+    def _phases(self, records: list[dict], search_s: float, confirm_s: float) -> dict:
+        """Where the time went: for the benchmarks and the HTML report."""
+        return {
+            "search_s": search_s,
+            "confirm_s": confirm_s,
+            "compile_cpu_s": sum(r.get("compile_s") or 0.0 for r in records if not r.get("reused")),
+            "bench_s": sum(r.get("bench_s") or 0.0 for r in records if not r.get("reused")),
+            "compiled": sum(1 for r in records if r.get("compile_s") and not r.get("reused")),
+            "reused": sum(1 for r in records if r.get("reused")),
+            "workers": self.pools.n_workers,
+            **self._timeline(records, self.pipeline.t0_wall),
+        }
+
+    def _timeline(self, records: list[dict], t0_wall: float) -> dict:
+        """Seconds from the start of the search: first compile started, last compile and last
+        timing finished (where the cold path's time goes)."""
+        fresh = [r for r in records if not r.get("reused")]
+        starts = [r["started_at"] - t0_wall for r in fresh if r.get("started_at")]
+        compiled = [r["t_compiled"] for r in fresh if r.get("t_compiled") is not None]
+        timed = [r["t_timed"] for r in fresh if r.get("t_timed") is not None]
+        out = {}
+        if starts:
+            out["first_compile_start_s"] = min(starts)
+        if compiled:
+            out["last_compile_end_s"] = max(compiled)
+        if timed:
+            out["last_timing_end_s"] = max(timed)
+        saves = [r["save_s"] for r in fresh if r.get("save_s") is not None]
+        if saves:
+            out["save_cpu_s"] = sum(saves)
+        return out
+
+    def _result(
+        self,
+        cand: Candidate,
+        winner: dict,
+        samples: list,
+        ref_samples: list,
+        info: dict,
+        records: list[dict],
+        key: str,
+        tuning_s: float,
+        phases: dict,
+        notes: list[str],
+    ) -> AutotuneResult:
+        from ..param import AutotuneResult
+        from ..store.artifacts import load_kernel
+
+        func = self.req.program.spec.build(cand.config).func  # here: the winner as this process builds it
+        if sha256_hex(program_text(func)) != cand.ir_sha:
+            raise TuneError(f"the winning config {cand.config} builds a different kernel in this process than "
+                            f"in a fresh worker process: does the program read state the test changes at run "
+                            f"time (a module global, sys.modules)? Build-time inputs must come from arguments, "
+                            f"files or environment variables")
+        kernel = load_kernel(self.cache.kernel_dir(winner["ckey"]), cand.compile_args, func)
+        record = {
+            "key": key,
+            "nodeid": self.req.nodeid,
+            "program": self.req.program_name,
+            "device": self.req.device,
+            "device_info": info,
+            "tuned_at": time.time(),
+            "phases": phases,
+            "notes": notes,
+            "tuning_s": tuning_s,
+            "candidates": records,
+            "compile_args": cand.compile_args.canonical(),
+            "winner_ir_sha": cand.ir_sha,
+            "built_here": self.req.built_here,
+        }
+        return AutotuneResult(
+            latency=statistics.median(samples),
+            config=cand.config,
+            ref_latency=statistics.median(ref_samples) if ref_samples else None,
+            libcode=kernel.get_kernel_source(),
+            func=func,
+            kernel=kernel,
+            samples=tuple(samples),
+            ref_samples=tuple(ref_samples),
+            record=record,
+        )
+
+    def _failure_message(self, records: list[dict]) -> str:
+        lines = [
+            f"no candidate passed: {len(records)} of {len(self.req.configs)} configs measured for "
+            f"{self.req.program_name}"
+        ]
+        for r in records:
+            lines.append(f"  {canonical_json(r['config'])}: {r['status']}: {r.get('reason')}")
+        return "\n".join(lines)
+
+
+    def _failure_message(self, records: list[dict]) -> str:
+        lines = [
+            f"no candidate passed: {len(records)} of {len(self.req.configs)} configs measured for "
+            f"{self.req.program_name}"
+        ]
+        for r in records:
+            lines.append(f"  {canonical_json(r['config'])}: {r['status']}: {r.get('reason')}")
+        return "\n".join(lines)

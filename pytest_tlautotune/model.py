@@ -1,0 +1,123 @@
+"""The value types that travel between the stages: a request, its candidates, an outcome,
+a candidate's status, and the one error that tuning raises. Light: no TileLang, no torch.
+
+The seed's ``CompileArgs``/``ProfileArgs``/``AutotuneResult`` live in ``param.py`` (the seed's
+module, which imports TileLang).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+import pytest
+
+
+class Status(enum.StrEnum):
+    """A candidate's verdict (a ``str``: records and JSON hold the plain value)."""
+
+    OK = "ok"
+    MISMATCH = "mismatch"
+    EARLY_STOP = "early_stop"
+    TIMEOUT = "timeout"
+    CRASH = "crash"
+    COMPILE_ERROR = "compile_error"
+    BUILD_ERROR = "build_error"
+    ERROR = "error"
+
+
+def row_id(nodeid: str, call: int) -> str:
+    """The id of a test's ``call``-th autotune result (baselines, JSON, summaries key on it)."""
+    return nodeid if call == 1 else f"{nodeid}[call {call}]"
+
+
+class CandidateRecord(TypedDict, total=False):
+    """One candidate's record: in ``candidates/<ckey>.json``, an entry's ``record.json`` and the JSON report."""
+
+    ckey: str | None
+    index: int
+    config: dict
+    status: str  # a Status value
+    reason: str | None
+    failure: dict  # failures.describe()
+    median_ms: float
+    samples: list[float]
+    loops: int
+    compile_s: float
+    save_s: float
+    bench_s: float
+    pid: int
+    started_at: float
+    t_compiled: float
+    t_timed: float
+    confirm_median_ms: float
+    reused: bool
+
+
+# Verdicts about the kernel itself, keyed on everything they depend on (its IR, the reference and
+# the code it reaches, the inputs, the machine). Early stops and timeouts come from one noisy
+# moment: a later search re-times them (their kernel is cached, so no compile).
+REUSABLE_FAILURES = (Status.MISMATCH,)
+
+
+class TLAutotuneError(Exception):
+    """Base of the plugin's errors: a tuning, store, cache or program problem, said in one sentence."""
+
+
+class TLAutotuneWarning(pytest.PytestWarning):
+    """Base of the plugin's warnings: something went wrong that does not fail the test."""
+
+
+class TuneWarning(TLAutotuneWarning):
+    """Something went wrong around tuning that does not fail the test (e.g. the cache write)."""
+
+
+class TuneError(TLAutotuneError):
+    """Tuning produced no usable kernel; the message says why, per config."""
+
+
+@dataclass
+class TuneRequest:
+    """Everything one fixture call asks for."""
+
+    nodeid: str
+    program_name: str
+    program: Any  # programs.Program
+    configs: list[dict]
+    compile_args: Any  # param.CompileArgs, target resolved (out_idx completed by the builds of eager kernels)
+    profile_args: Any  # param.ProfileArgs
+    tuner: dict  # strategy, max_trials, max_tuning_s, seed, early_stop_factor, top_k, compile_timeout
+    device: str  # "cpu" or "cuda:N"
+    call: int = 1  # which fixture call of the test this is (1, 2, ...)
+    mode: str | None = None  # "lazy" | "eager" | "plain", once a config was built
+    built_here: str | None = None  # why the configs were built in the test process, if they were
+    shipped: tuple | None = None  # (spec_id, spec blob, env, sys.path) for the workers' builds
+
+    @property
+    def device_kind(self) -> str:
+        return "cpu" if self.device == "cpu" else "cuda"
+
+
+@dataclass
+class Outcome:
+    """What the fixture reports: the result, how it was obtained, every record."""
+
+    result: Any
+    cache: str  # hit | miss | retune
+    key: str
+    tuning_s: float
+    records: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Candidate:
+    index: int
+    config: dict
+    ckey: str | None = None
+    func_blob: bytes | None = None
+    ir_sha: str | None = None
+    error: dict | None = None  # failures.describe() of the build
+    compile_args: Any = None  # the request's, with the config's own "pass_configs" merged in
+
+    source: Any = None  # what the compile job builds from (see workers.compile_candidate)

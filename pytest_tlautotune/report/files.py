@@ -1,0 +1,118 @@
+"""The files a run writes on the controller: --tl-save-baseline, --tl-json, --tl-markdown."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..gate import (
+    BASELINE_FORMAT,
+    FAIL,
+    IMPROVED,
+    PASS,
+    SKIPPED,
+    UNDETECTABLE,
+    baseline_document,
+    load_baseline,
+    ms_text,
+    row_ids,
+)
+from ..settings import get_option
+from ..store.files import atomic_write
+from .rows import canonical_json
+
+
+def dump_readable(obj: Any, indent: int = 0) -> str:
+    """JSON with two-space indentation but lists of numbers on one line: diffable and short."""
+    pad, inner = "  " * indent, "  " * (indent + 1)
+    if isinstance(obj, dict) and obj:
+        items = [f"{inner}{json.dumps(str(k))}: {dump_readable(v, indent + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(obj, list) and obj and not all(isinstance(v, (int, float)) for v in obj):
+        return "[\n" + ",\n".join(f"{inner}{dump_readable(v, indent + 1)}" for v in obj) + f"\n{pad}]"
+    return json.dumps(obj, default=str)
+
+
+def json_document(config: pytest.Config, rows: list[dict]) -> dict:
+    """Everything: options, every row (samples, candidates, machine) and its gate decision."""
+    return {
+        "format": BASELINE_FORMAT,
+        "tool": "pytest-tlautotune",
+        "baseline": get_option(config, "tl_baseline"),
+        "gate_metric": get_option(config, "tl_gate_metric"),
+        "max_regression_pct": get_option(config, "tl_max_regression"),
+        "alpha": get_option(config, "tl_alpha"),
+        "tests": [{"id": rid, **row} for rid, row in zip(row_ids(rows), rows, strict=True)],
+    }
+
+
+def markdown_lines(rows: list[dict]) -> list[str]:
+    """A Markdown table of results (and gate decisions when there are any)."""
+    gated = any("gate" in r for r in rows)
+    header = ["test", "config", "latency", "ref", "cache"]
+    if gated:
+        header += ["baseline", "change [CI]", "p", "gate"]
+    lines = ["### tlautotune", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for rid, row in sorted(zip(row_ids(rows), rows, strict=True)):
+        cells = [f"`{rid}`", f"`{canonical_json(row.get('config'))}`", ms_text(row.get("latency_ms")),
+                 ms_text(row.get("ref_latency_ms")), str(row.get("cache"))]
+        if gated:
+            d = row.get("gate") or {}
+            status = d.get("status", "-")
+            icon = {FAIL: "❌ ", IMPROVED: "🚀 ", PASS: "✅ ", SKIPPED: "⚠️ ", UNDETECTABLE: "〰️ "}.get(status, "")
+            cells += [ms_text(d.get("baseline_ms")), change_text(d), p_text(d), f"{icon}{status}"
+                      + (f" ({d['reason']})" if d.get("reason") and status != PASS else "")]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return lines
+
+
+def change_text(d: dict) -> str:
+    if d.get("regression_pct") is None:
+        return "-"
+    lo, hi = d["ratio_ci"]
+    return f"{d['regression_pct']:+.1f}% [{(lo - 1) * 100:+.1f}, {(hi - 1) * 100:+.1f}]"
+
+
+def p_text(d: dict) -> str:
+    return "-" if d.get("p_value") is None else f"{d['p_value']:.2g}"
+
+
+def write_files(config: pytest.Config, rows: list[dict]) -> None:
+    """On the controller: write the baseline, JSON and Markdown files asked for."""
+    if not rows:
+        return
+    outputs = []
+    save = get_option(config, "tl_save_baseline")
+    if save:
+        try:
+            old = load_baseline(save) if Path(save).exists() else None
+        except ValueError:
+            old = None  # an unreadable old file is replaced, not merged
+        outputs.append((save, lambda: dump_readable(baseline_document(rows, old)) + "\n", "w"))
+    if get_option(config, "tl_json"):
+        outputs.append((get_option(config, "tl_json"),
+                        lambda: json.dumps(json_document(config, rows), indent=1, default=str) + "\n", "w"))
+    md = get_option(config, "tl_markdown")
+    if md:
+        # GitHub's step summary collects every writer of the step: append there, replace elsewhere.
+        mode = "a" if md == os.environ.get("GITHUB_STEP_SUMMARY") else "w"
+        outputs.append((md, lambda: "\n".join(markdown_lines(rows)) + "\n\n", mode))
+    for path, render, mode in outputs:
+        try:
+            if mode == "a":
+                with open(path, "a") as f:
+                    f.write(render())
+            else:
+                atomic_write(path, render(), mkdir=True)
+        except OSError as exc:  # a report file is never worth a crash
+            _report_problem(config, f"tlautotune: could not write {path}: {exc}")
+
+
+def _report_problem(config: pytest.Config, message: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(message, yellow=True)

@@ -1,0 +1,96 @@
+"""One row per ``autotune(...)`` call, and its test properties.
+
+Per-test results travel as ``item.user_properties`` (junit XML, xdist) and as a
+``tl_results`` attribute on the call report, which xdist serialises to the
+controller; only the controller prints the summary and writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Any
+
+import pytest
+
+from ..model import Status, TLAutotuneWarning, row_id
+from ..stash import RESULTS_KEY
+
+CHECKED, UNCHECKED = "checked", "unchecked"
+
+
+class QuarantineWarning(TLAutotuneWarning):
+    """A stored result failed verification: it was moved to quarantine and tuned again."""
+
+
+def canonical_json(value: Any) -> str:
+    """``key.canonical_json``, imported on use (``key`` loads hashlib; ``--help`` needs none of it)."""
+    from ..key import canonical_json as dump
+
+    return dump(value)
+
+
+def record_outcome(item: pytest.Item, req: Any, outcome: Any, settings: Any, session: Any) -> dict:
+    """Store one fixture call's outcome as user properties and as a row for the summary.
+
+    Every call of the fixture in a test is its own row: the first is known by the test's
+    node id, the n-th by ``<nodeid>[call n]`` (stable while the test calls in the same order).
+    """
+    result = outcome.result
+    records = outcome.records or []
+    call = len(item.stash.get(RESULTS_KEY, [])) + 1
+    row = {
+        "id": row_id(item.nodeid, call),
+        "call": call,
+        "nodeid": item.nodeid,
+        "program": req.program_name,
+        "config": result.config,
+        "latency_ms": result.latency,
+        "ref_latency_ms": result.ref_latency,
+        "speedup": (result.ref_latency / result.latency) if result.ref_latency and result.latency else None,
+        "cache": outcome.cache,
+        "tuning_s": outcome.tuning_s,
+        "key": outcome.key,
+        "device": req.device,
+        "device_name": result.record.get("device_info", {}).get("device") or session.machine(
+            req.device_kind).get("device"),
+        "machine": session.machine(req.device_kind),
+        "n_configs": len(req.configs),
+        "n_measured": len(records),
+        "n_passed": sum(r.get("status") == Status.OK for r in records),
+        "check": check_kind(req.profile_args),
+        "samples": list(result.samples),
+        "loops": result.record.get("loops"),  # calls per sample, when this run re-timed the winner
+        "ref_samples": list(result.ref_samples),
+        "candidates": [
+            {k: r.get(k) for k in ("config", "status", "reason", "median_ms", "compile_s", "reused")}
+            for r in records
+        ],
+    }
+    props = [
+        ("tl_id", row["id"]),  # which call the properties after it belong to
+        ("tl_latency_ms", result.latency),
+        ("tl_config", canonical_json(result.config)),
+        ("tl_cache", outcome.cache),
+        ("tl_tuning_s", round(outcome.tuning_s, 3)),
+    ]
+    if result.ref_latency is not None:
+        props.insert(2, ("tl_ref_latency_ms", result.ref_latency))
+    quarantined = session.cache.quarantined.get(outcome.key) if outcome.key else None
+    if quarantined:
+        row["quarantined"] = quarantined
+        props.append(("tl_quarantined", quarantined))
+    item.user_properties.extend(props)
+    if quarantined:  # after tuning and saving: under filterwarnings=error the new result is kept
+        warnings.warn(QuarantineWarning(f"{item.nodeid}: the stored result {outcome.key[:12]} was corrupt "
+                                        f"({quarantined}); moved to quarantine and tuned again"), stacklevel=1)
+    row = json.loads(json.dumps(row, default=str))  # plain data: it crosses xdist's execnet
+    item.stash.setdefault(RESULTS_KEY, []).append(row)
+    return row
+
+
+def check_kind(profile_args: Any) -> str:
+    """``unchecked`` when nothing compares a candidate's output (no ref_prog, no manual_check_prog)."""
+    checked = (profile_args.ref_prog is not None or profile_args.manual_check_prog is not None) \
+        and not profile_args.skip_check
+    return CHECKED if checked else UNCHECKED

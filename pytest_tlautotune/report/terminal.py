@@ -1,0 +1,107 @@
+"""The terminal: one table helper, progress lines, the summary and the gate's table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from ..gate import ms_text, row_ids
+from ..model import Status
+from ..stash import CACHE_HIT, PENDING_KEY
+from .files import change_text, p_text
+from .rows import UNCHECKED, canonical_json
+
+
+def text_table(rows: Sequence[Sequence[Any]]) -> list[str]:
+    """Columns padded to their widest cell, two spaces apart, no trailing blanks."""
+    if not rows:
+        return []
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def progress_line(config: pytest.Config, nodeid: str, message: str, notice: bool = False) -> None:
+    """A line per event on a terminal; silent under -q and in xdist workers.
+
+    Written mid-test, a line breaks pytest's own progress line, which then prints the file name
+    again: on a terminal that is worth a live view, in a log (CI, pytester) it is not. There the
+    last message waits for the end of the test and is printed under ``-v`` only (``flush_progress``).
+    """
+    if hasattr(config, "workerinput") or config.get_verbosity() < 0:
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    if reporter.isatty or notice:  # a notice (waiting for another machine) is worth a line anywhere
+        reporter.write_line(f"[tlautotune] {nodeid}: {message}")
+    else:
+        config.stash.setdefault(PENDING_KEY, {})[nodeid] = message
+
+
+def flush_progress(config: pytest.Config, nodeid: str) -> None:
+    """After pytest's line for ``nodeid``: its last progress message, under ``-v`` (non-TTY only)."""
+    message = config.stash.get(PENDING_KEY, {}).pop(nodeid, None)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if message and reporter is not None and config.get_verbosity() > 0:
+        reporter.write_line(f"[tlautotune] {nodeid}: {message}")
+
+
+def _fmt(value: float | None, spec: str = ".4g", suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def summary_lines(rows: list[dict], verbose: int = 0) -> list[str]:
+    """The terminal summary table, grouped by file and sorted by test id."""
+    header = ("test", "config", "latency", "ref", "speedup", "cache", "tuning", "passed")
+    table = [header]
+    for row in sorted(rows, key=lambda r: (r["nodeid"], r.get("call", 1))):
+        table.append((
+            row.get("id", row["nodeid"]),
+            canonical_json(row["config"]),
+            _fmt(row["latency_ms"], suffix=" ms"),
+            _fmt(row["ref_latency_ms"], suffix=" ms"),
+            _fmt(row["speedup"], ".2f", "x"),
+            row["cache"],
+            _fmt(row["tuning_s"], ".1f", " s"),
+            f"{row['n_passed']}/{row['n_measured']}" + (" unchecked" if row.get("check") == UNCHECKED else ""),
+        ))
+    lines = text_table(table)
+    for row in rows:
+        if row.get("quarantined"):
+            lines.append(f"  {row['nodeid']}: the stored result was corrupt and tuned again: {row['quarantined']}")
+    if verbose > 0:
+        for row in rows:
+            if row.get("check") == UNCHECKED:
+                lines.append(f"  {row['nodeid']}: unchecked: no ref_prog or manual_check_prog (or skip_check), "
+                             f"so candidates were timed without checking their output")
+            failed = [c for c in row["candidates"] if c["status"] != Status.OK]
+            name = row.get("id", row["nodeid"])
+            for c in failed:
+                again = " (verdict reused from an earlier run)" if c.get("reused") else ""
+                lines.append(f"  {name} {canonical_json(c['config'])}: {c['status']}: {c['reason']}{again}")
+            reused = sum(1 for c in row["candidates"] if c.get("reused"))
+            if reused and row["cache"] != CACHE_HIT:
+                lines.append(f"  {name}: {reused} of {len(row['candidates'])} verdicts reused from earlier "
+                             f"runs (same kernel IR, reference code and machine); --tl-retune measures them again")
+    return lines
+
+
+def gate_lines(rows: list[dict]) -> list[str]:
+    """The terminal table of gate decisions (empty without --tl-baseline)."""
+    gated = [(rid, r) for rid, r in zip(row_ids(rows), rows, strict=True) if "gate" in r]
+    if not gated:
+        return []
+    table = [("test", "metric", "baseline", "now", "change [CI]", "p", "gate")]
+    notes = []
+    for rid, row in sorted(gated):
+        d = row["gate"]
+        table.append((rid, d["metric"], ms_text(d["baseline_ms"]), ms_text(d["now_ms"]), change_text(d), p_text(d),
+                      d["status"]))
+        if d.get("reason"):
+            notes.append(f"  {rid}: {d['status']}: {d['reason']}")
+    lines = text_table(table)
+    level = gated[0][1]["gate"].get("ci_level", 0.99)
+    lines.append(f"change = median ratio now/baseline - 1, [{level:.0%} bootstrap CI]; p = one-sided Mann-Whitney U")
+    return lines + notes

@@ -1,0 +1,160 @@
+"""Write and load an entry's files: the tuned result and the compiled kernel (imports TileLang)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import tilelang
+
+from ..key import canonical_json
+from .files import atomic_write, publish_dir, staging_dir
+from .manifest import (
+    BACKEND_PATH,
+    BEST_CONFIG_PATH,
+    DEVICE_KERNEL_PATH,
+    EXECUTABLE_PATH,
+    FUNCTION_JSON_PATH,
+    FUNCTION_PATH,
+    HOST_KERNEL_PATH,
+    KERNEL_CUBIN_PATH,
+    KERNEL_LIB_PATH,
+    KERNEL_PY_PATH,
+    LATENCY_PATH,
+    PARAMS_PATH,
+    RECORD_PATH,
+    write_manifest,
+)
+
+logger = logging.getLogger("pytest_tlautotune")
+
+
+def save_entry(result: Any, path: Path) -> None:
+    """Write ``result`` (an ``AutotuneResult``) as a cache entry at ``path``, atomically.
+
+    Files are staged in a sibling directory, fsynced, listed in a manifest and published
+    with one rename, so readers never see a half-written entry; an existing entry at
+    ``path`` is replaced only once the new one is complete.
+    """
+    with staging_dir(Path(path)) as staging:
+        _write_result(result, staging)
+        publish_dir(staging, Path(path))
+
+
+def _write_result(result: Any, directory: Path) -> None:
+    atomic_write(directory / BEST_CONFIG_PATH, canonical_json(result.config))
+    latency = {
+        "latency": result.latency,
+        "ref_latency": result.ref_latency,
+        "samples": list(result.samples),
+        "ref_samples": list(result.ref_samples),
+    }
+    atomic_write(directory / LATENCY_PATH, json.dumps(latency))
+    atomic_write(directory / RECORD_PATH, json.dumps(result.record, default=str))
+    if result.func is not None:
+        atomic_write(directory / FUNCTION_PATH, cloudpickle.dumps(result.func))
+    write_kernel_artifacts(directory, result.kernel, result.func)
+    write_manifest(directory, key=result.record.get("key"))
+
+
+def read_entry(path: Path, compile_args: Any) -> dict:
+    """The fields of the AutotuneResult stored at ``path`` (verified already), kernel loaded."""
+    config = json.loads((path / BEST_CONFIG_PATH).read_text())
+    latency = json.loads((path / LATENCY_PATH).read_text())
+    record = json.loads((path / RECORD_PATH).read_text()) if (path / RECORD_PATH).exists() else {}
+    func = load_function(path)
+    kernel = load_kernel(path, compile_args, func)
+    return dict(
+        latency=latency["latency"],
+        config=config,
+        ref_latency=latency.get("ref_latency"),
+        libcode=kernel.get_kernel_source(),
+        func=func,
+        kernel=kernel,
+        samples=tuple(latency.get("samples", ())),
+        ref_samples=tuple(latency.get("ref_samples", ())),
+        record=record,
+    )
+
+
+def kernel_lib_file(execution_backend: str) -> str:
+    """The file that holds a backend's compiled library."""
+    return {"nvrtc": KERNEL_CUBIN_PATH, "tvm_ffi": EXECUTABLE_PATH}.get(execution_backend, KERNEL_LIB_PATH)
+
+
+def write_kernel_artifacts(directory: Path, kernel: Any, func: Any = None) -> None:
+    """Write what is needed to reload ``kernel`` without compiling: sources, library, params, PrimFunc."""
+    from tilelang.engine.param import dump_kernel_params
+
+    directory = Path(directory)
+    backend = kernel.execution_backend
+    adapter = kernel.adapter
+    device_source = kernel.kernel_source
+    host_source = adapter.get_host_source() if backend == "tvm_ffi" else adapter.get_kernel_source()
+    atomic_write(directory / DEVICE_KERNEL_PATH, device_source or "")
+    atomic_write(directory / HOST_KERNEL_PATH, host_source or "")
+    lib_path = getattr(adapter, "libpath", None)
+    if backend == "tvm_ffi" and not lib_path:
+        tmp = directory / f".{EXECUTABLE_PATH}.{uuid.uuid4().hex[:8]}.so"
+        adapter.get_exportable_executable().export_library(str(tmp))
+        os.replace(tmp, directory / EXECUTABLE_PATH)
+    else:
+        atomic_write(directory / kernel_lib_file(backend), Path(lib_path).read_bytes())
+    if backend == "nvrtc":
+        atomic_write(directory / KERNEL_PY_PATH, Path(lib_path.replace(".cubin", ".py")).read_bytes())
+    # JSON despite the seed's name: TVM JSON loads without running any code.
+    atomic_write(directory / PARAMS_PATH, dump_kernel_params(kernel.params))
+    atomic_write(directory / BACKEND_PATH, json.dumps({"execution_backend": backend}))
+    if func is not None:
+        atomic_write(directory / FUNCTION_JSON_PATH, tilelang.tvm.ir.save_json(func))
+
+
+def save_kernel(kernel: Any, func: Any, out: Path) -> None:
+    """Publish one compiled candidate's artifacts at ``out`` (staged, manifest, one rename)."""
+    with staging_dir(out) as staging:
+        write_kernel_artifacts(staging, kernel, func)
+        write_manifest(staging)
+        publish_dir(staging, out)
+
+
+def load_function(directory: Path) -> Any:
+    """The PrimFunc of an entry: from TVM JSON when present, else the (verified) pickle."""
+    if (directory / FUNCTION_JSON_PATH).exists():
+        return tilelang.tvm.ir.load_json((directory / FUNCTION_JSON_PATH).read_text())
+    if (directory / FUNCTION_PATH).exists():
+        with open(directory / FUNCTION_PATH, "rb") as f:
+            return cloudpickle.load(f)
+    return None
+
+
+def load_kernel(directory: Path, compile_args: Any, func: Any = None):
+    """Rebuild a ``JITKernel`` from the artifacts written by :func:`write_kernel_artifacts`."""
+    from tilelang.backend.module import create_backend_context
+    from tilelang.engine.param import load_kernel_params
+    from tilelang.jit import JITKernel
+    from tilelang.jit.adapter.base import CachedTextSource
+
+    directory = Path(directory)
+    func = load_function(directory) if func is None else func
+    backend = json.loads((directory / BACKEND_PATH).read_text())["execution_backend"]
+    context = create_backend_context(compile_args.target, compile_args.target_host, backend)
+    return JITKernel.from_database(
+        func=func,
+        host_kernel_source=CachedTextSource(text=(directory / HOST_KERNEL_PATH).read_text()),
+        device_kernel_source=CachedTextSource(text=(directory / DEVICE_KERNEL_PATH).read_text()),
+        kernel_lib_path=str(directory / kernel_lib_file(backend)),
+        params=load_kernel_params((directory / PARAMS_PATH).read_text()),
+        target=context.target,
+        target_host=context.target_host,
+        # Copies: TileLang normalises these in place, which would change our keys.
+        out_idx=copy.deepcopy(compile_args.out_idx),
+        execution_backend=backend,
+        pass_configs=copy.deepcopy(compile_args.pass_configs),
+        backend_context=context,
+    )

@@ -1,0 +1,97 @@
+"""An entry's file names and its manifest: the size and sha256 of every file, checked before
+anything in the entry is unpickled or loaded. Light: no TileLang (the CLI reads these names)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..key import FORMAT_VERSION, sha256_hex
+from ..model import TLAutotuneError
+from . import safety
+from .files import atomic_write
+
+# The seed's file names (tilelang/autotuner/param.py).
+BEST_CONFIG_PATH = "best_config.json"
+FUNCTION_PATH = "function.pkl"
+LATENCY_PATH = "latency.json"
+DEVICE_KERNEL_PATH = "device_kernel.cu"
+HOST_KERNEL_PATH = "host_kernel.cu"
+EXECUTABLE_PATH = "executable.so"
+KERNEL_LIB_PATH = "kernel_lib.so"
+KERNEL_CUBIN_PATH = "kernel.cubin"
+KERNEL_PY_PATH = "kernel.py"
+PARAMS_PATH = "params.pkl"
+# Ours: the PrimFunc as TVM JSON (loads without unpickling), the manifest, the tuning record.
+FUNCTION_JSON_PATH = "function.json"
+MANIFEST_PATH = "manifest.json"
+RECORD_PATH = "record.json"
+BACKEND_PATH = "backend.json"
+
+ENTRY_FILES = frozenset({BEST_CONFIG_PATH, LATENCY_PATH, PARAMS_PATH, HOST_KERNEL_PATH, BACKEND_PATH})
+KERNEL_FILES = frozenset({PARAMS_PATH, HOST_KERNEL_PATH, BACKEND_PATH})
+
+
+class CorruptEntry(TLAutotuneError):
+    """A cache entry failed verification."""
+
+
+def write_manifest(directory: Path, key: str | None = None) -> None:
+    """List every file of ``directory`` with its size and sha256."""
+    files = {}
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        if entry.is_file(follow_symlinks=False) and entry.name != MANIFEST_PATH and not entry.name.startswith("."):
+            data = Path(entry.path).read_bytes()
+            files[entry.name] = {"size": len(data), "sha256": sha256_hex(data)}
+    manifest = {"format": FORMAT_VERSION, "key": key, "files": files}
+    atomic_write(directory / MANIFEST_PATH, json.dumps(manifest, indent=1, sort_keys=True))
+
+
+def verify_entry(directory: Path) -> None:
+    """Ownership and manifest checks of an entry, before anything in it is loaded.
+
+    Raises :class:`safety.UnsafeCache`, :class:`CorruptEntry` or ``OSError``.
+    """
+    safety.check_entry(directory)
+    verify_manifest(directory)
+
+
+def verify_manifest(directory: Path, required: frozenset = ENTRY_FILES) -> dict:
+    """Check format version, presence, size and sha256 of every listed file.
+
+    Raises :class:`CorruptEntry` for anything wrong with the manifest itself too
+    (wrong shape, a name outside the entry), so callers need to catch only that.
+    """
+    try:
+        manifest = json.loads((directory / MANIFEST_PATH).read_text())
+    except (OSError, ValueError) as exc:
+        raise CorruptEntry(f"unreadable manifest: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
+        raise CorruptEntry(f"format version {manifest.get('format') if isinstance(manifest, dict) else '?'} "
+                           f"is not {FORMAT_VERSION}")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise CorruptEntry("manifest has no file list")
+    for name, meta in files.items():
+        _verify_file(directory, name, meta)
+    missing = required - set(files)
+    if missing:
+        raise CorruptEntry(f"manifest lacks {', '.join(sorted(missing))}")
+    return manifest
+
+
+def _verify_file(directory: Path, name: str, meta: Any) -> None:
+    # A name like "../x" would make us read (and hash) files outside the entry.
+    if name in ("", ".", "..") or os.sep in name or name.startswith(".") or "\0" in name:
+        raise CorruptEntry(f"manifest names {name!r}, which is not a file of this entry")
+    if not (isinstance(meta, dict) and isinstance(meta.get("size"), int) and isinstance(meta.get("sha256"), str)):
+        raise CorruptEntry(f"manifest record of {name} is malformed")
+    file = directory / name
+    if file.is_symlink() or not file.is_file():
+        raise CorruptEntry(f"{name} is missing or not a regular file")
+    if file.stat().st_size != meta["size"]:  # before reading: a huge stray file is never read whole
+        raise CorruptEntry(f"{name} does not match its manifest (size)")
+    if sha256_hex(file.read_bytes()) != meta["sha256"]:
+        raise CorruptEntry(f"{name} does not match its manifest (sha256)")
