@@ -189,8 +189,9 @@ class TuneSession:
             # used only once the winner, built now, is the kernel stored (an edit outside the
             # project, an environment variable read at build time, a changed dependency).
             key = self.cache.read_index(fast)
-            if key and self._winner_still_built(self.cache.entry(key), req):
-                result = self.cache.load(self.cache.entry(key), req.compile_args)
+            func = self._winner_still_built(self.cache.entry(key), req) if key else None
+            if func is not None:
+                result = self.cache.load(self.cache.entry(key), req.compile_args, func=func)
                 if result is not None:
                     return _hit(result, key)
         if not self.no_tune:
@@ -243,13 +244,14 @@ class TuneSession:
             else:
                 self.store.push(key, entry)
                 # The kernel as later runs will load it: a broken save shows now, not on the next hit.
-                saved = self.cache.load(entry, req.compile_args, quarantine=False)
+                saved = self.cache.load(entry, req.compile_args, quarantine=False, func=result.func)
                 result = replace(result, kernel=saved.kernel) if saved is not None else result
         return Outcome(result, CACHE_RETUNE if self.retune else CACHE_MISS, key, time.perf_counter() - t0, records)
 
-    def _winner_still_built(self, entry: Any, req: Any) -> bool:
+    def _winner_still_built(self, entry: Any, req: Any) -> Any:
         """Build the stored winner's config here (one PrimFunc, milliseconds) and compare its IR
-        with the stored one. Also settles what only a build tells (an eager kernel's outputs)."""
+        with the stored one: the PrimFunc when they match, else None. Also settles what only a
+        build tells (an eager kernel's outputs)."""
         from .engine.candidates import complete_request
         from .key import program_text, sha256_hex
         from .store.manifest import BEST_CONFIG_PATH, RECORD_PATH
@@ -258,18 +260,18 @@ class TuneSession:
             record = json.loads((entry / RECORD_PATH).read_text())
             config = json.loads((entry / BEST_CONFIG_PATH).read_text())
         except (OSError, ValueError):
-            return False
+            return None
         stored = record.get("winner_ir_sha")
         if not stored:
-            return False
+            return None
         try:
             built = req.program.spec.build(config)
         except Exception:
-            return False  # the full path builds every config where a failure is a record
+            return None  # the full path builds every config where a failure is a record
         if sha256_hex(program_text(built.func)) != stored:
-            return False
+            return None
         complete_request(req, [_built_data(built)])
-        return True
+        return built.func
 
     def tune_one(self, req: Any, cand: Any, key: str) -> tuple | str:
         """Compile, check and time one candidate alone (the shared store's winner) here:

@@ -63,12 +63,17 @@ def _write_result(result: Any, directory: Path) -> None:
     write_manifest(directory, key=result.record.get("key"))
 
 
-def read_entry(path: Path, compile_args: Any) -> dict:
-    """The fields of the AutotuneResult stored at ``path`` (verified already), kernel loaded."""
+def read_entry(path: Path, compile_args: Any, func: Any = None) -> dict:
+    """The fields of the AutotuneResult stored at ``path`` (verified already), kernel loaded.
+
+    ``func``: the winner's PrimFunc as this process built it (its IR hash checked against the
+    stored one), used instead of the stored copy: TVM's serialisation does not round-trip every
+    layout annotation, so a PrimFunc that crossed a file is used only where nothing better exists.
+    """
     config = json.loads((path / BEST_CONFIG_PATH).read_text())
     latency = json.loads((path / LATENCY_PATH).read_text())
     record = json.loads((path / RECORD_PATH).read_text()) if (path / RECORD_PATH).exists() else {}
-    func = load_function(path)
+    func = load_function(path) if func is None else func
     kernel = load_kernel(path, compile_args, func)
     return dict(
         latency=latency["latency"],

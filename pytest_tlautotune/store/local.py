@@ -116,10 +116,10 @@ class Store:
 
     # -- entries -------------------------------------------------------------------
 
-    def load(self, entry: Path, compile_args: Any, quarantine: bool = True) -> Any:
+    def load(self, entry: Path, compile_args: Any, quarantine: bool = True, func: Any = None) -> Any:
         """The result stored at ``entry`` with its kernel loaded; None when absent. An entry
         that fails its checks or does not load is quarantined (and so re-tuned), or with
-        ``quarantine=False`` logged and left where it is."""
+        ``quarantine=False`` logged and left where it is. ``func``: see ``artifacts.read_entry``."""
         from .artifacts import read_entry
 
         if not entry.is_dir():
@@ -130,7 +130,7 @@ class Store:
             self._bad(entry, str(exc), quarantine)
             return None
         try:
-            return self._make_result(**read_entry(entry, compile_args))  # verified just above: hash once
+            return self._make_result(**read_entry(entry, compile_args, func))  # verified just above: hash once
         except Exception as exc:
             self._bad(entry, f"{type(exc).__name__}: {exc}", quarantine)
             return None
