@@ -253,7 +253,6 @@ class TuneSession:
         with the stored one: the PrimFunc when they match, else None. Also settles what only a
         build tells (an eager kernel's outputs)."""
         from .engine.candidates import complete_request
-        from .key import program_text, sha256_hex
         from .store.manifest import BEST_CONFIG_PATH, RECORD_PATH
 
         try:
@@ -268,9 +267,9 @@ class TuneSession:
             built = req.program.spec.build(config)
         except Exception:
             return None  # the full path builds every config where a failure is a record
-        if sha256_hex(program_text(built.func)) != stored:
+        if built.ir_sha != stored:
             return None
-        complete_request(req, [_built_data(built)])
+        complete_request(req, [built.summary()])
         return built.func
 
     def tune_one(self, req: Any, cand: Any, key: str) -> tuple | str:
@@ -340,10 +339,6 @@ def _make_result(**fields: Any) -> Any:
     from .param import AutotuneResult
 
     return AutotuneResult(**fields)
-
-
-def _built_data(built: Any) -> dict:
-    return {"mode": built.mode, "out_idx": built.out_idx, "symbolic": built.symbolic}
 
 
 def _hit(result: Any, key: str):

@@ -227,7 +227,7 @@ def time_fn(fn: Callable[[], Any], profile: ProfileArgs, device: str, rep: int |
     if device.startswith("cuda"):
         timer = _cuda_timer(profile.backend)
     else:
-        timer = _cpu_time_samples if clock == "cpu" else _cpu_samples
+        timer = _cpu_time_samples if clock == "cpu" else _wall_samples
     samples = timer(fn, probe, device, loops)
     if stop_above_ms and statistics.median(samples) > stop_above_ms:
         return samples, True
@@ -236,26 +236,25 @@ def time_fn(fn: Callable[[], Any], profile: ProfileArgs, device: str, rep: int |
     return samples, False
 
 
-def _cpu_samples(fn: Callable, n: int, device: str, loops: int = 1) -> list[float]:
+def _host_samples(clock_ns: Callable[[], int], fn: Callable, n: int, loops: int) -> list[float]:
+    """``n`` samples of ``loops`` calls each on ``clock_ns``, in ms per call."""
     samples = []
     for _ in range(n):
-        t0 = time.perf_counter_ns()
+        t0 = clock_ns()
         for _ in range(loops):
             fn()
-        samples.append((time.perf_counter_ns() - t0) / 1e6 / loops)
+        samples.append((clock_ns() - t0) / 1e6 / loops)
     return samples
+
+
+def _wall_samples(fn: Callable, n: int, device: str, loops: int = 1) -> list[float]:
+    return _host_samples(time.perf_counter_ns, fn, n, loops)
 
 
 def _cpu_time_samples(fn: Callable, n: int, device: str, loops: int = 1) -> list[float]:
     # CPU time leaves out the time the process waits for a core: on a shared runner that wait,
     # not the kernel, is what differs between runs (see benchmarks/gate_aa.py).
-    samples = []
-    for _ in range(n):
-        t0 = time.process_time_ns()
-        for _ in range(loops):
-            fn()
-        samples.append((time.process_time_ns() - t0) / 1e6 / loops)
-    return samples
+    return _host_samples(time.process_time_ns, fn, n, loops)
 
 
 def _cuda_timer(backend: str) -> Callable:

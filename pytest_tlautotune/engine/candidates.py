@@ -6,7 +6,7 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-from ..key import FORMAT_VERSION, canonical_json, program_text, sha256_hex
+from ..key import FORMAT_VERSION, canonical_json, sha256_hex
 from ..model import Candidate, TuneError, TuneRequest
 from .pipeline import classify, indent
 
@@ -37,10 +37,7 @@ def build_candidates(req: TuneRequest, machine: dict, pools: Any = None) -> list
             except Exception as exc:
                 results.append({"error": describe(exc, BUILD, req.program.spec.target)})
                 continue
-            text = program_text(built.func)
-            results.append({"ir_sha": sha256_hex(text), "func_blob": pickle.dumps(built.func), "mode": built.mode,
-                            "out_idx": built.out_idx, "symbolic": built.symbolic,
-                            "n_params": len(built.func.params)})
+            results.append({**built.summary(), "func_blob": pickle.dumps(built.func)})
     failures = [r["error"] for r in results if "error" in r]
     if len(failures) == len(results) and same_failure(failures):
         raise TuneError(f"every config failed the same way, so the program or the call is at fault: "
@@ -78,7 +75,7 @@ def _same_here(req: TuneRequest, results: list[dict]) -> bool:
         built = req.program.spec.build(first[0])
     except Exception:
         return True  # let the records say why; the result's own check runs later
-    return sha256_hex(program_text(built.func)) == first[1]["ir_sha"]
+    return built.ir_sha == first[1]["ir_sha"]
 
 
 def _check_out_idx(req: TuneRequest, results: list[dict]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 import logging
 from collections.abc import Iterator
@@ -37,6 +38,18 @@ class Built:
     mode: str  # "lazy" | "eager" | "plain"
     out_idx: list[int] | None  # the outputs T.empty() declares (eager)
     symbolic: bool  # a buffer has a symbolic dimension
+
+    @property
+    def ir_sha(self) -> str:
+        """sha256 of the PrimFunc's TVMScript text: what the kernel *is* (the candidate's identity)."""
+        from ..key import program_text, sha256_hex
+
+        return sha256_hex(program_text(self.func))
+
+    def summary(self) -> dict:
+        """The build as plain data (it crosses processes; the PrimFunc itself does not)."""
+        return {"ir_sha": self.ir_sha, "mode": self.mode, "out_idx": self.out_idx, "symbolic": self.symbolic,
+                "n_params": len(self.func.params)}
 
 
 @dataclass
@@ -346,11 +359,13 @@ def dumps_spec(spec: BuildSpec) -> bytes:
     import io
 
     buf = io.BytesIO()
-    _RefPickler(buf).dump(spec)
+    _ref_pickler()(buf).dump(spec)
     return buf.getvalue()
 
 
-def _ref_pickler():
+@functools.cache
+def _ref_pickler() -> type:
+    """The pickler class, made once on first use (cloudpickle is imported only when a test tunes)."""
     import cloudpickle
 
     class RefPickler(cloudpickle.Pickler):
@@ -362,10 +377,6 @@ def _ref_pickler():
             return super().reducer_override(obj)
 
     return RefPickler
-
-
-def _RefPickler(buf: Any) -> Any:  # noqa: N802 - a class made on first use (cloudpickle loads lazily)
-    return _ref_pickler()(buf)
 
 
 def module_ref(obj: Any) -> tuple[str, str | None, str] | None:

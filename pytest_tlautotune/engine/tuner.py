@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..key import canonical_json, program_text, sha256_hex
+from ..key import canonical_json
 from ..model import Candidate, Status, TuneError, TuneRequest
 from .measure import JobFactory, confirm_top, to_confirm
 from .pipeline import Pipeline
@@ -109,8 +109,9 @@ class Tuner:
         from ..param import AutotuneResult
         from ..store.artifacts import load_kernel
 
-        func = self.req.program.spec.build(cand.config).func  # here: the winner as this process builds it
-        if sha256_hex(program_text(func)) != cand.ir_sha:
+        built = self.req.program.spec.build(cand.config)  # here: the winner as this process builds it
+        func = built.func
+        if built.ir_sha != cand.ir_sha:
             raise TuneError(f"the winning config {cand.config} builds a different kernel in this process than "
                             f"in a fresh worker process: does the program read state the test changes at run "
                             f"time (a module global, sys.modules)? Build-time inputs must come from arguments, "
@@ -142,16 +143,6 @@ class Tuner:
             ref_samples=tuple(ref_samples),
             record=record,
         )
-
-    def _failure_message(self, records: list[dict]) -> str:
-        lines = [
-            f"no candidate passed: {len(records)} of {len(self.req.configs)} configs measured for "
-            f"{self.req.program_name}"
-        ]
-        for r in records:
-            lines.append(f"  {canonical_json(r['config'])}: {r['status']}: {r.get('reason')}")
-        return "\n".join(lines)
-
 
     def _failure_message(self, records: list[dict]) -> str:
         lines = [

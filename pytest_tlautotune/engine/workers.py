@@ -265,7 +265,6 @@ def build_candidate(spec_id: str, spec_blob: bytes, config: dict, env: dict, sys
     the PrimFunc itself (for a compile in this process)."""
     import pickle
 
-    from ..key import program_text, sha256_hex
     from .failures import BUILD, describe
 
     with _environment(env, sys_path):
@@ -278,12 +277,10 @@ def build_candidate(spec_id: str, spec_blob: bytes, config: dict, env: dict, sys
         try:
             with _captured_output():
                 built = spec.build(config)
-            text = program_text(built.func)
             # The PrimFunc itself stays here: TVM's serialisation does not round-trip every layout
             # annotation (a swizzled shared layout came back as `_i // 8 + 1` and failed to lower),
             # so the compile job builds it again where it compiles it.
-            out = {"ir_sha": sha256_hex(text), "mode": built.mode, "out_idx": built.out_idx,
-                   "symbolic": built.symbolic, "n_params": len(built.func.params)}
+            out = built.summary()
             if keep:
                 out["func"] = built.func
             return out
