@@ -88,7 +88,8 @@ class TuneRequest:
     compile_args: Any  # param.CompileArgs, target resolved (out_idx completed by the builds of eager kernels)
     profile_args: Any  # param.ProfileArgs
     tuner: dict  # strategy, max_trials, max_tuning_s, seed, early_stop_factor, top_k, compile_timeout
-    device: str  # "cpu" or "cuda:N"
+    device: str  # "cpu" or "cuda:N": where the winner is confirmed (and the only device on a CPU)
+    devices: tuple[str, ...] = ()  # where candidates are timed (every GPU of this process's share)
     call: int = 1  # which fixture call of the test this is (1, 2, ...)
     mode: str | None = None  # "lazy" | "eager" | "plain", once a config was built
     built_here: str | None = None  # why the configs were built in the test process, if they were
@@ -97,6 +98,11 @@ class TuneRequest:
     @property
     def device_kind(self) -> str:
         return "cpu" if self.device == "cpu" else "cuda"
+
+    @property
+    def timing_devices(self) -> tuple[str, ...]:
+        """Where candidates are timed: ``devices``, else the one ``device``."""
+        return self.devices or (self.device,)
 
 
 @dataclass

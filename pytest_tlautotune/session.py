@@ -87,15 +87,16 @@ class TuneSession:
         if not self.no_tune or gate:
             prestart()
         if gate:
-            self.pools.warm_up(self._likely_device(), compile=not self.no_tune)
+            self.pools.warm_up(self._likely_devices(), compile=not self.no_tune)
 
-    def _likely_device(self) -> str:
-        """The device a ``target="auto"`` test would time on (this worker's GPU, else the CPU)."""
+    def _likely_devices(self) -> list[str]:
+        """The devices a ``target="auto"`` test would time on (this process's GPUs, else the CPU)."""
         import torch
 
         if torch.cuda.is_available():
-            return f"cuda:{_worker_gpu(torch.cuda.device_count(), 0)}"
-        return "cpu"
+            count = torch.cuda.device_count()
+            return [f"cuda:{i}" for i in gpu_share(count, _own_gpu(count, 0), get_option(self.config, "tl_gpus"))]
+        return ["cpu"]
 
     def close(self) -> None:
         if self._pools is not None:
@@ -155,11 +156,11 @@ class TuneSession:
         profile_kwargs = {**prog.profile_defaults, **settings.profile}
         compile_args = CompileArgs(**{k: v for k, v in compile_kwargs.items() if k in COMPILE_FIELDS})
         profile_args = ProfileArgs(**{k: v for k, v in profile_kwargs.items() if k in PROFILE_FIELDS})
-        compile_args, device = _resolve_target(item, compile_args)
+        compile_args, devices = _resolve_target(item, compile_args, get_option(self.config, "tl_gpus"))
         prog.spec.device_target = compile_args.target
         return TuneRequest(nodeid=item.nodeid, program_name=prog.name, program=prog, configs=configs,
                            compile_args=compile_args, profile_args=profile_args, tuner=dict(settings.tuner),
-                           device=device)
+                           device=devices[0], devices=tuple(devices))
 
     def _fast_key(self, req: Any, program: Any, args: tuple, kwargs: dict) -> str:
         """A key that needs no PrimFunc: the program's source, its arguments, the settings and
@@ -196,7 +197,7 @@ class TuneSession:
                     return _hit(result, key)
         if not self.no_tune:
             # Start the workers now: they import TileLang while this process builds the PrimFuncs.
-            self.pools.warm_up(req.device)
+            self.pools.warm_up(req.timing_devices)
         outcome = self._tune_ir(req, machine, t0)
         if fast:
             self.cache.write_index(fast, outcome.key)
@@ -209,7 +210,7 @@ class TuneSession:
         from .store.safety import UnsafeCache
 
         if not self.no_tune:
-            self.pools.warm_up(req.device)
+            self.pools.warm_up(req.timing_devices)
         cands = build_candidates(req, machine, None if self.no_tune else self.pools)
         key = entry_key(req, cands, machine)
         try:
@@ -225,7 +226,7 @@ class TuneSession:
             raise TuneError(f"no stored result for this test (key {key[:12]}) and --tl-no-tune forbids tuning; "
                             f"run `pytest {req.nodeid}` without --tl-no-tune on a machine like this one "
                             f"({machine.get('device')}) to tune it, and keep its cache dir ({self.cache_dir})")
-        self.pools.warm_up(req.device)  # the fork server imports TileLang while we wait for the lock
+        self.pools.warm_up(req.timing_devices)  # the fork server imports TileLang while we wait for the lock
         with self.cache.lock(key), self.store.tuning(self, req, cands, key, entry) as fetched:
             # Another process (or machine) may have tuned this key while we waited for the lock.
             result = self.cache.load(entry, req.compile_args) or fetched
@@ -281,7 +282,7 @@ class TuneSession:
         one = replace(req, configs=[cand.config],
                       tuner={**req.tuner, "strategy": "exhaustive", "max_trials": None, "max_tuning_s": None,
                              "top_k": 1})
-        self.pools.warm_up(req.device)
+        self.pools.warm_up(req.timing_devices)
         tuner = Tuner(one, self.cache, self.pools, progress=self._progress(req))
         try:
             return tuner.run([replace(cand, index=0)], key)
@@ -348,8 +349,10 @@ def _hit(result: Any, key: str):
     return Outcome(result, CACHE_HIT, key, 0.0, result.record.get("candidates", []))
 
 
-def _resolve_target(item: pytest.Item, compile_args: Any) -> tuple[Any, str]:
+def _resolve_target(item: pytest.Item, compile_args: Any, gpus: str = "all") -> tuple[Any, list[str]]:
     """``auto`` becomes cuda with a GPU, else c; a target this machine cannot run is a skip.
+    Returns the resolved compile args and the devices to time on, the confirming one first
+    (``gpus``: the ``tl_gpus`` option, see :func:`gpu_share`).
 
     A CUDA target is written out in full (with the device's ``arch``): compile workers run
     with CUDA hidden, and a bare ``"cuda"`` would make TVM guess ``sm_50`` there.
@@ -364,16 +367,17 @@ def _resolve_target(item: pytest.Item, compile_args: Any) -> tuple[Any, str]:
     if kind in ("cuda", "hip"):
         if not torch.cuda.is_available():
             pytest.skip(f"target {kind!r} needs a GPU and torch sees none on this machine")
-        index = _worker_gpu(torch.cuda.device_count(), torch.cuda.current_device())
-        device = f"cuda:{index}"
+        count = torch.cuda.device_count()
+        share = gpu_share(count, _own_gpu(count, torch.cuda.current_device()), gpus)
+        devices = [f"cuda:{i}" for i in share]
         if kind == "cuda" and torch.version.hip is None:
-            target = _full_cuda_target(target, index)
+            target = _full_cuda_target(target, share[0])
     else:
-        device = "cpu"
+        devices = ["cpu"]
     backend = compile_args.execution_backend
     if kind == "c" and backend == "auto":
         backend = "cython"  # the backend that runs CPU kernels from Python
-    return replace(compile_args, target=target, execution_backend=backend), device
+    return replace(compile_args, target=target, execution_backend=backend), devices
 
 
 def _full_cuda_target(target: Any, index: int) -> Any:
@@ -398,13 +402,49 @@ def _full_cuda_target(target: Any, index: int) -> Any:
     return str(Target(spec))
 
 
-def _worker_gpu(count: int, current: int) -> int:
-    """Under xdist, worker gwN times on GPU N mod count, so workers spread over the cards
-    (the per-device timing lock keeps two of them off one card at once)."""
+def _xdist_slot() -> tuple[int, int] | None:
+    """(this worker's number, the number of workers) under xdist, else None."""
     worker = xdist_worker_id()
-    if count > 1 and worker and worker.startswith("gw") and worker[2:].isdigit():
-        return int(worker[2:]) % count
+    if worker and worker.startswith("gw") and worker[2:].isdigit():
+        return int(worker[2:]), max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1))
+    return None
+
+
+def _own_gpu(count: int, current: int) -> int:
+    """The GPU this process confirms winners on: under xdist worker gwN's is GPU N mod count, so
+    workers spread over the cards (the per-device timing lock keeps two of them off one card at
+    once); in a ``torch.distributed`` job (``LOCAL_RANK`` set) the rank's own card; else the
+    current device."""
+    slot = _xdist_slot()
+    if count > 1 and slot:
+        return slot[0] % count
+    local_rank = os.environ.get("LOCAL_RANK", "")
+    if count > 1 and local_rank.isdigit():
+        return int(local_rank) % count
     return current
+
+
+def gpu_share(count: int, own: int, gpus: str | None = "all") -> list[int]:
+    """The GPUs one tuning of this process times its candidates on, ``own`` first.
+
+    ``gpus`` (option ``tl_gpus``): ``all`` -- every GPU this process may use: all of them, or
+    under xdist with at least as many GPUs as workers, worker N's share (N, N + workers, ...),
+    else just its own; ``one`` -- only ``own``; or a comma list of indices. Ranks of one
+    ``torch.distributed`` job take all of them: the tuning lock lets one rank tune while the
+    others wait for its result.
+    """
+    if gpus == "one" or count <= 1:
+        return [own]
+    if gpus not in ("all", "", None):
+        picked = [i for i in (int(x) for x in str(gpus).split(",") if x.strip()) if i < count] or [own]
+        return sorted(dict.fromkeys(picked), key=lambda i: i != own)
+    slot = _xdist_slot()
+    if slot and slot[1] > 1:
+        worker, workers = slot
+        share = [g for g in range(count) if g % workers == worker % workers] if count >= workers else [own]
+    else:
+        share = list(range(count))
+    return sorted(share, key=lambda i: i != own)
 
 
 def xdist_worker_id() -> str | None:

@@ -215,6 +215,11 @@ def _not_a_dir(path: str) -> bool:
     return not os.path.isdir(path)
 
 
+def _gpus_ok(value: str) -> bool:
+    parts = [p.strip() for p in str(value).split(",")]
+    return value in ("all", "one") or (bool(parts) and all(p.isdigit() for p in parts))
+
+
 def _not_a_file(path: str) -> bool:
     return not os.path.exists(path) or os.path.isdir(path)
 
@@ -263,6 +268,9 @@ OPTIONS = (
     Option("tl_workers", "compile worker processes; -1 = one per CPU core (default: CPU cores / xdist workers)",
            "int", None, "TL_AUTOTUNE_WORKERS", check=_workers_ok,
            accepted="a number of processes >= 1, or -1 for one per CPU core"),
+    Option("tl_gpus", "GPUs one tuning times its candidates on: all (every GPU of this process; under xdist its "
+           "share), one (the test's own GPU) or indices like 0,1 (default: all)", "str", "all", "TL_AUTOTUNE_GPUS",
+           check=_gpus_ok, accepted="all, one, or comma-separated GPU indices such as 0,1"),
     Option("tl_save_baseline", "write a latency baseline (JSON) of every autotuned test to FILE (default: none)",
            **_OUT_FILE),
     Option("tl_baseline", "compare latencies against the baseline FILE and fail regressions (default: none)",

@@ -262,13 +262,26 @@ def test_gemm(autotune):
 
 
 def test_xdist_workers_spread_over_gpus(monkeypatch):
-    from pytest_tlautotune.session import _worker_gpu
+    from pytest_tlautotune.session import _own_gpu, gpu_share
 
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw5")
-    assert _worker_gpu(4, 0) == 1
-    assert _worker_gpu(1, 0) == 0
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "6")
+    assert _own_gpu(4, 0) == 1
+    assert _own_gpu(1, 0) == 0
+    assert gpu_share(4, 1) == [1]  # fewer GPUs than workers: each worker its own card
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    assert gpu_share(4, _own_gpu(4, 0)) == [1, 3]  # two workers on four GPUs: two cards each
     monkeypatch.delenv("PYTEST_XDIST_WORKER")
-    assert _worker_gpu(4, 2) == 2
+    assert _own_gpu(4, 2) == 2
+    assert gpu_share(4, 2) == [2, 0, 1, 3]  # one process: every GPU, its own first
+    assert gpu_share(4, 2, "one") == [2]
+    assert gpu_share(4, 2, "3,1") == [3, 1]
+    assert gpu_share(4, 1, "3,1") == [1, 3]
+    monkeypatch.setenv("LOCAL_RANK", "3")  # a torch.distributed rank: its own card first, every card
+    assert _own_gpu(4, 0) == 3
+    assert gpu_share(4, _own_gpu(4, 0)) == [3, 0, 1, 2]
 
 
 def test_builtin_reference_hashes_the_same_in_every_process():

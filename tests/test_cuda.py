@@ -65,3 +65,25 @@ def test_out_of_bounds_candidate_does_not_take_the_session_down(cuda_tl, pyteste
     # (the NaN-poisoned output then mismatches) depends on the allocator: both are rejections.
     assert re.search(r'"offset":262144.*: (crash|mismatch): ', result.stdout.str())
     assert "offset" not in cuda_tl.prop("test_add", "tl_config")[0]
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_one_tuning_times_on_every_gpu_and_confirms_on_one(cuda_tl, pytester):
+    """Candidates are compiled once and timed on both GPUs; the record says which GPU timed each;
+    the winner is confirmed on the test's own GPU (the first)."""
+    configs = "[dict(block_M=bm, block_N=bn, threads=th) for bm in (32, 64) for bn in (64, 128) for th in (128, 256)]"
+    test = TEST.format(backend="event").replace("CONFIGS = [dict(block_M=bm, block_N=bn, threads=128) "
+                                                "for bm in (32, 64) for bn in (64, 128)]", f"CONFIGS = {configs}")
+    pytester.makepyfile(test_k=test)
+    json_path = pytester.path / "out.json"
+    cuda_tl.run(f"--tl-json={json_path}").assert_outcomes(passed=1)
+    from conftest import load_json
+
+    result = load_json(json_path)["tests"][0]
+    timed_on = {c["timed_on"] for c in result["candidates"] if c.get("timed_on")}
+    assert timed_on == {"cuda:0", "cuda:1"}
+    assert result["device"] == "cuda:0" and result["timing_devices"] == ["cuda:0", "cuda:1"]
+    # --tl-gpus=one keeps every candidate on the test's own GPU
+    cuda_tl.run(f"--tl-json={json_path}", "--tl-retune", "--tl-gpus=one").assert_outcomes(passed=1)
+    result = load_json(json_path)["tests"][0]
+    assert {c["timed_on"] for c in result["candidates"] if c.get("timed_on")} == {"cuda:0"}

@@ -29,21 +29,23 @@ class JobFactory:
         self.req = req
         self.cache = cache
         self.profile_blob = cloudpickle.dumps(req.profile_args)
-        self.lock_path = cache.device_lock_path(req.device)
         self.input_key = sha256_hex(
             {"node": req.nodeid, "program": req.program_name, "profile": req.profile_args.canonical()}
         )
 
-    def job(self, ckey: str, compile_args: Any, stop_above_ms: float | None = None) -> BenchJob:
+    def job(self, ckey: str, compile_args: Any, stop_above_ms: float | None = None,
+            device: str | None = None) -> BenchJob:
+        """The timing job of one candidate on ``device`` (default: the request's own)."""
         from .bench import BenchJob
 
+        device = device or self.req.device
         return BenchJob(
             key=self.input_key,
             kernel_dir=str(self.cache.kernel_dir(ckey)),
             compile_args=compile_args,
             profile_blob=self.profile_blob,
-            device=self.req.device,
-            lock_path=self.lock_path,
+            device=device,
+            lock_path=self.cache.device_lock_path(device),
             stop_above_ms=stop_above_ms,
         )
 

@@ -1,8 +1,9 @@
 """The compile/time event loop and its record book.
 
 Keeps every compile worker busy, times each candidate as soon as it is compiled (in the
-device's timing worker), stops clearly slow candidates early, and records every verdict
-(here and in the store). Every failure is a record on its config.
+timing worker of whichever of the request's devices is free: one worker per GPU), stops
+clearly slow candidates early, and records every verdict (here and in the store). Every
+failure is a record on its config.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ class Pipeline:
         self.t0_wall = time.time()
         self._retry: dict[cf.Future, bool] = {}  # compile futures: a retry where the GPU is visible?
         self._extra: dict[Any, dict] = {}  # timing futures: what the compile told about the candidate
+        self.devices: tuple[str, ...] = req.timing_devices
+        self._busy = dict.fromkeys(self.devices, 0)  # timing jobs in flight per device
+        self._waiting: list[tuple[Candidate, dict]] = []  # compiled, waiting for a free device
 
     def best_ms(self) -> float | None:
         return min((r["median_ms"] for r in self.records.values() if r["status"] == Status.OK), default=None)
@@ -56,7 +60,6 @@ class Pipeline:
 
     def _loop(self, cands: list[Candidate], search: Search, deadline: float | None) -> None:
         compile_pool = self.pools.compile_pool()
-        bench_pool = self.pools.bench_pool(self.req.device)
         compiling: dict[cf.Future, int] = {}
         timing: dict[cf.Future, int] = {}
         depth = self.pools.n_workers + 1
@@ -65,7 +68,7 @@ class Pipeline:
                 results = {i: r.get("median_ms") if r["status"] == Status.OK else None for i, r in self.records.items()}
                 pending = set(compiling.values()) | set(timing.values())
                 for i in search.propose(results, pending, depth - len(compiling)):
-                    self._start(cands[i], compile_pool, bench_pool, compiling, timing)
+                    self._start(cands[i], compile_pool, compiling, timing)
             if not compiling and not timing:
                 # Reused records finish instantly: go on while the search has configs left.
                 if (deadline is not None and time.perf_counter() >= deadline) or not self._more(search):
@@ -75,9 +78,10 @@ class Pipeline:
             try:
                 for fut in done:
                     if fut in compiling:
-                        self._compiled(cands[compiling.pop(fut)], fut, bench_pool, timing, compiling)
+                        self._compiled(cands[compiling.pop(fut)], fut, timing, compiling)
                     else:
                         self._timed(cands[timing.pop(fut)], fut)
+                self._dispatch(timing)
             except TuneError:
                 for fut in [*compiling, *timing]:
                     fut.cancel()
@@ -87,7 +91,7 @@ class Pipeline:
         results = {i: None for i in self.records}
         return bool(search.propose(results, set(), 1))
 
-    def _start(self, cand: Candidate, compile_pool: Any, bench_pool: Any, compiling: dict, timing: dict) -> None:
+    def _start(self, cand: Candidate, compile_pool: Any, compiling: dict, timing: dict) -> None:
         if cand.error:
             self._record(cand, {"status": Status.BUILD_ERROR, "reason": reason(cand.error), "failure": cand.error},
                          store=False)
@@ -101,7 +105,7 @@ class Pipeline:
                 self._record(cand, {**old, "reused": True}, store=False)
                 return
         if self._kernel_ok(cand):
-            self._submit_bench(cand, bench_pool, timing, compile_s=0.0)
+            self._queue_timing(cand, timing, compile_s=0.0)
             return
         if self.on_device:
             compile_pool = self.pools.device_compile_pool(self.req.device)
@@ -125,7 +129,7 @@ class Pipeline:
         except Exception:
             return False
 
-    def _compiled(self, cand: Candidate, fut: cf.Future, bench_pool: Any, timing: dict, compiling: dict) -> None:
+    def _compiled(self, cand: Candidate, fut: cf.Future, timing: dict, compiling: dict) -> None:
         retried = self._retry.pop(fut, False)
         try:
             info = fut.result()
@@ -146,7 +150,7 @@ class Pipeline:
                 failure["where"] = definition(self.req.program.spec.target)
             self._record(cand, {"status": Status.COMPILE_ERROR, "reason": reason(failure), "failure": failure})
             return
-        self._submit_bench(cand, bench_pool, timing, compile_s=info["compile_s"], pid=info["pid"],
+        self._queue_timing(cand, timing, compile_s=info["compile_s"], pid=info["pid"],
                            save_s=info.get("save_s"), started_at=info.get("started_at"),
                            t_compiled=time.time() - self.t0_wall)
 
@@ -168,19 +172,36 @@ class Pipeline:
             if self.device_retries_failed >= self.DEVICE_RETRIES and self.on_device is None:
                 self.on_device = False
 
-    def _submit_bench(self, cand: Candidate, bench_pool: Any, timing: dict, **extra: Any) -> None:
+    #: Timing jobs handed to one device's worker at a time (one running, one queued behind it).
+    DEVICE_DEPTH = 2
+
+    def _queue_timing(self, cand: Candidate, timing: dict, **extra: Any) -> None:
+        self._waiting.append((cand, extra))
+        self._dispatch(timing)
+
+    def _dispatch(self, timing: dict) -> None:
+        """Hand waiting candidates to the least busy devices. A job goes to a device only when it
+        has room, so a GPU whose worker is still starting never hoards the queue, and the early-stop
+        bound is taken as late as possible (from the best time so far)."""
         from .bench import check_and_time
 
-        factor = self.req.tuner["early_stop_factor"]
-        best = self.best_ms()
-        stop = factor * best if factor and best is not None else None
-        job = self.jobs.job(cand.ckey, cand.compile_args, stop_above_ms=stop)
-        fut = bench_pool.schedule(check_and_time, (job,), timeout=self.req.profile_args.timeout)
-        timing[fut] = cand.index
-        self._extra[fut] = extra
+        while self._waiting:
+            device = min(self.devices, key=lambda d: (self._busy[d], self.devices.index(d)))
+            if self._busy[device] >= self.DEVICE_DEPTH:
+                return
+            cand, extra = self._waiting.pop(0)
+            factor = self.req.tuner["early_stop_factor"]
+            best = self.best_ms()
+            stop = factor * best if factor and best is not None else None
+            job = self.jobs.job(cand.ckey, cand.compile_args, stop_above_ms=stop, device=device)
+            fut = self.pools.bench_pool(device).schedule(check_and_time, (job,), timeout=self.req.profile_args.timeout)
+            timing[fut] = cand.index
+            self._busy[device] += 1
+            self._extra[fut] = {**extra, "timed_on": device}
 
     def _timed(self, cand: Candidate, fut: Any) -> None:
         extra = {**self._extra.pop(fut, {}), "t_timed": time.time() - self.t0_wall}
+        self._busy[extra["timed_on"]] -= 1
         try:
             out = fut.result()
         except Exception as exc:

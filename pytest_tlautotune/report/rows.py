@@ -51,7 +51,8 @@ def record_outcome(item: pytest.Item, req: Any, outcome: Any, settings: Any, ses
         "cache": outcome.cache,
         "tuning_s": outcome.tuning_s,
         "key": outcome.key,
-        "device": req.device,
+        "device": req.device,  # where the winner was confirmed
+        "timing_devices": list(req.timing_devices),  # where candidates were timed
         "device_name": result.record.get("device_info", {}).get("device") or session.machine(
             req.device_kind).get("device"),
         "machine": session.machine(req.device_kind),
@@ -63,7 +64,7 @@ def record_outcome(item: pytest.Item, req: Any, outcome: Any, settings: Any, ses
         "loops": result.record.get("loops"),  # calls per sample, when this run re-timed the winner
         "ref_samples": list(result.ref_samples),
         "candidates": [
-            {k: r.get(k) for k in ("config", "status", "reason", "median_ms", "compile_s", "reused")}
+            {k: r.get(k) for k in ("config", "status", "reason", "median_ms", "compile_s", "reused", "timed_on")}
             for r in records
         ],
     }
