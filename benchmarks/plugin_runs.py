@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +49,11 @@ SPACES = {
     "gpu48": dict(
         module="kernels_cuda", fn="gemm", args="4096, 4096, 4096", target="cuda",
         configs="GEMM_48_CONFIGS", ref="lambda A, B: A @ B", extra="warmup=10, rep=100, rtol=1e-2, atol=1e-2",
+    ),
+    # TileLang's advanced GEMM autotune example's 288-config space (bf16 A @ B.T, rasterization).
+    "gpu288": dict(
+        module="kernels_cuda", fn="gemm_nt", args="4096, 4096, 4096", target="cuda",
+        configs="GEMM_288_CONFIGS", ref="lambda A, B: A @ B.T", extra="warmup=3, rep=20, rtol=1e-2, atol=1e-2",
     ),
 }
 
@@ -91,10 +97,12 @@ def run_once(test: Path, cache: Path, tl_cache: Path, extra_args: list[str]) -> 
     case = next(ET.parse(junit).getroot().iter("testcase"))
     props = {p.get("name"): p.get("value") for p in case.iter("property")}
     phases = {}
+    candidates = []
     for record in cache.glob("entries/*/record.json"):
         data = json.loads(record.read_text())
         if data.get("phases"):
             phases = {k: round(v, 2) if isinstance(v, float) else v for k, v in data["phases"].items()}
+        candidates = data.get("candidates", [])
     timeline = next((json.loads(line[9:]) for line in proc.stderr.splitlines() if line.startswith("TIMELINE ")), {})
     return {
         "timeline": timeline,
@@ -106,6 +114,9 @@ def run_once(test: Path, cache: Path, tl_cache: Path, extra_args: list[str]) -> 
         "latency_ms": float(props["tl_latency_ms"]),
         "ref_latency_ms": float(props["tl_ref_latency_ms"]) if "tl_ref_latency_ms" in props else None,
         "tuning_s": float(props["tl_tuning_s"]),
+        "candidates": candidates,
+        "timed_on": dict(Counter(c.get("timed_on") for c in candidates if c.get("timed_on") and not c.get("reused"))),
+        "early_stopped": sum(c.get("status") == "early_stop" for c in candidates),
     }
 
 
@@ -117,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--more", default="", help="extra marker settings, e.g. ', strategy=\"guided\"'")
     parser.add_argument("--vs-tilelang", action="store_true", help="also time TileLang's AutoTuner (cpu16)")
     parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--records", help="write the first cold run's candidate records as JSON here "
+                        "(the input of benchmarks/guided_search.py)")
     parser.add_argument("pytest_args", nargs="*")
     args = parser.parse_args(argv)
 
@@ -127,10 +140,14 @@ def main(argv: list[str] | None = None) -> int:
         cache, tl_cache = work / f"cache{i}", work / f"tlcache{i}"
         cache.mkdir()
         cold.append(run_once(test, cache, tl_cache, args.pytest_args))
-        print("cold", json.dumps(cold[-1]), flush=True)
+        if args.records and i == 0:
+            Path(args.records).write_text(json.dumps({"candidates": cold[-1]["candidates"]}))
+        print("cold", json.dumps({k: v for k, v in cold[-1].items() if k != "candidates"}), flush=True)
     for _ in range(args.warm):
         warm.append(run_once(test, cache, tl_cache, args.pytest_args))
-        print("warm", json.dumps(warm[-1]), flush=True)
+        print("warm", json.dumps({k: v for k, v in warm[-1].items() if k != "candidates"}), flush=True)
+    for r in cold + warm:
+        r.pop("candidates", None)
     out = {"space": args.space, "cold": cold, "warm": warm}
     lat = [r["latency_ms"] for r in cold]
     if len(lat) > 1:
