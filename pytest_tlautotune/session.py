@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from .model import TuneWarning
-from .settings import COMPILE_FIELDS, PROFILE_FIELDS, TuneSettings, get_option, target_kind
+from .settings import COMPILE_FIELDS, PROFILE_FIELDS, TuneSettings, get_option, resolve_strategy, target_kind
 from .stash import CACHE_HIT, CACHE_MISS, CACHE_RETUNE
 
 
@@ -159,7 +159,8 @@ class TuneSession:
         compile_args, devices = _resolve_target(item, compile_args, get_option(self.config, "tl_gpus"))
         prog.spec.device_target = compile_args.target
         return TuneRequest(nodeid=item.nodeid, program_name=prog.name, program=prog, configs=configs,
-                           compile_args=compile_args, profile_args=profile_args, tuner=dict(settings.tuner),
+                           compile_args=compile_args, profile_args=profile_args,
+                           tuner=resolve_strategy(dict(settings.tuner), len(configs)),
                            device=devices[0], devices=tuple(devices))
 
     def _fast_key(self, req: Any, program: Any, args: tuple, kwargs: dict) -> str:

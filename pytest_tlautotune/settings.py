@@ -23,7 +23,7 @@ PROFILE_FIELDS = (
 # Plugin settings beside the seed's two dataclasses, with their defaults.
 TUNER_DEFAULTS: dict[str, Any] = {
     "configs": None,
-    "strategy": "exhaustive",  # exhaustive | random | guided
+    "strategy": "auto",  # auto | exhaustive | random | guided (auto: by the space's size, see resolve_strategy)
     "max_trials": None,  # measure at most this many configs
     "max_tuning_s": None,  # stop scheduling new configs after this many seconds
     "seed": 0,  # for random and guided search
@@ -37,7 +37,20 @@ SETTINGS = COMPILE_FIELDS + PROFILE_FIELDS + tuple(TUNER_DEFAULTS)
 EXECUTION_BACKENDS = ("auto", "tvm_ffi", "cython", "nvrtc", "torch")
 TARGETS = ("auto", "cuda", "hip", "c")
 PROFILE_BACKENDS = ("event", "cupti", "cudagraph")
-STRATEGIES = ("exhaustive", "random", "guided")
+STRATEGIES = ("auto", "exhaustive", "random", "guided")
+#: ``strategy="auto"`` measures every config of a space up to this size, and runs the guided search
+#: (a fifth of the space) on larger ones: measured in benchmarks/plugin_runs.py gpu48 / gpu288 and
+#: the replay benchmarks/guided_search.py (README, "Search strategies").
+AUTO_EXHAUSTIVE_MAX = 64
+
+
+def resolve_strategy(tuner: dict, n_configs: int) -> dict:
+    """``tuner`` with ``strategy="auto"`` made concrete for a space of ``n_configs`` (before keying:
+    a small space keys exactly as an explicit ``exhaustive``)."""
+    if tuner.get("strategy") != "auto":
+        return tuner
+    big = n_configs > AUTO_EXHAUSTIVE_MAX and not tuner.get("max_trials")
+    return {**tuner, "strategy": "guided" if big else "exhaustive"}
 SUPPLY_TYPES = ("Integer", "Uniform", "Normal", "Randn", "Zero", "One", "Auto")
 
 

@@ -114,3 +114,17 @@ def test_confirmation_adds_candidates_whose_fastest_sample_beat_the_best_median(
                      rec("disturbed", [3.4, 7.6, 7.6]), rec("slow", [9.0, 9.1, 9.2])], key=lambda r: r["median_ms"])
     assert [r["name"] for r in to_confirm(passed, 2)] == ["best", "second", "disturbed"]
     assert [r["name"] for r in to_confirm(passed, 3)] == ["best", "second", "third", "disturbed"]
+
+
+def test_auto_strategy_measures_small_spaces_whole_and_guides_big_ones():
+    from pytest_tlautotune.settings import AUTO_EXHAUSTIVE_MAX, TUNER_DEFAULTS, resolve_strategy
+
+    assert TUNER_DEFAULTS["strategy"] == "auto"
+    small = resolve_strategy(dict(TUNER_DEFAULTS), AUTO_EXHAUSTIVE_MAX)
+    big = resolve_strategy(dict(TUNER_DEFAULTS), AUTO_EXHAUSTIVE_MAX + 1)
+    assert small["strategy"] == "exhaustive" and big["strategy"] == "guided"
+    # a budget the user gave keeps its old meaning (the first max_trials configs); explicit choices stand
+    assert resolve_strategy({**TUNER_DEFAULTS, "max_trials": 5}, 500)["strategy"] == "exhaustive"
+    assert resolve_strategy({**TUNER_DEFAULTS, "strategy": "random"}, 500)["strategy"] == "random"
+    big_space = [{"i": i} for i in range(AUTO_EXHAUSTIVE_MAX * 4)]
+    assert Search(big_space, big["strategy"]).budget == round(len(big_space) * 0.2)
