@@ -50,6 +50,19 @@ def test_tunes_then_hits_then_retunes(tl, pytester):
     assert tl.prop("test_gemm", "tl_cache") == ["retune"]
 
 
+def test_each_candidate_is_compiled_and_timed_once_when_timing_is_the_bottleneck(tl, pytester):
+    """Timing slower than compiling: compiled candidates queue for the timing worker. A queued
+    candidate must not be proposed, compiled-checked and queued again (a bug that timed the same
+    candidates over and over and made a 10 s tuning take minutes)."""
+    configs = "[dict(bm=bm, bn=16, bk=bk) for bm in (8, 16, 32) for bk in (16, 32)]"
+    pytester.makepyfile(test_k=gemm_test(configs=configs).replace("rep=5", "rep=400"))
+    tl.run().assert_outcomes(passed=1)
+    (record,) = [json.loads(p.read_text()) for p in tl.cache_dir.glob("entries/*/record.json")]
+    assert record["phases"]["compiled"] == 6
+    assert record["phases"]["timed"] == 6
+    assert sorted(c["index"] for c in record["candidates"]) == list(range(6))
+
+
 def test_wrong_candidate_rejected_with_reason(tl, pytester):
     pytester.makepyfile(test_k=gemm_test(kwargs=", bug_when_bk=32"))
     result = tl.run("-v")

@@ -47,6 +47,7 @@ class Pipeline:
         self.devices: tuple[str, ...] = req.timing_devices
         self._busy = dict.fromkeys(self.devices, 0)  # timing jobs in flight per device
         self._waiting: list[tuple[Candidate, dict]] = []  # compiled, waiting for a free device
+        self.timing_jobs = 0  # timing jobs handed out (one per measured candidate)
 
     def best_ms(self) -> float | None:
         return min((r["median_ms"] for r in self.records.values() if r["status"] == Status.OK), default=None)
@@ -66,7 +67,7 @@ class Pipeline:
         while True:
             if deadline is None or time.perf_counter() < deadline:
                 results = {i: r.get("median_ms") if r["status"] == Status.OK else None for i, r in self.records.items()}
-                pending = set(compiling.values()) | set(timing.values())
+                pending = set(compiling.values()) | set(timing.values()) | {c.index for c, _ in self._waiting}
                 for i in search.propose(results, pending, depth - len(compiling)):
                     self._start(cands[i], compile_pool, compiling, timing)
             if not compiling and not timing:
@@ -197,6 +198,7 @@ class Pipeline:
             fut = self.pools.bench_pool(device).schedule(check_and_time, (job,), timeout=self.req.profile_args.timeout)
             timing[fut] = cand.index
             self._busy[device] += 1
+            self.timing_jobs += 1
             self._extra[fut] = {**extra, "timed_on": device}
 
     def _timed(self, cand: Candidate, fut: Any) -> None:

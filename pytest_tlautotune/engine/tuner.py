@@ -69,6 +69,7 @@ class Tuner:
             "compile_cpu_s": sum(r.get("compile_s") or 0.0 for r in records if not r.get("reused")),
             "bench_s": sum(r.get("bench_s") or 0.0 for r in records if not r.get("reused")),
             "compiled": sum(1 for r in records if r.get("compile_s") and not r.get("reused")),
+            "timed": self.pipeline.timing_jobs,
             "reused": sum(1 for r in records if r.get("reused")),
             "workers": self.pools.n_workers,
             **self._timeline(records, self.pipeline.t0_wall),
