@@ -1,7 +1,7 @@
 """What one CUDA candidate's compile costs with each of TileLang's execution backends, and
 whether the kernels are the same (same check, same latency).
 
-    python benchmarks/compile_backends.py [--configs 16] [--workers 16] [--backends tvm_ffi,nvrtc,cython]
+    python benchmarks/compile_backends.py [--configs 48] [--workers 16] [--backends tvm_ffi,tvm_ffi+nvrtc,nvrtc]
 
 On the GPU machine. For each backend, the same configs of the 48-config 4096^3 fp16 GEMM are
 built and compiled the way the plugin does it (in a pool of compile workers forked from the
@@ -12,7 +12,11 @@ over backends so clock drift hits them alike). The last stdout line is JSON.
 
 ``nvrtc`` needs ``cuda-python`` (``cuda.bindings``); with CUDA >= 12.8 TileLang passes NVRTC's
 ``-pch`` (automatic precompiled headers, kept per process), so a worker's first compile and its
-later ones are reported apart.
+later ones are reported apart. ``tvm_ffi+nvrtc`` is the plugin's ``--tl-device-compiler=nvrtc``:
+TileLang's default tvm_ffi kernel with only its device code compiled by NVRTC
+(``pytest_tlautotune/engine/device_compile.py``). Latency is measured two ways: one call
+between CUDA events (includes the host launch), and 20 back-to-back calls between events
+(the kernel's own time when launching is faster than the kernel).
 """
 
 from __future__ import annotations
@@ -38,12 +42,15 @@ def compile_job(backend: str, target: str, config: dict, out_dir: str) -> dict:
     from tvm.target import Target
 
     from examples.kernels_cuda import gemm
+    from pytest_tlautotune.engine.device_compile import last
     from pytest_tlautotune.engine.workers import private_tempdir
     from pytest_tlautotune.param import CompileArgs
     from pytest_tlautotune.store.artifacts import save_kernel
 
     t = os.times()
     cpu0, child0, wall0 = t.user + t.system, t.children_user + t.children_system, time.perf_counter()
+    backend = backend.split("+")[0]
+    last.clear()
     try:
         with Target(json.loads(target)):
             func = gemm(SIZE, SIZE, SIZE, **config)
@@ -57,14 +64,24 @@ def compile_job(backend: str, target: str, config: dict, out_dir: str) -> dict:
     t = os.times()
     return {"pid": os.getpid(), "cpu_s": t.user + t.system - cpu0,
             "children_cpu_s": t.children_user + t.children_system - child0,
-            "wall_s": time.perf_counter() - wall0, "error": error}
+            "wall_s": time.perf_counter() - wall0, "error": error, "device_compiler": dict(last)}
+
+
+def _func(target: str, config: dict):
+    """The config's PrimFunc built here (never a deserialised one: see store/artifacts.read_entry)."""
+    from tvm.target import Target
+
+    from examples.kernels_cuda import gemm
+
+    with Target(json.loads(target)):
+        return gemm(SIZE, SIZE, SIZE, **config)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", type=int, default=16)
+    parser.add_argument("--configs", type=int, default=48)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--backends", default="tvm_ffi,nvrtc,cython")
+    parser.add_argument("--backends", default="tvm_ffi,tvm_ffi+nvrtc,nvrtc")
     parser.add_argument("--visible", action="store_true", help="every backend's workers see the GPU")
     parser.add_argument("--out", help="write the report as JSON here")
     args = parser.parse_args()
@@ -75,7 +92,7 @@ def main() -> int:
     from pytest_tlautotune.engine.workers import Pools
     from pytest_tlautotune.param import CompileArgs
     from pytest_tlautotune.session import _full_cuda_target
-    from pytest_tlautotune.store.artifacts import load_function, load_kernel
+    from pytest_tlautotune.store.artifacts import load_kernel
 
     target = _full_cuda_target("cuda", 0)
     step = max(1, len(GEMM_48_CONFIGS) // args.configs)
@@ -84,7 +101,7 @@ def main() -> int:
     report: dict = {"device": torch.cuda.get_device_name(0), "cores": os.cpu_count(), "workers": args.workers,
                     "configs": len(configs), "backends": {}}
     for backend in args.backends.split(","):
-        pools = Pools(args.workers)
+        pools = Pools(args.workers, device_compiler="nvrtc" if backend.endswith("+nvrtc") else "nvcc")
         # NVRTC's adapter loads the cubin while compiling: it needs a GPU, so its workers see it.
         visible = args.visible or backend == "nvrtc"
         pool = pools.device_compile_pool("cuda:0") if visible else pools.compile_pool()
@@ -110,6 +127,7 @@ def main() -> int:
             "cpu_s_per_candidate_later": round(statistics.mean(later), 3) if later else None,
             "own_cpu_s": round(statistics.mean(j["cpu_s"] for j in ok), 3) if ok else None,
             "children_cpu_s": round(statistics.mean(j["children_cpu_s"] for j in ok), 3) if ok else None,
+            "device_compilers": sorted({json.dumps(j["device_compiler"]) for j in jobs})[:3],
         }
         report["backends"][backend] = entry
         print(backend, json.dumps(entry), flush=True)
@@ -125,34 +143,48 @@ def main() -> int:
             if not (d / "manifest.json").exists() and not any(d.glob("*")):
                 continue
             try:
-                kernels[backend, i] = load_kernel(d, CompileArgs(out_idx=[-1], target=target), load_function(d))
+                args_i = CompileArgs(out_idx=[-1], target=target)
+                kernels[backend, i] = load_kernel(d, args_i, _func(target, configs[i]))
             except Exception as exc:  # noqa: BLE001
                 print(f"load {backend} {i}: {type(exc).__name__}: {exc}"[:300], flush=True)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     samples: dict[tuple[str, int], list[float]] = {k: [] for k in kernels}
+    batched: dict[tuple[str, int], list[float]] = {k: [] for k in kernels}
     checks = {k: bool(torch.allclose(kern(A, B), ref, rtol=1e-2, atol=1e-2)) for k, kern in kernels.items()}
-    for _ in range(200):
+    for _ in range(100):
         for k, kern in kernels.items():
             start.record()
             kern(A, B)
             end.record()
             end.synchronize()
             samples[k].append(start.elapsed_time(end))
+    for _ in range(10):
+        for k, kern in kernels.items():
+            start.record()
+            for _ in range(20):
+                kern(A, B)
+            end.record()
+            end.synchronize()
+            batched[k].append(start.elapsed_time(end) / 20)
     per_config = []
     for i, c in enumerate(configs):
         row = {"config": c}
         for backend in report["backends"]:
             if (backend, i) in kernels:
-                row[backend] = {"ms": round(statistics.median(samples[backend, i]), 5), "ok": checks[backend, i]}
+                row[backend] = {"ms": round(statistics.median(samples[backend, i]), 5),
+                                "ms_batched": round(statistics.median(batched[backend, i]), 5),
+                                "ok": checks[backend, i]}
         per_config.append(row)
         print(json.dumps(row), flush=True)
     report["per_config"] = per_config
     base = "tvm_ffi"
     for backend in report["backends"]:
-        ratios = [r[backend]["ms"] / r[base]["ms"] for r in per_config if backend in r and base in r]
-        if ratios:
-            report["backends"][backend]["latency_vs_tvm_ffi_median"] = round(statistics.median(ratios), 4)
-            report["backends"][backend]["latency_vs_tvm_ffi_max"] = round(max(ratios), 4)
+        for field in ("ms", "ms_batched"):
+            ratios = [r[backend][field] / r[base][field] for r in per_config if backend in r and base in r]
+            if ratios:
+                report["backends"][backend][f"{field}_vs_tvm_ffi_median"] = round(statistics.median(ratios), 4)
+                report["backends"][backend][f"{field}_vs_tvm_ffi_max"] = round(max(ratios), 4)
+                report["backends"][backend][f"{field}_vs_tvm_ffi_min"] = round(min(ratios), 4)
         report["backends"][backend]["passed"] = sum(r[backend]["ok"] for r in per_config if backend in r)
     print("REPORT " + json.dumps(report))
     if args.out:

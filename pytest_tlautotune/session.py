@@ -40,6 +40,7 @@ class TuneSession:
         self._cache = None
         self._pools = None
         self._machine: dict[str, dict] = {}
+        self._device_compiler: str | None = None
         self._digest: str | None = None
         self.baseline = None  # gate.Baseline, loaded on first use
         self.prestarted = False
@@ -60,7 +61,7 @@ class TuneSession:
         if self._pools is None:
             from .engine.workers import Pools
 
-            self._pools = Pools(self.n_workers)
+            self._pools = Pools(self.n_workers, self.device_compiler)
         return self._pools
 
     def machine(self, kind: str) -> dict:
@@ -68,7 +69,18 @@ class TuneSession:
             from .key import machine_fingerprint
 
             self._machine[kind] = machine_fingerprint(kind)
+            if kind == "cuda":  # the device compiler makes the kernel: part of every CUDA key
+                self._machine[kind]["device_compiler"] = self.device_compiler
         return self._machine[kind]
+
+    @property
+    def device_compiler(self) -> str:
+        """``nvcc`` or ``nvrtc``: what compiles CUDA device code (option ``tl_device_compiler``)."""
+        if self._device_compiler is None:
+            from .engine.device_compile import resolve
+
+            self._device_compiler = resolve(get_option(self.config, "tl_device_compiler"))
+        return self._device_compiler
 
     def prestart(self) -> None:
         """Autotuned tests are coming: start the compile workers' fork server now, so it imports

@@ -37,6 +37,7 @@ def usage_error(result, *lines):
     (["--tl-workers=many"], "*--tl-workers*'many' is not valid*-1 for one per CPU core*"),
     (["--tl-gpus=some"], "*--tl-gpus (ini tl_gpus, env TL_AUTOTUNE_GPUS): 'some' is not accepted; give all, one, "
                          "or comma-separated GPU indices such as 0,1*"),
+    (["--tl-device-compiler=clang"], "*--tl-device-compiler*'clang' is not accepted; give auto, nvcc or nvrtc*"),
     (["--tl-gate-metric=bogus"], "*--tl-gate-metric*'bogus' is not accepted; give 'latency'*or 'speedup'*"),
     (["--tl-max-regression", "-5"], "*--tl-max-regression*-5.0 is not accepted; give a percentage > 0*"),
     (["--tl-alpha=1.5"], "*--tl-alpha*1.5 is not accepted; give a significance level between 0 and 0.5*"),

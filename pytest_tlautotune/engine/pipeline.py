@@ -153,7 +153,8 @@ class Pipeline:
             return
         self._queue_timing(cand, timing, compile_s=info["compile_s"], pid=info["pid"],
                            save_s=info.get("save_s"), started_at=info.get("started_at"),
-                           t_compiled=time.time() - self.t0_wall)
+                           t_compiled=time.time() - self.t0_wall,
+                           **({"device_compiler": info["device_compiler"]} if "device_compiler" in info else {}))
 
     #: Retries where the GPU is visible that must all fail before compile errors are taken as they are.
     DEVICE_RETRIES = 3

@@ -121,7 +121,8 @@ def _watch_parent(pid: int) -> None:
     threading.Thread(target=watch, name="tlautotune-parent-watch", daemon=True).start()
 
 
-def _init_worker(sys_path: list[str], log_level: int, parent_pid: int | None = None) -> None:
+def _init_worker(sys_path: list[str], log_level: int, parent_pid: int | None = None,
+                 device_compiler: str = "nvcc") -> None:
     if parent_pid:
         _watch_parent(parent_pid)
     # The user's ref_prog may be pickled by reference to a test module: import it like the parent.
@@ -133,6 +134,10 @@ def _init_worker(sys_path: list[str], log_level: int, parent_pid: int | None = N
     from tilelang.env import env
 
     env.disable_cache()
+    if device_compiler == "nvrtc":
+        from .device_compile import install
+
+        install()
     _remove_orphan_tempdirs()
     for name in ("tilelang", "TileLang"):
         logging.getLogger(name).setLevel(log_level)
@@ -155,8 +160,10 @@ def default_workers() -> int:
 class Pools:
     """The session's compile pool and timing workers, started on first use."""
 
-    def __init__(self, n_workers: int | None = None):
-        """``n_workers``: None for the default, -1 for one per core (as joblib), else that many."""
+    def __init__(self, n_workers: int | None = None, device_compiler: str = "nvcc"):
+        """``n_workers``: None for the default, -1 for one per core (as joblib), else that many;
+        ``device_compiler``: what compiles CUDA device code in the workers (``device_compile.py``)."""
+        self.device_compiler = device_compiler
         self.n_workers = all_cores() if n_workers == -1 else (n_workers or default_workers())
         self._compile = None
         self._device_compile = None
@@ -167,7 +174,7 @@ class Pools:
 
         return pebble.ProcessPool(
             max_workers=n, context=_context(device), initializer=_init_worker,
-            initargs=(list(sys.path), logging.WARNING, os.getpid()),
+            initargs=(list(sys.path), logging.WARNING, os.getpid(), self.device_compiler),
         )
 
     def compile_pool(self):
@@ -335,7 +342,13 @@ def _compile(func: Any, compile_args: Any, out_dir: str) -> dict:
         save_kernel(kernel, func, Path(out_dir))
     # compile_s covers the whole job (compile and save); save_s the artifacts alone.
     end = time.perf_counter()
-    return {"compile_s": end - t0, "save_s": end - t_compiled, "pid": os.getpid(), "started_at": started_at}
+    from .device_compile import last
+
+    out = {"compile_s": end - t0, "save_s": end - t_compiled, "pid": os.getpid(), "started_at": started_at}
+    if last:  # which compiler built the device code (NVRTC, or nvcc and why)
+        out["device_compiler"] = dict(last)
+        last.clear()
+    return out
 
 
 class _Output:
