@@ -1,7 +1,9 @@
-"""Stable identities: canonical JSON, callables, programs, the machine, cache keys.
+"""Stable identities: canonical JSON, callables, programs, the machine, and every key builder.
 
 Nothing here depends on Python's salted ``hash()``: every key is a sha256 over a
-canonical JSON form, so two processes (xdist workers, CI runs) agree on it.
+canonical JSON form, so two processes (xdist workers, CI runs) agree on it. The key
+builders at the end are pure functions over plain data; ``tests/test_keys.py`` pins their
+digests, since a changed digest makes every existing cache miss.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import inspect
 import json
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 #: Bumped whenever the layout or meaning of stored entries changes.
@@ -339,3 +341,73 @@ def program_text(func: Any) -> str:
     """The TVMScript text of a PrimFunc: what the kernel *is*, helpers included."""
     script = getattr(func, "script", None)
     return script() if callable(script) else str(func)
+
+
+def ir_sha(func: Any) -> str:
+    """sha256 of a PrimFunc's TVMScript text: what the kernel *is* (a candidate's identity)."""
+    return sha256_hex(program_text(func))
+
+
+# ----------------------------------------------------------------------------- key builders
+
+#: The tuner settings that change what a search finds: part of the entry key and the fast key.
+TUNER_KEY_FIELDS = ("strategy", "max_trials", "max_tuning_s", "seed", "top_k")
+
+
+def _tuner_part(tuner: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: tuner.get(k) for k in TUNER_KEY_FIELDS}
+
+
+def candidate_key(ir: str, compile: dict, profile: dict, machine: dict) -> str:
+    """One candidate's key (its compiled kernel and its verdict): the IR hash, how it is compiled,
+    how it is checked and timed, and the machine."""
+    return sha256_hex({"format": FORMAT_VERSION, "profile": profile, "machine": machine, "compile": compile,
+                       "program": ir})
+
+
+def entry_key(candidates: Sequence[tuple[str | None, dict | None]], configs: list[dict], compile: dict,
+              profile: dict, tuner: Mapping[str, Any], machine: dict) -> str:
+    """The key of a tuned result: every candidate's key (or, for one that failed to build, its
+    failure), the config space, the settings and the machine. ``candidates``: (ckey, error) pairs."""
+    return sha256_hex({
+        "format": FORMAT_VERSION,
+        "candidates": [ckey or canonical_json(error) for ckey, error in candidates],
+        "configs": configs,
+        "compile": compile,
+        "profile": profile,
+        "tuner": _tuner_part(tuner),
+        "machine": machine,
+    })
+
+
+def fast_key(program: Any, args: Any, configs: list[dict], compile: dict, profile: dict,
+             tuner: Mapping[str, Any], machine: dict, project: str) -> str:
+    """A key that needs no PrimFunc: the program's identity (``program_identity``), its arguments
+    (``args_identity``), the settings, the machine and a digest of the project's loaded files
+    (``project_digest``). It only finds the entry key stored before (the warm path)."""
+    return sha256_hex({
+        "format": FORMAT_VERSION,
+        "program": program,
+        "args": args,
+        "configs": configs,
+        "compile": compile,
+        "profile": profile,
+        "tuner": _tuner_part(tuner),
+        "machine": machine,
+        "project": project,
+    })
+
+
+def spec_id(blob: bytes) -> str:
+    """The id of a pickled build spec: compile workers keep one unpickled spec per id."""
+    return sha256_hex(blob)
+
+
+def inputs_key(nodeid: str, program: str, profile: dict) -> str:
+    """The key a timing worker keeps one test's input tensors under (``cache_input_tensors``)."""
+    return sha256_hex({"node": nodeid, "program": program, "profile": profile})
+
+
+def remeasure_key(nodeid: str, program: str) -> str:
+    """The inputs key of re-timing a stored winner for the gate."""
+    return sha256_hex({"node": nodeid, "program": program, "remeasure": True})

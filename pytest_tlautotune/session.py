@@ -164,21 +164,13 @@ class TuneSession:
     def _fast_key(self, req: Any, program: Any, args: tuple, kwargs: dict) -> str:
         """A key that needs no PrimFunc: the program's source, its arguments, the settings and
         a digest of every project file loaded. It only finds the IR-based key stored before."""
-        from .key import FORMAT_VERSION, args_identity, program_identity, project_digest, sha256_hex
+        from .key import args_identity, fast_key, program_identity, project_digest
 
         if self._digest is None:
             self._digest = project_digest(str(self.config.rootpath))
-        return sha256_hex({
-            "format": FORMAT_VERSION,
-            "program": program_identity(program),
-            "args": args_identity(args, kwargs),
-            "configs": req.configs,
-            "compile": req.compile_args.canonical(),
-            "profile": req.profile_args.canonical(),
-            "tuner": {k: req.tuner.get(k) for k in ("strategy", "max_trials", "max_tuning_s", "seed", "top_k")},
-            "machine": self.machine(req.device_kind),
-            "project": self._digest,
-        })
+        return fast_key(program_identity(program), args_identity(args, kwargs), req.configs,
+                        req.compile_args.canonical(), req.profile_args.canonical(), req.tuner,
+                        self.machine(req.device_kind), self._digest)
 
     def _tune(self, req: Any, fast: str | None = None):
 

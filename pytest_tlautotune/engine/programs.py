@@ -42,9 +42,9 @@ class Built:
     @property
     def ir_sha(self) -> str:
         """sha256 of the PrimFunc's TVMScript text: what the kernel *is* (the candidate's identity)."""
-        from ..key import program_text, sha256_hex
+        from ..key import ir_sha
 
-        return sha256_hex(program_text(self.func))
+        return ir_sha(self.func)
 
     def summary(self) -> dict:
         """The build as plain data (it crosses processes; the PrimFunc itself does not)."""
