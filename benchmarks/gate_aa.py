@@ -314,7 +314,7 @@ def main() -> None:
                                             f"[{(ci[a][0] - 1) * 100:+.1f},{(ci[a][1] - 1) * 100:+.1f}]" for a in ARMS)
               + f"   ({time.perf_counter() - t_start:.0f} s)", flush=True)
 
-    # Offline re-judging of the very same samples (gate.decide is what check_item calls).
+    # Offline re-judging of the very same samples (gate.decide is what gate.judge calls).
     prev = [first] + trials[:-1]
     settings = [(m, th) for m in ("latency", "speedup") for th in (5.0, 10.0)]
     table = {}

@@ -500,13 +500,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _on_store(url: str, args: argparse.Namespace) -> int:
-    import pytest
-
-    from .store.remote import RedisStore, StoreError, check_url
+    from .store.remote import RedisStore, StoreError, StoreUrlError, check_url
 
     try:
         check_url(url, "--store")
-    except pytest.UsageError as exc:
+    except StoreUrlError as exc:
         sys.stderr.write(f"tlautotune: {exc}\n")
         return 2
     catalog = StoreCatalog(RedisStore(url, timeout=float(os.environ.get("TL_AUTOTUNE_STORE_TIMEOUT") or 10)))

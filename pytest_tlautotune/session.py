@@ -12,27 +12,26 @@ import json
 import os
 import statistics
 import time
-import warnings
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytest
+from .model import CallFailed, TargetUnavailable, TuneWarning, Warn
+from .settings import COMPILE_FIELDS, PROFILE_FIELDS, TuneSettings, get_option, target_kind, wants_fresh_numbers
 
-from .model import TuneWarning
-from .settings import COMPILE_FIELDS, PROFILE_FIELDS, TuneSettings, get_option, target_kind
+if TYPE_CHECKING:
+    import pytest
 from .stash import CACHE_HIT, CACHE_MISS, CACHE_RETUNE
 
 
 class TuneSession:
     """Options, cache, pools and per-test results of one pytest run (one per xdist worker)."""
 
-    def __init__(self, config: pytest.Config):
+    def __init__(self, config: pytest.Config, warn: Warn):
         self.config = config
+        self.warn = warn  # the plugin issues the warnings of the session, its store and its rows
         self.cache_dir = get_option(config, "tl_cache_dir")
         self.retune = bool(get_option(config, "tl_retune"))
         self.no_tune = bool(get_option(config, "tl_no_tune"))
-        if self.retune and self.no_tune:
-            raise pytest.UsageError("--tl-retune and --tl-no-tune contradict each other; pass one of them")
         self.n_workers = get_option(config, "tl_workers")
         workerinput = getattr(config, "workerinput", {})
         # Under xdist the controller's start time, so workers agree on "tuned in this run".
@@ -45,7 +44,10 @@ class TuneSession:
         self.prestarted = False
         from .store.remote import open_store
 
-        self.store = open_store(config)  # the fleet's shared store behind the local cache (or none)
+        # The fleet's shared store behind the local cache (or none); options checked at start-up.
+        self.store = open_store(get_option(config, "tl_store"), warn, ttl_days=get_option(config, "tl_store_ttl"),
+                                timeout=get_option(config, "tl_store_timeout"),
+                                readonly=bool(get_option(config, "tl_store_readonly")))
 
     @property
     def cache(self):
@@ -81,7 +83,6 @@ class TuneSession:
             return
         self.prestarted = True
         from .engine.workers import prestart
-        from .gate import wants_fresh_numbers
 
         gate = wants_fresh_numbers(self.config)
         if not self.no_tune or gate:
@@ -104,7 +105,10 @@ class TuneSession:
     # -- the fixture's body --------------------------------------------------------
 
     def tune(self, item: pytest.Item, settings: TuneSettings, program: Any, args: tuple, kwargs: dict) -> Any:
-        """Return the tuned ``AutotuneResult`` for ``program(*args, **kwargs, **config)``."""
+        """Return the tuned ``AutotuneResult`` for ``program(*args, **kwargs, **config)``.
+
+        Raises ``CallFailed`` when the call fails the test, ``TargetUnavailable`` when this
+        machine cannot run its target (the plugin fails or skips the test)."""
         from .engine import programs
         from .model import TuneError
 
@@ -116,14 +120,14 @@ class TuneSession:
         else:
             error = None
         if error:
-            pytest.fail(error, pytrace=False)
+            raise CallFailed(error)
         req = self._request(item, settings, prog, args, kwargs)
         try:
             outcome, error = self._tune(req, self._fast_key(req, program, args, kwargs)), None
         except TuneError as exc:
             error = f"{item.nodeid}: {exc}"
         if error:
-            pytest.fail(error, pytrace=False)
+            raise CallFailed(error)
         measured = self._remeasure(req, outcome)  # a gate compares this run's numbers, never stored ones
         outcome.tuning_s = time.perf_counter() - t0  # what this run spent, a hit included
         from .report.rows import record_outcome
@@ -146,10 +150,10 @@ class TuneSession:
         except SettingsError as exc:
             error = f"{item.nodeid}: @pytest.mark.autotune: {exc}"
         if error:
-            pytest.fail(error, pytrace=False)
+            raise CallFailed(error)
         if not configs:
-            pytest.fail(f"{item.nodeid}: @pytest.mark.autotune: no configs: pass configs=[...] to the marker "
-                        f"(or use a @tilelang.autotune function that has them)", pytrace=False)
+            raise CallFailed(f"{item.nodeid}: @pytest.mark.autotune: no configs: pass configs=[...] to the marker "
+                             f"(or use a @tilelang.autotune function that has them)")
         # Deep copies: the marker's lists and dicts are shared by every call of this test.
         compile_kwargs = copy.deepcopy({**prog.compile_defaults, **settings.compile})
         profile_kwargs = {**prog.profile_defaults, **settings.profile}
@@ -231,8 +235,7 @@ class TuneSession:
                 self.cache.save(result, entry)
             except OSError as exc:
                 # A cache write failure (full disk, read-only mount) costs the cache, not the test.
-                warnings.warn(TuneWarning(f"{req.nodeid}: could not store the tuned result in {entry}: {exc}"),
-                              stacklevel=1)
+                self.warn(TuneWarning(f"{req.nodeid}: could not store the tuned result in {entry}: {exc}"))
             else:
                 self.store.push(key, entry)
                 # The kernel as later runs will load it: a broken save shows now, not on the next hit.
@@ -289,7 +292,7 @@ class TuneSession:
         """
         from .gate import fresh_clock, measured_label
 
-        clock = fresh_clock(self.config, req.device, outcome.cache)
+        clock = fresh_clock(wants_fresh_numbers(self.config), req.device, outcome.cache)
         if clock is None:
             return measured_label(clock, outcome.cache)
         from .engine.measure import measure_again
@@ -302,7 +305,7 @@ class TuneSession:
             error = (f"{req.nodeid}: re-timing {req.program_name} ({outcome.cache}, key {outcome.key[:12]}) in this "
                      f"run for {why} failed: {type(exc).__name__}: {exc}")
         if error:
-            pytest.fail(error, pytrace=False)
+            raise CallFailed(error)
         samples, ref = list(out["samples"]), list(out["ref_samples"])
         outcome.result = replace(
             outcome.result,
@@ -355,7 +358,7 @@ def _resolve_target(item: pytest.Item, compile_args: Any) -> tuple[Any, str]:
         target = kind
     if kind in ("cuda", "hip"):
         if not torch.cuda.is_available():
-            pytest.skip(f"target {kind!r} needs a GPU and torch sees none on this machine")
+            raise TargetUnavailable(f"target {kind!r} needs a GPU and torch sees none on this machine")
         index = _worker_gpu(torch.cuda.device_count(), torch.cuda.current_device())
         device = f"cuda:{index}"
         if kind == "cuda" and torch.version.hip is None:

@@ -288,9 +288,9 @@ OPTIONS = (
     Option("tl_store_readonly", "read the store but never write it, e.g. in pull requests (default: off)", "bool",
            False, "TL_AUTOTUNE_STORE_READONLY"),
     Option("tl_store_ttl", "days a pushed result stays in the store; 0 = forever (default: 30)", "float", 30.0,
-           "TL_AUTOTUNE_STORE_TTL"),
+           "TL_AUTOTUNE_STORE_TTL", check=lambda v: v >= 0, accepted="a number of days >= 0 (0 keeps results forever)"),
     Option("tl_store_timeout", "seconds a store call may take before the run goes on without it (default: 3)",
-           "float", 3.0, "TL_AUTOTUNE_STORE_TIMEOUT"),
+           "float", 3.0, "TL_AUTOTUNE_STORE_TIMEOUT", check=lambda v: v > 0, accepted="a number of seconds > 0"),
 )
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
 _KIND_WORDS = {"int": "an integer", "float": "a number", "bool": f"one of {', '.join(_TRUE + _FALSE)}"}
@@ -357,6 +357,38 @@ def validate_options(config: pytest.Config) -> None:
         value = get_option(config, option.name)
         if option.check is not None and value is not None and not option.check(value):
             raise pytest.UsageError(f"{option.names}: {value!r} is not accepted; give {option.accepted}")
+    if get_option(config, "tl_retune") and get_option(config, "tl_no_tune"):
+        raise pytest.UsageError("--tl-retune and --tl-no-tune contradict each other; pass one of them")
+    url = get_option(config, "tl_store")
+    if url:
+        from .store.remote import StoreUrlError, check_url
+
+        try:
+            check_url(url)
+        except StoreUrlError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    """The gate's options (validated at start-up): what it compares, its significance level,
+    its threshold in percent, and whether a test it cannot compare fails."""
+
+    metric: str
+    alpha: float
+    threshold_pct: float
+    strict: bool
+
+
+def gate_options(config: pytest.Config) -> GateOptions:
+    return GateOptions(metric=str(get_option(config, "tl_gate_metric")).strip().lower(),
+                       alpha=get_option(config, "tl_alpha"), threshold_pct=get_option(config, "tl_max_regression"),
+                       strict=bool(get_option(config, "tl_strict_baseline")))
+
+
+def wants_fresh_numbers(config: pytest.Config) -> bool:
+    """Whether a gate or a baseline to save needs numbers timed in this run."""
+    return bool(get_option(config, "tl_baseline") or get_option(config, "tl_save_baseline"))
 
 
 def add_options(parser: pytest.Parser) -> None:

@@ -170,10 +170,10 @@ def test_speedup_metric_under_xdist(pytester, cache):
 
 def test_baseline_file_errors_say_what_to_do(tmp_path):
     with pytest.raises(ValueError, match="does not exist; write one with --tl-save-baseline"):
-        gate.load_baseline(str(tmp_path / "nope.json"))
+        files.load_baseline(str(tmp_path / "nope.json"))
     (tmp_path / "old.json").write_text(json.dumps({"format": 99, "tests": {}}))
     with pytest.raises(ValueError, match="format 99"):
-        gate.load_baseline(str(tmp_path / "old.json"))
+        files.load_baseline(str(tmp_path / "old.json"))
 
 
 def test_baseline_document_merges_and_keeps_samples():

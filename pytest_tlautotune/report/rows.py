@@ -8,19 +8,14 @@ controller; only the controller prints the summary and writes files.
 from __future__ import annotations
 
 import json
-import warnings
 from typing import Any
 
 import pytest
 
-from ..model import Status, TLAutotuneWarning, row_id
+from ..model import QuarantineWarning, Status, row_id
 from ..stash import RESULTS_KEY
 
 CHECKED, UNCHECKED = "checked", "unchecked"
-
-
-class QuarantineWarning(TLAutotuneWarning):
-    """A stored result failed verification: it was moved to quarantine and tuned again."""
 
 
 def canonical_json(value: Any) -> str:
@@ -82,8 +77,8 @@ def record_outcome(item: pytest.Item, req: Any, outcome: Any, settings: Any, ses
         props.append(("tl_quarantined", quarantined))
     item.user_properties.extend(props)
     if quarantined:  # after tuning and saving: under filterwarnings=error the new result is kept
-        warnings.warn(QuarantineWarning(f"{item.nodeid}: the stored result {outcome.key[:12]} was corrupt "
-                                        f"({quarantined}); moved to quarantine and tuned again"), stacklevel=1)
+        session.warn(QuarantineWarning(f"{item.nodeid}: the stored result {outcome.key[:12]} was corrupt "
+                                       f"({quarantined}); moved to quarantine and tuned again"))
     row = json.loads(json.dumps(row, default=str))  # plain data: it crosses xdist's execnet
     item.stash.setdefault(RESULTS_KEY, []).append(row)
     return row
