@@ -45,7 +45,6 @@ from .stash import CACHE_HIT
 
 BASELINE_FORMAT = 1
 FRESH, FRESH_CPU = "this run", "this run (cpu time)"  # a row's "measured": numbers of this run, and which clock
-METRICS = ("latency", "speedup")
 PASS, FAIL, IMPROVED, SKIPPED = "pass", "fail", "improved", "skipped"
 #: The samples are too spread to tell a change of the threshold's size from noise: neither pass nor fail.
 UNDETECTABLE = "undetectable"

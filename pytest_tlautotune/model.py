@@ -120,7 +120,6 @@ class TuneRequest:
     profile_args: Any  # param.ProfileArgs
     tuner: dict  # strategy, max_trials, max_tuning_s, seed, early_stop_factor, top_k, compile_timeout
     device: str  # "cpu" or "cuda:N"
-    call: int = 1  # which fixture call of the test this is (1, 2, ...)
     mode: str | None = None  # "lazy" | "eager" | "plain", once a config was built
     built_here: str | None = None  # why the configs were built in the test process, if they were
     shipped: tuple | None = None  # (spec_id, spec blob, env, sys.path) for the workers' builds

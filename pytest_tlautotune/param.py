@@ -44,9 +44,6 @@ from .store.manifest import (  # noqa: F401
 logger = logging.getLogger("pytest_tlautotune")
 
 ExecutionBackend = Literal["auto", "tvm_ffi", "cython", "nvrtc", "torch"]
-EXECUTION_BACKENDS = ("auto", "tvm_ffi", "cython", "nvrtc", "torch")
-TARGETS = ("auto", "cuda", "hip", "c")
-PROFILE_BACKENDS = ("event", "cupti", "cudagraph")
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ class TuneSession:
         self._pools = None
         self._machine: dict[str, dict] = {}
         self._digest: str | None = None
-        self.baseline = None  # gate.Baseline, loaded on first use
+        self.baseline: tuple[str, dict] | None = None  # (path, the baseline file), read by the plugin on first use
         self.prestarted = False
         from .store.remote import open_store
 
@@ -132,7 +132,7 @@ class TuneSession:
         outcome.tuning_s = time.perf_counter() - t0  # what this run spent, a hit included
         from .report.rows import record_outcome
 
-        record_outcome(item, req, outcome, settings, self)["measured"] = measured
+        record_outcome(item, req, outcome, self)["measured"] = measured
         from .engine.programs import user_kernel
 
         result = outcome.result

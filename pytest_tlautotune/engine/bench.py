@@ -177,7 +177,7 @@ def calibrate_loops(fn: Callable[[], Any], device: str, clock: str = "wall", bac
     fn()  # warm
     loops = 1
     while True:
-        batch, wall = min(_batch_s(fn, loops, device, kind) for _ in range(3 if loops > 1 else 1))
+        batch, wall = min(_batch_s(fn, loops, kind) for _ in range(3 if loops > 1 else 1))
         if batch >= target or loops >= MAX_LOOPS or wall >= 20 * target:
             return loops
         if batch >= target / 10:
@@ -185,7 +185,7 @@ def calibrate_loops(fn: Callable[[], Any], device: str, clock: str = "wall", bac
         loops = min(MAX_LOOPS, loops * 10)
 
 
-def _batch_s(fn: Callable, loops: int, device: str, kind: str) -> tuple[float, float]:
+def _batch_s(fn: Callable, loops: int, kind: str) -> tuple[float, float]:
     """(seconds on ``kind``'s clock, seconds of wall time) for ``loops`` calls of ``fn``."""
     if kind == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

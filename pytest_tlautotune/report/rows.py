@@ -25,7 +25,7 @@ def canonical_json(value: Any) -> str:
     return dump(value)
 
 
-def record_outcome(item: pytest.Item, req: Any, outcome: Any, settings: Any, session: Any) -> dict:
+def record_outcome(item: pytest.Item, req: Any, outcome: Any, session: Any) -> dict:
     """Store one fixture call's outcome as user properties and as a row for the summary.
 
     Every call of the fixture in a test is its own row: the first is known by the test's
