@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,7 +117,7 @@ def baseline_document(rows: list[dict], old: dict | None = None) -> dict:
             "tests": dict(sorted(tests.items()))}
 
 
-def check_baseline(data: Any, path: str) -> dict:
+def check_baseline(data: object, path: str) -> dict:
     """``data`` (a baseline file's parsed JSON) when it is a baseline, else ValueError with a sentence."""
     if not isinstance(data, dict) or not isinstance(data.get("tests"), dict):
         raise ValueError(f"baseline file {path} has no 'tests' mapping; was it written by --tl-save-baseline?")
@@ -261,7 +262,7 @@ def decide(base: dict | None, now: dict, *, threshold_pct: float, alpha: float, 
     return d
 
 
-def _median(samples: Any) -> float | None:
+def _median(samples: Sequence[float] | None) -> float | None:
     return statistics.median(samples) if samples else None
 
 
@@ -292,7 +293,7 @@ def ms_text(x: float | None) -> str:
     return "-" if x is None else f"{x:.4g} ms"
 
 
-def _pair(p: Any, spec: str = ".4g") -> str:
+def _pair(p: Sequence[float] | None, spec: str = ".4g") -> str:
     return "-" if not p else f"{p[0]:{spec}}, {p[1]:{spec}}"
 
 
@@ -300,7 +301,7 @@ def _pair(p: Any, spec: str = ".4g") -> str:
 class Judgement:
     """What the gate says about one test: its properties, its failures and its warnings (text)."""
 
-    properties: list[tuple[str, Any]] = field(default_factory=list)
+    properties: list[tuple[str, object]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 

@@ -10,9 +10,15 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict
 
 import pytest
+
+if TYPE_CHECKING:
+    from tvm.target import Target
+
+#: A target as users give it: a name (``"cuda"``, ``"c"``), TVM JSON, a dict, or a TVM ``Target``.
+TargetLike: TypeAlias = "str | dict | Target"
 
 
 class Status(enum.StrEnum):

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -26,6 +27,11 @@ from .settings import (
     validate_options,
 )
 from .stash import RESULTS_KEY, collector_key, session_key, settings_key  # noqa: F401 - public names of this module
+
+if TYPE_CHECKING:
+    from xdist.workermanage import WorkerController
+
+    from .param import AutotuneResult
 
 MARKER_HELP = (
     "autotune(configs=[...], **settings): tune the program the `autotune` fixture is called with. "
@@ -63,11 +69,11 @@ class XdistHooks:
     """Registered only when pytest-xdist is active (its hook must exist)."""
 
     @pytest.hookimpl
-    def pytest_configure_node(self, node: Any) -> None:
+    def pytest_configure_node(self, node: WorkerController) -> None:
         node.workerinput["tl_session_start"] = node.config.stash[session_key].started
 
 
-def pytest_collect_file(file_path: Any, parent: pytest.Collector) -> None:
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> None:
     """A Python file that mentions autotune is about to be imported: start the compile workers'
     fork server now, so its TileLang import runs alongside this process's."""
     session = parent.config.stash.get(session_key, None)
@@ -119,7 +125,7 @@ def autotune(request: pytest.FixtureRequest):
         settings = merge_marks(marks) if marks else TuneSettings()
     session = request.config.stash[session_key]
 
-    def tune(program: Any, *args: Any, **kwargs: Any):
+    def tune(program: object, *args: Any, **kwargs: Any) -> AutotuneResult:
         from .model import CallFailed, TargetUnavailable
 
         try:
@@ -238,7 +244,7 @@ class Collector:
 
             write_for_session(self.config, self.rows, report_dir)
 
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if not self.rows:
             return
         from .report.terminal import gate_lines, summary_lines

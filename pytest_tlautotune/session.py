@@ -15,11 +15,21 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .model import CallFailed, TargetUnavailable, TuneWarning, Warn
+from .model import CallFailed, TargetLike, TargetUnavailable, TuneWarning, Warn
 from .settings import COMPILE_FIELDS, PROFILE_FIELDS, TuneSettings, get_option, target_kind, wants_fresh_numbers
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
     import pytest
+    from tvm.tirx import PrimFunc
+
+    from .engine.programs import Program
+    from .engine.workers import Pools
+    from .model import Candidate, CandidateRecord, Outcome, TuneRequest
+    from .param import AutotuneResult, CompileArgs
+    from .store.local import Store
 from .stash import CACHE_HIT, CACHE_MISS, CACHE_RETUNE
 
 
@@ -50,7 +60,7 @@ class TuneSession:
                                 readonly=bool(get_option(config, "tl_store_readonly")))
 
     @property
-    def cache(self):
+    def cache(self) -> Store:
         if self._cache is None:
             from .store.local import Store
 
@@ -58,7 +68,7 @@ class TuneSession:
         return self._cache
 
     @property
-    def pools(self):
+    def pools(self) -> Pools:
         if self._pools is None:
             from .engine.workers import Pools
 
@@ -104,7 +114,8 @@ class TuneSession:
 
     # -- the fixture's body --------------------------------------------------------
 
-    def tune(self, item: pytest.Item, settings: TuneSettings, program: Any, args: tuple, kwargs: dict) -> Any:
+    def tune(self, item: pytest.Item, settings: TuneSettings, program: object, args: tuple,
+             kwargs: dict) -> AutotuneResult:
         """Return the tuned ``AutotuneResult`` for ``program(*args, **kwargs, **config)``.
 
         Raises ``CallFailed`` when the call fails the test, ``TargetUnavailable`` when this
@@ -132,13 +143,16 @@ class TuneSession:
         outcome.tuning_s = time.perf_counter() - t0  # what this run spent, a hit included
         from .report.rows import record_outcome
 
-        record_outcome(item, req, outcome, self)["measured"] = measured
+        quarantined = self.cache.quarantined.get(outcome.key) if outcome.key else None
+        row = record_outcome(item, req, outcome, self.machine(req.device_kind), quarantined, self.warn)
+        row["measured"] = measured
         from .engine.programs import user_kernel
 
         result = outcome.result
         return replace(result, kernel=user_kernel(req.program, req.mode, result.kernel, result.config or {}))
 
-    def _request(self, item: pytest.Item, settings: TuneSettings, prog: Any, args: tuple, kwargs: dict):
+    def _request(self, item: pytest.Item, settings: TuneSettings, prog: Program, args: tuple,
+                 kwargs: dict) -> TuneRequest:
         from .engine.programs import evaluate_configs
         from .model import TuneRequest
         from .param import CompileArgs, ProfileArgs
@@ -165,7 +179,7 @@ class TuneSession:
                            compile_args=compile_args, profile_args=profile_args, tuner=dict(settings.tuner),
                            device=device)
 
-    def _fast_key(self, req: Any, program: Any, args: tuple, kwargs: dict) -> str:
+    def _fast_key(self, req: TuneRequest, program: Callable[..., object], args: tuple, kwargs: dict) -> str:
         """A key that needs no PrimFunc: the program's source, its arguments, the settings and
         a digest of every project file loaded. It only finds the IR-based key stored before."""
         from .key import args_identity, fast_key, program_identity, project_digest
@@ -176,7 +190,7 @@ class TuneSession:
                         req.compile_args.canonical(), req.profile_args.canonical(), req.tuner,
                         self.machine(req.device_kind), self._digest)
 
-    def _tune(self, req: Any, fast: str | None = None):
+    def _tune(self, req: TuneRequest, fast: str | None = None) -> Outcome:
 
         t0 = time.perf_counter()
         machine = self.machine(req.device_kind)
@@ -198,7 +212,7 @@ class TuneSession:
             self.cache.write_index(fast, outcome.key)
         return outcome
 
-    def _tune_ir(self, req: Any, machine: dict, t0: float):
+    def _tune_ir(self, req: TuneRequest, machine: dict, t0: float) -> Outcome:
         from .engine.candidates import build_candidates, entry_key
         from .engine.tuner import Tuner
         from .model import Outcome, TuneError
@@ -243,7 +257,7 @@ class TuneSession:
                 result = replace(result, kernel=saved.kernel) if saved is not None else result
         return Outcome(result, CACHE_RETUNE if self.retune else CACHE_MISS, key, time.perf_counter() - t0, records)
 
-    def _winner_still_built(self, entry: Any, req: Any) -> Any:
+    def _winner_still_built(self, entry: Path, req: TuneRequest) -> PrimFunc | None:
         """Build the stored winner's config here (one PrimFunc, milliseconds) and compare its IR
         with the stored one: the PrimFunc when they match, else None. Also settles what only a
         build tells (an eager kernel's outputs)."""
@@ -267,7 +281,8 @@ class TuneSession:
         complete_request(req, [built.summary()])
         return built.func
 
-    def tune_one(self, req: Any, cand: Any, key: str) -> tuple | str:
+    def tune_one(self, req: TuneRequest, cand: Candidate,
+                 key: str) -> tuple[AutotuneResult, list[CandidateRecord]] | str:
         """Compile, check and time one candidate alone (the shared store's winner) here:
         ``(result, records)``, or why it failed."""
         from .engine.tuner import Tuner
@@ -283,7 +298,7 @@ class TuneSession:
         except TuneError as exc:
             return str(exc)
 
-    def _remeasure(self, req: Any, outcome: Any) -> str:
+    def _remeasure(self, req: TuneRequest, outcome: Outcome) -> str:
         """Re-time the winner and ref_prog in this run when the gate asks for numbers of this run
         (``gate.fresh_clock``); the engine times it. Replaces ``outcome.result``'s samples and
         medians. Returns where the numbers come from (``gate.measured_label``). A re-timing that
@@ -317,33 +332,33 @@ class TuneSession:
         )
         return measured_label(clock, outcome.cache)
 
-    def notice(self, req: Any, message: str) -> None:
+    def notice(self, req: TuneRequest, message: str) -> None:
         """A progress line worth printing anywhere (a wait on another machine)."""
         from .report.terminal import progress_line
 
         progress_line(self.config, req.nodeid, message, notice=True)
 
-    def _progress(self, req: Any):
+    def _progress(self, req: TuneRequest) -> Callable[[str], None]:
         from .report.terminal import progress_line
 
         return lambda msg: progress_line(self.config, req.nodeid, msg)
 
 
-def _make_result(**fields: Any) -> Any:
+def _make_result(**fields: Any) -> AutotuneResult:
     """An ``AutotuneResult`` of a stored entry's fields (for ``Store.load``)."""
     from .param import AutotuneResult
 
     return AutotuneResult(**fields)
 
 
-def _hit(result: Any, key: str):
+def _hit(result: AutotuneResult, key: str) -> Outcome:
     """The outcome of a stored result; ``tune`` sets the time this run spent on it."""
     from .model import Outcome
 
     return Outcome(result, CACHE_HIT, key, 0.0, result.record.get("candidates", []))
 
 
-def _resolve_target(item: pytest.Item, compile_args: Any) -> tuple[Any, str]:
+def _resolve_target(item: pytest.Item, compile_args: CompileArgs) -> tuple[CompileArgs, str]:
     """``auto`` becomes cuda with a GPU, else c; a target this machine cannot run is a skip.
 
     A CUDA target is written out in full (with the device's ``arch``): compile workers run
@@ -371,7 +386,7 @@ def _resolve_target(item: pytest.Item, compile_args: Any) -> tuple[Any, str]:
     return replace(compile_args, target=target, execution_backend=backend), device
 
 
-def _full_cuda_target(target: Any, index: int) -> Any:
+def _full_cuda_target(target: TargetLike, index: int) -> TargetLike:
     """The CUDA target with the arch of GPU ``index`` filled in when missing (as TileLang's own
     normaliser does for ``"cuda"``), as TVM JSON; a target that names its arch is kept as given."""
     import torch

@@ -11,9 +11,12 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from .model import TargetLike
 
 COMPILE_FIELDS = ("out_idx", "execution_backend", "target", "target_host", "verbose", "pass_configs")
 PROFILE_FIELDS = (
@@ -61,20 +64,20 @@ class TuneSettings:
         return default
 
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v: Any) -> bool:
+def _is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _expect(name: str, ok: bool, wanted: str, value: Any) -> None:
+def _expect(name: str, ok: bool, wanted: str, value: object) -> None:
     if not ok:
         raise SettingsError(f"argument {name!r} must be {wanted}, got {value!r}")
 
 
-def target_kind(target: Any) -> str:
+def target_kind(target: TargetLike) -> str:
     """The kind of a target given as a name, a JSON string, a dict or a TVM ``Target``."""
     if isinstance(target, str):
         text = target.strip()
@@ -89,18 +92,18 @@ def target_kind(target: Any) -> str:
     return getattr(getattr(target, "kind", None), "name", str(target))
 
 
-def _check_target(value: Any) -> None:
+def _check_target(value: object) -> None:
     if isinstance(value, (str, dict)):
         kind = target_kind(value)
         _expect("target", kind in TARGETS, f"one of {', '.join(TARGETS)} (or a TVM target)", value)
 
 
-def _check_out_idx(value: Any) -> None:
+def _check_out_idx(value: object) -> None:
     ok = value is None or _is_int(value) or (isinstance(value, (list, tuple)) and all(_is_int(i) for i in value))
     _expect("out_idx", ok, "None, an int or a list of ints", value)
 
 
-_CHECKS: dict[str, Callable[[Any], None]] = {
+_CHECKS: dict[str, Callable[[Any], None]] = {  # Any: each check narrows the marker's value itself
     "out_idx": _check_out_idx,
     "execution_backend": lambda v: _expect("execution_backend", v in EXECUTION_BACKENDS,
                                            f"one of {', '.join(EXECUTION_BACKENDS)}", v),
@@ -135,7 +138,7 @@ _CHECKS: dict[str, Callable[[Any], None]] = {
 }
 
 
-def validate_configs(configs: Any) -> list[dict] | Callable | None:
+def validate_configs(configs: object) -> list[dict] | Callable[..., object] | None:
     """A non-empty list of dicts with str keys and JSON values, or a callable returning one."""
     if configs is None or callable(configs):
         return configs
@@ -229,7 +232,7 @@ class Option:
     name: str  # ini key, e.g. tl_cache_dir; the flag is --tl-cache-dir
     help: str
     kind: str = "str"  # str | bool | int | float
-    default: Any = None
+    default: str | bool | int | float | None = None
     env: str | None = None
     check: Callable[[Any], bool] | None = None
     accepted: str = ""
@@ -296,7 +299,7 @@ OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
 _KIND_WORDS = {"int": "an integer", "float": "a number", "bool": f"one of {', '.join(_TRUE + _FALSE)}"}
 
 
-def _convert(option: Option, value: Any) -> Any:
+def _convert(option: Option, value: object) -> str | bool | int | float | None:
     if value is None or value == "":
         return None
     try:
@@ -313,7 +316,7 @@ def _convert(option: Option, value: Any) -> Any:
         raise pytest.UsageError(f"{option.names}: {value!r} is not valid; give {wanted}") from None
 
 
-def _raw_option(config: pytest.Config, option: Option) -> tuple[Any, str]:
+def _raw_option(config: pytest.Config, option: Option) -> tuple[object, str]:
     """The option's unconverted value and where it came from: cli, ini, env or default."""
     value = config.getoption(option.name, default=None)
     if value not in (None, False):

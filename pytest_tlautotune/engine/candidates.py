@@ -4,14 +4,18 @@ hash its IR into the candidate's key, and key the whole tuned entry."""
 from __future__ import annotations
 
 import pickle
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .. import key
 from ..model import Candidate, TuneError, TuneRequest
 from .pipeline import classify, indent
 
+if TYPE_CHECKING:
+    from ..param import CompileArgs
+    from .workers import Pools
 
-def build_candidates(req: TuneRequest, machine: dict, pools: Any = None) -> list[Candidate]:
+
+def build_candidates(req: TuneRequest, machine: dict, pools: Pools | None = None) -> list[Candidate]:
     """Build each config's PrimFunc and key it.
 
     The builds run in the compile workers (it is the user's code, with configs that may be
@@ -89,7 +93,7 @@ def _check_out_idx(req: TuneRequest, results: list[dict]) -> None:
         return
 
 
-def _build_in_workers(req: TuneRequest, pools: Any) -> list[dict] | None:
+def _build_in_workers(req: TuneRequest, pools: Pools) -> list[dict] | None:
     """Every config's build result from the compile workers; None where the program cannot be
     shipped to them (then the test process builds, as a last resort)."""
     import os
@@ -154,7 +158,7 @@ def complete_request(req: TuneRequest, results: list[dict]) -> None:
             req.profile_args = replace(req.profile_args, supply_prog=ExampleInputs(examples))
 
 
-def _candidate_compile_args(req: TuneRequest, config: dict) -> Any:
+def _candidate_compile_args(req: TuneRequest, config: dict) -> CompileArgs:
     from dataclasses import replace
 
     from .programs import PASS_CONFIGS

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -38,7 +37,7 @@ def load_baseline(path: str) -> dict:
     return check_baseline(data, path)
 
 
-def dump_readable(obj: Any, indent: int = 0) -> str:
+def dump_readable(obj: object, indent: int = 0) -> str:
     """JSON with two-space indentation but lists of numbers on one line: diffable and short."""
     pad, inner = "  " * indent, "  " * (indent + 1)
     if isinstance(obj, dict) and obj:

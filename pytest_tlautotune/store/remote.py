@@ -41,12 +41,17 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from ..model import StoreWarning, TLAutotuneError, Warn
+from ..model import Candidate, CandidateRecord, StoreWarning, TLAutotuneError, TuneRequest, Warn
 from .files import read_json
 from .manifest import BEST_CONFIG_PATH, LATENCY_PATH, RECORD_PATH
+
+if TYPE_CHECKING:
+    from .local import Store
+
+_T = TypeVar("_T")
 
 PREFIX = "tlautotune:"
 MAGIC = b"TLAT1\n"
@@ -81,7 +86,7 @@ class StoreUrlError(TLAutotuneError):
 # ----------------------------------------------------------------------------- blobs
 
 
-def encode(payload: Any) -> bytes:
+def encode(payload: object) -> bytes:
     """One stored value: magic, the body's sha256, the body (canonical JSON)."""
     body = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
     return MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
@@ -139,7 +144,7 @@ class RedisStore:
             from redis.backoff import NoBackoff
             from redis.retry import Retry
 
-            kwargs: dict[str, Any] = {}
+            kwargs: dict[str, str] = {}
             if urlsplit(self.url).password is None and os.environ.get("REDIS_PASSWORD"):
                 kwargs["password"] = os.environ["REDIS_PASSWORD"]
             # No retries: a slow or dead store costs one timeout, then the session stops asking.
@@ -148,7 +153,7 @@ class RedisStore:
                                                 **kwargs)
         return self._client
 
-    def _do(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _do(self, fn: Callable[..., _T], *args: object) -> _T:
         from redis.exceptions import RedisError
 
         try:
@@ -233,16 +238,31 @@ class RedisStore:
 # ----------------------------------------------------------------------------- the session's side
 
 
+class Session(Protocol):
+    """What the store asks of the run's session (``session.TuneSession``, above this module)."""
+
+    retune: bool
+
+    @property
+    def cache(self) -> Store: ...
+
+    def tune_one(self, req: TuneRequest, cand: Candidate,
+                 key: str) -> tuple[Any, list[CandidateRecord]] | str: ...  # (AutotuneResult, records)
+
+    def notice(self, req: TuneRequest, message: str) -> None: ...
+
+
 class NoStore:
     """No store configured: every question is a miss, every push a no-op."""
 
     def get_record(self, ckey: str) -> None:
         return None
 
-    def fetch(self, session: Any, req: Any, cands: list, key: str, entry: Path) -> None:
+    def fetch(self, session: Session, req: TuneRequest, cands: list[Candidate], key: str, entry: Path) -> None:
         return None
 
-    def tuning(self, session: Any, req: Any, cands: list, key: str, entry: Path):
+    def tuning(self, session: Session, req: TuneRequest, cands: list[Candidate], key: str,
+               entry: Path) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext(None)
 
     def push(self, key: str, entry: Path) -> None:
@@ -263,7 +283,7 @@ class StoreTier:
 
     # -- faults --------------------------------------------------------------------
 
-    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _call(self, fn: Callable[..., _T], *args: object) -> _T | None:
         """``fn(*args)``; a fault warns (once per session) and is a miss. A store that cannot
         be reached is not asked again in this session, so it costs one timeout at most."""
         if self.down:
@@ -292,7 +312,8 @@ class StoreTier:
 
     # -- a local miss --------------------------------------------------------------
 
-    def fetch(self, session: Any, req: Any, cands: list, key: str, entry: Path) -> Any:
+    def fetch(self, session: Session, req: TuneRequest, cands: list[Candidate], key: str,
+              entry: Path) -> Any:  # an AutotuneResult (param.py, above this module) or None
         """The store's result for ``key`` as an AutotuneResult, saved in the local cache; None on a miss."""
         doc = None if key in self._refused else self._call(self.store.get_entry, key)
         if doc is None:
@@ -314,7 +335,8 @@ class StoreTier:
                     return result
         return self._compile_winner(session, req, cands, key, entry, doc)
 
-    def _compile_winner(self, session: Any, req: Any, cands: list, key: str, entry: Path, doc: dict) -> Any:
+    def _compile_winner(self, session: Session, req: TuneRequest, cands: list[Candidate], key: str, entry: Path,
+                        doc: dict) -> Any:
         """Data only: compile the store's winner here, check it against ref_prog, time it."""
         from dataclasses import replace
 
@@ -344,7 +366,8 @@ class StoreTier:
     # -- the cross-machine tuning lock ---------------------------------------------
 
     @contextlib.contextmanager
-    def tuning(self, session: Any, req: Any, cands: list, key: str, entry: Path) -> Iterator[Any]:
+    def tuning(self, session: Session, req: TuneRequest, cands: list[Candidate], key: str,
+               entry: Path) -> Iterator[Any]:
         """Hold the store's lock on ``key`` while this process tunes it; yields the result when
         another machine's tuning finished while we waited (then nothing is held), else None.
         A holder that dies stops renewing: its lock expires and a waiter takes it."""
