@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .model import CallFailed, TargetLike, TargetUnavailable, TuneWarning, Warn
 from .settings import COMPILE_FIELDS, PROFILE_FIELDS, TuneSettings, get_option, target_kind, wants_fresh_numbers
+from .stash import CACHE_HIT, CACHE_MISS, CACHE_RETUNE
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from .model import Candidate, CandidateRecord, Outcome, TuneRequest
     from .param import AutotuneResult, CompileArgs
     from .store.local import Store
-from .stash import CACHE_HIT, CACHE_MISS, CACHE_RETUNE
 
 
 class TuneSession:

@@ -84,8 +84,8 @@ def test_failed_retiming_fails_the_test_and_writes_no_row(two, pytester):
     pytester.makeconftest(BROKEN_RETIMING)  # the inner run is a subprocess: break it from inside
     result = two.run("--tl-save-baseline", "base.json")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([f"*{NODE}: re-timing elementwise_add (hit, key *) in this run for --tl-save-baseline failed: "
-                                 f"RuntimeError: the timing worker died*"])
+    result.stdout.fnmatch_lines([f"*{NODE}: re-timing elementwise_add (hit, key *) in this run for "
+                                 f"--tl-save-baseline failed: RuntimeError: the timing worker died*"])
     assert not (pytester.path / "base.json").exists()  # nothing marked "failed" to skip forever after
 
 
