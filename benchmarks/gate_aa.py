@@ -9,7 +9,8 @@ process:
 
 - ``test_aa``: the unchanged kernel (a gate failure is a false alarm; want 0);
 - ``test_slow30``/``test_slow10``: the same GEMM with extra work in the kernel
-  (``extra`` rank-1 updates added and subtracted per tile), calibrated here to
+  (``extra`` rank-1 updates added and subtracted per tile; the kernels are those of
+  ``examples/kernels_cpu.py`` and ``examples/kernels_cuda.py``), calibrated here to
   cost about +30% and +10% (want 20/20 and >= 18/20 caught). Calibration times
   by CPU time, the clock the gate uses on a CPU device; each unit of ``extra``
   costs about 1.2% of the 128^3 GEMM (3% of 64^3).
@@ -44,83 +45,26 @@ sys.path.insert(0, str(ROOT))
 
 from pytest_tlautotune import gate  # noqa: E402
 
+KERNELS_CPU = (ROOT / "examples" / "kernels_cpu.py").read_text()  # inner runs import it as `kernels`
+KERNELS_CUDA = (ROOT / "examples" / "kernels_cuda.py").read_text()  # as `cuda_kernels`
+#: The CUDA GEMM's one config (the calibration times it too).
+CUDA_CONFIG = dict(block_M=128, block_N=256, block_K=64, num_stages=3, threads=256)
+
 KERNEL = '''
 import pytest
-import tilelang.cpu.language as T
-
-
-def gemm(M, N, K, bm=16, bn=16, bk=16, dtype="float32", extra=0):
-    @T.prim_func
-    def main(A: T.Tensor((M, K), dtype), B: T.Tensor((K, N), dtype), C: T.Tensor((M, N), dtype)):
-        with T.Kernel(T.ceildiv(N, bn), T.ceildiv(M, bm)) as (bx, by):
-            acc = T.alloc_local((bm, bn), dtype)
-            for i, j in T.grid(bm, bn):
-                acc[i, j] = 0
-            for ko in T.serial(T.ceildiv(K, bk)):
-                for i, j, k in T.grid(bm, bn, bk):
-                    acc[i, j] += A[by * bm + i, ko * bk + k] * B[ko * bk + k, bx * bn + j]
-            for e in T.serial(extra):
-                for i, j in T.grid(bm, bn):
-                    acc[i, j] += A[by * bm + i, e % K] * B[e % K, bx * bn + j]
-                for i, j in T.grid(bm, bn):
-                    acc[i, j] -= A[by * bm + i, e % K] * B[e % K, bx * bn + j]
-            for i, j in T.grid(bm, bn):
-                C[by * bm + i, bx * bn + j] = acc[i, j]
-    return main
-
-
-def add(M, N, bm=16, bn=16, dtype="float32", extra=0):
-    @T.prim_func
-    def main(A: T.Tensor((M, N), dtype), B: T.Tensor((M, N), dtype), C: T.Tensor((M, N), dtype)):
-        with T.Kernel(T.ceildiv(N, bn), T.ceildiv(M, bm)) as (bx, by):
-            acc = T.alloc_local((bm, bn), dtype)
-            for i, j in T.grid(bm, bn):
-                acc[i, j] = A[by * bm + i, bx * bn + j] + B[by * bm + i, bx * bn + j]
-            for e in T.serial(extra):  # adds and subtracts B on one row of the tile: same result up to rounding
-                for j in T.serial(bn):
-                    acc[e % bm, j] += B[by * bm + e % bm, bx * bn + j]
-                for j in T.serial(bn):
-                    acc[e % bm, j] -= B[by * bm + e % bm, bx * bn + j]
-            for i, j in T.grid(bm, bn):
-                C[by * bm + i, bx * bn + j] = acc[i, j]
-    return main
+from kernels import elementwise_add as add, gemm
 
 
 CONFIGS = [dict(bm=16, bn=16, bk=16), dict(bm=32, bn=32, bk=16)]
 ADD_CONFIGS = [dict(bm=16, bn=16)]  # one tiling: the extra work per unit depends on it (calibrated with it)
 '''
 
-KERNEL_CUDA = '''
+KERNEL_CUDA = f'''
 import pytest
-import tilelang.language as T
+from cuda_kernels import gemm
 
 
-def gemm(M, N, K, block_M=128, block_N=256, block_K=64, num_stages=3, threads=256, extra=0):
-    dtype, accum = "float16", "float"
-
-    @T.prim_func
-    def main(A: T.Tensor((M, K), dtype), B: T.Tensor((K, N), dtype), C: T.Tensor((M, N), dtype)):
-        with T.Kernel(T.ceildiv(N, block_N), T.ceildiv(M, block_M), threads=threads) as (bx, by):
-            A_shared = T.alloc_shared((block_M, block_K), dtype)
-            B_shared = T.alloc_shared((block_K, block_N), dtype)
-            X_shared = T.alloc_shared((block_M, block_K), dtype)  # the pipeline owns A_shared
-            Z_shared = T.alloc_shared((block_K, block_N), dtype)
-            C_local = T.alloc_fragment((block_M, block_N), accum)
-            T.clear(C_local)
-            for ko in T.Pipelined(T.ceildiv(K, block_K), num_stages=num_stages):
-                T.copy(A[by * block_M, ko * block_K], A_shared)
-                T.copy(B[ko * block_K, bx * block_N], B_shared)
-                T.gemm(A_shared, B_shared, C_local)
-            T.clear(Z_shared)
-            for e in T.serial(extra):  # extra work that adds exactly 0
-                T.copy(A[by * block_M, (e % T.ceildiv(K, block_K)) * block_K], X_shared)
-                T.gemm(X_shared, Z_shared, C_local)
-            T.copy(C_local, C[by * block_M, bx * block_N])
-
-    return main
-
-
-CONFIGS = [dict(block_M=128, block_N=256, block_K=64, num_stages=3, threads=256)]
+CONFIGS = [{CUDA_CONFIG!r}]
 '''
 
 TEST = '''
@@ -149,21 +93,17 @@ def calibrate(size: int, targets: dict[str, float], reps: int = 60,
     import tilelang
     import torch
 
+    from examples import kernels_cpu
     from pytest_tlautotune.engine.bench import calibrate_loops
 
     torch.set_num_threads(1)
-    ns = tempfile.NamedTemporaryFile("w", suffix=".py", delete=False)
-    ns.write(KERNEL)
-    ns.close()
-    space: dict = {}
-    exec(compile(Path(ns.name).read_text(), ns.name, "exec"), space)
     a, b = torch.randn(size, size), torch.randn(size, size)
     cache: dict[int, object] = {}
 
     def build(e: int):
         if e not in cache:
-            prog = (space["gemm"](size, size, size, extra=e) if kernel == "gemm"
-                    else space["add"](size, size, bm=16, bn=16, extra=e))
+            prog = (kernels_cpu.gemm(size, size, size, extra=e) if kernel == "gemm"
+                    else kernels_cpu.elementwise_add(size, size, bm=16, bn=16, extra=e))
             cache[e] = tilelang.compile(prog, out_idx=[-1], target="c", execution_backend="cython")
         return cache[e]
 
@@ -198,14 +138,12 @@ def calibrate_cuda(size: int, targets: dict[str, float], reps: int = 30) -> dict
     import tilelang
     import torch
 
-    ns = tempfile.NamedTemporaryFile("w", suffix=".py", delete=False)
-    ns.write(KERNEL_CUDA)
-    ns.close()
-    space: dict = {}
-    exec(compile(Path(ns.name).read_text(), ns.name, "exec"), space)
+    from examples import kernels_cuda
+
     a = torch.randn(size, size, dtype=torch.float16, device="cuda")
     b = torch.randn(size, size, dtype=torch.float16, device="cuda")
-    kernels = {e: tilelang.compile(space["gemm"](size, size, size, extra=e), out_idx=[-1], target="cuda")
+    kernels = {e: tilelang.compile(kernels_cuda.gemm(size, size, size, **CUDA_CONFIG, extra=e), out_idx=[-1],
+                                   target="cuda")
                for e in (0, 8, 24)}
     times: dict[int, list[float]] = {e: [] for e in kernels}
     for _ in range(reps):
@@ -294,6 +232,7 @@ def main() -> None:
     tests = "".join(template.format(name=a, extra=extra[a], size=args.size, rep=args.rep, warmup=args.warmup,
                                     target="cuda" if cuda else "c", more=more) for a in ARMS)
     (work / "test_gate_bench.py").write_text((KERNEL_CUDA if cuda else KERNEL) + tests)
+    (work / ("cuda_kernels.py" if cuda else "kernels.py")).write_text(KERNELS_CUDA if cuda else KERNELS_CPU)
 
     first = run_trial(work, cache, work / "run0.json", None, args.threshold, args.metric)  # compiles; first baseline
     baseline_from(first["rows"], work / "base0.json")
@@ -314,7 +253,7 @@ def main() -> None:
                                             f"[{(ci[a][0] - 1) * 100:+.1f},{(ci[a][1] - 1) * 100:+.1f}]" for a in ARMS)
               + f"   ({time.perf_counter() - t_start:.0f} s)", flush=True)
 
-    # Offline re-judging of the very same samples (gate.decide is what check_item calls).
+    # Offline re-judging of the very same samples (gate.decide is what gate.judge calls).
     prev = [first] + trials[:-1]
     settings = [(m, th) for m in ("latency", "speedup") for th in (5.0, 10.0)]
     table = {}

@@ -1,7 +1,10 @@
-"""TileLang CUDA kernels used by the GPU examples and benchmarks.
+"""TileLang CUDA kernels: the one copy that the GPU examples, the benchmarks and the plugin's
+CUDA tests use (inner pytest runs get this file's text as their ``cuda_kernels`` module).
 
 Importing this module needs no GPU: the factories only build ``PrimFunc`` objects.
 Compile with ``tilelang.compile(func, out_idx=[-1], target="cuda")`` on a GPU machine.
+The keyword-only arguments make a kernel slower or wrong on purpose, for the tests and
+benchmarks; left at their defaults the kernel is the plain one.
 """
 
 import itertools
@@ -36,8 +39,18 @@ def gemm(
     threads: int,
     dtype: str = "float16",
     accum_dtype: str = "float",
+    *,
+    extra: int | None = None,
 ):
-    """Pipelined tensor-core ``C = A @ B`` with ``A: (M, K)``, ``B: (K, N)``, ``C: (M, N)``."""
+    """Pipelined tensor-core ``C = A @ B`` with ``A: (M, K)``, ``B: (K, N)``, ``C: (M, N)``.
+
+    ``extra`` (``benchmarks/gate_aa.py --device cuda``): ``extra`` more tile iterations after the
+    main loop that multiply the A tile by a zeroed B tile into the accumulator (adding exactly 0),
+    each about one more K-step. Every int, 0 included, allocates their two shared tiles, so the
+    benchmark's arms differ only in the extra work.
+    """
+    if extra is not None:
+        return _gemm_with_extra(M, N, K, block_M, block_N, block_K, num_stages, threads, dtype, accum_dtype, extra)
 
     @T.prim_func
     def main(
@@ -59,8 +72,38 @@ def gemm(
     return main
 
 
-def elementwise_add(M: int, N: int, block_M: int, block_N: int, threads: int, dtype: str = "float16"):
-    """Tiled ``C = A + B`` over ``(M, N)`` tensors."""
+def _gemm_with_extra(M: int, N: int, K: int, block_M: int, block_N: int, block_K: int, num_stages: int,
+                     threads: int, dtype: str, accum_dtype: str, extra: int):
+    @T.prim_func
+    def main(
+        A: T.Tensor((M, K), dtype),
+        B: T.Tensor((K, N), dtype),
+        C: T.Tensor((M, N), dtype),
+    ):
+        with T.Kernel(T.ceildiv(N, block_N), T.ceildiv(M, block_M), threads=threads) as (bx, by):
+            A_shared = T.alloc_shared((block_M, block_K), dtype)
+            B_shared = T.alloc_shared((block_K, block_N), dtype)
+            X_shared = T.alloc_shared((block_M, block_K), dtype)  # the pipeline owns A_shared
+            Z_shared = T.alloc_shared((block_K, block_N), dtype)
+            C_local = T.alloc_fragment((block_M, block_N), accum_dtype)
+            T.clear(C_local)
+            for ko in T.Pipelined(T.ceildiv(K, block_K), num_stages=num_stages):
+                T.copy(A[by * block_M, ko * block_K], A_shared)
+                T.copy(B[ko * block_K, bx * block_N], B_shared)
+                T.gemm(A_shared, B_shared, C_local)
+            T.clear(Z_shared)
+            for e in T.serial(extra):  # extra work that adds exactly 0
+                T.copy(A[by * block_M, (e % T.ceildiv(K, block_K)) * block_K], X_shared)
+                T.gemm(X_shared, Z_shared, C_local)
+            T.copy(C_local, C[by * block_M, bx * block_N])
+
+    return main
+
+
+def elementwise_add(M: int, N: int, block_M: int, block_N: int, threads: int, dtype: str = "float16", *,
+                    offset: int = 0):
+    """Tiled ``C = A + B`` over ``(M, N)`` tensors; a non-zero ``offset`` writes that many rows
+    past C (far out of bounds: an illegal address, for the tests)."""
 
     @T.prim_func
     def main(
@@ -70,7 +113,7 @@ def elementwise_add(M: int, N: int, block_M: int, block_N: int, threads: int, dt
     ):
         with T.Kernel(T.ceildiv(N, block_N), T.ceildiv(M, block_M), threads=threads) as (bx, by):
             for i, j in T.Parallel(block_M, block_N):
-                C[by * block_M + i, bx * block_N + j] = (
+                C[by * block_M + i + offset, bx * block_N + j] = (
                     A[by * block_M + i, bx * block_N + j] + B[by * block_M + i, bx * block_N + j]
                 )
 

@@ -19,12 +19,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .report.terminal import text_table
 from .settings import _default_cache_dir
 from .store.files import read_json, remove_tree
 from .store.manifest import BEST_CONFIG_PATH, LATENCY_PATH, RECORD_PATH
+
+if TYPE_CHECKING:
+    from .store.remote import RedisStore
 
 # What `cache clear` empties, with the noun it counts each folder's items by.
 CACHE_SUBDIRS = {"entries": "entries", "candidates": "candidate records", "kernels": "kernels",
@@ -94,7 +97,7 @@ class Entry:
     key: str
     path: Path
     record: dict
-    config: Any
+    config: Any  # best_config.json: JSON, a dict when the entry is whole
     latency: dict
     size: int
     tuned_at: float  # record.json's tuned_at, else the directory's mtime
@@ -144,7 +147,7 @@ def read_entry(path: Path) -> Entry:
 class StoreCatalog:
     """The CLI's view of a shared store (``store.remote.RedisStore``): its entries as :class:`Entry`."""
 
-    def __init__(self, store: Any):
+    def __init__(self, store: RedisStore):
         self.store = store
 
     def __str__(self) -> str:
@@ -203,13 +206,13 @@ def human_age(seconds: float) -> str:
     return f"{seconds / DAY_S:.1f} d"
 
 
-def config_text(config: Any) -> str:
+def config_text(config: object) -> str:
     if not isinstance(config, dict):
         return "-" if config is None else str(config)
     return ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in config.items())
 
 
-def ms(value: Any) -> str:
+def ms(value: object) -> str:
     return f"{value:.4g} ms" if isinstance(value, (int, float)) else "-"
 
 
@@ -500,13 +503,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _on_store(url: str, args: argparse.Namespace) -> int:
-    import pytest
-
-    from .store.remote import RedisStore, StoreError, check_url
+    from .store.remote import RedisStore, StoreError, StoreUrlError, check_url
 
     try:
         check_url(url, "--store")
-    except pytest.UsageError as exc:
+    except StoreUrlError as exc:
         sys.stderr.write(f"tlautotune: {exc}\n")
         return 2
     catalog = StoreCatalog(RedisStore(url, timeout=float(os.environ.get("TL_AUTOTUNE_STORE_TIMEOUT") or 10)))

@@ -1,14 +1,15 @@
-"""Latency-regression gate: baselines, the per-test decision, JSON/Markdown output.
+"""Latency-regression gate: decisions, confidence intervals, baseline documents.
 
-Flow: with a gate (or a baseline to save) :func:`fresh_clock` asks the session
-to have the engine time the winner again in this run: a cache hit, so a gate never compares stored numbers with
-stored numbers, and on a CPU device a miss too, so both sides are timed by CPU
-time (the wait for a core on a shared runner moved wall-clock medians by -50% to
-+120% between runs; CPU-time medians stayed within +-7%: benchmarks/gate_aa.py).
-After the test body passed, :func:`check_item` compares each result row with
-its baseline entry, appends ``tl_gate`` & co. to ``item.user_properties``, puts
-the decision into the row (it crosses xdist on the report) and fails the test on a regression. On the controller
-``report/files.py`` writes ``--tl-save-baseline``, ``--tl-json`` and
+Pure: no file I/O, no pytest. Flow: with a gate (or a baseline to save) :func:`fresh_clock`
+tells the session to have the engine time the winner again in this run: a cache hit, so a
+gate never compares stored numbers with stored numbers, and on a CPU device a miss too, so
+both sides are timed by CPU time (the wait for a core on a shared runner moved wall-clock
+medians by -50% to +120% between runs; CPU-time medians stayed within +-7%:
+benchmarks/gate_aa.py). After the test body passed, ``plugin.py`` reads the baseline
+(``report/files.py``), and :func:`judge` compares each result row with its baseline entry,
+puts the decision into the row (it crosses xdist on the report) and returns the test's
+properties, failures and warnings; the plugin fails the test on a regression. On the
+controller ``report/files.py`` writes ``--tl-save-baseline``, ``--tl-json`` and
 ``--tl-markdown``; ``report/terminal.py`` prints the gate's table.
 
 Decision rule, per row, with threshold ``T`` percent and ``alpha``:
@@ -33,75 +34,40 @@ faster runner cancels out.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import time
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
-
-from .model import TLAutotuneWarning
-from .settings import get_option
-from .stash import RESULTS_KEY
+from .model import row_id
+from .stash import CACHE_HIT
 
 BASELINE_FORMAT = 1
 FRESH, FRESH_CPU = "this run", "this run (cpu time)"  # a row's "measured": numbers of this run, and which clock
-METRICS = ("latency", "speedup")
 PASS, FAIL, IMPROVED, SKIPPED = "pass", "fail", "improved", "skipped"
 #: The samples are too spread to tell a change of the threshold's size from noise: neither pass nor fail.
 UNDETECTABLE = "undetectable"
 _BOOTSTRAP_RESAMPLES = 2000
 
 
-class GateWarning(TLAutotuneWarning):
-    """A test the gate could not compare (other device or clock, too few samples)."""
-
-
-# ----------------------------------------------------------------------------- options
-
-
-def gate_options(config: pytest.Config) -> dict:
-    """The gate's options, validated; a bad value fails with a sentence saying what is accepted."""
-    metric = str(get_option(config, "tl_gate_metric")).strip().lower()
-    alpha = get_option(config, "tl_alpha")
-    threshold = get_option(config, "tl_max_regression")
-    if metric not in METRICS:
-        pytest.fail(f"--tl-gate-metric={metric!r}: use 'latency' (compare milliseconds) or 'speedup' "
-                    f"(compare latency relative to ref_prog timed in the same run)", pytrace=False)
-    if not 0 < alpha < 0.5:
-        pytest.fail(f"--tl-alpha={alpha!r}: give a significance level between 0 and 0.5, e.g. 0.01", pytrace=False)
-    if not threshold > 0:
-        pytest.fail(f"--tl-max-regression={threshold!r}: give a percentage > 0, e.g. 10", pytrace=False)
-    return {"metric": metric, "alpha": alpha, "threshold_pct": threshold,
-            "strict": bool(get_option(config, "tl_strict_baseline"))}
-
-
-def wants_fresh_numbers(config: pytest.Config) -> bool:
-    return bool(get_option(config, "tl_baseline") or get_option(config, "tl_save_baseline"))
-
-
 # ----------------------------------------------------------------------------- re-measure
 
 
-def fresh_clock(config: pytest.Config, device: str, cache: str) -> str | None:
+def fresh_clock(wanted: bool, device: str, cache: str) -> str | None:
     """Which clock re-times the winner in this run (``"cpu"`` or ``"wall"``), or None when the
-    numbers at hand will do. A cache hit is always re-timed when a gate or a baseline needs
-    numbers; on a CPU device a miss is too, by CPU time, so that baseline and gate runs use the
-    same clock."""
-    from .stash import CACHE_HIT
-
+    numbers at hand will do. ``wanted``: a gate or a baseline to save needs numbers of this run
+    (``settings.wants_fresh_numbers``). A cache hit is then always re-timed; on a CPU device a
+    miss is too, by CPU time, so that baseline and gate runs use the same clock."""
     cpu = not str(device).startswith("cuda")
-    if not wants_fresh_numbers(config) or (cache != CACHE_HIT and not cpu):
+    if not wanted or (cache != CACHE_HIT and not cpu):
         return None
     return "cpu" if cpu else "wall"
 
 
 def measured_label(clock: str | None, cache: str) -> str:
     """A row's "measured": ``FRESH``, ``FRESH_CPU`` or ``"stored"`` (a hit no gate asked to re-time)."""
-    from .stash import CACHE_HIT
-
     if clock is None:
         return FRESH if cache != CACHE_HIT else "stored"
     return FRESH_CPU if clock == "cpu" else FRESH
@@ -113,8 +79,6 @@ def measured_label(clock: str | None, cache: str) -> str:
 def row_ids(rows: list[dict]) -> list[str]:
     """Baseline ids: the node id, with ``[call N]`` for a test's second and later autotune calls
     (``report.record_outcome`` names each row; rows without a name are counted here)."""
-    from .model import row_id
-
     seen: dict[str, int] = {}
     ids = []
     for row in rows:
@@ -153,33 +117,13 @@ def baseline_document(rows: list[dict], old: dict | None = None) -> dict:
             "tests": dict(sorted(tests.items()))}
 
 
-def load_baseline(path: str) -> dict:
-    """Read a baseline file; raise ValueError with a sentence when it is not one."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ValueError(f"baseline file {path} does not exist; write one with --tl-save-baseline {path}") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"baseline file {path} is unreadable: {exc}") from None
+def check_baseline(data: object, path: str) -> dict:
+    """``data`` (a baseline file's parsed JSON) when it is a baseline, else ValueError with a sentence."""
     if not isinstance(data, dict) or not isinstance(data.get("tests"), dict):
         raise ValueError(f"baseline file {path} has no 'tests' mapping; was it written by --tl-save-baseline?")
     if data.get("format") != BASELINE_FORMAT:
         raise ValueError(f"baseline file {path} has format {data.get('format')!r}, this plugin reads "
                          f"{BASELINE_FORMAT}; write it again with --tl-save-baseline")
-    return data
-
-
-def _session_baseline(config: pytest.Config, path: str) -> dict:
-    """The baseline, read once per process (cached on the TuneSession)."""
-    from .stash import session_key
-
-    session = config.stash.get(session_key, None)
-    cached = getattr(session, "baseline", None)
-    if cached is not None and cached[0] == path:
-        return cached[1]
-    data = load_baseline(path)
-    if session is not None:
-        session.baseline = (path, data)
     return data
 
 
@@ -318,19 +262,11 @@ def decide(base: dict | None, now: dict, *, threshold_pct: float, alpha: float, 
     return d
 
 
-def _median(samples: Any) -> float | None:
+def _median(samples: Sequence[float] | None) -> float | None:
     return statistics.median(samples) if samples else None
 
 
 # ----------------------------------------------------------------------------- the test
-
-
-def _threshold(item: pytest.Item, default: float) -> float:
-    from .stash import settings_key
-
-    settings = item.stash.get(settings_key, None)
-    value = settings.get("max_regression") if settings is not None else None
-    return float(value) if value is not None else float(default)
 
 
 def failure_message(rid: str, d: dict, path: str) -> str:
@@ -357,46 +293,39 @@ def ms_text(x: float | None) -> str:
     return "-" if x is None else f"{x:.4g} ms"
 
 
-def _pair(p: Any, spec: str = ".4g") -> str:
+def _pair(p: Sequence[float] | None, spec: str = ".4g") -> str:
     return "-" if not p else f"{p[0]:{spec}}, {p[1]:{spec}}"
 
 
-def check_item(item: pytest.Item) -> None:
-    """Gate every autotune result of ``item`` against ``--tl-baseline``; fail the test on a regression."""
-    rows = item.stash.get(RESULTS_KEY, None)
-    path = get_option(item.config, "tl_baseline")
-    if not rows or not path:
-        return
-    opts = gate_options(item.config)
-    try:
-        baseline = _session_baseline(item.config, path)
-    except ValueError as exc:
-        pytest.fail(f"tlautotune gate: {exc}", pytrace=False)
-    failures, warns = [], []
+@dataclass
+class Judgement:
+    """What the gate says about one test: its properties, its failures and its warnings (text)."""
+
+    properties: list[tuple[str, object]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def judge(rows: list[dict], tests: dict, path: str, *, metric: str, alpha: float, threshold_pct: float,
+          strict: bool) -> Judgement:
+    """Gate a test's result rows against the baseline's ``tests`` (read from ``path``): each row
+    gets its decision as ``row["gate"]``; the test fails when the judgement has failures."""
+    out = Judgement()
     for rid, row in zip(row_ids(rows), rows, strict=True):
         measured = row.get("measured", FRESH)
         if not is_fresh(measured):
-            d = decide(None, row, threshold_pct=0, alpha=opts["alpha"])
-            d.update(status=FAIL if opts["strict"] else SKIPPED, reason=f"no numbers from this run ({measured})")
+            d = decide(None, row, threshold_pct=0, alpha=alpha)
+            d.update(status=FAIL if strict else SKIPPED, reason=f"no numbers from this run ({measured})")
         else:
-            d = decide(baseline["tests"].get(rid), row, metric=opts["metric"], alpha=opts["alpha"],
-                       threshold_pct=_threshold(item, opts["threshold_pct"]), strict=opts["strict"])
+            d = decide(tests.get(rid), row, metric=metric, alpha=alpha, threshold_pct=threshold_pct, strict=strict)
         row["gate"] = d
-        item.user_properties.extend([
+        out.properties.extend([
             ("tl_baseline_ms", _r(d["baseline_ms"])),
             ("tl_regression_pct", None if d["regression_pct"] is None else round(d["regression_pct"], 2)),
             ("tl_gate", d["status"]),
         ])
         if d["status"] == FAIL:
-            failures.append(failure_message(rid, d, path))
-        elif d["status"] == SKIPPED and (rid in baseline["tests"] or not is_fresh(measured)):
-            warns.append(f"tlautotune gate: {rid}: {d['reason']}")
-    for message in warns:  # last: under filterwarnings=error a warning raises
-        item.warn(GateWarning(message))
-    if failures:
-        pytest.fail("\n".join(failures), pytrace=False)
-
-
-# ----------------------------------------------------------------------------- the session
-
-
+            out.failures.append(failure_message(rid, d, path))
+        elif d["status"] == SKIPPED and (rid in tests or not is_fresh(measured)):
+            out.warnings.append(f"tlautotune gate: {rid}: {d['reason']}")
+    return out

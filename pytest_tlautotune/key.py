@@ -1,7 +1,9 @@
-"""Stable identities: canonical JSON, callables, programs, the machine, cache keys.
+"""Stable identities: canonical JSON, callables, programs, the machine, and every key builder.
 
 Nothing here depends on Python's salted ``hash()``: every key is a sha256 over a
-canonical JSON form, so two processes (xdist workers, CI runs) agree on it.
+canonical JSON form, so two processes (xdist workers, CI runs) agree on it. The key
+builders at the end are pure functions over plain data; ``tests/test_keys.py`` pins their
+digests, since a changed digest makes every existing cache miss.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ import inspect
 import json
 import os
 import platform
-from collections.abc import Callable
-from typing import Any
+import types
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tvm.tirx import PrimFunc
 
 #: Bumped whenever the layout or meaning of stored entries changes.
 FORMAT_VERSION = 2
@@ -32,7 +38,7 @@ _CACHE_RELEVANT_ENV = (
 )
 
 
-def _default(obj: Any) -> Any:
+def _default(obj: object) -> Any:
     if isinstance(obj, enum.Enum):
         return f"{type(obj).__name__}.{obj.name}"
     if isinstance(obj, (set, frozenset)):
@@ -45,12 +51,12 @@ def _default(obj: Any) -> Any:
     return f"{type(obj).__module__}.{type(obj).__qualname__}:{obj}"
 
 
-def canonical_json(obj: Any) -> str:
+def canonical_json(obj: object) -> str:
     """The canonical JSON text of ``obj``: sorted keys, no whitespace."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_default)
 
 
-def sha256_hex(obj: Any) -> str:
+def sha256_hex(obj: object) -> str:
     """sha256 hex digest of ``obj``'s canonical JSON (or of raw bytes / str)."""
     if isinstance(obj, bytes):
         data = obj
@@ -61,7 +67,7 @@ def sha256_hex(obj: Any) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def callable_identity(fn: Callable | None) -> dict | None:
+def callable_identity(fn: Callable[..., object] | None) -> dict | None:
     """A stable identity for a callable: qualified name plus source text.
 
     Editing a reference program changes its source and so its identity.
@@ -96,7 +102,7 @@ def callable_identity(fn: Callable | None) -> dict | None:
     return {"name": name, "source_sha256": sha256_hex(source)}
 
 
-def reach_identity(fn: Callable | None, depth: int = 4) -> str | None:
+def reach_identity(fn: Callable[..., object] | None, depth: int = 4) -> str | None:
     """A digest of the user code ``fn`` reaches: the source of each function of the user's that
     it calls (helpers in the test file or another module, recursively), the files of user modules
     it uses, and the simple constants it reads. A correctness verdict keyed on it is stale as soon
@@ -110,9 +116,7 @@ def reach_identity(fn: Callable | None, depth: int = 4) -> str | None:
     return sha256_hex(found) if found else None
 
 
-def _reach(fn: Any, found: dict, seen: set, depth: int) -> None:
-    import types
-
+def _reach(fn: object, found: dict[str, str], seen: set[int], depth: int) -> None:
     if isinstance(fn, functools.partial):
         _reach(fn.func, found, seen, depth)
         return
@@ -148,7 +152,7 @@ def _reach(fn: Any, found: dict, seen: set, depth: int) -> None:
             found[f"const:{owner}:{_const_name(globs, value)}"] = repr(value)
 
 
-def _reach_class(cls: type, found: dict) -> None:
+def _reach_class(cls: type, found: dict[str, str]) -> None:
     try:
         path = inspect.getsourcefile(cls)
     except TypeError:
@@ -160,14 +164,14 @@ def _reach_class(cls: type, found: dict) -> None:
             found[f"class:{cls.__module__}.{cls.__qualname__}"] = _file_sha(path)
 
 
-def _const_name(globs: dict, value: Any) -> str:
+def _const_name(globs: dict[str, object], value: object) -> str:
     for name, v in globs.items():
         if v is value:
             return name
     return "?"
 
 
-def _cell_set(cell: Any) -> bool:
+def _cell_set(cell: types.CellType) -> bool:
     try:
         cell.cell_contents  # noqa: B018 - an empty cell raises
     except ValueError:
@@ -175,7 +179,7 @@ def _cell_set(cell: Any) -> bool:
     return True
 
 
-def _names(code: Any) -> list[str]:
+def _names(code: types.CodeType) -> list[str]:
     names = list(code.co_names)
     for const in code.co_consts:
         if hasattr(const, "co_code"):
@@ -208,10 +212,10 @@ def _file_sha(path: str) -> str:
         return "missing"
 
 
-def _code_identity(code: Any) -> dict:
+def _code_identity(code: types.CodeType) -> dict:
     """A code object as data: its bytecode, constants (nested code included) and names."""
 
-    def const(value: Any) -> Any:
+    def const(value: object) -> object:
         if hasattr(value, "co_code"):
             return _code_identity(value)
         if isinstance(value, (tuple, list)):
@@ -289,7 +293,7 @@ def _cuda_driver_version() -> str | None:
         return None
 
 
-def program_identity(program: Any) -> Any:
+def program_identity(program: Callable[..., object]) -> dict | None:
     """A stable identity of what the user passed to the fixture (TileLang decorators unwrapped)."""
     inner = getattr(program, "jit_impl", None) or getattr(program, "fn", None) or program  # AutoTuner.fn
     source = getattr(inner, "func_source", None)
@@ -322,7 +326,7 @@ def project_digest(root: str) -> str:
     return digest.hexdigest()
 
 
-def args_identity(args: tuple, kwargs: dict) -> Any:
+def args_identity(args: tuple, kwargs: dict) -> dict[str, list | dict]:
     """Fixed arguments as data; tensors (eager-style kernels) by shape and dtype, not values."""
 
     def one(value: Any) -> Any:
@@ -335,7 +339,77 @@ def args_identity(args: tuple, kwargs: dict) -> Any:
     return {"args": [one(a) for a in args], "kwargs": {k: one(v) for k, v in sorted(kwargs.items())}}
 
 
-def program_text(func: Any) -> str:
+def program_text(func: PrimFunc) -> str:
     """The TVMScript text of a PrimFunc: what the kernel *is*, helpers included."""
     script = getattr(func, "script", None)
     return script() if callable(script) else str(func)
+
+
+def ir_sha(func: PrimFunc) -> str:
+    """sha256 of a PrimFunc's TVMScript text: what the kernel *is* (a candidate's identity)."""
+    return sha256_hex(program_text(func))
+
+
+# ----------------------------------------------------------------------------- key builders
+
+#: The tuner settings that change what a search finds: part of the entry key and the fast key.
+TUNER_KEY_FIELDS = ("strategy", "max_trials", "max_tuning_s", "seed", "top_k")
+
+
+def _tuner_part(tuner: Mapping[str, object]) -> dict[str, object]:
+    return {k: tuner.get(k) for k in TUNER_KEY_FIELDS}
+
+
+def candidate_key(ir: str, compile: dict, profile: dict, machine: dict) -> str:
+    """One candidate's key (its compiled kernel and its verdict): the IR hash, how it is compiled,
+    how it is checked and timed, and the machine."""
+    return sha256_hex({"format": FORMAT_VERSION, "profile": profile, "machine": machine, "compile": compile,
+                       "program": ir})
+
+
+def entry_key(candidates: Sequence[tuple[str | None, dict | None]], configs: list[dict], compile: dict,
+              profile: dict, tuner: Mapping[str, object], machine: dict) -> str:
+    """The key of a tuned result: every candidate's key (or, for one that failed to build, its
+    failure), the config space, the settings and the machine. ``candidates``: (ckey, error) pairs."""
+    return sha256_hex({
+        "format": FORMAT_VERSION,
+        "candidates": [ckey or canonical_json(error) for ckey, error in candidates],
+        "configs": configs,
+        "compile": compile,
+        "profile": profile,
+        "tuner": _tuner_part(tuner),
+        "machine": machine,
+    })
+
+
+def fast_key(program: dict | None, args: dict, configs: list[dict], compile: dict, profile: dict,
+             tuner: Mapping[str, object], machine: dict, project: str) -> str:
+    """A key that needs no PrimFunc: the program's identity (``program_identity``), its arguments
+    (``args_identity``), the settings, the machine and a digest of the project's loaded files
+    (``project_digest``). It only finds the entry key stored before (the warm path)."""
+    return sha256_hex({
+        "format": FORMAT_VERSION,
+        "program": program,
+        "args": args,
+        "configs": configs,
+        "compile": compile,
+        "profile": profile,
+        "tuner": _tuner_part(tuner),
+        "machine": machine,
+        "project": project,
+    })
+
+
+def spec_id(blob: bytes) -> str:
+    """The id of a pickled build spec: compile workers keep one unpickled spec per id."""
+    return sha256_hex(blob)
+
+
+def inputs_key(nodeid: str, program: str, profile: dict) -> str:
+    """The key a timing worker keeps one test's input tensors under (``cache_input_tensors``)."""
+    return sha256_hex({"node": nodeid, "program": program, "profile": profile})
+
+
+def remeasure_key(nodeid: str, program: str) -> str:
+    """The inputs key of re-timing a stored winner for the gate."""
+    return sha256_hex({"node": nodeid, "program": program, "remeasure": True})

@@ -8,10 +8,17 @@ module, which imports TileLang).
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict
 
 import pytest
+
+if TYPE_CHECKING:
+    from tvm.target import Target
+
+#: A target as users give it: a name (``"cuda"``, ``"c"``), TVM JSON, a dict, or a TVM ``Target``.
+TargetLike: TypeAlias = "str | dict | Target"
 
 
 class Status(enum.StrEnum):
@@ -65,16 +72,46 @@ class TLAutotuneError(Exception):
     """Base of the plugin's errors: a tuning, store, cache or program problem, said in one sentence."""
 
 
+class TuneError(TLAutotuneError):
+    """Tuning produced no usable kernel; the message says why, per config."""
+
+
+class CallFailed(TLAutotuneError):
+    """This ``autotune(...)`` call fails its test; the message (the test id first) is the whole
+    report: ``plugin.py`` turns it into ``pytest.fail(message, pytrace=False)``."""
+
+
+class TargetUnavailable(TLAutotuneError):
+    """The test's target cannot run on this machine (a CUDA target without a GPU): ``plugin.py``
+    skips the test with this message."""
+
+
 class TLAutotuneWarning(pytest.PytestWarning):
-    """Base of the plugin's warnings: something went wrong that does not fail the test."""
+    """Base of the plugin's warnings: something went wrong that does not fail the test.
+
+    Only ``plugin.py`` issues them: the stages below hand theirs to the ``warn`` callback the
+    plugin gives the session (``TuneSession.warn``) or return them.
+    """
+
+
+#: How the stages hand a warning to the plugin (``plugin.py`` issues it with ``warnings.warn``).
+Warn = Callable[[Warning], None]
 
 
 class TuneWarning(TLAutotuneWarning):
     """Something went wrong around tuning that does not fail the test (e.g. the cache write)."""
 
 
-class TuneError(TLAutotuneError):
-    """Tuning produced no usable kernel; the message says why, per config."""
+class QuarantineWarning(TLAutotuneWarning):
+    """A stored result failed verification: it was moved to quarantine and tuned again."""
+
+
+class StoreWarning(TLAutotuneWarning):
+    """The shared result store failed or was refused; the run goes on with its local cache."""
+
+
+class GateWarning(TLAutotuneWarning):
+    """A test the gate could not compare (other device or clock, too few samples)."""
 
 
 @dataclass
@@ -90,7 +127,6 @@ class TuneRequest:
     tuner: dict  # strategy, max_trials, max_tuning_s, seed, early_stop_factor, top_k, compile_timeout
     device: str  # "cpu" or "cuda:N": where the winner is confirmed (and the only device on a CPU)
     devices: tuple[str, ...] = ()  # where candidates are timed (every GPU of this process's share)
-    call: int = 1  # which fixture call of the test this is (1, 2, ...)
     mode: str | None = None  # "lazy" | "eager" | "plain", once a config was built
     built_here: str | None = None  # why the configs were built in the test process, if they were
     shipped: tuple | None = None  # (spec_id, spec blob, env, sys.path) for the workers' builds

@@ -18,11 +18,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import tilelang
 
 from .key import callable_identity, hash_int, reach_identity
+from .model import TargetLike
 
 # The entry's file names live with the store; re-exported here, the seed's module.
 from .store.manifest import (  # noqa: F401
@@ -41,12 +42,13 @@ from .store.manifest import (  # noqa: F401
     RECORD_PATH,
 )
 
+if TYPE_CHECKING:
+    from tilelang.jit.kernel import JITKernel
+    from tvm.tirx import PrimFunc
+
 logger = logging.getLogger("pytest_tlautotune")
 
 ExecutionBackend = Literal["auto", "tvm_ffi", "cython", "nvrtc", "torch"]
-EXECUTION_BACKENDS = ("auto", "tvm_ffi", "cython", "nvrtc", "torch")
-TARGETS = ("auto", "cuda", "hip", "c")
-PROFILE_BACKENDS = ("event", "cupti", "cudagraph")
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,12 @@ class CompileArgs:
 
     out_idx: list[int] | int | None = None
     execution_backend: ExecutionBackend = "auto"
-    target: Any = "auto"
-    target_host: Any = None
+    target: TargetLike = "auto"
+    target_host: TargetLike | None = None
     verbose: bool = False
     pass_configs: dict[str, Any] | None = None
 
-    def compile_program(self, program: Any):
+    def compile_program(self, program: PrimFunc) -> JITKernel:
         """Compile one PrimFunc with TileLang and return its ``JITKernel``."""
         return tilelang.compile(
             program,
@@ -157,7 +159,7 @@ class AutotuneResult:
     config: dict | None = None
     ref_latency: float | None = None
     libcode: str | None = None
-    func: Any = None
+    func: PrimFunc | None = None
     kernel: Callable | None = None
     samples: tuple[float, ...] = ()
     ref_samples: tuple[float, ...] = ()

@@ -1,4 +1,8 @@
-"""pytest wiring: options, the ``autotune`` marker and fixture, report hooks.
+"""pytest wiring: options, the ``autotune`` marker and fixture, the gate's check, report hooks.
+
+The only module that talks to pytest about a test's fate: the stages below raise
+``model.CallFailed`` / ``model.TargetUnavailable`` and hand their warnings to :func:`warn`;
+here they become ``pytest.fail``, ``pytest.skip`` and ``warnings.warn``.
 
 Imports only the standard library and pytest: torch and TileLang load when a
 test first calls the fixture, so ``pytest --help`` stays fast.
@@ -7,12 +11,27 @@ test first calls the fixture, so ``pytest --help`` stays fast.
 from __future__ import annotations
 
 import os
-from typing import Any
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .settings import SettingsError, TuneSettings, add_options, get_option, merge_marks, validate_options
+from .settings import (
+    SettingsError,
+    TuneSettings,
+    add_options,
+    gate_options,
+    get_option,
+    merge_marks,
+    validate_options,
+)
 from .stash import RESULTS_KEY, collector_key, session_key, settings_key  # noqa: F401 - public names of this module
+
+if TYPE_CHECKING:
+    from xdist.workermanage import WorkerController
+
+    from .param import AutotuneResult
 
 MARKER_HELP = (
     "autotune(configs=[...], **settings): tune the program the `autotune` fixture is called with. "
@@ -30,7 +49,7 @@ def pytest_configure(config: pytest.Config) -> None:
     validate_options(config)  # a bad option fails now, not after minutes of tuning
     from .session import TuneSession
 
-    config.stash[session_key] = TuneSession(config)
+    config.stash[session_key] = TuneSession(config, warn=warn)
     config.stash[collector_key] = collector = Collector(config)
     config.pluginmanager.register(collector, "tlautotune-collector")
     if config.pluginmanager.hasplugin("xdist"):
@@ -50,11 +69,11 @@ class XdistHooks:
     """Registered only when pytest-xdist is active (its hook must exist)."""
 
     @pytest.hookimpl
-    def pytest_configure_node(self, node: Any) -> None:
+    def pytest_configure_node(self, node: WorkerController) -> None:
         node.workerinput["tl_session_start"] = node.config.stash[session_key].started
 
 
-def pytest_collect_file(file_path: Any, parent: pytest.Collector) -> None:
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> None:
     """A Python file that mentions autotune is about to be imported: start the compile workers'
     fork server now, so its TileLang import runs alongside this process's."""
     session = parent.config.stash.get(session_key, None)
@@ -106,20 +125,75 @@ def autotune(request: pytest.FixtureRequest):
         settings = merge_marks(marks) if marks else TuneSettings()
     session = request.config.stash[session_key]
 
-    def tune(program: Any, *args: Any, **kwargs: Any):
-        return session.tune(item, settings, program, args, kwargs)
+    def tune(program: object, *args: Any, **kwargs: Any) -> AutotuneResult:
+        from .model import CallFailed, TargetUnavailable
+
+        try:
+            return session.tune(item, settings, program, args, kwargs)
+        except CallFailed as exc:
+            failed, skipped = str(exc), None
+        except TargetUnavailable as exc:
+            failed, skipped = None, str(exc)
+        # Outside the except blocks: the report is the message alone, with no exception chained to it.
+        if skipped is not None:
+            pytest.skip(skipped)
+        pytest.fail(failed, pytrace=False)
 
     return tune
+
+
+def warn(warning: Warning) -> None:
+    """Issue a warning a stage handed up (the session, the store, the report rows)."""
+    warnings.warn(warning, stacklevel=2)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
     result = yield
     # The gate runs after the test body passed, so its failure is the test's failure.
-    from .gate import check_item
-
-    check_item(item)
+    _check_gate(item)
     return result
+
+
+def _check_gate(item: pytest.Item) -> None:
+    """Gate every autotune result of ``item`` against ``--tl-baseline``; fail the test on a regression."""
+    rows = item.stash.get(RESULTS_KEY, None)
+    path = get_option(item.config, "tl_baseline")
+    if not rows or not path:
+        return
+    from .gate import judge
+    from .model import GateWarning
+
+    opts = gate_options(item.config)
+    try:
+        tests, error = _baseline(item.config, path)["tests"], None
+    except ValueError as exc:
+        error = f"tlautotune gate: {exc}"
+    if error:
+        pytest.fail(error, pytrace=False)
+    settings = item.stash.get(settings_key, None)
+    threshold = settings.get("max_regression") if settings is not None else None
+    verdict = judge(rows, tests, path, metric=opts.metric, alpha=opts.alpha, strict=opts.strict,
+                    threshold_pct=float(threshold if threshold is not None else opts.threshold_pct))
+    item.user_properties.extend(verdict.properties)
+    for message in verdict.warnings:  # last: under filterwarnings=error a warning raises
+        item.warn(GateWarning(message))
+    if verdict.failures:
+        pytest.fail("\n".join(verdict.failures), pytrace=False)
+
+
+def _baseline(config: pytest.Config, path: str) -> dict:
+    """The baseline file, read once per process (kept on the TuneSession)."""
+    from .report.files import load_baseline
+
+    session = config.stash.get(session_key, None)
+    cached = getattr(session, "baseline", None)
+    if cached is not None and cached[0] == path:
+        return cached[1]
+    data = load_baseline(path)
+    if session is not None:
+        session.baseline = (path, data)
+    return data
 
 
 @pytest.hookimpl(wrapper=True)
@@ -170,7 +244,7 @@ class Collector:
 
             write_for_session(self.config, self.rows, report_dir)
 
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if not self.rows:
             return
         from .report.terminal import gate_lines, summary_lines

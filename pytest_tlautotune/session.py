@@ -12,27 +12,44 @@ import json
 import os
 import statistics
 import time
-import warnings
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytest
-
-from .model import TuneWarning
-from .settings import COMPILE_FIELDS, PROFILE_FIELDS, TuneSettings, get_option, resolve_strategy, target_kind
+from .model import CallFailed, TargetLike, TargetUnavailable, TuneWarning, Warn
+from .settings import (
+    COMPILE_FIELDS,
+    PROFILE_FIELDS,
+    TuneSettings,
+    get_option,
+    resolve_strategy,
+    target_kind,
+    wants_fresh_numbers,
+)
 from .stash import CACHE_HIT, CACHE_MISS, CACHE_RETUNE
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    import pytest
+    from tvm.tirx import PrimFunc
+
+    from .engine.programs import Program
+    from .engine.workers import Pools
+    from .model import Candidate, CandidateRecord, Outcome, TuneRequest
+    from .param import AutotuneResult, CompileArgs
+    from .store.local import Store
 
 
 class TuneSession:
     """Options, cache, pools and per-test results of one pytest run (one per xdist worker)."""
 
-    def __init__(self, config: pytest.Config):
+    def __init__(self, config: pytest.Config, warn: Warn):
         self.config = config
+        self.warn = warn  # the plugin issues the warnings of the session, its store and its rows
         self.cache_dir = get_option(config, "tl_cache_dir")
         self.retune = bool(get_option(config, "tl_retune"))
         self.no_tune = bool(get_option(config, "tl_no_tune"))
-        if self.retune and self.no_tune:
-            raise pytest.UsageError("--tl-retune and --tl-no-tune contradict each other; pass one of them")
         self.n_workers = get_option(config, "tl_workers")
         workerinput = getattr(config, "workerinput", {})
         # Under xdist the controller's start time, so workers agree on "tuned in this run".
@@ -42,14 +59,17 @@ class TuneSession:
         self._machine: dict[str, dict] = {}
         self._device_compiler: str | None = None
         self._digest: str | None = None
-        self.baseline = None  # gate.Baseline, loaded on first use
+        self.baseline: tuple[str, dict] | None = None  # (path, the baseline file), read by the plugin on first use
         self.prestarted = False
         from .store.remote import open_store
 
-        self.store = open_store(config)  # the fleet's shared store behind the local cache (or none)
+        # The fleet's shared store behind the local cache (or none); options checked at start-up.
+        self.store = open_store(get_option(config, "tl_store"), warn, ttl_days=get_option(config, "tl_store_ttl"),
+                                timeout=get_option(config, "tl_store_timeout"),
+                                readonly=bool(get_option(config, "tl_store_readonly")))
 
     @property
-    def cache(self):
+    def cache(self) -> Store:
         if self._cache is None:
             from .store.local import Store
 
@@ -57,7 +77,7 @@ class TuneSession:
         return self._cache
 
     @property
-    def pools(self):
+    def pools(self) -> Pools:
         if self._pools is None:
             from .engine.workers import Pools
 
@@ -93,7 +113,6 @@ class TuneSession:
             return
         self.prestarted = True
         from .engine.workers import prestart
-        from .gate import wants_fresh_numbers
 
         gate = wants_fresh_numbers(self.config)
         if not self.no_tune or gate:
@@ -116,8 +135,12 @@ class TuneSession:
 
     # -- the fixture's body --------------------------------------------------------
 
-    def tune(self, item: pytest.Item, settings: TuneSettings, program: Any, args: tuple, kwargs: dict) -> Any:
-        """Return the tuned ``AutotuneResult`` for ``program(*args, **kwargs, **config)``."""
+    def tune(self, item: pytest.Item, settings: TuneSettings, program: object, args: tuple,
+             kwargs: dict) -> AutotuneResult:
+        """Return the tuned ``AutotuneResult`` for ``program(*args, **kwargs, **config)``.
+
+        Raises ``CallFailed`` when the call fails the test, ``TargetUnavailable`` when this
+        machine cannot run its target (the plugin fails or skips the test)."""
         from .engine import programs
         from .model import TuneError
 
@@ -129,25 +152,28 @@ class TuneSession:
         else:
             error = None
         if error:
-            pytest.fail(error, pytrace=False)
+            raise CallFailed(error)
         req = self._request(item, settings, prog, args, kwargs)
         try:
             outcome, error = self._tune(req, self._fast_key(req, program, args, kwargs)), None
         except TuneError as exc:
             error = f"{item.nodeid}: {exc}"
         if error:
-            pytest.fail(error, pytrace=False)
+            raise CallFailed(error)
         measured = self._remeasure(req, outcome)  # a gate compares this run's numbers, never stored ones
         outcome.tuning_s = time.perf_counter() - t0  # what this run spent, a hit included
         from .report.rows import record_outcome
 
-        record_outcome(item, req, outcome, settings, self)["measured"] = measured
+        quarantined = self.cache.quarantined.get(outcome.key) if outcome.key else None
+        row = record_outcome(item, req, outcome, self.machine(req.device_kind), quarantined, self.warn)
+        row["measured"] = measured
         from .engine.programs import user_kernel
 
         result = outcome.result
         return replace(result, kernel=user_kernel(req.program, req.mode, result.kernel, result.config or {}))
 
-    def _request(self, item: pytest.Item, settings: TuneSettings, prog: Any, args: tuple, kwargs: dict):
+    def _request(self, item: pytest.Item, settings: TuneSettings, prog: Program, args: tuple,
+                 kwargs: dict) -> TuneRequest:
         from .engine.programs import evaluate_configs
         from .model import TuneRequest
         from .param import CompileArgs, ProfileArgs
@@ -159,10 +185,10 @@ class TuneSession:
         except SettingsError as exc:
             error = f"{item.nodeid}: @pytest.mark.autotune: {exc}"
         if error:
-            pytest.fail(error, pytrace=False)
+            raise CallFailed(error)
         if not configs:
-            pytest.fail(f"{item.nodeid}: @pytest.mark.autotune: no configs: pass configs=[...] to the marker "
-                        f"(or use a @tilelang.autotune function that has them)", pytrace=False)
+            raise CallFailed(f"{item.nodeid}: @pytest.mark.autotune: no configs: pass configs=[...] to the marker "
+                             f"(or use a @tilelang.autotune function that has them)")
         # Deep copies: the marker's lists and dicts are shared by every call of this test.
         compile_kwargs = copy.deepcopy({**prog.compile_defaults, **settings.compile})
         profile_kwargs = {**prog.profile_defaults, **settings.profile}
@@ -175,26 +201,18 @@ class TuneSession:
                            tuner=resolve_strategy(dict(settings.tuner), len(configs)),
                            device=devices[0], devices=tuple(devices))
 
-    def _fast_key(self, req: Any, program: Any, args: tuple, kwargs: dict) -> str:
+    def _fast_key(self, req: TuneRequest, program: Callable[..., object], args: tuple, kwargs: dict) -> str:
         """A key that needs no PrimFunc: the program's source, its arguments, the settings and
         a digest of every project file loaded. It only finds the IR-based key stored before."""
-        from .key import FORMAT_VERSION, args_identity, program_identity, project_digest, sha256_hex
+        from .key import args_identity, fast_key, program_identity, project_digest
 
         if self._digest is None:
             self._digest = project_digest(str(self.config.rootpath))
-        return sha256_hex({
-            "format": FORMAT_VERSION,
-            "program": program_identity(program),
-            "args": args_identity(args, kwargs),
-            "configs": req.configs,
-            "compile": req.compile_args.canonical(),
-            "profile": req.profile_args.canonical(),
-            "tuner": {k: req.tuner.get(k) for k in ("strategy", "max_trials", "max_tuning_s", "seed", "top_k")},
-            "machine": self.machine(req.device_kind),
-            "project": self._digest,
-        })
+        return fast_key(program_identity(program), args_identity(args, kwargs), req.configs,
+                        req.compile_args.canonical(), req.profile_args.canonical(), req.tuner,
+                        self.machine(req.device_kind), self._digest)
 
-    def _tune(self, req: Any, fast: str | None = None):
+    def _tune(self, req: TuneRequest, fast: str | None = None) -> Outcome:
 
         t0 = time.perf_counter()
         machine = self.machine(req.device_kind)
@@ -216,7 +234,7 @@ class TuneSession:
             self.cache.write_index(fast, outcome.key)
         return outcome
 
-    def _tune_ir(self, req: Any, machine: dict, t0: float):
+    def _tune_ir(self, req: TuneRequest, machine: dict, t0: float) -> Outcome:
         from .engine.candidates import build_candidates, entry_key
         from .engine.tuner import Tuner
         from .model import Outcome, TuneError
@@ -253,8 +271,7 @@ class TuneSession:
                 self.cache.save(result, entry)
             except OSError as exc:
                 # A cache write failure (full disk, read-only mount) costs the cache, not the test.
-                warnings.warn(TuneWarning(f"{req.nodeid}: could not store the tuned result in {entry}: {exc}"),
-                              stacklevel=1)
+                self.warn(TuneWarning(f"{req.nodeid}: could not store the tuned result in {entry}: {exc}"))
             else:
                 self.store.push(key, entry)
                 # The kernel as later runs will load it: a broken save shows now, not on the next hit.
@@ -262,7 +279,7 @@ class TuneSession:
                 result = replace(result, kernel=saved.kernel) if saved is not None else result
         return Outcome(result, CACHE_RETUNE if self.retune else CACHE_MISS, key, time.perf_counter() - t0, records)
 
-    def _winner_still_built(self, entry: Any, req: Any) -> Any:
+    def _winner_still_built(self, entry: Path, req: TuneRequest) -> PrimFunc | None:
         """Build the stored winner's config here (one PrimFunc, milliseconds) and compare its IR
         with the stored one: the PrimFunc when they match, else None. Also settles what only a
         build tells (an eager kernel's outputs)."""
@@ -286,7 +303,8 @@ class TuneSession:
         complete_request(req, [built.summary()])
         return built.func
 
-    def tune_one(self, req: Any, cand: Any, key: str) -> tuple | str:
+    def tune_one(self, req: TuneRequest, cand: Candidate,
+                 key: str) -> tuple[AutotuneResult, list[CandidateRecord]] | str:
         """Compile, check and time one candidate alone (the shared store's winner) here:
         ``(result, records)``, or why it failed."""
         from .engine.tuner import Tuner
@@ -302,7 +320,7 @@ class TuneSession:
         except TuneError as exc:
             return str(exc)
 
-    def _remeasure(self, req: Any, outcome: Any) -> str:
+    def _remeasure(self, req: TuneRequest, outcome: Outcome) -> str:
         """Re-time the winner and ref_prog in this run when the gate asks for numbers of this run
         (``gate.fresh_clock``); the engine times it. Replaces ``outcome.result``'s samples and
         medians. Returns where the numbers come from (``gate.measured_label``). A re-timing that
@@ -311,7 +329,7 @@ class TuneSession:
         """
         from .gate import fresh_clock, measured_label
 
-        clock = fresh_clock(self.config, req.device, outcome.cache)
+        clock = fresh_clock(wants_fresh_numbers(self.config), req.device, outcome.cache)
         if clock is None:
             return measured_label(clock, outcome.cache)
         from .engine.measure import measure_again
@@ -324,7 +342,7 @@ class TuneSession:
             error = (f"{req.nodeid}: re-timing {req.program_name} ({outcome.cache}, key {outcome.key[:12]}) in this "
                      f"run for {why} failed: {type(exc).__name__}: {exc}")
         if error:
-            pytest.fail(error, pytrace=False)
+            raise CallFailed(error)
         samples, ref = list(out["samples"]), list(out["ref_samples"])
         outcome.result = replace(
             outcome.result,
@@ -336,33 +354,33 @@ class TuneSession:
         )
         return measured_label(clock, outcome.cache)
 
-    def notice(self, req: Any, message: str) -> None:
+    def notice(self, req: TuneRequest, message: str) -> None:
         """A progress line worth printing anywhere (a wait on another machine)."""
         from .report.terminal import progress_line
 
         progress_line(self.config, req.nodeid, message, notice=True)
 
-    def _progress(self, req: Any):
+    def _progress(self, req: TuneRequest) -> Callable[[str], None]:
         from .report.terminal import progress_line
 
         return lambda msg: progress_line(self.config, req.nodeid, msg)
 
 
-def _make_result(**fields: Any) -> Any:
+def _make_result(**fields: Any) -> AutotuneResult:
     """An ``AutotuneResult`` of a stored entry's fields (for ``Store.load``)."""
     from .param import AutotuneResult
 
     return AutotuneResult(**fields)
 
 
-def _hit(result: Any, key: str):
+def _hit(result: AutotuneResult, key: str) -> Outcome:
     """The outcome of a stored result; ``tune`` sets the time this run spent on it."""
     from .model import Outcome
 
     return Outcome(result, CACHE_HIT, key, 0.0, result.record.get("candidates", []))
 
 
-def _resolve_target(item: pytest.Item, compile_args: Any, gpus: str = "all") -> tuple[Any, list[str]]:
+def _resolve_target(item: pytest.Item, compile_args: CompileArgs, gpus: str = "all") -> tuple[CompileArgs, list[str]]:
     """``auto`` becomes cuda with a GPU, else c; a target this machine cannot run is a skip.
     Returns the resolved compile args and the devices to time on, the confirming one first
     (``gpus``: the ``tl_gpus`` option, see :func:`gpu_share`).
@@ -379,7 +397,7 @@ def _resolve_target(item: pytest.Item, compile_args: Any, gpus: str = "all") -> 
         target = kind
     if kind in ("cuda", "hip"):
         if not torch.cuda.is_available():
-            pytest.skip(f"target {kind!r} needs a GPU and torch sees none on this machine")
+            raise TargetUnavailable(f"target {kind!r} needs a GPU and torch sees none on this machine")
         count = torch.cuda.device_count()
         share = gpu_share(count, _own_gpu(count, torch.cuda.current_device()), gpus)
         devices = [f"cuda:{i}" for i in share]
@@ -393,7 +411,7 @@ def _resolve_target(item: pytest.Item, compile_args: Any, gpus: str = "all") -> 
     return replace(compile_args, target=target, execution_backend=backend), devices
 
 
-def _full_cuda_target(target: Any, index: int) -> Any:
+def _full_cuda_target(target: TargetLike, index: int) -> TargetLike:
     """The CUDA target with the arch of GPU ``index`` filled in when missing (as TileLang's own
     normaliser does for ``"cuda"``), as TVM JSON; a target that names its arch is kept as given."""
     import torch

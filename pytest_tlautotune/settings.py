@@ -11,9 +11,12 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from .model import TargetLike
 
 COMPILE_FIELDS = ("out_idx", "execution_backend", "target", "target_host", "verbose", "pass_configs")
 PROFILE_FIELDS = (
@@ -74,20 +77,20 @@ class TuneSettings:
         return default
 
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v: Any) -> bool:
+def _is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _expect(name: str, ok: bool, wanted: str, value: Any) -> None:
+def _expect(name: str, ok: bool, wanted: str, value: object) -> None:
     if not ok:
         raise SettingsError(f"argument {name!r} must be {wanted}, got {value!r}")
 
 
-def target_kind(target: Any) -> str:
+def target_kind(target: TargetLike) -> str:
     """The kind of a target given as a name, a JSON string, a dict or a TVM ``Target``."""
     if isinstance(target, str):
         text = target.strip()
@@ -102,18 +105,18 @@ def target_kind(target: Any) -> str:
     return getattr(getattr(target, "kind", None), "name", str(target))
 
 
-def _check_target(value: Any) -> None:
+def _check_target(value: object) -> None:
     if isinstance(value, (str, dict)):
         kind = target_kind(value)
         _expect("target", kind in TARGETS, f"one of {', '.join(TARGETS)} (or a TVM target)", value)
 
 
-def _check_out_idx(value: Any) -> None:
+def _check_out_idx(value: object) -> None:
     ok = value is None or _is_int(value) or (isinstance(value, (list, tuple)) and all(_is_int(i) for i in value))
     _expect("out_idx", ok, "None, an int or a list of ints", value)
 
 
-_CHECKS: dict[str, Callable[[Any], None]] = {
+_CHECKS: dict[str, Callable[[Any], None]] = {  # Any: each check narrows the marker's value itself
     "out_idx": _check_out_idx,
     "execution_backend": lambda v: _expect("execution_backend", v in EXECUTION_BACKENDS,
                                            f"one of {', '.join(EXECUTION_BACKENDS)}", v),
@@ -148,7 +151,7 @@ _CHECKS: dict[str, Callable[[Any], None]] = {
 }
 
 
-def validate_configs(configs: Any) -> list[dict] | Callable | None:
+def validate_configs(configs: object) -> list[dict] | Callable[..., object] | None:
     """A non-empty list of dicts with str keys and JSON values, or a callable returning one."""
     if configs is None or callable(configs):
         return configs
@@ -247,7 +250,7 @@ class Option:
     name: str  # ini key, e.g. tl_cache_dir; the flag is --tl-cache-dir
     help: str
     kind: str = "str"  # str | bool | int | float
-    default: Any = None
+    default: str | bool | int | float | None = None
     env: str | None = None
     check: Callable[[Any], bool] | None = None
     accepted: str = ""
@@ -313,15 +316,15 @@ OPTIONS = (
     Option("tl_store_readonly", "read the store but never write it, e.g. in pull requests (default: off)", "bool",
            False, "TL_AUTOTUNE_STORE_READONLY"),
     Option("tl_store_ttl", "days a pushed result stays in the store; 0 = forever (default: 30)", "float", 30.0,
-           "TL_AUTOTUNE_STORE_TTL"),
+           "TL_AUTOTUNE_STORE_TTL", check=lambda v: v >= 0, accepted="a number of days >= 0 (0 keeps results forever)"),
     Option("tl_store_timeout", "seconds a store call may take before the run goes on without it (default: 3)",
-           "float", 3.0, "TL_AUTOTUNE_STORE_TIMEOUT"),
+           "float", 3.0, "TL_AUTOTUNE_STORE_TIMEOUT", check=lambda v: v > 0, accepted="a number of seconds > 0"),
 )
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
 _KIND_WORDS = {"int": "an integer", "float": "a number", "bool": f"one of {', '.join(_TRUE + _FALSE)}"}
 
 
-def _convert(option: Option, value: Any) -> Any:
+def _convert(option: Option, value: object) -> str | bool | int | float | None:
     if value is None or value == "":
         return None
     try:
@@ -338,7 +341,7 @@ def _convert(option: Option, value: Any) -> Any:
         raise pytest.UsageError(f"{option.names}: {value!r} is not valid; give {wanted}") from None
 
 
-def _raw_option(config: pytest.Config, option: Option) -> tuple[Any, str]:
+def _raw_option(config: pytest.Config, option: Option) -> tuple[object, str]:
     """The option's unconverted value and where it came from: cli, ini, env or default."""
     value = config.getoption(option.name, default=None)
     if value not in (None, False):
@@ -382,6 +385,38 @@ def validate_options(config: pytest.Config) -> None:
         value = get_option(config, option.name)
         if option.check is not None and value is not None and not option.check(value):
             raise pytest.UsageError(f"{option.names}: {value!r} is not accepted; give {option.accepted}")
+    if get_option(config, "tl_retune") and get_option(config, "tl_no_tune"):
+        raise pytest.UsageError("--tl-retune and --tl-no-tune contradict each other; pass one of them")
+    url = get_option(config, "tl_store")
+    if url:
+        from .store.remote import StoreUrlError, check_url
+
+        try:
+            check_url(url)
+        except StoreUrlError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    """The gate's options (validated at start-up): what it compares, its significance level,
+    its threshold in percent, and whether a test it cannot compare fails."""
+
+    metric: str
+    alpha: float
+    threshold_pct: float
+    strict: bool
+
+
+def gate_options(config: pytest.Config) -> GateOptions:
+    return GateOptions(metric=str(get_option(config, "tl_gate_metric")).strip().lower(),
+                       alpha=get_option(config, "tl_alpha"), threshold_pct=get_option(config, "tl_max_regression"),
+                       strict=bool(get_option(config, "tl_strict_baseline")))
+
+
+def wants_fresh_numbers(config: pytest.Config) -> bool:
+    """Whether a gate or a baseline to save needs numbers timed in this run."""
+    return bool(get_option(config, "tl_baseline") or get_option(config, "tl_save_baseline"))
 
 
 def add_options(parser: pytest.Parser) -> None:

@@ -1,7 +1,7 @@
 """Several autotune calls in one test, batched samples of short kernels, and the gate's
 ``undetectable`` verdict on noisy tests (issue 13, items 4 and 5).
 
-Inner runs use the real TileLang CPU ``add`` kernel of ``kernel_sources`` (target "c"):
+Inner runs use the real TileLang CPU ``elementwise_add`` kernel of ``examples/kernels_cpu.py`` (target "c"):
 a 32x32 add takes about 15 us, far below what one clock reading can time on its own.
 """
 
@@ -23,7 +23,7 @@ import pytest, torch, kernels
                       ref_prog=lambda A, B: A + B, warmup=1, rep=10)
 def test_two(autotune):
     for M in (32, 64):
-        r = autotune(kernels.add, M, M)
+        r = autotune(kernels.elementwise_add, M, M)
         A, B = torch.randn(M, M), torch.randn(M, M)
         torch.testing.assert_close(r.kernel(A, B), A + B)
         ok = [c for c in r.record["candidates"] if c["status"] == "ok"]
@@ -84,8 +84,8 @@ def test_failed_retiming_fails_the_test_and_writes_no_row(two, pytester):
     pytester.makeconftest(BROKEN_RETIMING)  # the inner run is a subprocess: break it from inside
     result = two.run("--tl-save-baseline", "base.json")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([f"*{NODE}: re-timing add (hit, key *) in this run for --tl-save-baseline failed: "
-                                 f"RuntimeError: the timing worker died*"])
+    result.stdout.fnmatch_lines([f"*{NODE}: re-timing elementwise_add (hit, key *) in this run for "
+                                 f"--tl-save-baseline failed: RuntimeError: the timing worker died*"])
     assert not (pytester.path / "base.json").exists()  # nothing marked "failed" to skip forever after
 
 
@@ -131,7 +131,7 @@ import pytest, kernels
 @pytest.mark.autotune(configs=[dict(bm=16, bn=16)], target="c", out_idx=[-1], ref_prog=lambda A, B: A + B,
                       warmup=1, rep=10)
 def test_add(autotune):
-    autotune(kernels.add, 32, 32)
+    autotune(kernels.elementwise_add, 32, 32)
 '''
 
 

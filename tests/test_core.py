@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-from kernel_sources import KERNELS_BAD
 
 GEMM_TEST = """
 import pytest, torch
@@ -210,24 +209,24 @@ def test_seed_hashes_are_stable_across_processes():
 def test_crashing_and_hanging_candidates_are_records_not_failures(tl, pytester):
     # offset writes past C: TileLang drops a store it can prove out of range, so C is never
     # written and the NaN-poisoned output mismatches (tests/test_reliability.py has a real segfault);
-    # extra=10**7 repeats the accumulation for minutes (killed at timeout); bm=7 makes the
+    # repeat=10**7 repeats the accumulation for minutes (killed at timeout); bm=7 makes the
     # program raise. The plain config must still win.
-    pytester.makepyfile(kernels_bad=KERNELS_BAD)
     pytester.makepyfile(test_k="""
 import pytest, torch
-import kernels_bad
+import kernels
 
-@pytest.mark.autotune(configs=[dict(offset=1 << 24), dict(extra=10**7), dict(bm=7), dict()], target="c", out_idx=[-1],
-                      ref_prog=lambda A, B: A @ B, warmup=1, rep=3, timeout=8)
+@pytest.mark.autotune(configs=[dict(offset=1 << 24), dict(repeat=10**7), dict(bm=7), dict()], target="c",
+                      out_idx=[-1], ref_prog=lambda A, B: A @ B, warmup=1, rep=3, timeout=8)
 def test_gemm(autotune):
-    result = autotune(kernels_bad.gemm, 64, 64, 64)
+    result = autotune(kernels.gemm, 64, 64, 64)
     assert result.config == {}
 """)
     result = tl.run("-v")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines_random([
-        '*{"extra":10000000}: timeout: check/timing exceeded 8 s and was killed*',
-        '*{"bm":7}: build_error: building the config: ValueError: bm=7 does not divide M=64 (kernels_bad.py:*)',
+        '*{"repeat":10000000}: timeout: check/timing exceeded 8 s and was killed*',
+        '*{"bm":7}: build_error: building the config: ValueError: M=64 must be a multiple of its tile size 7 '
+        '(no bounds checks are generated) (kernels.py:*)',
     ])
     assert re.search(r'"offset":16777216}: (crash|mismatch): ', result.stdout.str())
 

@@ -3,26 +3,10 @@
 import re
 
 import pytest
+from kernel_sources import CUDA_KERNELS
 
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
-
-CUDA_KERNELS = '''
-import tilelang.language as T
-
-
-def add(M, N, block_M, block_N, threads, offset=0, dtype="float16"):
-    """C = A + B; a non-zero offset writes far out of bounds (an illegal address)."""
-
-    @T.prim_func
-    def main(A: T.Tensor((M, N), dtype), B: T.Tensor((M, N), dtype), C: T.Tensor((M, N), dtype)):
-        with T.Kernel(T.ceildiv(N, block_N), T.ceildiv(M, block_M), threads=threads) as (bx, by):
-            for i, j in T.Parallel(block_M, block_N):
-                C[by * block_M + i + offset, bx * block_N + j] = (
-                    A[by * block_M + i, bx * block_N + j] + B[by * block_M + i, bx * block_N + j])
-
-    return main
-'''
 
 TEST = '''
 import pytest, torch
@@ -33,7 +17,7 @@ CONFIGS = [dict(block_M=bm, block_N=bn, threads=128) for bm in (32, 64) for bn i
 @pytest.mark.autotune(configs=CONFIGS, target="cuda", out_idx=[-1], ref_prog=lambda A, B: A + B,
                       warmup=5, rep=30, backend="{backend}")
 def test_add(autotune):
-    result = autotune(cuda_kernels.add, 4096, 4096)
+    result = autotune(cuda_kernels.elementwise_add, 4096, 4096)
     A = torch.randn(4096, 4096, device="cuda", dtype=torch.float16)
     torch.testing.assert_close(result.kernel(A, A), A + A)
 '''

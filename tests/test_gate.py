@@ -1,8 +1,8 @@
 """The latency gate: baselines, regressions, improvements, devices, reports, xdist.
 
-Inner runs use real TileLang CPU kernels (target "c"). Slowdowns are injected in
-the kernel itself: ``extra`` adds and subtracts ``extra`` rank-1 updates per
-tile, which keeps the result and costs about 3% of the 64^3 GEMM per unit.
+Inner runs use the real TileLang CPU GEMM of ``examples/kernels_cpu.py`` (target "c").
+Slowdowns are injected in the kernel itself: ``extra`` adds and subtracts ``extra`` rank-1
+updates per tile, which keeps the result and costs about 3% of the 64^3 GEMM per unit.
 """
 
 from __future__ import annotations
@@ -12,33 +12,14 @@ import random
 import xml.etree.ElementTree as ET
 
 import pytest
+from kernel_sources import KERNELS
 
 from pytest_tlautotune import gate
 from pytest_tlautotune.report import files, terminal
 
 KERNEL = '''
 import pytest, torch
-import tilelang.cpu.language as T
-
-
-def gemm(M, N, K, bm=16, bn=16, bk=16, dtype="float32", extra=0):
-    @T.prim_func
-    def main(A: T.Tensor((M, K), dtype), B: T.Tensor((K, N), dtype), C: T.Tensor((M, N), dtype)):
-        with T.Kernel(T.ceildiv(N, bn), T.ceildiv(M, bm)) as (bx, by):
-            acc = T.alloc_local((bm, bn), dtype)
-            for i, j in T.grid(bm, bn):
-                acc[i, j] = 0
-            for ko in T.serial(T.ceildiv(K, bk)):
-                for i, j, k in T.grid(bm, bn, bk):
-                    acc[i, j] += A[by * bm + i, ko * bk + k] * B[ko * bk + k, bx * bn + j]
-            for e in T.serial(extra):
-                for i, j in T.grid(bm, bn):
-                    acc[i, j] += A[by * bm + i, e % K] * B[e % K, bx * bn + j]
-                for i, j in T.grid(bm, bn):
-                    acc[i, j] -= A[by * bm + i, e % K] * B[e % K, bx * bn + j]
-            for i, j in T.grid(bm, bn):
-                C[by * bm + i, bx * bn + j] = acc[i, j]
-    return main
+from kernels import gemm
 
 
 TUNE = dict(configs=[dict(bm=16, bn=16, bk=16), dict(bm=32, bn=32, bk=16)], target="c", out_idx=[-1],
@@ -58,7 +39,7 @@ BIG = 48  # about +150%: far beyond any noise on a shared 2-core runner
 def write(pytester: pytest.Pytester, *tests: tuple[str, int, str]) -> None:
     """One module ``test_k.py`` with tests (name, extra, marker arguments)."""
     body = "".join(TEST.format(name=n, extra=e, marker=m) for n, e, m in tests)
-    pytester.makepyfile(test_k=KERNEL + body)
+    pytester.makepyfile(kernels=KERNELS, test_k=KERNEL + body)
     pytester.makeini("[pytest]\n")  # rootdir here, so node ids are test_k.py::...
 
 
@@ -170,10 +151,10 @@ def test_speedup_metric_under_xdist(pytester, cache):
 
 def test_baseline_file_errors_say_what_to_do(tmp_path):
     with pytest.raises(ValueError, match="does not exist; write one with --tl-save-baseline"):
-        gate.load_baseline(str(tmp_path / "nope.json"))
+        files.load_baseline(str(tmp_path / "nope.json"))
     (tmp_path / "old.json").write_text(json.dumps({"format": 99, "tests": {}}))
     with pytest.raises(ValueError, match="format 99"):
-        gate.load_baseline(str(tmp_path / "old.json"))
+        files.load_baseline(str(tmp_path / "old.json"))
 
 
 def test_baseline_document_merges_and_keeps_samples():

@@ -15,7 +15,7 @@ import kernels
 
 @pytest.mark.autotune(configs=[dict(bm=16, bn=16)], target="c", out_idx=[-1], warmup=1, rep=3{extra})
 def test_add(autotune):
-    result = autotune(kernels.add, 32, 32)
+    result = autotune(kernels.elementwise_add, 32, 32)
     A, B = torch.randn(32, 32), torch.randn(32, 32)
     torch.testing.assert_close(result.kernel(A, B), A + B)
 """
@@ -125,11 +125,11 @@ SETTINGS = dict(configs=[dict(bm=16, bn=16)], target="c", out_idx=[-1], warmup=1
 
 @pytest.mark.autotune(**SETTINGS, ref_prog=lambda A, B: A + B)
 def test_checked(autotune):
-    autotune(kernels.add, 32, 32)
+    autotune(kernels.elementwise_add, 32, 32)
 
 @pytest.mark.autotune(**SETTINGS)
 def test_unchecked(autotune):
-    autotune(kernels.add, 16, 16)
+    autotune(kernels.elementwise_add, 16, 16)
 """
 
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from kernel_sources import KERNELS, KERNELS_BAD
+from kernel_sources import KERNELS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -262,28 +262,28 @@ def test_every_corrupt_entry_is_quarantined_and_retuned(tuned, tl, pytester):
 # ----------------------------------------------------------------------------- crashing candidates
 
 def test_segfaulting_hanging_raising_candidates_are_named_records(tl, pytester):
-    pytester.makepyfile(kernels_bad=KERNELS_BAD)
     pytester.makepyfile(test_k="""
 import pytest
-import kernels_bad
+import kernels
 
-@pytest.mark.autotune(configs=[dict(segv=True), dict(extra=10**7), dict(bm=7), dict()], target="c", out_idx=[-1],
+@pytest.mark.autotune(configs=[dict(segv=True), dict(repeat=10**7), dict(bm=7), dict()], target="c", out_idx=[-1],
                       ref_prog=lambda A, B: A @ B, warmup=1, rep=3, timeout=6,
                       pass_configs={"tl.disable_safe_memory_legalize": True})
 def test_gemm(autotune):
-    result = autotune(kernels_bad.gemm, 64, 64, 64)
+    result = autotune(kernels.gemm, 64, 64, 64)
     assert result.config == {}
 """)
     result = tl.run("-v")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines_random([
         '*{"segv":true}: crash: check/timing worker died with exit code -11 (SIGSEGV)*',
-        '*{"extra":10000000}: timeout: check/timing exceeded 6 s and was killed*',
-        '*{"bm":7}: build_error: building the config: ValueError: bm=7 does not divide M=64 (kernels_bad.py:*)',
+        '*{"repeat":10000000}: timeout: check/timing exceeded 6 s and was killed*',
+        '*{"bm":7}: build_error: building the config: ValueError: M=64 must be a multiple of its tile size 7 '
+        '(no bounds checks are generated) (kernels.py:*)',
     ])
     record = json.loads((entries(tl.cache_dir)[0] / "record.json").read_text())
     statuses = {json.dumps(c["config"], sort_keys=True): c["status"] for c in record["candidates"]}
-    assert statuses == {'{"segv": true}': "crash", '{"extra": 10000000}': "timeout", '{"bm": 7}': "build_error",
+    assert statuses == {'{"segv": true}': "crash", '{"repeat": 10000000}': "timeout", '{"bm": 7}': "build_error",
                         "{}": "ok"}
 
 

@@ -83,11 +83,11 @@ def test_a_clearly_slower_candidate_stops_early(tl, pytester):
     pytester.makepyfile(test_k=SLOW_TEST.format(configs="[dict()]", extra=""))
     tl.run().assert_outcomes(passed=1)
     # The fast config's record is reused, so the best is known before the slow one is timed.
-    pytester.makepyfile(test_k=SLOW_TEST.format(configs="[dict(), dict(extra=20)]", extra=""))
+    pytester.makepyfile(test_k=SLOW_TEST.format(configs="[dict(), dict(repeat=20)]", extra=""))
     tl.run().assert_outcomes(passed=1)
     # Reused although the marker line (the lambda ref_prog's source line) changed with the configs.
     assert [r for r in records(tl) if r["config"] == {}][0].get("reused")
-    slow = [r for r in records(tl) if r["config"] == {"extra": 20}][0]
+    slow = [r for r in records(tl) if r["config"] == {"repeat": 20}][0]
     assert slow["status"] == "early_stop"
     assert len(slow["samples"]) < 20
     assert "stopped after" in slow["reason"]

@@ -171,7 +171,7 @@ def test_2_store_dies_or_hangs():
 
 @pytest.mark.autotune(configs=[dict(bm=16, bn=16), dict(bm=32, bn=32)], **{**SETTINGS, "ref_prog": lambda A, B: A + B})
 def test_3_tunes_without_the_store(autotune):
-    autotune(kernels.add, 64, 64)
+    autotune(kernels.elementwise_add, 64, 64)
 
 @pytest.mark.autotune(configs=[dict(bm=32, bn=16, bk=16)], **SETTINGS)
 def test_4_tunes_without_the_store(autotune):

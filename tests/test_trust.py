@@ -62,7 +62,7 @@ def test_an_environment_variable_read_at_build_time_is_seen(tl, pytester, monkey
 HELPER_TEST = '''
 import pytest
 import refs
-from kernels import add
+from kernels import elementwise_add as add
 
 
 def _fix(C):
@@ -115,17 +115,17 @@ def _candidates(tl):
 def test_early_stop_verdicts_are_timed_again_when_reused(tl, pytester):
     pytester.makepyfile(test_k=SLOW.format(configs="[dict()]"))
     tl.run().assert_outcomes(passed=1)
-    pytester.makepyfile(test_k=SLOW.format(configs="[dict(), dict(extra=30)]"))
+    pytester.makepyfile(test_k=SLOW.format(configs="[dict(), dict(repeat=30)]"))
     tl.run().assert_outcomes(passed=1)
-    slow = [c for c in _candidates(tl) if c["config"] == {"extra": 30}][0]
+    slow = [c for c in _candidates(tl) if c["config"] == {"repeat": 30}][0]
     assert slow["status"] == "early_stop", slow
     # One config more: the early stop from that run is not kept as a verdict, it is timed again
     # (its kernel is cached: no compile); the pass and its kernel are reused.
-    pytester.makepyfile(test_k=SLOW.format(configs="[dict(), dict(extra=30), dict(bm=32)]"))
+    pytester.makepyfile(test_k=SLOW.format(configs="[dict(), dict(repeat=30), dict(bm=32)]"))
     result = tl.run("-v")
     result.assert_outcomes(passed=1)
     by_config = {json.dumps(c["config"], sort_keys=True): c for c in _candidates(tl)}
-    assert not by_config['{"extra": 30}'].get("reused")
-    assert by_config['{"extra": 30}']["compile_s"] == 0.0  # re-timed from its cached kernel
+    assert not by_config['{"repeat": 30}'].get("reused")
+    assert by_config['{"repeat": 30}']["compile_s"] == 0.0  # re-timed from its cached kernel
     assert by_config["{}"].get("reused")
     result.stdout.fnmatch_lines(["*test_gemm: 1 of 3 verdicts reused from earlier runs*--tl-retune*"])

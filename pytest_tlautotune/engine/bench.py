@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import cloudpickle
 import torch
@@ -28,6 +28,12 @@ from ..model import Status
 from ..param import CompileArgs, ProfileArgs
 from ..store.artifacts import load_kernel
 from .failures import CHECK, CUDA_FAULT_EXIT, REF_PROG, RUN, SUPPLY_PROG, StageError, describe, reason
+
+if TYPE_CHECKING:
+    from tilelang.jit.kernel import JITKernel
+
+#: ``CompileArgs.out_idx``: the outputs the kernel allocates and returns.
+OutIdx = list[int] | int | None
 
 L2_FLUSH_BYTES = 256 * 1024 * 1024
 
@@ -53,19 +59,19 @@ class BenchJob:
 # ----------------------------------------------------------------------------- inputs
 
 
-def _output_indices(kernel: Any, out_idx: Any) -> list[int]:
+def _output_indices(kernel: JITKernel, out_idx: OutIdx) -> list[int]:
     """``out_idx`` (None, an int or a list, negatives allowed) as sorted param indices."""
     n = len(kernel.params)
     outs = [] if out_idx is None else ([out_idx] if isinstance(out_idx, int) else list(out_idx))
     return sorted({i % n for i in outs})
 
 
-def _input_indices(kernel: Any, out_idx: Any) -> list[int]:
+def _input_indices(kernel: JITKernel, out_idx: OutIdx) -> list[int]:
     outs = _output_indices(kernel, out_idx)
     return [i for i in range(len(kernel.params)) if i not in outs]
 
 
-def make_inputs(kernel: Any, profile: ProfileArgs, out_idx: Any, device: str, seed: int = 0) -> list:
+def make_inputs(kernel: JITKernel, profile: ProfileArgs, out_idx: OutIdx, device: str, seed: int = 0) -> list:
     """Inputs for the kernel's non-output params, from supply_prog or supply_type."""
     from tilelang.utils.tensor import get_tensor_supply
 
@@ -79,7 +85,7 @@ def make_inputs(kernel: Any, profile: ProfileArgs, out_idx: Any, device: str, se
     return [t.to(device) if isinstance(t, torch.Tensor) else t for t in tensors]
 
 
-def _as_list(out: Any) -> list:
+def _as_list(out: object) -> list:
     if out is None:
         return []
     return list(out) if isinstance(out, (list, tuple)) else [out]
@@ -161,7 +167,7 @@ def min_sample_s(clock: str) -> float:
     return max(MIN_SAMPLE_S[clock], 1000 * clock_tick_s(clock))
 
 
-def calibrate_loops(fn: Callable[[], Any], device: str, clock: str = "wall", backend: str = "event") -> int:
+def calibrate_loops(fn: Callable[[], object], device: str, clock: str = "wall", backend: str = "event") -> int:
     """Calls per sample so that one sample lasts at least :func:`min_sample_s`.
 
     1 for anything that already takes that long. Grows 10x at a time until a batch is
@@ -177,7 +183,7 @@ def calibrate_loops(fn: Callable[[], Any], device: str, clock: str = "wall", bac
     fn()  # warm
     loops = 1
     while True:
-        batch, wall = min(_batch_s(fn, loops, device, kind) for _ in range(3 if loops > 1 else 1))
+        batch, wall = min(_batch_s(fn, loops, kind) for _ in range(3 if loops > 1 else 1))
         if batch >= target or loops >= MAX_LOOPS or wall >= 20 * target:
             return loops
         if batch >= target / 10:
@@ -185,7 +191,7 @@ def calibrate_loops(fn: Callable[[], Any], device: str, clock: str = "wall", bac
         loops = min(MAX_LOOPS, loops * 10)
 
 
-def _batch_s(fn: Callable, loops: int, device: str, kind: str) -> tuple[float, float]:
+def _batch_s(fn: Callable, loops: int, kind: str) -> tuple[float, float]:
     """(seconds on ``kind``'s clock, seconds of wall time) for ``loops`` calls of ``fn``."""
     if kind == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -204,7 +210,7 @@ def _batch_s(fn: Callable, loops: int, device: str, kind: str) -> tuple[float, f
     return c1 - c0, w1 - w0
 
 
-def time_fn(fn: Callable[[], Any], profile: ProfileArgs, device: str, rep: int | None = None,
+def time_fn(fn: Callable[[], object], profile: ProfileArgs, device: str, rep: int | None = None,
             warmup: int | None = None, stop_above_ms: float | None = None,
             clock: str = "wall", loops: int | None = None) -> tuple[list[float], bool]:
     """Run ``fn`` warmup times, then take ``rep`` samples; every sample in ms per call.
@@ -338,7 +344,7 @@ def _timing_lock(path: str | None):
 # ----------------------------------------------------------------------------- jobs
 
 
-def _prepare(job: BenchJob) -> tuple[Any, ProfileArgs, list, list | None, list[float]]:
+def _prepare(job: BenchJob) -> tuple[JITKernel, ProfileArgs, list, list | None, list[float]]:
     if job.device == "cpu":
         # TileLang's CPU kernels run on one thread; a multi-threaded torch reference would
         # spin-wait against the compile workers on the other cores and time as noise.
@@ -367,12 +373,12 @@ def _prepare(job: BenchJob) -> tuple[Any, ProfileArgs, list, list | None, list[f
     return kernel, profile, inputs, refs, ref_samples
 
 
-def signature(kernel: Any) -> str:
+def signature(kernel: JITKernel) -> str:
     """Every param's shape and dtype: what inputs made for one kernel must match to serve another."""
     return ";".join(f"{[str(d) for d in p.shape]}:{p.dtype}" for p in kernel.params)
 
 
-def _check_inputs(kernel: Any, profile: ProfileArgs, job: BenchJob, inputs: list, refs: list | None):
+def _check_inputs(kernel: JITKernel, profile: ProfileArgs, job: BenchJob, inputs: list, refs: list | None):
     """Fresh inputs (and reference outputs) for checking this one candidate.
 
     A kernel that writes nothing returns whatever its freshly allocated output held: on
@@ -437,7 +443,7 @@ def check_and_time(job: BenchJob) -> dict:
     }
 
 
-def _poison_allocator(kernel: Any, job: BenchJob) -> None:
+def _poison_allocator(kernel: JITKernel, job: BenchJob) -> None:
     """Leave NaN-filled blocks of each output's size in the allocator's cache.
 
     The kernel allocates its outputs with ``torch.empty``; without this, a candidate

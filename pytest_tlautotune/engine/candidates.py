@@ -4,14 +4,18 @@ hash its IR into the candidate's key, and key the whole tuned entry."""
 from __future__ import annotations
 
 import pickle
-from typing import Any
+from typing import TYPE_CHECKING
 
-from ..key import FORMAT_VERSION, canonical_json, sha256_hex
+from .. import key
 from ..model import Candidate, TuneError, TuneRequest
 from .pipeline import classify, indent
 
+if TYPE_CHECKING:
+    from ..param import CompileArgs
+    from .workers import Pools
 
-def build_candidates(req: TuneRequest, machine: dict, pools: Any = None) -> list[Candidate]:
+
+def build_candidates(req: TuneRequest, machine: dict, pools: Pools | None = None) -> list[Candidate]:
     """Build each config's PrimFunc and key it.
 
     The builds run in the compile workers (it is the user's code, with configs that may be
@@ -44,11 +48,7 @@ def build_candidates(req: TuneRequest, machine: dict, pools: Any = None) -> list
                         f"{reason(failures[0])}\n{indent(failures[0].get('message', ''))}")
     complete_request(req, results)
     _check_out_idx(req, results)
-    common = {
-        "format": FORMAT_VERSION,
-        "profile": req.profile_args.canonical(),
-        "machine": machine,
-    }
+    profile = req.profile_args.canonical()
     cands = []
     for i, (config, res) in enumerate(zip(req.configs, results)):
         cand = Candidate(i, config, compile_args=_candidate_compile_args(req, config))
@@ -61,7 +61,7 @@ def build_candidates(req: TuneRequest, machine: dict, pools: Any = None) -> list
             else:
                 spec_id, blob, env, path = req.shipped
                 cand.source = (spec_id, blob, config, env, path, res["ir_sha"])
-            cand.ckey = sha256_hex({**common, "compile": cand.compile_args.canonical(), "program": cand.ir_sha})
+            cand.ckey = key.candidate_key(cand.ir_sha, cand.compile_args.canonical(), profile, machine)
         cands.append(cand)
     return cands
 
@@ -93,7 +93,7 @@ def _check_out_idx(req: TuneRequest, results: list[dict]) -> None:
         return
 
 
-def _build_in_workers(req: TuneRequest, pools: Any) -> list[dict] | None:
+def _build_in_workers(req: TuneRequest, pools: Pools) -> list[dict] | None:
     """Every config's build result from the compile workers; None where the program cannot be
     shipped to them (then the test process builds, as a last resort)."""
     import os
@@ -106,7 +106,7 @@ def _build_in_workers(req: TuneRequest, pools: Any) -> list[dict] | None:
         blob = dumps_spec(req.program.spec)
     except Exception:
         return None
-    spec_id = sha256_hex(blob)
+    spec_id = key.spec_id(blob)
     env, path = dict(os.environ), list(sys.path)
     req.shipped = (spec_id, blob, env, path)
     pool = pools.compile_pool()
@@ -158,7 +158,7 @@ def complete_request(req: TuneRequest, results: list[dict]) -> None:
             req.profile_args = replace(req.profile_args, supply_prog=ExampleInputs(examples))
 
 
-def _candidate_compile_args(req: TuneRequest, config: dict) -> Any:
+def _candidate_compile_args(req: TuneRequest, config: dict) -> CompileArgs:
     from dataclasses import replace
 
     from .programs import PASS_CONFIGS
@@ -170,16 +170,6 @@ def _candidate_compile_args(req: TuneRequest, config: dict) -> Any:
 
 
 def entry_key(req: TuneRequest, cands: list[Candidate], machine: dict) -> str:
-    """The key of the tuned result: every candidate's IR, the space, settings and machine."""
-    tuner = {k: req.tuner.get(k) for k in ("strategy", "max_trials", "max_tuning_s", "seed", "top_k")}
-    return sha256_hex(
-        {
-            "format": FORMAT_VERSION,
-            "candidates": [c.ckey or canonical_json(c.error) for c in cands],
-            "configs": req.configs,
-            "compile": req.compile_args.canonical(),
-            "profile": req.profile_args.canonical(),
-            "tuner": tuner,
-            "machine": machine,
-        }
-    )
+    """The key of the tuned result (``key.entry_key`` over this request's data)."""
+    return key.entry_key([(c.ckey, c.error) for c in cands], req.configs, req.compile_args.canonical(),
+                         req.profile_args.canonical(), req.tuner, machine)

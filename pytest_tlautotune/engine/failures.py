@@ -12,7 +12,6 @@ import os
 import re
 import sysconfig
 import traceback
-from typing import Any
 
 # Who raised (the ``stage`` of a failure).
 BUILD = "build"  # the program building one config's PrimFunc (the user's code)
@@ -59,7 +58,7 @@ class StageError(Exception):
         self.exc = exc
 
 
-def describe(exc: BaseException, stage: str, program: Any = None) -> dict:
+def describe(exc: BaseException, stage: str, program: object = None) -> dict:
     """``exc`` as plain data: ``stage``, ``type``, ``message`` (trimmed), ``where`` (file:line in
     the user's code, when one can be named) and ``tail`` (the last useful traceback lines)."""
     if isinstance(exc, StageError):
@@ -137,7 +136,7 @@ def _user_location(tb: traceback.StackSummary) -> str | None:
     return None
 
 
-def definition(program: Any) -> str | None:
+def definition(program: object) -> str | None:
     """Where the kernel's function is defined, for failures raised with no user frame (lowering)."""
     import inspect
 

@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..key import sha256_hex
+from ..key import inputs_key, remeasure_key
 from ..model import TuneRequest
 from .failures import reason
 
@@ -29,9 +29,7 @@ class JobFactory:
         self.req = req
         self.cache = cache
         self.profile_blob = cloudpickle.dumps(req.profile_args)
-        self.input_key = sha256_hex(
-            {"node": req.nodeid, "program": req.program_name, "profile": req.profile_args.canonical()}
-        )
+        self.input_key = inputs_key(req.nodeid, req.program_name, req.profile_args.canonical())
 
     def job(self, ckey: str, compile_args: Any, stop_above_ms: float | None = None,
             device: str | None = None) -> BenchJob:
@@ -103,7 +101,7 @@ def measure_again(pools: Pools, cache: Store, req: TuneRequest, entry: Path, clo
     from .bench import BenchJob, confirm
 
     job = BenchJob(
-        key=sha256_hex({"node": req.nodeid, "program": req.program_name, "remeasure": True}),
+        key=remeasure_key(req.nodeid, req.program_name),
         kernel_dir=str(entry),
         compile_args=req.compile_args,
         profile_blob=cloudpickle.dumps(req.profile_args),

@@ -13,11 +13,23 @@ import dataclasses
 import functools
 import inspect
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
-from ..model import TLAutotuneError
+from ..model import TargetLike, TLAutotuneError
+
+if TYPE_CHECKING:
+    import torch
+    from tilelang.autotuner.tuner import AutoTuneImpl, AutoTuner
+    from tilelang.jit import JITImpl
+    from tilelang.jit.kernel import JITKernel
+    from tvm.target import Target
+    from tvm.tirx import PrimFunc
+
+#: A config space as the marker or a decorator gives it: the configs, or a function returning them.
+ConfigSpace = list[dict] | Callable[..., list[dict]]
 
 _JIT_COMPILE_FIELDS = ("out_idx", "execution_backend", "target", "target_host", "pass_configs")
 _AUTOTUNE_PROFILE_FIELDS = ("warmup", "rep", "timeout", "supply_type", "ref_prog", "supply_prog", "rtol", "atol",
@@ -34,7 +46,7 @@ class ProgramError(TLAutotuneError):
 class Built:
     """One config's PrimFunc and what building it told us (plain data, apart from ``func``)."""
 
-    func: Any
+    func: PrimFunc
     mode: str  # "lazy" | "eager" | "plain"
     out_idx: list[int] | None  # the outputs T.empty() declares (eager)
     symbolic: bool  # a buffer has a symbolic dimension
@@ -42,9 +54,9 @@ class Built:
     @property
     def ir_sha(self) -> str:
         """sha256 of the PrimFunc's TVMScript text: what the kernel *is* (the candidate's identity)."""
-        from ..key import program_text, sha256_hex
+        from ..key import ir_sha
 
-        return sha256_hex(program_text(self.func))
+        return ir_sha(self.func)
 
     def summary(self) -> dict:
         """The build as plain data (it crosses processes; the PrimFunc itself does not)."""
@@ -62,10 +74,10 @@ class BuildSpec:
     building reads only those.
     """
 
-    target: Any
+    target: JITImpl | Callable[..., PrimFunc]
     args: tuple
     kwargs: dict
-    device_target: Any = None  # the resolved target, for ``@jit(target="auto")`` and CUDA layouts
+    device_target: TargetLike | None = None  # the resolved target, for ``@jit(target="auto")`` and CUDA layouts
 
     def build(self, config: dict) -> Built:
         config = {k: v for k, v in config.items() if k != PASS_CONFIGS}
@@ -95,11 +107,11 @@ class Program:
 
     name: str
     spec: BuildSpec
-    configs: Any = None
+    configs: ConfigSpace | None = None
     compile_defaults: dict = field(default_factory=dict)
     profile_defaults: dict = field(default_factory=dict)
     signature: inspect.Signature | None = None
-    jit: Any = None  # the @tilelang.jit function, if any (its eager call form, for result.kernel)
+    jit: JITImpl | None = None  # the @tilelang.jit function, if any (its eager call form, for result.kernel)
     example_args: tuple = ((), {})  # the args and kwargs as the test passed them (real tensors)
 
     def check_call(self, configs: list[dict]) -> str | None:
@@ -142,7 +154,7 @@ def _signature_text(sig: inspect.Signature) -> str:
         return "(...)"
 
 
-def resolve(program: Any, args: tuple, kwargs: dict) -> Program:
+def resolve(program: object, args: tuple, kwargs: dict) -> Program:
     """Resolve ``program`` called with fixed ``args``/``kwargs`` plus one config.
 
     Nothing of the user's kernel code runs here: each config is built where a crash is a
@@ -187,7 +199,8 @@ _KERNEL_RETURNED = ("program returns a compiled kernel (JITKernel), not a PrimFu
                     "return the @T.prim_func, or pass the @tilelang.jit function itself")
 
 
-def _jit_tir(jit: Any, args: tuple, kwargs: dict, config: dict, device_target: Any) -> tuple[Any, str]:
+def _jit_tir(jit: JITImpl, args: tuple, kwargs: dict, config: dict,
+             device_target: TargetLike | None) -> tuple[PrimFunc, str]:
     """``jit.get_tir`` with the resolved target in place of ``"auto"`` (a compile worker sees no GPU)."""
     saved = jit.target
     if device_target is not None and (saved is None or str(saved).strip() == "auto"):
@@ -199,7 +212,7 @@ def _jit_tir(jit: Any, args: tuple, kwargs: dict, config: dict, device_target: A
     return func, jit.mode
 
 
-def _target_context(device_target: Any):
+def _target_context(device_target: TargetLike | None) -> AbstractContextManager:
     """GPU kernels need their target while the PrimFunc is built (layouts, arch checks)."""
     import contextlib
 
@@ -212,7 +225,7 @@ def _target_context(device_target: Any):
     return determine_target(device_target, return_object=True)
 
 
-def _signature(program: Any) -> inspect.Signature | None:
+def _signature(program: object) -> inspect.Signature | None:
     fn = getattr(program, "signature", None)
     if isinstance(fn, inspect.Signature):
         return fn
@@ -237,7 +250,7 @@ def _for_build(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     return tuple(one(a) for a in args), {k: one(v) for k, v in kwargs.items()}
 
 
-def _is_tensor(value: Any) -> bool:
+def _is_tensor(value: object) -> TypeGuard[torch.Tensor]:
     return type(value).__name__ in ("Tensor", "Parameter") and hasattr(value, "stride")
 
 
@@ -249,7 +262,7 @@ def _captured_inputs() -> list | None:
     return get_autotune_inputs()
 
 
-def _tuner_compile_args(tuner: Any) -> dict:
+def _tuner_compile_args(tuner: AutoTuner) -> dict:
     """``AutoTuner.set_compile_args(...)``'s settings, when it was called."""
     args = vars(tuner).get("compile_args")
     if args is None:
@@ -262,14 +275,14 @@ def _tuner_compile_args(tuner: Any) -> dict:
     return out
 
 
-def _target_text(target: Any) -> Any:
+def _target_text(target: Target) -> str:
     kind = getattr(getattr(target, "kind", None), "name", None)
     if kind == "c":
         return "c"
     return str(target)
 
 
-def _tuner_profile_args(tuner: Any) -> dict:
+def _tuner_profile_args(tuner: AutoTuner) -> dict:
     """``AutoTuner.set_profile_args(...)``'s settings that differ from its defaults."""
     args = vars(tuner).get("profile_args")
     if args is None:
@@ -284,19 +297,19 @@ def _tuner_profile_args(tuner: Any) -> dict:
     return out
 
 
-def _out_idx_of(func: Any) -> list[int] | None:
+def _out_idx_of(func: PrimFunc) -> list[int] | None:
     attrs = getattr(func, "attrs", None)
     if not attrs or _OUT_IDX_ATTR not in attrs:
         return None
     return [int(i) for i in attrs[_OUT_IDX_ATTR]]
 
 
-def _has_symbolic_shape(func: Any) -> bool:
+def _has_symbolic_shape(func: PrimFunc) -> bool:
     buffers = getattr(func, "buffer_map", None) or {}
     return any(type(dim).__name__ != "IntImm" for buf in buffers.values() for dim in buf.shape)
 
 
-def tensor_args(args: tuple, kwargs: dict) -> list:
+def tensor_args(args: tuple, kwargs: dict) -> list[torch.Tensor]:
     """The example tensors the test passed (the inputs of an eager kernel with symbolic shapes)."""
     values = list(args) + list(kwargs.values())
     return [v for v in values if _is_tensor(v)]
@@ -305,10 +318,10 @@ def tensor_args(args: tuple, kwargs: dict) -> list:
 class ExampleInputs:
     """``supply_prog`` from example inputs (eager symbolic shapes, ``set_autotune_inputs``): copies."""
 
-    def __init__(self, tensors: list):
+    def __init__(self, tensors: list[torch.Tensor]):
         self.tensors = list(tensors)
 
-    def __call__(self, params: Any) -> list:
+    def __call__(self, params: object) -> list[torch.Tensor]:
         return [t.clone() if _is_tensor(t) else t for t in self.tensors]
 
     def tl_identity(self) -> list:  # the cache key's identity of this supply_prog
@@ -322,7 +335,7 @@ class EagerKernel:
     """``result.kernel`` of an eager-style kernel: called like the function (``f(A, B)``), returns
     what it returns (one tensor, or a tuple for several ``T.empty`` outputs)."""
 
-    def __init__(self, jit: Any, kernel: Any, config: dict):
+    def __init__(self, jit: JITImpl, kernel: JITKernel, config: dict):
         self.jit, self.kernel = jit, kernel
         self.config = {k: v for k, v in config.items() if k != PASS_CONFIGS}
 
@@ -343,7 +356,7 @@ class EagerKernel:
         return getattr(self.kernel, name)
 
 
-def user_kernel(prog: Program, mode: str | None, kernel: Any, config: dict) -> Any:
+def user_kernel(prog: Program, mode: str | None, kernel: JITKernel, config: dict) -> JITKernel | EagerKernel:
     """The tuned kernel, callable the way the user's style calls it."""
     if mode == "eager" and prog.jit is not None:
         return EagerKernel(prog.jit, kernel, config)
@@ -369,7 +382,7 @@ def _ref_pickler() -> type:
     import cloudpickle
 
     class RefPickler(cloudpickle.Pickler):
-        def reducer_override(self, obj: Any) -> Any:
+        def reducer_override(self, obj: object) -> object:
             if _is_jit_impl(obj) or type(obj).__name__ == "AutoTuneImpl":
                 ref = module_ref(obj)
                 if ref is not None:
@@ -379,7 +392,7 @@ def _ref_pickler() -> type:
     return RefPickler
 
 
-def module_ref(obj: Any) -> tuple[str, str | None, str] | None:
+def module_ref(obj: JITImpl | AutoTuneImpl) -> tuple[str, str | None, str] | None:
     """(module name, its file, attribute) under which ``obj`` lives, if it is a module global."""
     import sys
 
@@ -395,7 +408,7 @@ def module_ref(obj: Any) -> tuple[str, str | None, str] | None:
     return None
 
 
-def _lookup(module_name: str, file: str | None, attr: str) -> Any:
+def _lookup(module_name: str, file: str | None, attr: str) -> object:
     import importlib
     import importlib.util
     import sys
@@ -414,7 +427,7 @@ def _lookup(module_name: str, file: str | None, attr: str) -> Any:
     return getattr(module, attr)
 
 
-def _autotune_settings(impl: Any) -> dict:
+def _autotune_settings(impl: AutoTuneImpl) -> dict:
     """The settings written in ``@tilelang.autotune(...)``: those that differ from its defaults.
 
     TileLang's defaults (warmup=25, rep=100, timeout=100, cache_input_tensors=False) are its
@@ -448,20 +461,20 @@ def quiet_tilelang(level: int = logging.WARNING) -> Iterator[None]:
             lg.setLevel(old)
 
 
-def _name(fn: Any) -> str:
+def _name(fn: object) -> str:
     inner = getattr(fn, "orig_func", None) or getattr(fn, "func", None) or fn
     return getattr(inner, "__qualname__", None) or getattr(fn, "__qualname__", None) or type(fn).__name__
 
 
-def _is_jit_kernel(obj: Any) -> bool:
+def _is_jit_kernel(obj: object) -> TypeGuard[JITKernel]:
     return type(obj).__name__ == "JITKernel"
 
 
-def _is_prim_func(obj: Any) -> bool:
+def _is_prim_func(obj: object) -> TypeGuard[PrimFunc]:
     return type(obj).__name__ == "PrimFunc"
 
 
-def _lazy_style(jit: Any) -> bool:
+def _lazy_style(jit: JITImpl) -> bool:
     """Whether a @tilelang.jit function returns a PrimFunc (read from its source, nothing runs)."""
     if jit.mode in ("lazy", "eager"):
         return jit.mode == "lazy"
@@ -473,11 +486,11 @@ def _lazy_style(jit: Any) -> bool:
         return False
 
 
-def _is_jit_impl(obj: Any) -> bool:
+def _is_jit_impl(obj: object) -> TypeGuard[JITImpl]:
     return type(obj).__name__ == "JITImpl" and hasattr(obj, "get_tir")
 
 
-def evaluate_configs(configs: Any, args: tuple, kwargs: dict) -> Any:
+def evaluate_configs(configs: ConfigSpace | None, args: tuple, kwargs: dict) -> object:
     """A callable config space is called with the program's arguments when it takes them."""
     if not callable(configs):
         return configs

@@ -141,7 +141,7 @@ class _Grid:
         return out
 
 
-def _sort_key(value: Any) -> tuple:
+def _sort_key(value: object) -> tuple:
     if isinstance(value, bool) or value is None:
         return (0, str(value))
     if isinstance(value, (int, float)):

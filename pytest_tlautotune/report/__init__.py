@@ -6,6 +6,6 @@
     html.py      --tl-report: the HTML page (a Jinja2 template) with a latency plot per test
 """
 
-from .rows import QuarantineWarning
+from ..model import QuarantineWarning
 
 __all__ = ["QuarantineWarning"]

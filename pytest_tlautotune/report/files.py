@@ -1,11 +1,11 @@
-"""The files a run writes on the controller: --tl-save-baseline, --tl-json, --tl-markdown."""
+"""The files a run reads and writes: the baseline (--tl-baseline, --tl-save-baseline), --tl-json,
+--tl-markdown."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,7 +17,7 @@ from ..gate import (
     SKIPPED,
     UNDETECTABLE,
     baseline_document,
-    load_baseline,
+    check_baseline,
     ms_text,
     row_ids,
 )
@@ -26,7 +26,18 @@ from ..store.files import atomic_write
 from .rows import canonical_json
 
 
-def dump_readable(obj: Any, indent: int = 0) -> str:
+def load_baseline(path: str) -> dict:
+    """Read a baseline file; raise ValueError with a sentence when it is not one."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"baseline file {path} does not exist; write one with --tl-save-baseline {path}") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"baseline file {path} is unreadable: {exc}") from None
+    return check_baseline(data, path)
+
+
+def dump_readable(obj: object, indent: int = 0) -> str:
     """JSON with two-space indentation but lists of numbers on one line: diffable and short."""
     pad, inner = "  " * indent, "  " * (indent + 1)
     if isinstance(obj, dict) and obj:

@@ -20,11 +20,14 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from ..model import Status
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 REPORT_FILE = "index.html"
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
@@ -48,21 +51,21 @@ PLOT_CAPTION = ("Bars: each config's median latency while searching, fastest on 
 # ----------------------------------------------------------------------------- formatting
 
 
-def _config_text(config: Any) -> str:
+def _config_text(config: object) -> str:
     if not isinstance(config, dict):
         return str(config)
     return ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in config.items())
 
 
-def _ms(value: Any) -> str:
+def _ms(value: object) -> str:
     return "-" if not isinstance(value, (int, float)) or math.isnan(value) else f"{value:.4g} ms"
 
 
-def _num(value: Any, spec: str = ".4g", suffix: str = "") -> str:
+def _num(value: object, spec: str = ".4g", suffix: str = "") -> str:
     return "-" if not isinstance(value, (int, float)) else f"{value:{spec}}{suffix}"
 
 
-def _status_class(status: Any) -> str:
+def _status_class(status: object) -> str:
     return f"status-{status}" if status in TIMED else "status-bad"
 
 
@@ -76,7 +79,7 @@ def _sorted_candidates(candidates: list[dict]) -> list[dict]:
 # ----------------------------------------------------------------------------- plots
 
 
-def _matplotlib_figure() -> Any:
+def _matplotlib_figure() -> type[Figure] | None:
     """matplotlib's ``Figure`` class, or None when matplotlib is not installed."""
     try:
         from matplotlib.figure import Figure
@@ -99,7 +102,7 @@ def plot_candidates(row: dict) -> bytes | None:
         return _draw(figure_cls, row, cands)
 
 
-def _draw(figure_cls: Any, row: dict, cands: list[dict]) -> bytes:
+def _draw(figure_cls: type[Figure], row: dict, cands: list[dict]) -> bytes:
     chosen = row.get("config")
     fig = figure_cls(figsize=(9.5, 1.5 + 0.32 * len(cands)), dpi=100, layout="constrained")
     ax = fig.add_subplot()
@@ -143,11 +146,11 @@ def _draw(figure_cls: Any, row: dict, cands: list[dict]) -> bytes:
 # What the template shows, as text: Jinja2 escapes it. A cell is {"kind": text|code|span, "text", "css"}.
 
 
-def _text(value: Any) -> dict:
+def _text(value: object) -> dict:
     return {"kind": "text", "text": str(value)}
 
 
-def _code(value: Any) -> dict:
+def _code(value: object) -> dict:
     return {"kind": "code", "text": str(value)}
 
 
@@ -161,7 +164,7 @@ def _gate_info(row: dict) -> dict:
     return info
 
 
-def _gate_value(k: str, value: Any, info: dict) -> dict:
+def _gate_value(k: str, value: object, info: dict) -> dict:
     if k == "status":
         css = {"fail": "gate-fail", "failed": "gate-fail", "pass": "gate-pass", "improved": "gate-pass"}.get(
             str(value).lower(), "")

@@ -8,30 +8,32 @@ controller; only the controller prints the summary and writes files.
 from __future__ import annotations
 
 import json
-import warnings
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 
-from ..model import Status, TLAutotuneWarning, row_id
+from ..model import Outcome, QuarantineWarning, Status, TuneRequest, Warn, row_id
 from ..stash import RESULTS_KEY
+
+if TYPE_CHECKING:
+    from ..param import ProfileArgs
 
 CHECKED, UNCHECKED = "checked", "unchecked"
 
 
-class QuarantineWarning(TLAutotuneWarning):
-    """A stored result failed verification: it was moved to quarantine and tuned again."""
-
-
-def canonical_json(value: Any) -> str:
+def canonical_json(value: object) -> str:
     """``key.canonical_json``, imported on use (``key`` loads hashlib; ``--help`` needs none of it)."""
     from ..key import canonical_json as dump
 
     return dump(value)
 
 
-def record_outcome(item: pytest.Item, req: Any, outcome: Any, settings: Any, session: Any) -> dict:
+def record_outcome(item: pytest.Item, req: TuneRequest, outcome: Outcome, machine: dict, quarantined: str | None,
+                   warn: Warn) -> dict:
     """Store one fixture call's outcome as user properties and as a row for the summary.
+
+    ``machine`` is the fingerprint of the device's machine; ``quarantined`` why the stored result
+    was moved aside in this run (it was tuned again: a ``QuarantineWarning``), if it was.
 
     Every call of the fixture in a test is its own row: the first is known by the test's
     node id, the n-th by ``<nodeid>[call n]`` (stable while the test calls in the same order).
@@ -53,9 +55,8 @@ def record_outcome(item: pytest.Item, req: Any, outcome: Any, settings: Any, ses
         "key": outcome.key,
         "device": req.device,  # where the winner was confirmed
         "timing_devices": list(req.timing_devices),  # where candidates were timed
-        "device_name": result.record.get("device_info", {}).get("device") or session.machine(
-            req.device_kind).get("device"),
-        "machine": session.machine(req.device_kind),
+        "device_name": result.record.get("device_info", {}).get("device") or machine.get("device"),
+        "machine": machine,
         "n_configs": len(req.configs),
         "n_measured": len(records),
         "n_passed": sum(r.get("status") == Status.OK for r in records),
@@ -77,20 +78,19 @@ def record_outcome(item: pytest.Item, req: Any, outcome: Any, settings: Any, ses
     ]
     if result.ref_latency is not None:
         props.insert(2, ("tl_ref_latency_ms", result.ref_latency))
-    quarantined = session.cache.quarantined.get(outcome.key) if outcome.key else None
     if quarantined:
         row["quarantined"] = quarantined
         props.append(("tl_quarantined", quarantined))
     item.user_properties.extend(props)
     if quarantined:  # after tuning and saving: under filterwarnings=error the new result is kept
-        warnings.warn(QuarantineWarning(f"{item.nodeid}: the stored result {outcome.key[:12]} was corrupt "
-                                        f"({quarantined}); moved to quarantine and tuned again"), stacklevel=1)
+        warn(QuarantineWarning(f"{item.nodeid}: the stored result {outcome.key[:12]} was corrupt "
+                               f"({quarantined}); moved to quarantine and tuned again"))
     row = json.loads(json.dumps(row, default=str))  # plain data: it crosses xdist's execnet
     item.stash.setdefault(RESULTS_KEY, []).append(row)
     return row
 
 
-def check_kind(profile_args: Any) -> str:
+def check_kind(profile_args: ProfileArgs) -> str:
     """``unchecked`` when nothing compares a candidate's output (no ref_prog, no manual_check_prog)."""
     checked = (profile_args.ref_prog is not None or profile_args.manual_check_prog is not None) \
         and not profile_args.skip_check

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import pytest
 
@@ -14,7 +13,7 @@ from .files import change_text, p_text
 from .rows import UNCHECKED, canonical_json
 
 
-def text_table(rows: Sequence[Sequence[Any]]) -> list[str]:
+def text_table(rows: Sequence[Sequence[object]]) -> list[str]:
     """Columns padded to their widest cell, two spaces apart, no trailing blanks."""
     if not rows:
         return []

@@ -8,7 +8,7 @@ import logging
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 import tilelang
@@ -31,6 +31,10 @@ from .manifest import (
     RECORD_PATH,
     write_manifest,
 )
+
+if TYPE_CHECKING:
+    from tilelang.jit.kernel import JITKernel
+    from tvm.tirx import PrimFunc
 
 logger = logging.getLogger("pytest_tlautotune")
 
@@ -63,7 +67,7 @@ def _write_result(result: Any, directory: Path) -> None:
     write_manifest(directory, key=result.record.get("key"))
 
 
-def read_entry(path: Path, compile_args: Any, func: Any = None) -> dict:
+def read_entry(path: Path, compile_args: Any, func: PrimFunc | None = None) -> dict:
     """The fields of the AutotuneResult stored at ``path`` (verified already), kernel loaded.
 
     ``func``: the winner's PrimFunc as this process built it (its IR hash checked against the
@@ -93,7 +97,7 @@ def kernel_lib_file(execution_backend: str) -> str:
     return {"nvrtc": KERNEL_CUBIN_PATH, "tvm_ffi": EXECUTABLE_PATH}.get(execution_backend, KERNEL_LIB_PATH)
 
 
-def write_kernel_artifacts(directory: Path, kernel: Any, func: Any = None) -> None:
+def write_kernel_artifacts(directory: Path, kernel: JITKernel, func: PrimFunc | None = None) -> None:
     """Write what is needed to reload ``kernel`` without compiling: sources, library, params, PrimFunc."""
     from tilelang.engine.param import dump_kernel_params
 
@@ -120,7 +124,7 @@ def write_kernel_artifacts(directory: Path, kernel: Any, func: Any = None) -> No
         atomic_write(directory / FUNCTION_JSON_PATH, tilelang.tvm.ir.save_json(func))
 
 
-def save_kernel(kernel: Any, func: Any, out: Path) -> None:
+def save_kernel(kernel: JITKernel, func: PrimFunc | None, out: Path) -> None:
     """Publish one compiled candidate's artifacts at ``out`` (staged, manifest, one rename)."""
     with staging_dir(out) as staging:
         write_kernel_artifacts(staging, kernel, func)
@@ -128,7 +132,7 @@ def save_kernel(kernel: Any, func: Any, out: Path) -> None:
         publish_dir(staging, out)
 
 
-def load_function(directory: Path) -> Any:
+def load_function(directory: Path) -> PrimFunc:
     """The PrimFunc of an entry: from TVM JSON when present, else the (verified) pickle."""
     if (directory / FUNCTION_JSON_PATH).exists():
         return tilelang.tvm.ir.load_json((directory / FUNCTION_JSON_PATH).read_text())
@@ -138,7 +142,7 @@ def load_function(directory: Path) -> Any:
     return None
 
 
-def load_kernel(directory: Path, compile_args: Any, func: Any = None):
+def load_kernel(directory: Path, compile_args: Any, func: PrimFunc | None = None) -> JITKernel:
     """Rebuild a ``JITKernel`` from the artifacts written by :func:`write_kernel_artifacts`."""
     from tilelang.backend.module import create_backend_context
     from tilelang.engine.param import load_kernel_params

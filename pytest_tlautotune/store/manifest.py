@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from ..key import FORMAT_VERSION, sha256_hex
 from ..model import TLAutotuneError
@@ -82,7 +81,7 @@ def verify_manifest(directory: Path, required: frozenset = ENTRY_FILES) -> dict:
     return manifest
 
 
-def _verify_file(directory: Path, name: str, meta: Any) -> None:
+def _verify_file(directory: Path, name: str, meta: object) -> None:
     # A name like "../x" would make us read (and hash) files outside the entry.
     if name in ("", ".", "..") or os.sep in name or name.startswith(".") or "\0" in name:
         raise CorruptEntry(f"manifest names {name!r}, which is not a file of this entry")

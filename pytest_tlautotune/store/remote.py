@@ -21,9 +21,10 @@ use. With the secret, a signed entry is used as is; one whose signature does not
 verify is refused with a warning and never written to disk or loaded.
 
 Faults never fail a test: an unreachable, slow, full or garbage store gives one
-``StoreWarning`` per session and the run goes on with its local cache.
+``StoreWarning`` per session (handed to the plugin's ``warn`` callback) and the run goes on
+with its local cache.
 
-Imports only the standard library and pytest; redis-py is imported on first use.
+Imports only the standard library; redis-py is imported on first use.
 """
 
 from __future__ import annotations
@@ -38,17 +39,19 @@ import socket
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import pytest
-
-from ..model import TLAutotuneError, TLAutotuneWarning
+from ..model import Candidate, CandidateRecord, StoreWarning, TLAutotuneError, TuneRequest, Warn
 from .files import read_json
 from .manifest import BEST_CONFIG_PATH, LATENCY_PATH, RECORD_PATH
+
+if TYPE_CHECKING:
+    from .local import Store
+
+_T = TypeVar("_T")
 
 PREFIX = "tlautotune:"
 MAGIC = b"TLAT1\n"
@@ -64,10 +67,6 @@ _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpi
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
-class StoreWarning(TLAutotuneWarning):
-    """The shared result store failed or was refused; the run goes on with its local cache."""
-
-
 class StoreError(TLAutotuneError):
     """The store is unreachable, slow, full, or returned something that is not ours."""
 
@@ -80,10 +79,14 @@ class SignatureError(TLAutotuneError):
     """A signed entry does not verify against TL_AUTOTUNE_STORE_SECRET."""
 
 
+class StoreUrlError(TLAutotuneError):
+    """The store's URL (or the client it needs) is not usable; the message says what is accepted."""
+
+
 # ----------------------------------------------------------------------------- blobs
 
 
-def encode(payload: Any) -> bytes:
+def encode(payload: object) -> bytes:
     """One stored value: magic, the body's sha256, the body (canonical JSON)."""
     body = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
     return MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
@@ -141,7 +144,7 @@ class RedisStore:
             from redis.backoff import NoBackoff
             from redis.retry import Retry
 
-            kwargs: dict[str, Any] = {}
+            kwargs: dict[str, str] = {}
             if urlsplit(self.url).password is None and os.environ.get("REDIS_PASSWORD"):
                 kwargs["password"] = os.environ["REDIS_PASSWORD"]
             # No retries: a slow or dead store costs one timeout, then the session stops asking.
@@ -150,7 +153,7 @@ class RedisStore:
                                                 **kwargs)
         return self._client
 
-    def _do(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _do(self, fn: Callable[..., _T], *args: object) -> _T:
         from redis.exceptions import RedisError
 
         try:
@@ -235,16 +238,31 @@ class RedisStore:
 # ----------------------------------------------------------------------------- the session's side
 
 
+class Session(Protocol):
+    """What the store asks of the run's session (``session.TuneSession``, above this module)."""
+
+    retune: bool
+
+    @property
+    def cache(self) -> Store: ...
+
+    def tune_one(self, req: TuneRequest, cand: Candidate,
+                 key: str) -> tuple[Any, list[CandidateRecord]] | str: ...  # (AutotuneResult, records)
+
+    def notice(self, req: TuneRequest, message: str) -> None: ...
+
+
 class NoStore:
     """No store configured: every question is a miss, every push a no-op."""
 
     def get_record(self, ckey: str) -> None:
         return None
 
-    def fetch(self, session: Any, req: Any, cands: list, key: str, entry: Path) -> None:
+    def fetch(self, session: Session, req: TuneRequest, cands: list[Candidate], key: str, entry: Path) -> None:
         return None
 
-    def tuning(self, session: Any, req: Any, cands: list, key: str, entry: Path):
+    def tuning(self, session: Session, req: TuneRequest, cands: list[Candidate], key: str,
+               entry: Path) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext(None)
 
     def push(self, key: str, entry: Path) -> None:
@@ -254,8 +272,9 @@ class NoStore:
 class StoreTier:
     """The store behind one session's local cache: fetch on a local miss, lock, push."""
 
-    def __init__(self, store: RedisStore, readonly: bool = False, secret: str | None = None):
+    def __init__(self, store: RedisStore, warn: Warn, readonly: bool = False, secret: str | None = None):
         self.store = store
+        self.warn = warn
         self.readonly = readonly
         self.secret = secret or None
         self.down = False
@@ -264,7 +283,7 @@ class StoreTier:
 
     # -- faults --------------------------------------------------------------------
 
-    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _call(self, fn: Callable[..., _T], *args: object) -> _T | None:
         """``fn(*args)``; a fault warns (once per session) and is a miss. A store that cannot
         be reached is not asked again in this session, so it costs one timeout at most."""
         if self.down:
@@ -283,8 +302,7 @@ class StoreTier:
             return
         self._warned = True
         more = "; not asked again in this run" if self.down else ""
-        warnings.warn(StoreWarning(f"tlautotune store {self.store}: {why}; using the local cache only{more}"),
-                      stacklevel=3)
+        self.warn(StoreWarning(f"tlautotune store {self.store}: {why}; using the local cache only{more}"))
 
     # -- records (the Cache asks on a local miss) ----------------------------------
 
@@ -294,7 +312,8 @@ class StoreTier:
 
     # -- a local miss --------------------------------------------------------------
 
-    def fetch(self, session: Any, req: Any, cands: list, key: str, entry: Path) -> Any:
+    def fetch(self, session: Session, req: TuneRequest, cands: list[Candidate], key: str,
+              entry: Path) -> Any:  # an AutotuneResult (param.py, above this module) or None
         """The store's result for ``key`` as an AutotuneResult, saved in the local cache; None on a miss."""
         doc = None if key in self._refused else self._call(self.store.get_entry, key)
         if doc is None:
@@ -308,15 +327,16 @@ class StoreTier:
                     return None  # the local cache could not take it: a miss
                 except SignatureError as exc:
                     self._refused.add(key)
-                    warnings.warn(StoreWarning(f"tlautotune store {self.store}: refused the signed entry "
-                                               f"{key[:12]} ({exc}); tuning here"), stacklevel=3)
+                    self.warn(StoreWarning(f"tlautotune store {self.store}: refused the signed entry "
+                                           f"{key[:12]} ({exc}); tuning here"))
                     return None
                 result = session.cache.load(entry, req.compile_args)
                 if result is not None:
                     return result
         return self._compile_winner(session, req, cands, key, entry, doc)
 
-    def _compile_winner(self, session: Any, req: Any, cands: list, key: str, entry: Path, doc: dict) -> Any:
+    def _compile_winner(self, session: Session, req: TuneRequest, cands: list[Candidate], key: str, entry: Path,
+                        doc: dict) -> Any:
         """Data only: compile the store's winner here, check it against ref_prog, time it."""
         from dataclasses import replace
 
@@ -328,8 +348,8 @@ class StoreTier:
             return None
         tuned = session.tune_one(req, cand, key)
         if isinstance(tuned, str):
-            warnings.warn(StoreWarning(f"tlautotune store {self.store}: the stored winner of {key[:12]} failed "
-                                       f"here ({tuned}); tuning here"), stacklevel=3)
+            self.warn(StoreWarning(f"tlautotune store {self.store}: the stored winner of {key[:12]} failed "
+                                   f"here ({tuned}); tuning here"))
             return None
         result, records = tuned
         mine = {**records[0], "index": cand.index}
@@ -346,7 +366,8 @@ class StoreTier:
     # -- the cross-machine tuning lock ---------------------------------------------
 
     @contextlib.contextmanager
-    def tuning(self, session: Any, req: Any, cands: list, key: str, entry: Path) -> Iterator[Any]:
+    def tuning(self, session: Session, req: TuneRequest, cands: list[Candidate], key: str,
+               entry: Path) -> Iterator[Any]:
         """Hold the store's lock on ``key`` while this process tunes it; yields the result when
         another machine's tuning finished while we waited (then nothing is held), else None.
         A holder that dies stops renewing: its lock expires and a waiter takes it."""
@@ -469,30 +490,21 @@ def _verified_files(key: str, manifest: dict, files: dict) -> dict[str, bytes]:
 
 
 def check_url(url: str, what: str = "--tl-store / ini tl_store") -> str:
-    """The URL when it names a Redis server, else a UsageError saying what is accepted."""
+    """The URL when it names a Redis server, else a StoreUrlError saying what is accepted."""
     if urlsplit(url).scheme not in SCHEMES or not urlsplit(url).hostname:
-        raise pytest.UsageError(f"{what}: {redact(url)!r} is not a Redis URL; give "
-                                f"redis://[user:password@]host:port/db or rediss://... (TLS)")
+        raise StoreUrlError(f"{what}: {redact(url)!r} is not a Redis URL; give "
+                            f"redis://[user:password@]host:port/db or rediss://... (TLS)")
     import importlib.util
 
     if importlib.util.find_spec("redis") is None:
-        raise pytest.UsageError(f"{what} needs redis-py: pip install 'pytest-tlautotune[redis]'")
+        raise StoreUrlError(f"{what} needs redis-py: pip install 'pytest-tlautotune[redis]'")
     return url
 
 
-def open_store(config: pytest.Config) -> StoreTier | NoStore:
-    """The session's store from its options (no connection is made until first use)."""
-    from ..settings import get_option
-
-    url = get_option(config, "tl_store")
+def open_store(url: str | None, warn: Warn, *, ttl_days: float = 30.0, timeout: float = 3.0,
+               readonly: bool = False) -> StoreTier | NoStore:
+    """The session's store from its (validated) options; no connection is made until first use."""
     if not url:
         return NoStore()
-    ttl = get_option(config, "tl_store_ttl")
-    timeout = get_option(config, "tl_store_timeout")
-    if ttl < 0:
-        raise pytest.UsageError(f"--tl-store-ttl: {ttl:g} is not a number of days >= 0 (0 keeps results forever)")
-    if not timeout > 0:
-        raise pytest.UsageError(f"--tl-store-timeout: {timeout:g} is not a number of seconds > 0")
-    store = RedisStore(check_url(url), timeout=timeout, ttl_days=ttl or None)
-    return StoreTier(store, readonly=bool(get_option(config, "tl_store_readonly")),
-                     secret=os.environ.get(SECRET_ENV))
+    store = RedisStore(check_url(url), timeout=timeout, ttl_days=ttl_days or None)
+    return StoreTier(store, warn, readonly=readonly, secret=os.environ.get(SECRET_ENV))
