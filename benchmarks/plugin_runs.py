@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", help="write the first cold run's candidate records as JSON here "
                         "(the input of benchmarks/guided_search.py)")
     parser.add_argument("pytest_args", nargs="*")
-    args = parser.parse_args(argv)
+    args, more_pytest = parser.parse_known_args(argv)  # e.g. `-- --tl-device-compiler=nvrtc`
+    args.pytest_args += [a for a in more_pytest if a != "--"]
 
     work = Path(tempfile.mkdtemp(prefix="tlbench-"))
     test = write_test(work, args.space, args.more)

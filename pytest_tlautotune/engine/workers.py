@@ -178,9 +178,11 @@ class Pools:
         )
 
     def compile_pool(self):
-        """The pool that compiles candidates (started lazily)."""
+        """The pool that compiles candidates (started lazily). With NVRTC compiling device code the
+        workers are spawned: NVRTC initialises the CUDA driver, which crashes in a process forked
+        from the fork server (measured on an H200: SIGSEGV in cuInit under nvrtcCompileProgram)."""
         if self._compile is None:
-            self._compile = self._pool(self.n_workers)
+            self._compile = self._pool(self.n_workers, "cuda" if self.device_compiler == "nvrtc" else "cpu")
         return self._compile
 
     @property
