@@ -47,6 +47,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
     validate_options(config)  # a bad option fails now, not after minutes of tuning
+    if getattr(config.option, "help", False) or getattr(config.option, "version", False):
+        return  # nothing will run: no session (keeps `pytest --help` fast)
     from .session import TuneSession
 
     config.stash[session_key] = TuneSession(config, warn=warn)

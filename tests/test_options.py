@@ -196,3 +196,18 @@ def test_a_quarantined_entry_is_retuned_visibly(tl, pytester):
     tl.run(*error).assert_outcomes(failed=1)
     tl.run(*error).assert_outcomes(passed=1)
     assert tl.prop("test_add", "tl_cache") == ["hit"]
+
+
+def test_help_and_version_do_not_start_a_session(tmp_path):
+    """`pytest --help` stays fast: no session, no store, torch and TileLang not imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys, io, contextlib, pytest\n"
+            "for args in (['--help'], ['--version']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()):\n"
+            "        pytest.main([*args, '-p', 'no:cacheprovider'])\n"
+            "print(sorted(m for m in ('pytest_tlautotune.plugin', 'pytest_tlautotune.session', "
+            "'pytest_tlautotune.store.remote', 'torch', 'tilelang') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "['pytest_tlautotune.plugin']", out.stdout + out.stderr
