@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 from .. import key
 from ..model import Candidate, TuneError, TuneRequest
-from .pipeline import classify, indent
 
 if TYPE_CHECKING:
     from ..param import CompileArgs
@@ -45,7 +44,7 @@ def build_candidates(req: TuneRequest, machine: dict, pools: Pools | None = None
     failures = [r["error"] for r in results if "error" in r]
     if len(failures) == len(results) and same_failure(failures):
         raise TuneError(f"every config failed the same way, so the program or the call is at fault: "
-                        f"{reason(failures[0])}\n{indent(failures[0].get('message', ''))}")
+                        f"{reason(failures[0])}\n{_indent(failures[0].get('message', ''))}")
     complete_request(req, results)
     _check_out_idx(req, results)
     profile = req.profile_args.canonical()
@@ -117,6 +116,8 @@ def _build_in_workers(req: TuneRequest, pools: Pools) -> list[dict] | None:
         try:
             out = fut.result()
         except Exception as exc:
+            from .pipeline import classify  # pebble: only where workers ran
+
             status, why = classify(exc, "build", req.tuner["compile_timeout"])
             out = {"error": {"stage": BUILD, "type": status, "message": why, "where": None, "tail": ""}}
         if "spec_error" in out:
@@ -173,3 +174,9 @@ def entry_key(req: TuneRequest, cands: list[Candidate], machine: dict) -> str:
     """The key of the tuned result (``key.entry_key`` over this request's data)."""
     return key.entry_key([(c.ckey, c.error) for c in cands], req.configs, req.compile_args.canonical(),
                          req.profile_args.canonical(), req.tuner, machine)
+
+
+def _indent(text: str) -> str:
+    from .pipeline import indent
+
+    return indent(text)
