@@ -74,6 +74,30 @@ def test_adding_a_config_on_machine_b_reuses_machine_a_verdicts(tl, pytester, st
     assert reused[json.dumps(dict(bk=16, bm=32, bn=32), sort_keys=True)] is False
 
 
+def test_with_a_secret_a_forged_verdict_is_not_reused(tl, pytester, store, tmp_path, monkeypatch):
+    """Candidate records travel signed with the secret: one changed in the store (a pass turned into a
+    mismatch, which would hide a good config) is measured again on machine B; the untouched mismatch
+    is reused."""
+    monkeypatch.setenv(SECRET_ENV, "s3cret")
+    space_a = BUGGY[:-1] + ", dict(bm=32, bn=32, bk=32)]"  # two mismatches (bk=32)
+    pytester.makepyfile(test_k=gemm_test(space_a, kwargs=", bug_when_bk=32"))
+    tl.run(f"--tl-store={store.url}").assert_outcomes(passed=1)
+    records = stored(store, "record")
+    assert len(records) == 3 and all(r["sig"] for r in records.values())
+    forged_key = next(k for k, r in records.items() if r["status"] == "ok")
+    good = records[forged_key]
+    store.client.set(f"tlautotune:record:{forged_key}", encode({**good, "status": "mismatch", "reason": "forged"}))
+    pytester.makepyfile(test_k=gemm_test(space_a[:-1] + ", dict(bm=32, bn=32, bk=16)]", kwargs=", bug_when_bk=32"))
+    machine_b = tmp_path / "machine_b"
+    tl.run(f"--tl-store={store.url}", f"--tl-cache-dir={machine_b}").assert_outcomes(passed=1)
+    (record,) = entry_records(machine_b)
+    by_config = {json.dumps(c["config"], sort_keys=True): c for c in record["candidates"]}
+    forged = by_config[json.dumps(dict(bk=16, bm=16, bn=16), sort_keys=True)]
+    assert not forged.get("reused") and forged["status"] == "ok"  # measured here, not taken on trust
+    honest = by_config[json.dumps(dict(bk=32, bm=32, bn=32), sort_keys=True)]
+    assert honest.get("reused") is True and honest["status"] == "mismatch"
+
+
 def test_read_only_writes_nothing(tl, pytester, store, tmp_path):
     pytester.makepyfile(test_k=gemm_test())
     tl.run(f"--tl-store={store.url}").assert_outcomes(passed=1)

@@ -9,7 +9,8 @@ the machine fingerprint, so only identical machines ever share a result)::
     tlautotune:files:<key>    with TL_AUTOTUNE_STORE_SECRET only: the whole entry
                               directory (kernel library included) and its manifest,
                               signed with HMAC-SHA256 over key + manifest
-    tlautotune:record:<ckey>  one candidate's record (cache.write_record's JSON)
+    tlautotune:record:<ckey>  one candidate's record (cache.write_record's JSON); with the
+                              secret signed (HMAC-SHA256), and unsigned ones are ignored
     tlautotune:lock:<key>     the cross-machine tuning lock: a token, SET NX PX, renewed
 
 Every value is one blob, ``TLAT1\\n<sha256 of the body>\\n<body JSON>``, written with
@@ -110,6 +111,13 @@ def decode(raw: bytes | None) -> Any:
 def sign(secret: str, key: str, manifest: str) -> str:
     """HMAC-SHA256 over the entry key and its manifest text (which lists every file's sha256)."""
     return hmac.new(secret.encode(), key.encode() + b"\0" + manifest.encode(), hashlib.sha256).hexdigest()
+
+
+def sign_record(secret: str, record: dict) -> str:
+    """HMAC-SHA256 of one candidate record (its canonical JSON, bound to its key)."""
+    from ..key import canonical_json
+
+    return sign(secret, f"record:{record.get('ckey')}", canonical_json(record))
 
 
 def redact(url: str) -> str:
@@ -307,8 +315,15 @@ class StoreTier:
     # -- records (the Cache asks on a local miss) ----------------------------------
 
     def get_record(self, ckey: str) -> dict | None:
+        """Another machine's verdict on a candidate; with the secret only one it signed (a forged or
+        unsigned verdict is ignored: the candidate is measured here)."""
         record = self._call(self.store.get_record, ckey)
-        return {k: v for k, v in record.items() if k != "reused"} if record else None
+        if not isinstance(record, dict):
+            return None
+        sig = record.pop("sig", None)
+        if self.secret and (not isinstance(sig, str) or not hmac.compare_digest(sign_record(self.secret, record), sig)):
+            return None
+        return {k: v for k, v in record.items() if k != "reused"}
 
     # -- a local miss --------------------------------------------------------------
 
@@ -408,6 +423,8 @@ class StoreTier:
             return
         records = [{k: v for k, v in c.items() if k != "reused"} for c in doc["record"].get("candidates") or []
                    if isinstance(c, dict) and isinstance(c.get("ckey"), str)]
+        if self.secret:
+            records = [{**r, "sig": sign_record(self.secret, r)} for r in records]
         files = pack(self.secret, key, entry) if self.secret else None
         self._call(self.store.put_entry, key, doc, files, records)
 
