@@ -39,9 +39,6 @@ SIZE = 4096
 def compile_job(backend: str, target: str, config: dict, out_dir: str) -> dict:
     """Worker side: build the config's PrimFunc, compile it with ``backend``, write the artifacts
     as the plugin does; the CPU seconds of this process and its children."""
-    from tvm.target import Target
-
-    from examples.kernels_cuda import gemm
     from pytest_tlautotune.engine.device_compile import last
     from pytest_tlautotune.engine.workers import private_tempdir
     from pytest_tlautotune.param import CompileArgs
@@ -52,8 +49,7 @@ def compile_job(backend: str, target: str, config: dict, out_dir: str) -> dict:
     backend = backend.split("+")[0]
     last.clear()
     try:
-        with Target(json.loads(target)):
-            func = gemm(SIZE, SIZE, SIZE, **config)
+        func = _func(target, config)
         args = CompileArgs(out_idx=[-1], target=target, execution_backend=backend)
         with private_tempdir():
             kernel = args.compile_program(func)

@@ -125,8 +125,7 @@ class TuneSession:
         import torch
 
         if torch.cuda.is_available():
-            count = torch.cuda.device_count()
-            return [f"cuda:{i}" for i in gpu_share(count, _own_gpu(count, 0), get_option(self.config, "tl_gpus"))]
+            return [f"cuda:{i}" for i in _own_share(0, get_option(self.config, "tl_gpus"))]
         return ["cpu"]
 
     def close(self) -> None:
@@ -398,8 +397,7 @@ def _resolve_target(item: pytest.Item, compile_args: CompileArgs, gpus: str = "a
     if kind in ("cuda", "hip"):
         if not torch.cuda.is_available():
             raise TargetUnavailable(f"target {kind!r} needs a GPU and torch sees none on this machine")
-        count = torch.cuda.device_count()
-        share = gpu_share(count, _own_gpu(count, torch.cuda.current_device()), gpus)
+        share = _own_share(torch.cuda.current_device(), gpus)
         devices = [f"cuda:{i}" for i in share]
         if kind == "cuda" and torch.version.hip is None:
             target = _full_cuda_target(target, share[0])
@@ -453,6 +451,14 @@ def _own_gpu(count: int, current: int) -> int:
     if count > 1 and local_rank.isdigit():
         return int(local_rank) % count
     return current
+
+
+def _own_share(current: int, gpus: str | None) -> list[int]:
+    """This process's GPUs (:func:`gpu_share` of the visible ones), its own first."""
+    import torch
+
+    count = torch.cuda.device_count()
+    return gpu_share(count, _own_gpu(count, current), gpus)
 
 
 def gpu_share(count: int, own: int, gpus: str | None = "all") -> list[int]:

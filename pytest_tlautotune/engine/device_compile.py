@@ -21,7 +21,6 @@ from typing import Any
 
 CALLBACK = "tilelang_callback_cuda_compile"
 NVCC, NVRTC, AUTO = "nvcc", "nvrtc", "auto"
-CHOICES = (AUTO, NVCC, NVRTC)
 
 #: What compiled this process's last device code: "nvrtc", or "nvcc" (with why NVRTC was not used).
 last: dict[str, Any] = {}
@@ -44,11 +43,7 @@ def available() -> bool:
 
 def resolve(choice: str) -> str:
     """The device compiler a ``tl_device_compiler`` choice means on this machine."""
-    if choice == NVCC:
-        return NVCC
-    if choice == NVRTC or (choice == AUTO and available()):
-        return NVRTC if available() else NVCC
-    return NVCC
+    return NVRTC if choice in (NVRTC, AUTO) and available() else NVCC
 
 
 def install() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -43,9 +44,8 @@ class Pipeline:
         self.notes: list[str] = []
         self.t0_wall = time.time()
         self._retry: dict[cf.Future, bool] = {}  # compile futures: a retry where the GPU is visible?
-        self._extra: dict[Any, dict] = {}  # timing futures: what the compile told about the candidate
+        self._extra: dict[Any, dict] = {}  # timing futures in flight: the candidate's fields, its device
         self.devices: tuple[str, ...] = req.timing_devices
-        self._busy = dict.fromkeys(self.devices, 0)  # timing jobs in flight per device
         self._waiting: list[tuple[Candidate, dict]] = []  # compiled, waiting for a free device
         self.timing_jobs = 0  # timing jobs handed out (one per measured candidate)
 
@@ -188,8 +188,9 @@ class Pipeline:
         from .bench import check_and_time
 
         while self._waiting:
-            device = min(self.devices, key=lambda d: (self._busy[d], self.devices.index(d)))
-            if self._busy[device] >= self.DEVICE_DEPTH:
+            busy = Counter(extra["timed_on"] for extra in self._extra.values())
+            device = min(self.devices, key=lambda d: (busy[d], self.devices.index(d)))
+            if busy[device] >= self.DEVICE_DEPTH:
                 return
             cand, extra = self._waiting.pop(0)
             factor = self.req.tuner["early_stop_factor"]
@@ -198,13 +199,11 @@ class Pipeline:
             job = self.jobs.job(cand.ckey, cand.compile_args, stop_above_ms=stop, device=device)
             fut = self.pools.bench_pool(device).schedule(check_and_time, (job,), timeout=self.req.profile_args.timeout)
             timing[fut] = cand.index
-            self._busy[device] += 1
             self.timing_jobs += 1
             self._extra[fut] = {**extra, "timed_on": device}
 
     def _timed(self, cand: Candidate, fut: Any) -> None:
         extra = {**self._extra.pop(fut, {}), "t_timed": time.time() - self.t0_wall}
-        self._busy[extra["timed_on"]] -= 1
         try:
             out = fut.result()
         except Exception as exc:

@@ -203,14 +203,14 @@ class Pools:
             self._bench[device] = self._pool(1, device)
         return self._bench[device]
 
-    def warm_up(self, devices: str | Sequence[str], compile: bool = True) -> None:
+    def warm_up(self, devices: Sequence[str], compile: bool = True) -> None:
         """Start the workers now, in the background (the timing worker of each of ``devices``):
         forking waits for the fork server to finish importing TileLang, and meanwhile this
         process builds the PrimFuncs."""
         import threading
 
         pools = [self.compile_pool()] if compile else []
-        pools += [self.bench_pool(d) for d in ([devices] if isinstance(devices, str) else devices)]
+        pools += [self.bench_pool(d) for d in devices]
         for pool in pools:  # the first schedule starts a pebble pool's workers
             threading.Thread(target=pool.schedule, args=(os.getpid,), name="tlautotune-warm-up", daemon=True).start()
 
