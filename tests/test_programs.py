@@ -167,7 +167,11 @@ def test_tilelang_styles_tune_with_their_settings_and_quietly(tl, pytester, styl
     tuned = records["test_autotune_decorator"]["candidates"]
     assert sorted(json.dumps(c["config"], sort_keys=True) for c in tuned) == sorted(
         json.dumps(c, sort_keys=True) for c in configs)
-    assert {len(c["samples"]) for c in tuned} == {4}
+    # The decorator's rep=4 for every candidate timed to the end; one stopped early (more than 3x slower
+    # than the best so far, which a loaded CI runner can make of any config) has fewer, never more.
+    full = [c for c in tuned if c["status"] != "early_stop"]
+    assert full and {len(c["samples"]) for c in full} == {4}
+    assert all(len(c["samples"]) < 4 for c in tuned if c["status"] == "early_stop")
     # Marker configs and settings win over the decorator's.
     assert json.loads(tl.prop("test_marker_wins", "tl_config")[0]) == dict(bm=32, bn=32)
     assert [len(c["samples"]) for c in records["test_marker_wins"]["candidates"]] == [2]
