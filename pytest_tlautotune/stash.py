@@ -16,9 +16,11 @@ settings_key = pytest.StashKey["TuneSettings"]()
 RESULTS_KEY = pytest.StashKey[list]()
 #: config.stash: nodeid -> the last progress message not printed yet (non-TTY).
 PENDING_KEY = pytest.StashKey[dict]()
+#: config.stash: nodeid -> when its last progress line was written in a log (non-TTY, -v).
+LOGGED_AT_KEY = pytest.StashKey[dict]()
 
 #: How an ``autotune(...)`` call got its result.
 CACHE_HIT, CACHE_MISS, CACHE_RETUNE = "hit", "miss", "retune"
 
-__all__ = ["CACHE_HIT", "CACHE_MISS", "CACHE_RETUNE", "PENDING_KEY", "RESULTS_KEY", "collector_key", "session_key",
-           "settings_key"]
+__all__ = ["CACHE_HIT", "CACHE_MISS", "CACHE_RETUNE", "LOGGED_AT_KEY", "PENDING_KEY", "RESULTS_KEY",
+           "collector_key", "session_key", "settings_key"]

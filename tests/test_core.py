@@ -315,7 +315,7 @@ CONFIGS = [dict(bm=16, bn=16, bk=16), dict(bm=32, bn=32, bk=32)]
 
 def test_0_fork_server_started_at_collection():
     # No autotune yet in this session: the fork server runs because this file mentions it.
-    assert workers._FORKSERVER is not None and workers._FORKSERVER.server._forkserver_pid is not None
+    assert workers.server_running()
 
 
 def test_1_own_forkserver_processes_keep_their_environment():
@@ -355,8 +355,7 @@ def test_compile_workers_start_at_collection_and_serve_every_test(tl, pytester, 
 
 
 def test_no_tune_starts_no_workers(tl, pytester):
-    no_server = "workers._FORKSERVER is None or workers._FORKSERVER.server._forkserver_pid is None"
     pytester.makepyfile(test_w=WORKERS_TEST.format(target='"c"').replace(
-        "workers._FORKSERVER is not None and workers._FORKSERVER.server._forkserver_pid is not None", no_server))
+        "assert workers.server_running()", "assert not workers.server_running()"))
     result = tl.run("--tl-no-tune", "-k", "fork_server", subprocess=True)
     result.assert_outcomes(passed=1)

@@ -156,6 +156,27 @@ def test_log_output_keeps_pytests_lines_and_says_unchecked(tl, pytester):
         "*test_k.py::test_unchecked: unchecked: no ref_prog or manual_check_prog*",
     ])
 
+    # A long tuning writes a line now and then under -v (every LOG_EVERY_S; 0 here: every event).
+    pytester.makeconftest("""
+import pytest_tlautotune.report.terminal as terminal
+
+SAVED = terminal.LOG_EVERY_S
+
+
+def pytest_configure(config):
+    terminal.LOG_EVERY_S = 0.0
+
+
+def pytest_unconfigure(config):
+    terminal.LOG_EVERY_S = SAVED
+""")
+    result = tl.run("-v", "--tl-retune")
+    result.stdout.fnmatch_lines(["test_k.py::test_checked *",
+                                 "[[]tlautotune[]] test_k.py::test_checked: (still tuning) *",
+                                 "*PASSED*"])
+    result = tl.run("--tl-retune")  # without -v: pytest's progress line stays whole
+    assert "(still tuning)" not in result.stdout.str()
+
 
 def test_tuning_leaves_nothing_in_tmpdir(tl, pytester, tmp_path, monkeypatch):
     # TileLang's C backend writes tmp*.cpp / tmp*.so per compile in the temp directory and keeps them.

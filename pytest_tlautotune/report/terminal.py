@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Sequence
 
 import pytest
 
 from ..gate import ms_text, row_ids
 from ..model import Status
-from ..stash import CACHE_HIT, PENDING_KEY
+from ..stash import CACHE_HIT, LOGGED_AT_KEY, PENDING_KEY
 from .files import change_text, p_text
 from .rows import UNCHECKED, canonical_json
 
@@ -21,12 +23,18 @@ def text_table(rows: Sequence[Sequence[object]]) -> list[str]:
     return ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
 
+#: Seconds between progress lines of one long tuning in a log (non-TTY output, ``-v``).
+LOG_EVERY_S = 60.0
+
+
 def progress_line(config: pytest.Config, nodeid: str, message: str, notice: bool = False) -> None:
     """A line per event on a terminal; silent under -q and in xdist workers.
 
     Written mid-test, a line breaks pytest's own progress line, which then prints the file name
     again: on a terminal that is worth a live view, in a log (CI, pytester) it is not. There the
-    last message waits for the end of the test and is printed under ``-v`` only (``flush_progress``).
+    last message waits for the end of the test and is printed under ``-v`` only (``flush_progress``),
+    except that a long tuning writes a line every ``LOG_EVERY_S`` under ``-v``, so a log shows
+    where a tuning that takes minutes stands.
     """
     if hasattr(config, "workerinput") or config.get_verbosity() < 0:
         return
@@ -34,14 +42,28 @@ def progress_line(config: pytest.Config, nodeid: str, message: str, notice: bool
     if reporter is None:
         return
     if reporter.isatty or notice:  # a notice (waiting for another machine) is worth a line anywhere
-        reporter.write_line(f"[tlautotune] {nodeid}: {message}")
+        _write_now(config, reporter, f"[tlautotune] {nodeid}: {message}")
     else:
         config.stash.setdefault(PENDING_KEY, {})[nodeid] = message
+        if config.get_verbosity() > 0:
+            now = time.monotonic()
+            last = config.stash.setdefault(LOGGED_AT_KEY, {}).setdefault(nodeid, now)
+            if now - last >= LOG_EVERY_S:
+                config.stash[LOGGED_AT_KEY][nodeid] = now
+                _write_now(config, reporter, f"[tlautotune] {nodeid}: (still tuning) {message}")
+
+
+def _write_now(config: pytest.Config, reporter: object, line: str) -> None:
+    """A line mid-test, past pytest's output capture (as pytest's live logging writes)."""
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
+        reporter.write_line(line)  # type: ignore[attr-defined]
 
 
 def flush_progress(config: pytest.Config, nodeid: str) -> None:
     """After pytest's line for ``nodeid``: its last progress message, under ``-v`` (non-TTY only)."""
     message = config.stash.get(PENDING_KEY, {}).pop(nodeid, None)
+    config.stash.get(LOGGED_AT_KEY, {}).pop(nodeid, None)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if message and reporter is not None and config.get_verbosity() > 0:
         reporter.write_line(f"[tlautotune] {nodeid}: {message}")
