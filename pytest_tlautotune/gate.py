@@ -50,6 +50,11 @@ PASS, FAIL, IMPROVED, SKIPPED = "pass", "fail", "improved", "skipped"
 #: The samples are too spread to tell a change of the threshold's size from noise: neither pass nor fail.
 UNDETECTABLE = "undetectable"
 _BOOTSTRAP_RESAMPLES = 2000
+#: A CUDA kernel whose time per call (CUDA events) is under this many times what the host spent
+#: launching it is launch-bound: the GPU waited for the host, so the time moves with the host
+#: process (measured on an H200: a 10 us 128^3 GEMM moved -24%..+32% between processes, A/A gate
+#: failures 5 of 20, while 16x the work did not change its time). Such a row is undetectable.
+LAUNCH_BOUND = 1.5
 
 
 # ----------------------------------------------------------------------------- re-measure
@@ -104,6 +109,7 @@ def baseline_entry(row: dict) -> dict:
         "device_name": row.get("device_name"),
         "machine": row.get("machine"),
         "measured": row.get("measured", FRESH),
+        "host_ms": _r(row.get("host_ms")),
     }
 
 
@@ -222,6 +228,14 @@ def decide(base: dict | None, now: dict, *, threshold_pct: float, alpha: float, 
         d["reason"] = (f"baseline timed by {_clock(base)}, this run by {_clock(now)}: not compared; write the "
                        f"baseline again with --tl-save-baseline" + (" (--tl-strict-baseline)" if strict else ""))
         return d
+    bound = next((side for side in (now, base) if _launch_bound(side)), None)
+    if bound is not None:
+        d["status"] = UNDETECTABLE
+        d["reason"] = (f"launch-bound: {_median(bound['samples']) * 1e3:.3g} us a call by CUDA events, "
+                       f"{bound['host_ms'] * 1e3:.3g} us of it launching from the host ({_side(bound, now)}); its time "
+                       f"follows the host process, not the kernel: time a bigger problem or use "
+                       f"backend=\"cupti\" (kernel time alone)")
+        return d
     b, n = _metric_values(base, metric), _metric_values(now, metric)
     if b is None or n is None:
         d["reason"] = "the speedup metric needs ref_prog samples on both sides"
@@ -260,6 +274,16 @@ def decide(base: dict | None, now: dict, *, threshold_pct: float, alpha: float, 
                        f"+-{d['mdc_pct']:.0f}%, wider than the {threshold_pct:g}% threshold (raise rep, quiet the "
                        f"machine, or use --tl-gate-metric=speedup)")
     return d
+
+
+def _launch_bound(side: dict) -> bool:
+    """Whether a row's CUDA event samples mostly timed the host launching the kernel."""
+    host, median = side.get("host_ms"), _median(side.get("samples"))
+    return bool(host and median and median < LAUNCH_BOUND * host)
+
+
+def _side(side: dict, now: dict) -> str:
+    return "this run" if side is now else "the baseline"
 
 
 def _median(samples: Sequence[float] | None) -> float | None:

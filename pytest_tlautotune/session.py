@@ -349,7 +349,8 @@ class TuneSession:
             ref_latency=statistics.median(ref) if ref else None,
             samples=tuple(samples),
             ref_samples=tuple(ref),
-            record={**outcome.result.record, "loops": out.get("loops")},  # calls per sample of these samples
+            # calls per sample of these samples, and what launching one call cost the host (CUDA)
+            record={**outcome.result.record, "loops": out.get("loops"), "host_ms": out.get("host_ms")},
         )
         return measured_label(clock, outcome.cache)
 

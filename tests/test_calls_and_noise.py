@@ -124,6 +124,27 @@ def test_decide_says_undetectable_when_noise_hides_the_threshold():
     assert gate.decide(_side(tight), _side(wide_but_slow), threshold_pct=10, alpha=0.01)["status"] == gate.FAIL
 
 
+
+def test_decide_says_undetectable_when_the_kernel_is_launch_bound():
+    # CUDA rows carry host_ms, the host's time to launch one call: a kernel whose event time is
+    # not well above it timed the host, whose speed moves between processes (seen on an H200).
+    def cuda(samples, host_ms):
+        return {"samples": samples, "ref_samples": [], "device_name": "gpu-x", "host_ms": host_ms}
+
+    fast = [0.010 + 0.0001 * (i % 5) for i in range(20)]
+    slow = [1.3 * x for x in fast]
+    d = gate.decide(cuda(fast, 0.009), cuda(slow, 0.0095), threshold_pct=10, alpha=0.01)
+    assert d["status"] == gate.UNDETECTABLE and d["reason"].startswith("launch-bound") and "this run" in d["reason"]
+    d = gate.decide(cuda(fast, 0.009), cuda(slow, 0.001), threshold_pct=10, alpha=0.01)
+    assert d["status"] == gate.UNDETECTABLE and "the baseline" in d["reason"]
+    # The same samples with a cheap launch (or none recorded, as on a CPU) are judged as before.
+    assert gate.decide(cuda(fast, 0.001), cuda(slow, 0.001), threshold_pct=10, alpha=0.01)["status"] == gate.FAIL
+    assert gate.decide(cuda(fast, None), cuda(slow, None), threshold_pct=10, alpha=0.01)["status"] == gate.FAIL
+    # The baseline file keeps host_ms, so a later gate run sees the baseline's side too.
+    entry = gate.baseline_entry({**cuda(fast, 0.009), "latency_ms": 0.01})
+    assert entry["host_ms"] == 0.009
+
+
 ONE_ADD = '''
 import pytest, kernels
 

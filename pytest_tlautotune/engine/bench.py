@@ -271,19 +271,29 @@ def _flush_buffer(device: str) -> torch.Tensor:
     return torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.int32, device=device)
 
 
+#: Host time per call (ms) of the CUDA event samples taken since it was last cleared: what the
+#: host spent launching. A kernel whose event time is not well above it is launch-bound
+#: (``gate.LAUNCH_BOUND``): the GPU waited for the host, and the host's speed is what was timed.
+HOST_MS: list[float] = []
+
+
 def _cuda_event_samples(fn: Callable, n: int, device: str, loops: int = 1) -> list[float]:
     # A batch of several launches (kernels under MIN_SAMPLE_S["cuda"]) starts with a cold L2;
     # its later launches find their inputs there, as the same kernel does in a real loop.
     flush = _flush_buffer(device)
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+    host = []
     for i in range(n):
         flush.zero_()  # evict the inputs from L2 so every run starts cold
         starts[i].record()
+        t0 = time.perf_counter_ns()
         for _ in range(loops):
             fn()
+        host.append((time.perf_counter_ns() - t0) / 1e6 / loops)
         ends[i].record()
     torch.cuda.synchronize()
+    HOST_MS.extend(host)
     return [s.elapsed_time(e) / loops for s, e in zip(starts, ends)]
 
 
@@ -492,13 +502,17 @@ def _confirm(jobs: list[BenchJob], rounds: int, with_ref: bool, clock: str) -> d
     per_round = max(1, profile.rep // rounds)
     warm = max(1, profile.warmup // rounds)
     samples: dict[str, list[float]] = {name: [] for name in fns}
+    host: dict[str, list[float]] = {name: [] for name in fns}
     with _timing_lock(job0.lock_path):
         loops = {name: calibrate_loops(fn, job0.device, clock, profile.backend) for name, fn in fns.items()}
         for _ in range(rounds):
             for name, fn in fns.items():
+                HOST_MS.clear()
                 samples[name] += time_fn(fn, profile, job0.device, rep=per_round, warmup=warm, clock=clock,
                                          loops=loops[name])[0]
-    return {"samples": samples, "loops": loops, "device_info": device_info(job0.device)}
+                host[name] += HOST_MS
+    host_ms = {name: statistics.median(h) for name, h in host.items() if h}
+    return {"samples": samples, "loops": loops, "host_ms": host_ms, "device_info": device_info(job0.device)}
 
 
 def device_info(device: str) -> dict:

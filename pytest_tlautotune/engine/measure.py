@@ -115,6 +115,7 @@ def measure_again(pools: Pools, cache: Store, req: TuneRequest, entry: Path, clo
     return {
         "samples": out["samples"][str(entry)],
         "loops": out.get("loops", {}).get(str(entry)),
+        "host_ms": out.get("host_ms", {}).get(str(entry)),  # launch time per call (CUDA events)
         "ref_samples": out["samples"].get("ref", []),
         "device_info": out.get("device_info", {}),
     }

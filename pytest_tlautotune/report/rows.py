@@ -63,6 +63,7 @@ def record_outcome(item: pytest.Item, req: TuneRequest, outcome: Outcome, machin
         "check": check_kind(req.profile_args),
         "samples": list(result.samples),
         "loops": result.record.get("loops"),  # calls per sample, when this run re-timed the winner
+        "host_ms": result.record.get("host_ms"),  # host time to launch one call (CUDA, re-timed runs)
         "ref_samples": list(result.ref_samples),
         "candidates": [
             {k: r.get(k) for k in ("config", "status", "reason", "median_ms", "compile_s", "reused", "timed_on")}
