@@ -242,6 +242,15 @@ def int_list(text: str) -> list[int]:
     return values
 
 
+def _launch_text(row: dict) -> str:
+    """A CUDA row's event time per call against the host's launch time (gate.LAUNCH_BOUND)."""
+    host, samples = row.get("host_ms"), row.get("samples")
+    if not host or not samples:
+        return ""
+    event = statistics.median(samples)
+    return f"  aa: {event * 1e3:.1f} us/call, host launch {host * 1e3:.1f} us (x{event / host:.2f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
@@ -315,7 +324,7 @@ def main() -> None:
             print(f"trial {i:2d} {what(s):>12s}: "
                   + "  ".join(f"{a} {g[a]['status']:8s} {pct[a]:+6.1f}% "
                               f"[{(ci[a][0] - 1) * 100:+.1f},{(ci[a][1] - 1) * 100:+.1f}]" for a in ARMS)
-                  + f"   ({time.perf_counter() - t_start:.0f} s)", flush=True)
+                  + f"   ({time.perf_counter() - t_start:.0f} s)" + _launch_text(t["rows"][key("aa", s)]), flush=True)
 
     # Offline re-judging of the very same samples (gate.decide is what gate.judge calls).
     prev = [first] + trials[:-1]

@@ -131,18 +131,18 @@ def test_decide_says_undetectable_when_the_kernel_is_launch_bound():
     def cuda(samples, host_ms):
         return {"samples": samples, "ref_samples": [], "device_name": "gpu-x", "host_ms": host_ms}
 
-    fast = [0.010 + 0.0001 * (i % 5) for i in range(20)]
+    fast = [0.005 + 0.0001 * (i % 5) for i in range(20)]
     slow = [1.3 * x for x in fast]
-    d = gate.decide(cuda(fast, 0.009), cuda(slow, 0.0095), threshold_pct=10, alpha=0.01)
+    d = gate.decide(cuda(fast, 0.001), cuda(slow, 0.012), threshold_pct=10, alpha=0.01)
     assert d["status"] == gate.UNDETECTABLE and d["reason"].startswith("launch-bound") and "this run" in d["reason"]
-    d = gate.decide(cuda(fast, 0.009), cuda(slow, 0.001), threshold_pct=10, alpha=0.01)
+    d = gate.decide(cuda(fast, 0.012), cuda(slow, 0.001), threshold_pct=10, alpha=0.01)
     assert d["status"] == gate.UNDETECTABLE and "the baseline" in d["reason"]
     # The same samples with a cheap launch (or none recorded, as on a CPU) are judged as before.
     assert gate.decide(cuda(fast, 0.001), cuda(slow, 0.001), threshold_pct=10, alpha=0.01)["status"] == gate.FAIL
     assert gate.decide(cuda(fast, None), cuda(slow, None), threshold_pct=10, alpha=0.01)["status"] == gate.FAIL
     # The baseline file keeps host_ms, so a later gate run sees the baseline's side too.
-    entry = gate.baseline_entry({**cuda(fast, 0.009), "latency_ms": 0.01})
-    assert entry["host_ms"] == 0.009
+    entry = gate.baseline_entry({**cuda(fast, 0.012), "latency_ms": 0.005})
+    assert entry["host_ms"] == 0.012
 
 
 ONE_ADD = '''
