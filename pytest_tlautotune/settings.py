@@ -289,7 +289,7 @@ OPTIONS = (
            check=_gpus_ok, accepted="all, one, or comma-separated GPU indices such as 0,1"),
     Option("tl_device_compiler", "what compiles CUDA device code: nvcc (as TileLang), nvrtc (NVRTC with "
            "precompiled headers, needs cuda-python and CUDA >= 12.8; nvcc where it cannot) or auto (nvrtc where "
-           "available) (default: nvcc)", "str", "nvcc", "TL_AUTOTUNE_DEVICE_COMPILER",
+           "available) (default: auto)", "str", "auto", "TL_AUTOTUNE_DEVICE_COMPILER",
            check=lambda v: v in ("auto", "nvcc", "nvrtc"), accepted="auto, nvcc or nvrtc"),
     Option("tl_save_baseline", "write a latency baseline (JSON) of every autotuned test to FILE (default: none)",
            **_OUT_FILE),

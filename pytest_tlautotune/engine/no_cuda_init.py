@@ -1,9 +1,10 @@
-"""Imported first by the NVRTC compile workers' fork server: keep CUDA uninitialised there.
+"""Imported first by the compile workers' fork server: keep CUDA uninitialised there.
 
-NVRTC initialises the CUDA driver in each compile worker. A child forked from a process
-that already initialised the driver crashes in ``cuInit`` (SIGSEGV, seen on an H200), so the
-server itself must never initialise it: torch answers ``cuda.is_available()`` through NVML
-instead of the driver API.
+NVRTC (``--tl-device-compiler=nvrtc``) initialises the CUDA driver in each compile worker. A
+child forked from a process that already initialised the driver crashes in ``cuInit``
+(SIGSEGV under nvrtcCompileProgram, seen on an H200), so the server must never initialise it:
+torch answers ``cuda.is_available()`` through NVML instead of the driver API. With this, NVRTC
+ran in forked workers on an H200 (144 compiles, no crash), GPUs hidden or not.
 """
 
 import os

@@ -25,31 +25,32 @@ from typing import Any
 
 from ..store.files import remove_tree
 
-_FORKSERVERS: dict[str, Any] = {}
-PRELOAD = ["pytest_tlautotune.engine.hide_gpus", "tilelang", "pytest_tlautotune.engine.bench"]
-#: The fork server of NVRTC compile workers: the GPUs stay visible (NVRTC initialises the CUDA
-#: driver in each worker), and nothing in the server itself initialises CUDA, so its forks can.
-PRELOAD_NVRTC = ["pytest_tlautotune.engine.no_cuda_init", "tilelang", "pytest_tlautotune.engine.bench"]
+_FORKSERVER: Any = None
+#: What the fork server imports before it forks: CUDA kept uninitialised and the GPUs hidden
+#: (NVRTC compile workers initialise the driver themselves), then TileLang.
+PRELOAD = ["pytest_tlautotune.engine.no_cuda_init", "pytest_tlautotune.engine.hide_gpus", "tilelang",
+           "pytest_tlautotune.engine.bench"]
 
 
-def _forkserver(kind: str = "cpu"):
+def _forkserver():
     """The fork server that compile workers (and CPU timing workers) are forked from.
 
     It imports ``hide_gpus`` first, then TileLang: no GPU is visible in it or in its
-    children, so it never initialises CUDA and its forks stay usable. Workers start in
-    milliseconds instead of each importing TileLang (and creating a CUDA context).
+    children, and it never initialises CUDA (``no_cuda_init``), so its forks stay usable, also
+    for NVRTC, which initialises the driver in each worker. Workers start in milliseconds
+    instead of each importing TileLang (and creating a CUDA context).
     It is a fork server of our own, not multiprocessing's per-process one: processes the
     tests start with the forkserver method (the default from Python 3.14) keep their GPUs.
-    ``kind="nvrtc"``: a second server for NVRTC compile workers (``PRELOAD_NVRTC``).
     """
-    if kind not in _FORKSERVERS:
+    global _FORKSERVER
+    if _FORKSERVER is None:
         server = forkserver.ForkServer()
-        server.set_forkserver_preload(PRELOAD_NVRTC if kind == "nvrtc" else PRELOAD)
+        server.set_forkserver_preload(PRELOAD)
         ctx = _ForkServerContext()
-        ctx.Process = _NvrtcProcess if kind == "nvrtc" else _ForkServerProcess
+        ctx.Process = _ForkServerProcess
         ctx.server = server
-        _FORKSERVERS[kind] = ctx
-    return _FORKSERVERS[kind]
+        _FORKSERVER = ctx
+    return _FORKSERVER
 
 
 #: Python versions whose private ``popen_forkserver.Popen._launch`` _ForkServerPopen copies was
@@ -62,10 +63,6 @@ def _use_own_fork_server() -> bool:
 
 
 class _ForkServerPopen(popen_forkserver.Popen):
-    def __init__(self, process_obj: Any, server: Any):
-        self._server = server
-        super().__init__(process_obj)
-
     def _launch(self, process_obj: Any) -> None:
         # popen_forkserver.Popen._launch (the same in Python 3.11 to 3.13), with our server in
         # place of the module-wide one.
@@ -77,7 +74,7 @@ class _ForkServerPopen(popen_forkserver.Popen):
             reduction.dump(process_obj, buf)
         finally:
             mp_context.set_spawning_popen(None)
-        self.sentinel, w = self._server.connect_to_new_process(self._fds)
+        self.sentinel, w = _forkserver().server.connect_to_new_process(self._fds)
         _parent_w = os.dup(w)
         self.finalizer = util.Finalize(self, util.close_fds, (_parent_w, self.sentinel))
         with open(w, "wb", closefd=True) as f:
@@ -86,15 +83,9 @@ class _ForkServerPopen(popen_forkserver.Popen):
 
 
 class _ForkServerProcess(mp_context.ForkServerProcess):
-    _kind = "cpu"
-
-    @classmethod
-    def _Popen(cls, process_obj: Any) -> _ForkServerPopen:
-        return _ForkServerPopen(process_obj, _forkserver(cls._kind).server)
-
-
-class _NvrtcProcess(_ForkServerProcess):
-    _kind = "nvrtc"
+    @staticmethod
+    def _Popen(process_obj: Any) -> _ForkServerPopen:
+        return _ForkServerPopen(process_obj)
 
 
 class _ForkServerContext(mp_context.ForkServerContext):
@@ -103,22 +94,17 @@ class _ForkServerContext(mp_context.ForkServerContext):
 
 def _context(device: str = "cpu"):
     """Forked from the GPU-less fork server, except CUDA timing workers: those are spawned.
-    ``device="nvrtc"``: NVRTC compile workers, forked from a server that sees the GPUs but never
-    initialised CUDA (``TL_AUTOTUNE_NVRTC_START=spawn`` spawns them instead).
 
     ``TL_AUTOTUNE_WORKER_START=spawn`` spawns every worker (each imports TileLang itself).
     """
-    if _use_own_fork_server() and device == "nvrtc" and os.environ.get("TL_AUTOTUNE_NVRTC_START") != "spawn":
-        return _forkserver("nvrtc")
     if not _use_own_fork_server() or device != "cpu":
         return multiprocessing.get_context("spawn")
     return _forkserver()
 
 
-def server_running(kind: str = "cpu") -> bool:
-    """Whether this process started the fork server of ``kind`` (``_forkserver``)."""
-    ctx = _FORKSERVERS.get(kind)
-    return ctx is not None and ctx.server._forkserver_pid is not None
+def server_running() -> bool:
+    """Whether this process started its fork server (``_forkserver``)."""
+    return _FORKSERVER is not None and _FORKSERVER.server._forkserver_pid is not None
 
 
 def prestart() -> None:
@@ -201,11 +187,11 @@ class Pools:
         )
 
     def compile_pool(self):
-        """The pool that compiles candidates (started lazily). With NVRTC compiling device code the
-        workers are spawned: NVRTC initialises the CUDA driver, which crashes in a process forked
-        from the fork server (measured on an H200: SIGSEGV in cuInit under nvrtcCompileProgram)."""
+        """The pool that compiles candidates (started lazily), NVRTC ones too: NVRTC initialises the
+        CUDA driver in each worker, which works in a child of the fork server because the server
+        never initialised it (``no_cuda_init``; before that: SIGSEGV in cuInit, seen on an H200)."""
         if self._compile is None:
-            self._compile = self._pool(self.n_workers, "nvrtc" if self.device_compiler == "nvrtc" else "cpu")
+            self._compile = self._pool(self.n_workers)
         return self._compile
 
     @property
