@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pytest_tlautotune.engine.search import Search  # noqa: E402
+from pytest_tlautotune.engine.search import Search, default_budget  # noqa: E402
 
 
 def replay(configs: list[dict], medians: list[float | None], strategy: str, budget: int | None, seed: int,
@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("record", help="record.json of an exhaustive tuning")
     parser.add_argument("--seeds", type=int, default=20)
-    parser.add_argument("--fraction", type=float, default=0.2, help="trial budget as a fraction of the space")
+    parser.add_argument("--fraction", type=float, default=None,
+                        help="trial budget as a fraction of the space (default: the tuner's own default budget)")
     parser.add_argument("--within", type=float, default=0.03, help="success: best within this of the optimum")
     args = parser.parse_args(argv)
 
@@ -53,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     # Early-stopped candidates were measured slower than 3x the best: their partial median stands.
     medians = [c.get("median_ms") if c["status"] in ("ok", "early_stop") else None for c in cands]
     optimum = min(m for m in medians if m is not None)
-    budget = max(1, round(len(configs) * args.fraction))
+    budget = default_budget(len(configs)) if args.fraction is None else max(1, round(len(configs) * args.fraction))
     print(f"space: {len(configs)} configs, {sum(m is not None for m in medians)} measured ok; "
-          f"optimum {optimum:.4g} ms; budget {budget} trials ({args.fraction:.0%})")
+          f"optimum {optimum:.4g} ms; budget {budget} trials ({budget / len(configs):.0%})")
     print(f"{'strategy':10} {'hit rate':>9} {'median gap':>11} {'worst gap':>10} {'measured':>9}")
     for strategy in ("random", "guided"):
         gaps, counts = [], []

@@ -32,7 +32,7 @@ def test_guided_climbs_to_the_optimum_of_a_smooth_space_within_its_budget():
     def bowl(c):
         return 1.0 + (c["a"] - 6) ** 2 + (c["b"] - 1) ** 2
 
-    assert Search(GRID, "guided").budget == round(len(GRID) * 0.2)  # the default budget
+    assert Search(GRID, "guided").budget == min(len(GRID), max(round(len(GRID) * 0.2), 64))  # the default budget
     for seed in range(10):
         results = drain(Search(GRID, "guided", max_trials=20, seed=seed), bowl)
         assert len(results) == 20
@@ -127,4 +127,6 @@ def test_auto_strategy_measures_small_spaces_whole_and_guides_big_ones():
     assert resolve_strategy({**TUNER_DEFAULTS, "max_trials": 5}, 500)["strategy"] == "exhaustive"
     assert resolve_strategy({**TUNER_DEFAULTS, "strategy": "random"}, 500)["strategy"] == "random"
     big_space = [{"i": i} for i in range(AUTO_EXHAUSTIVE_MAX * 4)]
-    assert Search(big_space, big["strategy"]).budget == round(len(big_space) * 0.2)
+    assert Search(big_space, big["strategy"]).budget == max(round(len(big_space) * 0.2), 64)
+    huge = [{"i": i} for i in range(1000)]
+    assert Search(huge, "guided").budget == 200  # 20% once that is more than 64
