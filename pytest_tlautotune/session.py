@@ -225,9 +225,6 @@ class TuneSession:
                 result = self.cache.load(self.cache.entry(key), req.compile_args, func=func)
                 if result is not None:
                     return _hit(result, key)
-        if not self.no_tune:
-            # Start the workers now: they import TileLang while this process builds the PrimFuncs.
-            self.pools.warm_up(req.timing_devices)
         outcome = self._tune_ir(req, machine, t0)
         if fast:
             self.cache.write_index(fast, outcome.key)
@@ -240,6 +237,7 @@ class TuneSession:
         from .store.safety import UnsafeCache
 
         if not self.no_tune:
+            # Start the workers now: they import TileLang while this process builds the PrimFuncs.
             self.pools.warm_up(req.timing_devices)
         cands = build_candidates(req, machine, None if self.no_tune else self.pools)
         key = entry_key(req, cands, machine)
@@ -256,7 +254,6 @@ class TuneSession:
             raise TuneError(f"no stored result for this test (key {key[:12]}) and --tl-no-tune forbids tuning; "
                             f"run `pytest {req.nodeid}` without --tl-no-tune on a machine like this one "
                             f"({machine.get('device')}) to tune it, and keep its cache dir ({self.cache_dir})")
-        self.pools.warm_up(req.timing_devices)  # the fork server imports TileLang while we wait for the lock
         with self.cache.lock(key), self.store.tuning(self, req, cands, key, entry) as fetched:
             # Another process (or machine) may have tuned this key while we waited for the lock.
             result = self.cache.load(entry, req.compile_args) or fetched

@@ -224,6 +224,7 @@ def time_fn(fn: Callable[[], object], profile: ProfileArgs, device: str, rep: in
     """
     rep = profile.rep if rep is None else rep
     warmup = profile.warmup if warmup is None else warmup
+    HOST_MS.clear()
     for _ in range(warmup):
         fn()
     _sync(device)
@@ -271,7 +272,7 @@ def _flush_buffer(device: str) -> torch.Tensor:
     return torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.int32, device=device)
 
 
-#: Host time per call (ms) of the CUDA event samples taken since it was last cleared: what the
+#: Host time per call (ms) of the CUDA event samples of the last :func:`time_fn` call: what the
 #: host spent launching. A kernel whose event time is not well above it is launch-bound
 #: (``gate.LAUNCH_BOUND``): the GPU waited for the host, and the host's speed is what was timed.
 HOST_MS: list[float] = []
@@ -507,7 +508,6 @@ def _confirm(jobs: list[BenchJob], rounds: int, with_ref: bool, clock: str) -> d
         loops = {name: calibrate_loops(fn, job0.device, clock, profile.backend) for name, fn in fns.items()}
         for _ in range(rounds):
             for name, fn in fns.items():
-                HOST_MS.clear()
                 samples[name] += time_fn(fn, profile, job0.device, rep=per_round, warmup=warm, clock=clock,
                                          loops=loops[name])[0]
                 host[name] += HOST_MS

@@ -177,6 +177,7 @@ class Pools:
         self._compile = None
         self._device_compile = None
         self._bench: dict[str, Any] = {}
+        self._warmed: set[int] = set()  # ids of the pools warm_up has started
 
     def _pool(self, n: int, device: str = "cpu"):
         import pebble
@@ -220,8 +221,11 @@ class Pools:
 
         pools = [self.compile_pool()] if compile else []
         pools += [self.bench_pool(d) for d in devices]
-        for pool in pools:  # the first schedule starts a pebble pool's workers
-            threading.Thread(target=pool.schedule, args=(os.getpid,), name="tlautotune-warm-up", daemon=True).start()
+        for pool in pools:  # the first schedule starts a pebble pool's workers; later calls have nothing to start
+            if id(pool) not in self._warmed:
+                self._warmed.add(id(pool))
+                threading.Thread(target=pool.schedule, args=(os.getpid,), name="tlautotune-warm-up",
+                                 daemon=True).start()
 
     def close(self) -> None:
         for pool in [self._compile, self._device_compile, *self._bench.values()]:
@@ -230,6 +234,7 @@ class Pools:
                 pool.join(timeout=10)
         self._compile = self._device_compile = None
         self._bench.clear()
+        self._warmed.clear()
 
 
 TEMP_PREFIX = "tlautotune-compile-"

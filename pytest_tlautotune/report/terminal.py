@@ -53,11 +53,11 @@ def progress_line(config: pytest.Config, nodeid: str, message: str, notice: bool
                 _write_now(config, reporter, f"[tlautotune] {nodeid}: (still tuning) {message}")
 
 
-def _write_now(config: pytest.Config, reporter: object, line: str) -> None:
+def _write_now(config: pytest.Config, reporter: pytest.TerminalReporter, line: str) -> None:
     """A line mid-test, past pytest's output capture (as pytest's live logging writes)."""
     capman = config.pluginmanager.get_plugin("capturemanager")
     with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
-        reporter.write_line(line)  # type: ignore[attr-defined]
+        reporter.write_line(line)
 
 
 def flush_progress(config: pytest.Config, nodeid: str) -> None:
