@@ -42,8 +42,9 @@ TARGETS = ("auto", "cuda", "hip", "c")
 PROFILE_BACKENDS = ("event", "cupti", "cudagraph")
 STRATEGIES = ("auto", "exhaustive", "random", "guided")
 #: ``strategy="auto"`` measures every config of a space up to this size, and runs the guided search
-#: (a fifth of the space) on larger ones: measured in benchmarks/plugin_runs.py gpu48 / gpu288 and
-#: the replay benchmarks/guided_search.py (README, "Search strategies").
+#: (its default budget: a fifth of the space, at least 64 configs, ``search.default_budget``) on
+#: larger ones: measured in benchmarks/plugin_runs.py gpu48 / gpu288 and
+#: the replay benchmarks/guided_search.py (README: "How it works", Search; "GPU figures").
 AUTO_EXHAUSTIVE_MAX = 64
 
 
