@@ -117,7 +117,26 @@ def run_once(test: Path, cache: Path, tl_cache: Path, extra_args: list[str]) -> 
         "candidates": candidates,
         "timed_on": dict(Counter(c.get("timed_on") for c in candidates if c.get("timed_on") and not c.get("reused"))),
         "early_stopped": sum(c.get("status") == "early_stop" for c in candidates),
+        "compiles": compile_summary(candidates),
     }
+
+
+def compile_summary(candidates: list[dict]) -> dict:
+    """Mean seconds per compiled candidate (whole job, device code, artifacts) and what the
+    shared NVRTC PCH did, from the record."""
+    done = [c for c in candidates if c.get("compile_s") and not c.get("reused")]
+    if not done:
+        return {}
+    dev = [c["device_compiler"] for c in done if isinstance(c.get("device_compiler"), dict)]
+
+    def mean(values: list[float]) -> float | None:
+        return round(statistics.mean(values), 3) if values else None
+
+    return {"n": len(done), "compile_s": mean([c["compile_s"] for c in done]),
+            "device_s": mean([d["device_s"] for d in dev if "device_s" in d]),
+            "save_s": mean([c["save_s"] for c in done if c.get("save_s") is not None]),
+            "compiler": dict(Counter(d.get("compiler") for d in dev)),
+            "pch": dict(Counter(d.get("pch") for d in dev if d.get("pch")))}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,9 +27,10 @@ from ..store.files import remove_tree
 
 _FORKSERVER: Any = None
 #: What the fork server imports before it forks: CUDA kept uninitialised and the GPUs hidden
-#: (NVRTC compile workers initialise the driver themselves), then TileLang.
+#: (NVRTC compile workers initialise the driver themselves), then TileLang, then NVRTC (its PCH
+#: heap shared by every worker).
 PRELOAD = ["pytest_tlautotune.engine.no_cuda_init", "pytest_tlautotune.engine.hide_gpus", "tilelang",
-           "pytest_tlautotune.engine.bench"]
+           "pytest_tlautotune.engine.bench", "pytest_tlautotune.engine.nvrtc_preload"]
 
 
 def _forkserver():
@@ -235,6 +236,10 @@ class Pools:
         self._compile = self._device_compile = None
         self._bench.clear()
         self._warmed.clear()
+        if server_running():  # its workers' shared NVRTC PCHs (a few hundred MB each)
+            from .device_compile import pch_dir
+
+            remove_tree(pch_dir(_FORKSERVER.server._forkserver_pid), ignore_errors=True)
 
 
 TEMP_PREFIX = "tlautotune-compile-"
@@ -262,19 +267,28 @@ def private_tempdir():
 
 
 def _remove_orphan_tempdirs() -> None:
-    """Remove the private temp directories of compile workers that were killed mid-job."""
+    """Remove the private temp directories of compile workers that were killed mid-job, and the
+    shared NVRTC PCHs of fork servers that are gone."""
     import tempfile
 
-    for path in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
-        pid = path.name[len(TEMP_PREFIX):].split("-")[0]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            remove_tree(path, ignore_errors=True)
-        except (PermissionError, OverflowError):
-            pass
+    from .device_compile import PCH_DIR_PREFIX
+
+    tmp = Path(tempfile.gettempdir())
+    for prefix in (TEMP_PREFIX, PCH_DIR_PREFIX):
+        for path in tmp.glob(f"{prefix}*"):
+            _remove_if_orphan(path, prefix)
+
+
+def _remove_if_orphan(path: Path, prefix: str) -> None:
+    pid = path.name[len(prefix):].split("-")[0]
+    if not pid.isdigit():
+        return
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        remove_tree(path, ignore_errors=True)
+    except (PermissionError, OverflowError):
+        pass
 
 
 # ----------------------------------------------------------------------------- jobs
