@@ -415,7 +415,8 @@ def _gpus_present() -> bool:
     """Whether this process may see an NVIDIA GPU (without importing torch or touching CUDA)."""
     import glob
 
-    return os.environ.get("CUDA_VISIBLE_DEVICES", None) != "" and bool(glob.glob("/dev/nvidia[0-9]*"))
+    return os.environ.get("CUDA_VISIBLE_DEVICES", None) != "" and bool(
+        glob.glob("/dev/nvidia[0-9]*") or glob.glob("/proc/driver/nvidia/gpus/*"))
 
 
 def _full_cuda_target(target: TargetLike, index: int) -> TargetLike:

@@ -165,9 +165,10 @@ def compile_cubin(code: str, arch: int, options: list[str]) -> bytearray:
     options = ["-default-device", f"--gpu-architecture=sm_{arch}{'a' if arch >= 90 else ''}", *options]
     if not _INSTANCE:
         load_library()  # a spawned worker: its own instance
+    # Once NVRTC rejected the shared PCH in this process, no PCH (not NVRTC's per-process one:
+    # 250 MB written per worker, left behind when it is killed).
     pch = _SharedPch(code, options) if _INSTANCE and not _INSTANCE.get("unusable") else None
-    # Without the shared PCH (NVRTC rejected it here once), NVRTC's own per-process one.
-    flags = pch.flags() if pch else ["-pch"]
+    flags = pch.flags() if pch else []
     try:
         binary, log = _nvrtc(code, options + flags)
     except BaseException:

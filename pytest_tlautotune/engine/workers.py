@@ -179,6 +179,8 @@ class Pools:
         self._device_compile = None
         self._bench: dict[str, Any] = {}
         self._warmed: set[int] = set()  # ids of the pools warm_up has started
+        #: When each pool warm_up started could first run a job ("compile" or a device), epoch seconds.
+        self.ready_at: dict[str, float] = {}
 
     def _pool(self, n: int, device: str = "cpu"):
         import pebble
@@ -220,13 +222,20 @@ class Pools:
         process builds the PrimFuncs."""
         import threading
 
-        pools = [self.compile_pool()] if compile else []
-        pools += [self.bench_pool(d) for d in devices]
-        for pool in pools:  # the first schedule starts a pebble pool's workers; later calls have nothing to start
+        pools = [("compile", self.compile_pool())] if compile else []
+        pools += [(d, self.bench_pool(d)) for d in devices]
+        for name, pool in pools:  # the first schedule starts a pebble pool's workers; later calls have nothing to start
             if id(pool) not in self._warmed:
                 self._warmed.add(id(pool))
-                threading.Thread(target=pool.schedule, args=(os.getpid,), name="tlautotune-warm-up",
+                threading.Thread(target=self._start, args=(name, pool), name="tlautotune-warm-up",
                                  daemon=True).start()
+
+    def _start(self, name: str, pool: Any) -> None:
+        try:
+            pool.schedule(os.getpid).result()
+        except Exception:  # noqa: BLE001 - the pool's first real job reports what is wrong
+            return
+        self.ready_at[name] = time.time()
 
     def close(self) -> None:
         for pool in [self._compile, self._device_compile, *self._bench.values()]:

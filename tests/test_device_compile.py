@@ -1,0 +1,120 @@
+"""CUDA device code through NVRTC in the compile workers, without a GPU: NVRTC compiles for any
+arch on a CPU-only machine. Skips where cuda-python, libnvrtc or the CUDA headers are missing."""
+
+import ctypes
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tilelang")
+from pytest_tlautotune.engine import device_compile  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not device_compile.available(), reason="needs NVRTC (cuda-python, CUDA >= 12.8)")
+
+TARGET = '{"kind": "cuda", "arch": "sm_90a"}'
+CONFIGS = [dict(block_M=bm, block_N=bn, block_K=32, num_stages=2, threads=128) for bm in (64, 128) for bn in (64, 128)]
+
+
+def compile_gemm(config: dict, out_dir: str) -> dict:
+    """Worker side: lower and compile one GEMM config as a candidate is, and publish its artifacts."""
+    import tvm_ffi
+    from tvm.target import Target
+
+    from examples.kernels_cuda import gemm
+    from pytest_tlautotune.engine.workers import _compile
+    from pytest_tlautotune.param import CompileArgs
+
+    with Target(json.loads(TARGET)):
+        func = gemm(1024, 1024, 1024, **config)
+    args = CompileArgs(out_idx=[-1], target=TARGET)
+    out = _compile(func, args, out_dir)
+    kernel = args.compile_program(func)  # again, for the packed bytes TVM itself would write
+    pack = tvm_ffi.get_global_func("runtime.ModulePackImportsToTensor")
+    packed = pack(kernel.adapter.get_exportable_executable().mod)
+    out["packed_sha"] = hashlib.sha256(packed.numpy().tobytes()).hexdigest()
+    out["packed_len"] = int(packed.shape[0])
+    return out
+
+
+@pytest.fixture
+def headers_ok():
+    """NVRTC can find the CUDA headers where TileLang looks for them (``CUDA_HOME``)."""
+    from tilelang.env import CUDA_HOME
+    from tilelang.jit.adapter.nvrtc.include_paths import discover_cuda_include_paths
+
+    dirs = discover_cuda_include_paths(CUDA_HOME or "/usr/local/cuda")
+    if not any((Path(d) / "cuda_fp16.h").exists() for d in dirs):
+        pytest.skip(f"no CUDA headers under CUDA_HOME={CUDA_HOME}")
+
+
+def test_compile_workers_share_one_precompiled_header(headers_ok):
+    from pytest_tlautotune.engine import workers
+    from pytest_tlautotune.store.artifacts import PACKED_SYMBOL
+
+    pools = workers.Pools(2, "nvrtc")
+    out = Path(tempfile.mkdtemp(prefix="tl-nvrtc-test-"))
+    try:
+        futs = [pools.compile_pool().schedule(compile_gemm, (c, str(out / str(i)))) for i, c in enumerate(CONFIGS)]
+        results = [f.result(timeout=600) for f in futs]
+        assert workers.server_running()
+        server_dir = device_compile.pch_dir(workers._FORKSERVER.server._forkserver_pid)
+        assert [p.suffix for p in server_dir.iterdir()] == [".pch"]  # one PCH, nothing half-written
+    finally:
+        pools.close()
+    assert not server_dir.exists()  # the session's PCHs go with its pools
+    if any(r.get("device_compiler", {}).get("compiler") != "nvrtc" for r in results):
+        pytest.skip(f"NVRTC could not compile here: {results[0].get('device_compiler')}")
+    pch = [r["device_compiler"]["pch"] for r in results]
+    assert sorted(pch) == ["created", "used", "used", "used"], pch
+    creator = results[pch.index("created")]["pid"]
+    # The other worker used the PCH the first one wrote (the NVRTC heap placed by the fork server).
+    assert any(r["pid"] != creator for r in results if r["device_compiler"]["pch"] == "used"), results
+    for i, r in enumerate(results):
+        # The kernel library holds exactly the bytes TVM's own export writes (an assembled .incbin).
+        lib = ctypes.CDLL(str(out / str(i) / "executable.so"))
+        packed = bytes((ctypes.c_ubyte * r["packed_len"]).in_dll(lib, PACKED_SYMBOL))
+        assert hashlib.sha256(packed).hexdigest() == r["packed_sha"]
+
+
+def test_precompiled_header_gives_the_same_cubin(headers_ok, monkeypatch, tmp_path):
+    """A kernel compiled with the shared PCH is byte for byte the kernel compiled without one."""
+    import tilelang
+    import tvm_ffi
+    from tvm.target import Target
+
+    from examples.kernels_cuda import gemm
+
+    codes = []
+    monkeypatch.setattr(device_compile, "_INSTANCE", {})
+    device_compile.load_library()  # this process's own NVRTC instance, its PCHs in tmp_path
+    device_compile._INSTANCE["dir"] = tmp_path
+
+    def capture(code, target, pass_config=None):
+        codes.append(code)
+        raise RuntimeError("captured")
+
+    tvm_ffi.register_global_func(device_compile.CALLBACK, f=capture, override=True)
+    try:
+        with Target(json.loads(TARGET)):
+            func = gemm(1024, 1024, 1024, **CONFIGS[0])
+        with pytest.raises(Exception, match="captured"):
+            tilelang.compile(func, out_idx=[-1], target=TARGET)
+    finally:
+        from tilelang.cuda.backend import tilelang_callback_cuda_compile
+
+        tvm_ffi.register_global_func(device_compile.CALLBACK, f=tilelang_callback_cuda_compile, override=True)
+    target = Target(json.loads(TARGET))
+
+    def compile_once() -> tuple[bytearray, str | None]:
+        device_compile.last.clear()
+        return device_compile._with_nvrtc(codes[0], target, None), device_compile.last.get("pch")
+
+    created, used = compile_once(), compile_once()
+    monkeypatch.setitem(device_compile._INSTANCE, "unusable", True)  # as after NVRTC rejected the PCH: none
+    plain = compile_once()
+    assert [created[1], used[1], plain[1]] == ["created", "used", None]
+    assert created[0] == used[0] == plain[0]
+    assert [p.suffix for p in tmp_path.iterdir()] == [".pch"]
