@@ -106,10 +106,8 @@ class TuneSession:
         """Autotuned tests are coming: start the compile workers' fork server now, so it imports
         TileLang while this process imports the tests (nothing to start under --tl-no-tune).
 
-        The timing worker of each likely GPU starts now too: it is spawned and imports TileLang and
-        torch and makes a CUDA context (about 5 s on an H200 host), which a miss otherwise waited
-        for after its first candidates compiled. With a baseline in play every test re-times its
-        kernel, so the likely device's timing worker (a CPU one too) starts then as well.
+        With a baseline in play every test re-times its kernel, so the timing worker of the
+        likely device starts now too.
         """
         if self.prestarted:
             return
@@ -121,8 +119,6 @@ class TuneSession:
             prestart()
         if gate:
             self.pools.warm_up(self._likely_devices(), compile=not self.no_tune)
-        elif not self.no_tune and _gpus_present():
-            self.pools.warm_up([d for d in self._likely_devices() if d != "cpu"], compile=False)
 
     def _likely_devices(self) -> list[str]:
         """The devices a ``target="auto"`` test would time on (this process's GPUs, else the CPU)."""
@@ -409,14 +405,6 @@ def _resolve_target(item: pytest.Item, compile_args: CompileArgs, gpus: str = "a
     if kind == "c" and backend == "auto":
         backend = "cython"  # the backend that runs CPU kernels from Python
     return replace(compile_args, target=target, execution_backend=backend), devices
-
-
-def _gpus_present() -> bool:
-    """Whether this process may see an NVIDIA GPU (without importing torch or touching CUDA)."""
-    import glob
-
-    return os.environ.get("CUDA_VISIBLE_DEVICES", None) != "" and bool(
-        glob.glob("/dev/nvidia[0-9]*") or glob.glob("/proc/driver/nvidia/gpus/*"))
 
 
 def _full_cuda_target(target: TargetLike, index: int) -> TargetLike:
