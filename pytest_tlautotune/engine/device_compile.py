@@ -18,9 +18,9 @@ write a 250 MB file under ``/tmp/__nvrtc_auto_pch_<pid>_0`` (left behind when th
 against 0.25 s for a later one. Here the fork server loads NVRTC before it forks
 (``nvrtc_preload``), so every worker shares its heap address; the first worker to meet a header
 prefix writes the PCH once (``--create-pch``) into a directory of the server's, and every other
-compile with that prefix uses it (``--use-pch``) — the same cubin as without (checked by
-``benchmarks/compile_backends.py``). A worker that meets a prefix whose PCH is still being written
-compiles without one rather than wait.
+compile with that prefix uses it (``--use-pch``) — the same cubin as without
+(``tests/test_device_compile.py``). A worker that meets a prefix whose PCH is still being written
+waits for it (``_SharedPch``).
 
 Measured by ``benchmarks/compile_backends.py`` (README, "GPU figures").
 """
@@ -48,8 +48,8 @@ PCH_DIR_PREFIX = "tlautotune-pch-"
 PCH_KEEP = 4
 #: Seconds a compile waits for another worker to finish writing the PCH it needs, then goes without.
 PCH_WAIT_S = 15.0
-#: The process whose NVRTC instance this one shares ({"pid", "dir"}): the fork server's in its
-#: workers, else this process's own once it loads NVRTC.
+#: The NVRTC instance this process shares: ``dir`` holds its PCHs (the fork server's in its
+#: workers, else this process's own once it loads NVRTC); ``unusable`` once NVRTC rejected one here.
 _INSTANCE: dict[str, Any] = {}
 
 
@@ -94,7 +94,7 @@ def load_library() -> None:
     except Exception:  # noqa: BLE001 - no cuda-python or no libnvrtc: workers use nvcc
         return
     if result == ok:
-        _INSTANCE.update(pid=os.getpid(), dir=pch_dir(os.getpid()))
+        _INSTANCE["dir"] = pch_dir(os.getpid())
 
 
 def pch_dir(pid: int) -> Path:
@@ -240,6 +240,7 @@ class _SharedPch:
             if not self.claim.exists() and not self.path.exists():
                 return []  # the directory is unusable
             if time.monotonic() - t0 > PCH_WAIT_S:
+                last["pch_wait_s"] = round(time.monotonic() - t0, 3)  # gave up: the record says so
                 break
             time.sleep(0.02)
         return []
@@ -295,19 +296,13 @@ def _mtime(path: Path) -> float:
 
 def _writer_gone(claim: Path) -> bool:
     """Whether the worker that claimed writing a PCH has exited without finishing it."""
+    from ..store.files import process_gone
+
     try:
         pid = int(claim.read_text() or 0)
     except (OSError, ValueError):
         return False
-    if pid <= 0 or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        pass
-    return False
+    return pid > 0 and pid != os.getpid() and process_gone(pid)
 
 
 def _header_prefix(code: str) -> str:

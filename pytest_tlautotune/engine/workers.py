@@ -23,7 +23,7 @@ from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
 from pathlib import Path
 from typing import Any
 
-from ..store.files import remove_tree
+from ..store.files import process_gone, remove_tree
 
 _FORKSERVER: Any = None
 #: What the fork server imports before it forks: CUDA kept uninitialised and the GPUs hidden
@@ -290,14 +290,8 @@ def _remove_orphan_tempdirs() -> None:
 
 def _remove_if_orphan(path: Path, prefix: str) -> None:
     pid = path.name[len(prefix):].split("-")[0]
-    if not pid.isdigit():
-        return
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
+    if pid.isdigit() and process_gone(int(pid)):
         remove_tree(path, ignore_errors=True)
-    except (PermissionError, OverflowError):
-        pass
 
 
 # ----------------------------------------------------------------------------- jobs

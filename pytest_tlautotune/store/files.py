@@ -100,3 +100,15 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+def process_gone(pid: int) -> bool:
+    """Whether no process ``pid`` exists (one of another user's counts as there): whether a file or
+    directory named for its writer's pid is an orphan."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        pass
+    return False
