@@ -98,15 +98,18 @@ def run_once(test: Path, cache: Path, tl_cache: Path, extra_args: list[str]) -> 
     props = {p.get("name"): p.get("value") for p in case.iter("property")}
     phases = {}
     candidates = []
+    notes = []
     for record in cache.glob("entries/*/record.json"):
         data = json.loads(record.read_text())
         if data.get("phases"):
             phases = {k: round(v, 2) if isinstance(v, float) else v for k, v in data["phases"].items()}
         candidates = data.get("candidates", [])
+        notes = data.get("notes", [])
     timeline = next((json.loads(line[9:]) for line in proc.stderr.splitlines() if line.startswith("TIMELINE ")), {})
     return {
         "timeline": timeline,
         "phases": phases,
+        "notes": notes,
         "wall_s": round(wall, 2),
         "test_time_s": float(case.get("time")),
         "cache": props.get("tl_cache"),

@@ -103,8 +103,9 @@ class TuneSession:
         return self._device_compiler
 
     def prestart(self) -> None:
-        """Autotuned tests are coming: start the compile workers' fork server now, so it imports
-        TileLang while this process imports the tests (nothing to start under --tl-no-tune).
+        """Autotuned tests are coming: start the compile workers' fork server now (and on a GPU
+        machine the timing workers' one), so it imports TileLang while this process imports the
+        tests (nothing to start under --tl-no-tune).
 
         With a baseline in play every test re-times its kernel, so the timing worker of the
         likely device starts now too.
@@ -112,11 +113,11 @@ class TuneSession:
         if self.prestarted:
             return
         self.prestarted = True
-        from .engine.workers import prestart
+        from .engine.workers import gpus_present, prestart
 
         gate = wants_fresh_numbers(self.config)
         if not self.no_tune or gate:
-            prestart()
+            prestart(cuda=gpus_present())
         if gate:
             self.pools.warm_up(self._likely_devices(), compile=not self.no_tune)
 
@@ -240,6 +241,7 @@ class TuneSession:
             # Start the workers now: they import TileLang while this process builds the PrimFuncs.
             self.pools.warm_up(req.timing_devices)
         cands = build_candidates(req, machine, None if self.no_tune else self.pools)
+        built_s = time.perf_counter() - t0
         key = entry_key(req, cands, machine)
         try:
             entry = self.cache.entry(key)
@@ -262,7 +264,7 @@ class TuneSession:
             tuner = Tuner(req, self.cache, self.pools, reuse_records=not self.retune, progress=self._progress(req))
             prepare_s = time.perf_counter() - t0  # fast key, PrimFuncs, IR key, lock
             result, records = tuner.run(cands, key)
-            result.record.setdefault("phases", {})["prepare_s"] = prepare_s
+            result.record.setdefault("phases", {}).update(prepare_s=prepare_s, prepare_built_s=built_s)
             try:
                 self.cache.save(result, entry)
             except OSError as exc:

@@ -1,5 +1,6 @@
 """CUDA behaviour: runs on a GPU machine, skips cleanly without one."""
 
+import json
 import re
 
 import pytest
@@ -35,6 +36,10 @@ def test_cuda_tunes_and_hits(cuda_tl, pytester, backend):
     cuda_tl.run().assert_outcomes(passed=1)
     assert cuda_tl.prop("test_add", "tl_cache") == ["miss"]
     assert float(cuda_tl.prop("test_add", "tl_latency_ms")[0]) > 0
+    # The timing worker was forked from the CUDA fork server and could use its GPU (not spawned).
+    [record] = [json.loads(p.read_text()) for p in cuda_tl.cache_dir.glob("entries/*/record.json")]
+    assert "ready_s_cuda:0" in record["phases"]
+    assert not [note for note in record["notes"] if "was spawned" in note], record["notes"]
     cuda_tl.run().assert_outcomes(passed=1)
     assert cuda_tl.prop("test_add", "tl_cache") == ["hit"]
 

@@ -60,7 +60,7 @@ def test_compile_workers_share_one_precompiled_header(headers_ok):
         futs = [pools.compile_pool().schedule(compile_gemm, (c, str(out / str(i)))) for i, c in enumerate(CONFIGS)]
         results = [f.result(timeout=600) for f in futs]
         assert workers.server_running()
-        server_dir = device_compile.pch_dir(workers._FORKSERVER.server._forkserver_pid)
+        server_dir = device_compile.pch_dir(workers.server_pid())
         written = [p.suffix for p in server_dir.iterdir()]
     finally:
         pools.close()

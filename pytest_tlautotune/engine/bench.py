@@ -526,3 +526,13 @@ def device_info(device: str) -> dict:
     with contextlib.suppress(Exception):
         info["clock_mhz"] = torch.cuda.clock_rate(idx)
     return info
+
+
+def cuda_ready(device: str) -> int:
+    """A CUDA timing worker's first job: create its context on ``device`` and draw from the
+    default CUDA generator (what ``make_inputs`` does first), so a worker that cannot use its GPU
+    fails here, not on a candidate."""
+    torch.cuda.set_device(torch.device(device))
+    torch.randn(1, device=device).add_(1)
+    torch.cuda.synchronize()
+    return os.getpid()

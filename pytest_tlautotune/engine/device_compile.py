@@ -46,7 +46,9 @@ last: dict[str, Any] = {}
 PCH_DIR_PREFIX = "tlautotune-pch-"
 #: Shared PCHs kept per directory (about 250 MB each); the least recently written go first.
 PCH_KEEP = 4
-#: Seconds a compile waits for another worker to finish writing the PCH it needs, then goes without.
+#: A compile waits for another worker writing the PCH it needs as long as that worker lives (its
+#: compile timeout bounds it; a killed writer is replaced); past these seconds it stops waiting for
+#: a claim whose writer it cannot name (a claim file left empty) and compiles without.
 PCH_WAIT_S = 15.0
 #: The NVRTC instance this process shares: ``dir`` holds its PCHs (the fork server's in its
 #: workers, else this process's own once it loads NVRTC); ``unusable`` once NVRTC rejected one here.
@@ -210,7 +212,7 @@ class _SharedPch:
     """The PCH of one header prefix and option set, shared by the workers of one NVRTC instance.
 
     ``flags()`` says how to compile: use the PCH if it is there, else write it if no other worker
-    is writing it, else wait for the worker that is (its parse takes 1.3 s alone, 2-3 s beside 15
+    is writing it, else wait for the worker that is, while it runs (its parse takes 1.3 s alone, 2-3 s beside 15
     other compiles on an H200 host: waiting leaves it the CPU and then compiles in 0.4 s, where a
     compile without a PCH takes 1.5-2.4 s). ``finish(log)`` publishes a new PCH with one rename
     and says which of "used", "created", "none" or "unusable" (NVRTC rejected it) happened.
@@ -239,7 +241,7 @@ class _SharedPch:
                 return [f"--create-pch={self.partial}"]
             if not self.claim.exists() and not self.path.exists():
                 return []  # the directory is unusable
-            if time.monotonic() - t0 > PCH_WAIT_S:
+            if time.monotonic() - t0 > PCH_WAIT_S and not _writer_alive(self.claim):
                 last["pch_wait_s"] = round(time.monotonic() - t0, 3)  # gave up: the record says so
                 break
             time.sleep(0.02)
@@ -294,15 +296,28 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
+def _writer(claim: Path) -> int:
+    """The pid written in a PCH claim, 0 where there is none (yet)."""
+    try:
+        return int(claim.read_text() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
 def _writer_gone(claim: Path) -> bool:
     """Whether the worker that claimed writing a PCH has exited without finishing it."""
     from ..store.files import process_gone
 
-    try:
-        pid = int(claim.read_text() or 0)
-    except (OSError, ValueError):
-        return False
+    pid = _writer(claim)
     return pid > 0 and pid != os.getpid() and process_gone(pid)
+
+
+def _writer_alive(claim: Path) -> bool:
+    """Whether a PCH claim names a worker that is still running."""
+    from ..store.files import process_gone
+
+    pid = _writer(claim)
+    return pid > 0 and not process_gone(pid)
 
 
 def _header_prefix(code: str) -> str:

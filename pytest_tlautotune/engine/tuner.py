@@ -57,6 +57,9 @@ class Tuner:
         winner, samples, ref_samples, info = confirm_top(
             self.pools, self.jobs, [cands[r["index"]].compile_args for r in top], top, self.pipeline.ref_samples)
         phases = self._phases(records, t_search - t0, time.perf_counter() - t_search)
+        for device, why in self.pools.fallbacks.items():
+            self.pipeline.notes.append(f"the timing worker of {device} was spawned: one forked from the fork "
+                                       f"server could not use the GPU ({why})")
         result = self._result(cands[winner["index"]], winner, samples, ref_samples, info, records, key,
                               time.perf_counter() - t0, phases, self.pipeline.notes)
         return result, records

@@ -1,11 +1,12 @@
 """Worker processes: a compile pool and one timing worker per device.
 
-Both pools start once per session and are reused by every test. Compile workers
-(and CPU timing workers) fork from a fork server that imported TileLang once with
-every GPU hidden, so a new worker, or the replacement of one killed for a timeout
-or a crash, costs a fork, not a TileLang import and a CUDA context. A CUDA timing
-worker is spawned: it needs its GPU. Pool tasks with a timeout are killed by pebble, not abandoned
-in a thread that keeps running and disturbs later timings.
+Both pools start once per session and are reused by every test. Workers fork from fork servers
+of our own that imported TileLang once: compile workers (and CPU timing workers) from one that
+hides every GPU, CUDA timing workers from one that sees them and never initialises CUDA (each
+worker creates its own context on its GPU). A new worker, or the replacement of one killed for a
+timeout, a crash or a CUDA fault, costs a fork, not a TileLang import. Where a forked CUDA worker
+cannot use its GPU, timing workers are spawned instead. Pool tasks with a timeout are killed by
+pebble, not abandoned in a thread that keeps running and disturbs later timings.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from multiprocessing import context as mp_context
@@ -25,33 +27,37 @@ from typing import Any
 
 from ..store.files import process_gone, remove_tree
 
-_FORKSERVER: Any = None
-#: What the fork server imports before it forks: CUDA kept uninitialised and the GPUs hidden
-#: (NVRTC compile workers initialise the driver themselves), then TileLang, then NVRTC (its PCH
-#: heap shared by every worker).
+_FORKSERVERS: dict[str, Any] = {}  # "cpu" (GPUs hidden) and "cuda" (GPUs visible): see _forkserver
+#: What the compile workers' fork server imports before it forks: CUDA kept uninitialised and the
+#: GPUs hidden (NVRTC compile workers initialise the driver themselves), then TileLang, then NVRTC
+#: (its PCH heap shared by every worker).
 PRELOAD = ["pytest_tlautotune.engine.no_cuda_init", "pytest_tlautotune.engine.hide_gpus", "tilelang",
            "pytest_tlautotune.engine.bench", "pytest_tlautotune.engine.nvrtc_preload"]
+#: What the CUDA timing workers' fork server imports: the same without hiding the GPUs; it never
+#: initialises CUDA either, so each forked worker creates its own context.
+PRELOAD_CUDA = ["pytest_tlautotune.engine.no_cuda_init", "tilelang", "pytest_tlautotune.engine.bench"]
 
 
-def _forkserver():
-    """The fork server that compile workers (and CPU timing workers) are forked from.
+def _forkserver(kind: str = "cpu"):
+    """The fork server that compile workers and CPU timing workers (``kind="cpu"``), or CUDA
+    timing workers (``kind="cuda"``), are forked from.
 
-    It imports ``hide_gpus`` first, then TileLang: no GPU is visible in it or in its
-    children, and it never initialises CUDA (``no_cuda_init``), so its forks stay usable, also
-    for NVRTC, which initialises the driver in each worker. Workers start in milliseconds
-    instead of each importing TileLang (and creating a CUDA context).
-    It is a fork server of our own, not multiprocessing's per-process one: processes the
+    The ``cpu`` one imports ``hide_gpus`` first, then TileLang: no GPU is visible in it or in its
+    children. Neither ever initialises CUDA (``no_cuda_init``), so their forks stay usable, also
+    for NVRTC, which initialises the driver in each compile worker, and for a timing worker,
+    which creates its context on its GPU. Workers start in milliseconds instead of each
+    importing TileLang (and torch).
+    They are fork servers of our own, not multiprocessing's per-process one: processes the
     tests start with the forkserver method (the default from Python 3.14) keep their GPUs.
     """
-    global _FORKSERVER
-    if _FORKSERVER is None:
+    if kind not in _FORKSERVERS:
         server = forkserver.ForkServer()
-        server.set_forkserver_preload(PRELOAD)
+        server.set_forkserver_preload(PRELOAD if kind == "cpu" else PRELOAD_CUDA)
         ctx = _ForkServerContext()
-        ctx.Process = _ForkServerProcess
+        ctx.Process = _ForkServerProcess if kind == "cpu" else _CudaForkServerProcess
         ctx.server = server
-        _FORKSERVER = ctx
-    return _FORKSERVER
+        _FORKSERVERS[kind] = ctx
+    return _FORKSERVERS[kind]
 
 
 #: Python versions whose private ``popen_forkserver.Popen._launch`` _ForkServerPopen copies was
@@ -64,6 +70,8 @@ def _use_own_fork_server() -> bool:
 
 
 class _ForkServerPopen(popen_forkserver.Popen):
+    kind = "cpu"
+
     def _launch(self, process_obj: Any) -> None:
         # popen_forkserver.Popen._launch (the same in Python 3.11 to 3.13), with our server in
         # place of the module-wide one.
@@ -75,12 +83,16 @@ class _ForkServerPopen(popen_forkserver.Popen):
             reduction.dump(process_obj, buf)
         finally:
             mp_context.set_spawning_popen(None)
-        self.sentinel, w = _forkserver().server.connect_to_new_process(self._fds)
+        self.sentinel, w = _forkserver(self.kind).server.connect_to_new_process(self._fds)
         _parent_w = os.dup(w)
         self.finalizer = util.Finalize(self, util.close_fds, (_parent_w, self.sentinel))
         with open(w, "wb", closefd=True) as f:
             f.write(buf.getbuffer())
         self.pid = forkserver.read_signed(self.sentinel)
+
+
+class _CudaForkServerPopen(_ForkServerPopen):
+    kind = "cuda"
 
 
 class _ForkServerProcess(mp_context.ForkServerProcess):
@@ -89,35 +101,55 @@ class _ForkServerProcess(mp_context.ForkServerProcess):
         return _ForkServerPopen(process_obj)
 
 
+class _CudaForkServerProcess(mp_context.ForkServerProcess):
+    @staticmethod
+    def _Popen(process_obj: Any) -> _ForkServerPopen:
+        return _CudaForkServerPopen(process_obj)
+
+
 class _ForkServerContext(mp_context.ForkServerContext):
     """``forkserver`` processes from our server (see ``_forkserver``)."""
 
 
-def _context(device: str = "cpu"):
-    """Forked from the GPU-less fork server, except CUDA timing workers: those are spawned.
+def _context(device: str = "cpu", forked: bool = True):
+    """Forked from our fork servers (see ``_forkserver``), or spawned where ``forked`` is false.
 
     ``TL_AUTOTUNE_WORKER_START=spawn`` spawns every worker (each imports TileLang itself).
     """
-    if not _use_own_fork_server() or device != "cpu":
+    if not forked or not _use_own_fork_server():
         return multiprocessing.get_context("spawn")
-    return _forkserver()
+    return _forkserver("cpu" if device == "cpu" else "cuda")
 
 
-def server_running() -> bool:
-    """Whether this process started its fork server (``_forkserver``)."""
-    return _FORKSERVER is not None and _FORKSERVER.server._forkserver_pid is not None
+def server_running(kind: str = "cpu") -> bool:
+    """Whether this process started its ``kind`` fork server (``_forkserver``)."""
+    return kind in _FORKSERVERS and _FORKSERVERS[kind].server._forkserver_pid is not None
 
 
-def prestart() -> None:
-    """Start the fork server now; it imports TileLang in the background (returns at once)."""
+def server_pid(kind: str = "cpu") -> int | None:
+    return _FORKSERVERS[kind].server._forkserver_pid if server_running(kind) else None
+
+
+def gpus_present() -> bool:
+    """Whether this machine shows NVIDIA GPUs to this process, asked without importing torch or
+    starting CUDA (device files and CUDA_VISIBLE_DEVICES): whether a CUDA fork server may be used."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    return any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def prestart(cuda: bool = False) -> None:
+    """Start the fork server now (and the CUDA one with ``cuda``); they import TileLang in the
+    background (returns at once; a server already running is left as it is)."""
     if _use_own_fork_server():
-        _forkserver().server.ensure_running()
+        _forkserver("cpu").server.ensure_running()
+        if cuda:
+            _forkserver("cuda").server.ensure_running()
 
 
 def _watch_parent(pid: int) -> None:
     """Exit when the pytest process is gone: a SIGKILLed run must not leave workers behind."""
-    import threading
-
     def watch() -> None:
         while True:
             time.sleep(1.0)
@@ -131,8 +163,32 @@ def _watch_parent(pid: int) -> None:
     threading.Thread(target=watch, name="tlautotune-parent-watch", daemon=True).start()
 
 
+#: ``_init_worker``'s ``gpus`` for a worker that keeps its fork server's CUDA_VISIBLE_DEVICES.
+NO_GPUS = "-"
+#: Seconds a CUDA timing worker may take to create its context (``cuda_ready``).
+CUDA_READY_S = 120.0
+
+
+def _cuda_ready_entry(device: str) -> int:
+    from .bench import cuda_ready
+
+    return cuda_ready(device)
+
+
+#: Niceness of compile workers: a timing worker, and the test process that hands out the work, get
+#: a core before them (a timing worker starting its CUDA context, a CPU kernel being timed).
+COMPILE_NICE = 5
+
+
 def _init_worker(sys_path: list[str], log_level: int, parent_pid: int | None = None,
-                 device_compiler: str = "nvcc") -> None:
+                 device_compiler: str = "nvcc", gpus: str | None = NO_GPUS, nice: int = 0) -> None:
+    if nice:
+        os.nice(nice)
+    if gpus != NO_GPUS:  # a CUDA worker: the test process's GPUs, set before CUDA starts here
+        if gpus is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpus
     if parent_pid:
         _watch_parent(parent_pid)
     # The user's ref_prog may be pickled by reference to a test module: import it like the parent.
@@ -178,16 +234,23 @@ class Pools:
         self._compile = None
         self._device_compile = None
         self._bench: dict[str, Any] = {}
-        self._warmed: set[int] = set()  # ids of the pools warm_up has started
+        self._lock = threading.Lock()
+        self._starting: dict[str, threading.Lock] = {}  # per device: held while its worker starts
+        self._warmed: set[str] = set()  # the pools warm_up has started
+        #: Devices whose forked timing worker could not use the GPU: why (their workers are spawned).
+        self.fallbacks: dict[str, str] = {}
         #: When each pool warm_up started could first run a job ("compile" or a device), epoch seconds.
         self.ready_at: dict[str, float] = {}
 
-    def _pool(self, n: int, device: str = "cpu"):
+    def _pool(self, n: int, device: str = "cpu", forked: bool = True, nice: int = 0):
         import pebble
 
+        # A CUDA worker takes the test process's CUDA_VISIBLE_DEVICES as it is now, not as it was
+        # when its fork server started.
+        gpus = NO_GPUS if device == "cpu" else os.environ.get("CUDA_VISIBLE_DEVICES")
         return pebble.ProcessPool(
-            max_workers=n, context=_context(device), initializer=_init_worker,
-            initargs=(list(sys.path), logging.WARNING, os.getpid(), self.device_compiler),
+            max_workers=n, context=_context(device, forked), initializer=_init_worker,
+            initargs=(list(sys.path), logging.WARNING, os.getpid(), self.device_compiler, gpus, nice),
         )
 
     def compile_pool(self):
@@ -195,7 +258,7 @@ class Pools:
         CUDA driver in each worker, which works in a child of the fork server because the server
         never initialised it (``no_cuda_init``; before that: SIGSEGV in cuInit, seen on an H200)."""
         if self._compile is None:
-            self._compile = self._pool(self.n_workers)
+            self._compile = self._pool(self.n_workers, nice=COMPILE_NICE)
         return self._compile
 
     @property
@@ -207,32 +270,65 @@ class Pools:
         """Compile workers that see the GPUs (spawned; each imports TileLang): for kernels whose
         lowering asks the device. Started on first use."""
         if self._device_compile is None:
-            self._device_compile = self._pool(self.n_workers, device)
+            self._device_compile = self._pool(self.n_workers, device, nice=COMPILE_NICE)
         return self._device_compile
 
     def bench_pool(self, device: str):
-        """The single timing worker of ``device`` (one at a time per device)."""
-        if device not in self._bench:
-            self._bench[device] = self._pool(1, device)
-        return self._bench[device]
+        """The single timing worker of ``device`` (one at a time per device), started on first use.
+
+        A CUDA worker's first job creates its context (``cuda_ready``). One forked from the fork
+        server must pass it before it gets a candidate: where it cannot use its GPU, the device's
+        worker is spawned instead (slower start, same timings) and ``fallbacks`` says why.
+        Starting one device's worker holds up no other device.
+        """
+        with self._lock:
+            starting = self._starting.setdefault(device, threading.Lock())
+        with starting:
+            if device not in self._bench:
+                forked = device == "cpu" or (_use_own_fork_server() and not self.fallbacks)
+                pool = self._pool(1, device, forked)
+                if device != "cpu":
+                    # pebble starts the worker in its first schedule: this waits for the fork server
+                    probe = pool.schedule(_cuda_ready_entry, (device,), timeout=CUDA_READY_S)
+                    pool = self._settle(device, pool, probe, forked)
+                self._bench[device] = pool
+            return self._bench[device]
+
+    def _settle(self, device: str, pool: Any, probe: Any, forked: bool) -> Any:
+        try:
+            probe.result()
+        except Exception as exc:  # noqa: BLE001 - any failure to use the GPU from a fork
+            if not forked:
+                return pool  # a spawned worker has nothing to fall back to: the first candidate says what is wrong
+            self.fallbacks[device] = f"{type(exc).__name__}: {exc}"
+            pool.stop()
+            pool.join(timeout=10)
+            pool = self._pool(1, device, forked=False)
+            pool.schedule(_cuda_ready_entry, (device,), timeout=CUDA_READY_S)
+            return pool
+        self.ready_at.setdefault(device, time.time())
+        return pool
 
     def warm_up(self, devices: Sequence[str], compile: bool = True) -> None:
         """Start the workers now, in the background (the timing worker of each of ``devices``):
         forking waits for the fork server to finish importing TileLang, and meanwhile this
         process builds the PrimFuncs."""
-        import threading
+        starts = [("compile", self._start_compile)] if compile else []
+        starts += [(d, self.bench_pool if d != "cpu" else self._start_cpu_bench) for d in devices]
+        for name, start in starts:  # started once; later calls have nothing to start
+            if name not in self._warmed:
+                self._warmed.add(name)
+                threading.Thread(target=start, args=(name,), name="tlautotune-warm-up", daemon=True).start()
 
-        pools = [("compile", self.compile_pool())] if compile else []
-        pools += [(d, self.bench_pool(d)) for d in devices]
-        for name, pool in pools:  # the first schedule starts a pebble pool's workers; later calls have nothing to start
-            if id(pool) not in self._warmed:
-                self._warmed.add(id(pool))
-                threading.Thread(target=self._start, args=(name, pool), name="tlautotune-warm-up",
-                                 daemon=True).start()
+    def _start_compile(self, name: str) -> None:
+        self._first_job(name, self.compile_pool())
 
-    def _start(self, name: str, pool: Any) -> None:
+    def _start_cpu_bench(self, name: str) -> None:
+        self._first_job(name, self.bench_pool(name))
+
+    def _first_job(self, name: str, pool: Any) -> None:
         try:
-            pool.schedule(os.getpid).result()
+            pool.schedule(os.getpid).result()  # the first schedule starts a pebble pool's workers
         except Exception:  # noqa: BLE001 - the pool's first real job reports what is wrong
             return
         self.ready_at[name] = time.time()
@@ -248,7 +344,7 @@ class Pools:
         if server_running():  # its workers' shared NVRTC PCHs (a few hundred MB each)
             from .device_compile import pch_dir
 
-            remove_tree(pch_dir(_FORKSERVER.server._forkserver_pid), ignore_errors=True)
+            remove_tree(pch_dir(server_pid()), ignore_errors=True)
 
 
 TEMP_PREFIX = "tlautotune-compile-"
