@@ -105,7 +105,8 @@ class TuneSession:
     def prestart(self) -> None:
         """Autotuned tests are coming: start the compile workers' fork server now (and on a GPU
         machine the timing workers' one), so it imports TileLang while this process imports the
-        tests (nothing to start under --tl-no-tune).
+        tests (nothing to start under --tl-no-tune). On a GPU machine this process's CUDA driver
+        starts now too, in the background.
 
         With a baseline in play every test re-times its kernel, so the timing worker of the
         likely device starts now too.
@@ -113,11 +114,14 @@ class TuneSession:
         if self.prestarted:
             return
         self.prestarted = True
-        from .engine.workers import gpus_present, prestart
+        from .engine.workers import gpus_present, init_cuda_driver, prestart
 
+        gpus = gpus_present()
+        if gpus:
+            init_cuda_driver()
         gate = wants_fresh_numbers(self.config)
         if not self.no_tune or gate:
-            prestart(cuda=gpus_present())
+            prestart(cuda=gpus)
         if gate:
             self.pools.warm_up(self._likely_devices(), compile=not self.no_tune)
 

@@ -139,6 +139,19 @@ def gpus_present() -> bool:
     return any(Path("/dev").glob("nvidia[0-9]*"))
 
 
+def init_cuda_driver() -> None:
+    """Initialise the CUDA driver in this process in the background (``cuInit``, through ctypes:
+    no import), while the test modules are collected, so the first test on the GPU does not pay it.
+    Creates no context: the tests still choose their device."""
+    import ctypes
+
+    def run() -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libcuda.so.1").cuInit(0)
+
+    threading.Thread(target=run, name="tlautotune-cuinit", daemon=True).start()
+
+
 def prestart(cuda: bool = False) -> None:
     """Start the fork server now (and the CUDA one with ``cuda``); they import TileLang in the
     background (returns at once; a server already running is left as it is)."""
