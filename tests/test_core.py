@@ -359,3 +359,42 @@ def test_no_tune_starts_no_workers(tl, pytester):
         "assert workers.server_running()", "assert not workers.server_running()"))
     result = tl.run("--tl-no-tune", "-k", "fork_server", subprocess=True)
     result.assert_outcomes(passed=1)
+
+
+CUDA_WORKER_FALLBACK = """
+import os
+from pytest_tlautotune.engine import workers
+
+pools = workers.Pools(1)
+try:
+    pool = pools.bench_pool("cuda:0")  # forked from the CUDA fork server: no GPU here, so it fails
+    print("FALLBACK", "cuda:0" in pools.fallbacks)
+    print("REASON", pools.fallbacks.get("cuda:0") or "none")
+    print("PARENT_IS_US", pool.schedule(os.getppid).result(timeout=300) == os.getpid())
+    print("SERVER", workers.server_running("cuda"), workers.server_running("cpu"))
+finally:
+    pools.close()
+"""
+
+
+def test_forked_cuda_timing_worker_that_cannot_use_its_gpu_is_spawned_instead():
+    """A CUDA timing worker forked from the CUDA fork server must create its context before it gets
+    a candidate; where it cannot, its device's worker is spawned by this process and the reason kept."""
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine whose GPU a forked worker cannot use")
+    out = subprocess.run([sys.executable, "-c", CUDA_WORKER_FALLBACK], capture_output=True, text=True,
+                         timeout=600).stdout
+    lines = dict(line.split(" ", 1) for line in out.splitlines() if line.split(" ", 1)[0].isupper())
+    assert lines.get("FALLBACK") == "True", out
+    assert lines["REASON"] != "none"  # the reason is kept (here: torch has no CUDA, or no GPU)
+    assert lines["PARENT_IS_US"] == "True"  # the replacement was spawned here, not forked by the server
+    assert lines["SERVER"] == "True False"  # the CUDA fork server ran; nothing started the compile one
+
+
+def test_gpus_are_not_looked_for_where_cuda_visible_devices_hides_them(monkeypatch):
+    from pytest_tlautotune.engine import workers
+
+    for hidden in ("", "-1", " "):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert not workers.gpus_present()
