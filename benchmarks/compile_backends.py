@@ -39,8 +39,8 @@ SIZE = 4096
 def compile_job(backend: str, target: str, config: dict, out_dir: str) -> dict:
     """Worker side: build the config's PrimFunc, compile it with ``backend``, write the artifacts
     as the plugin does; the CPU seconds of this process and its children."""
+    from pytest_tlautotune.engine.compile_job import private_tempdir
     from pytest_tlautotune.engine.device_compile import last
-    from pytest_tlautotune.engine.workers import private_tempdir
     from pytest_tlautotune.param import CompileArgs
     from pytest_tlautotune.store.artifacts import save_kernel
 

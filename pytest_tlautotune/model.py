@@ -162,4 +162,4 @@ class Candidate:
     error: dict | None = None  # failures.describe() of the build
     compile_args: Any = None  # the request's, with the config's own "pass_configs" merged in
 
-    source: Any = None  # what the compile job builds from (see workers.compile_candidate)
+    source: Any = None  # what the compile job builds from (see compile_job.compile_candidate)

@@ -24,7 +24,7 @@ def compile_gemm(config: dict, out_dir: str) -> dict:
     from tvm.target import Target
 
     from examples.kernels_cuda import gemm
-    from pytest_tlautotune.engine.workers import _compile
+    from pytest_tlautotune.engine.compile_job import _compile
     from pytest_tlautotune.param import CompileArgs
 
     with Target(json.loads(TARGET)):

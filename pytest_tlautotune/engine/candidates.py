@@ -129,7 +129,7 @@ def _build_in_workers(req: TuneRequest, pools: Pools) -> list[dict] | None:
 
 
 def _build_entry(spec_id: str, blob: bytes, config: dict, env: dict, path: list[str]) -> dict:
-    from .workers import build_candidate
+    from .compile_job import build_candidate
 
     return build_candidate(spec_id, blob, config, env, path)
 

@@ -239,7 +239,7 @@ def indent(text: str) -> str:
 
 
 def _compile_entry(source: Any, compile_args: Any, out_dir: str) -> dict:
-    from .workers import compile_candidate
+    from .compile_job import compile_candidate
 
     return compile_candidate(source, compile_args, out_dir)
 
