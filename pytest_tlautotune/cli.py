@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .engine.device_compile import BOOK_DIR
 from .report.terminal import text_table
 from .settings import _default_cache_dir
 from .store.files import read_json, remove_tree
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
 
 # What `cache clear` empties, with the noun it counts each folder's items by.
 CACHE_SUBDIRS = {"entries": "entries", "candidates": "candidate records", "kernels": "kernels",
-                 "quarantine": "quarantined entries", "index": "index files"}
+                 "quarantine": "quarantined entries", "index": "index files",
+                 BOOK_DIR: "remembered NVRTC header prefixes"}
 DAY_S = 86400.0
 
 

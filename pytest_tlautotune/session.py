@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import statistics
 import time
 from dataclasses import replace
@@ -79,9 +80,11 @@ class TuneSession:
     @property
     def pools(self) -> Pools:
         if self._pools is None:
+            from .engine.device_compile import BOOK_DIR
             from .engine.workers import Pools
 
-            self._pools = Pools(self.n_workers, self.device_compiler)
+            # NVRTC header prefixes are remembered beside the results (see device_compile.prime).
+            self._pools = Pools(self.n_workers, self.device_compiler, pch_book=str(self.cache_dir / BOOK_DIR))
         return self._pools
 
     def machine(self, kind: str) -> dict:
@@ -243,7 +246,7 @@ class TuneSession:
 
         if not self.no_tune:
             # Start the workers now: they import TileLang while this process builds the PrimFuncs.
-            self.pools.warm_up(req.timing_devices)
+            self.pools.warm_up(req.timing_devices, arch=_cuda_arch(req.compile_args.target))
         cands = build_candidates(req, machine, None if self.no_tune else self.pools)
         built_s = time.perf_counter() - t0
         key = entry_key(req, cands, machine)
@@ -433,6 +436,12 @@ def _full_cuda_target(target: TargetLike, index: int) -> TargetLike:
         return target
     spec["arch"] = arch
     return str(Target(spec))
+
+
+def _cuda_arch(target: object) -> int | None:
+    """The ``sm_XX`` number of a resolved CUDA target, else None."""
+    match = re.search(r"sm_(\d+)", str(target)) if "cuda" in str(target) else None
+    return int(match.group(1)) if match else None
 
 
 def _xdist_slot() -> tuple[int, int] | None:

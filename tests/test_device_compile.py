@@ -119,3 +119,38 @@ def test_precompiled_header_gives_the_same_cubin(headers_ok, monkeypatch, tmp_pa
     assert [created[1], used[1], plain[1]] == ["created", "used", None]
     assert created[0] == used[0] == plain[0]
     assert [p.suffix for p in tmp_path.iterdir()] == [".pch"]
+
+
+def test_a_later_session_writes_the_remembered_pch_before_its_first_compile(headers_ok, tmp_path):
+    """A session's compile workers remember, in the cache directory, the header prefix they wrote a
+    PCH for; the next session's first compile job writes that PCH (for the tuning's arch) ahead of
+    the candidates, so its first candidate uses it instead of writing it."""
+    import time
+
+    from pytest_tlautotune.engine import workers
+
+    book = tmp_path / "book"
+    pools = workers.Pools(1, "nvrtc", pch_book=str(book))
+    try:
+        first = pools.compile_pool().schedule(compile_gemm, (CONFIGS[0], str(tmp_path / "a"))).result(timeout=600)
+    finally:
+        pools.close()
+    if first.get("device_compiler", {}).get("compiler") != "nvrtc":
+        pytest.skip(f"NVRTC could not compile here: {first.get('device_compiler')}")
+    assert first["device_compiler"]["pch"] == "created"
+    [entry] = [json.loads(p.read_text()) for p in book.glob("*.json")]
+    assert "--gpu-architecture=sm_90a" in entry["options"] and "#include" in entry["prefix"]
+
+    pools = workers.Pools(1, "nvrtc", pch_book=str(book))  # the next session (its PCH directory is new)
+    try:
+        pools.warm_up([], arch=80)  # nothing remembered for sm_80: nothing written
+        pools.warm_up([], arch=90)
+        second = pools.compile_pool().schedule(compile_gemm, (CONFIGS[1], str(tmp_path / "b"))).result(timeout=600)
+        deadline = time.monotonic() + 30
+        while not pools.primed.get(90) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        primed = dict(pools.primed)
+    finally:
+        pools.close()
+    assert primed == {80: [], 90: ["created"]}
+    assert second["device_compiler"]["pch"] == "used", second["device_compiler"]

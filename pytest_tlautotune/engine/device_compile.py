@@ -22,12 +22,20 @@ compile with that prefix uses it (``--use-pch``) — the same cubin as without
 (``tests/test_device_compile.py``). A worker that meets a prefix whose PCH is still being written
 waits for it (``_SharedPch``).
 
+The PCH dies with its fork server, but its header prefix is remembered in the cache directory
+(``nvrtc-headers/``, with the options and TileLang's version): a later session's first compile job
+writes the PCH of the most recent prefixes for the tuning's arch (``prime``) while the other
+workers build the PrimFuncs, so its first candidates use a PCH instead of one of them writing it
+while the rest wait. A prefix plus an empty kernel makes a PCH NVRTC takes for the real code.
+
 Measured by ``benchmarks/compile_backends.py`` (README, "GPU figures").
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -50,6 +58,13 @@ PCH_KEEP = 4
 #: compile timeout bounds it; a killed writer is replaced); past these seconds it stops waiting for
 #: a claim whose writer it cannot name (a claim file left empty) and compiles without.
 PCH_WAIT_S = 15.0
+#: Header prefixes a cache directory remembers (the most recently written kept), and how many of
+#: them, for the tuning's arch, a session writes the PCH of before its first compile needs it.
+BOOK_DIR = "nvrtc-headers"  # in the plugin's cache directory
+BOOK_KEEP = 8
+PRIME_MAX = 2
+#: Where this worker records the header prefixes it writes a PCH for (``install``); none: nowhere.
+_BOOK: dict[str, str] = {}
 #: The NVRTC instance this process shares: ``dir`` holds its PCHs (the fork server's in its
 #: workers, else this process's own once it loads NVRTC); ``unusable`` once NVRTC rejected one here.
 _INSTANCE: dict[str, Any] = {}
@@ -104,9 +119,14 @@ def pch_dir(pid: int) -> Path:
     return Path(tempfile.gettempdir()) / f"{PCH_DIR_PREFIX}{pid}"
 
 
-def install() -> None:
-    """Compile device code with NVRTC in this process (a compile worker), nvcc as the fallback."""
+def install(book: str | None = None) -> None:
+    """Compile device code with NVRTC in this process (a compile worker), nvcc as the fallback;
+    ``book``: the directory where the header prefixes this worker writes a PCH for are remembered
+    (``prime`` reads them in a later session)."""
     import tvm_ffi
+
+    if book:
+        _BOOK["dir"] = book
     from tilelang.cuda.backend import tilelang_callback_cuda_compile as with_nvcc
 
     def compile_device(code: str, target: Any, pass_config: Any = None) -> bytearray:
@@ -181,7 +201,79 @@ def compile_cubin(code: str, arch: int, options: list[str]) -> bytearray:
         last["pch"] = pch.finish(log)
         if last["pch"] == "unusable":
             _INSTANCE["unusable"] = True
+        elif last["pch"] == "created":
+            _remember(_header_prefix(code), options)
     return binary
+
+
+PRIME_KERNEL = "\n__global__ void tlautotune_prime() {}\n"
+
+
+def _remember(prefix: str, options: list[str]) -> None:
+    """Record a header prefix (and the options it was compiled with) in this worker's book."""
+    if not _BOOK.get("dir"):
+        return
+    from ..store.files import atomic_write
+
+    book = Path(_BOOK["dir"])
+    entry = {"tilelang": _tilelang_version(), "prefix": prefix, "options": options}
+    try:
+        book.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic_write(book / f"{_digest(prefix, options)}.json", json.dumps(entry))
+        for old in sorted(book.glob("*.json"), key=_mtime, reverse=True)[BOOK_KEEP:]:
+            old.unlink(missing_ok=True)
+    except OSError:
+        pass  # a book that cannot be written costs the next session's head start, nothing else
+
+
+def prime(book: str, arch: int) -> list[str]:
+    """Write the shared PCH of the header prefixes ``book`` remembers for ``sm_<arch>`` (the most
+    recent ``PRIME_MAX`` of this TileLang version), so the first compiles of a session use it
+    instead of waiting for one of them to write it (a compile worker's first job). Says what
+    became of each: "created", "used" (another worker had written it), "none" (not written)."""
+    if not _INSTANCE:
+        load_library()
+    if not _INSTANCE or _INSTANCE.get("unusable"):
+        return []
+    flag = f"--gpu-architecture=sm_{arch}{'a' if arch >= 90 else ''}"
+    entries = []
+    for path in sorted(Path(book).glob("*.json"), key=_mtime, reverse=True):
+        try:
+            entry = json.loads(path.read_text())
+            prefix, options = str(entry["prefix"]), [str(o) for o in entry["options"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if entry.get("tilelang") == _tilelang_version() and flag in options:
+            entries.append((prefix, options))
+            if len(entries) <= PRIME_MAX:
+                with contextlib.suppress(OSError):
+                    os.utime(path)  # still in use: kept before prefixes no session needed lately
+    done = []
+    for prefix, options in entries[:PRIME_MAX]:
+        code = prefix + PRIME_KERNEL  # the same header prefix: NVRTC takes its PCH for the real code
+        pch = _SharedPch(code, options)
+        flags = pch.flags()
+        if pch.mode != "created":
+            done.append(pch.mode)
+            continue
+        try:
+            _nvrtc(code, options + flags)
+        except Exception:  # noqa: BLE001 - the real compiles may still write it
+            pch.release()
+            done.append("none")
+            continue
+        done.append(pch.finish(""))
+    return done
+
+
+def _digest(prefix: str, options: list[str]) -> str:
+    return hashlib.sha256("\0".join([prefix, *options]).encode()).hexdigest()[:24]
+
+
+def _tilelang_version() -> str:
+    import tilelang
+
+    return str(getattr(tilelang, "__version__", ""))
 
 
 def _nvrtc(code: str, options: list[str]) -> tuple[bytearray, str]:
@@ -219,7 +311,7 @@ class _SharedPch:
     """
 
     def __init__(self, code: str, options: list[str]):
-        digest = hashlib.sha256("\0".join([_header_prefix(code), *options]).encode()).hexdigest()[:24]
+        digest = _digest(_header_prefix(code), options)
         self.dir = Path(_INSTANCE["dir"])
         self.path = self.dir / f"{digest}.pch"
         self.claim = self.dir / f"{digest}.writing"
@@ -277,6 +369,12 @@ class _SharedPch:
         kept = sorted(self.dir.glob("*.pch"), key=_mtime, reverse=True)
         for old in kept[PCH_KEEP:]:
             old.unlink(missing_ok=True)  # a worker reading it keeps its open copy
+
+    def release(self) -> None:
+        """Give up writing the PCH without a verdict: the next compile that needs it may write it."""
+        if self.mode == "created":
+            self.partial.unlink(missing_ok=True)
+            self.claim.unlink(missing_ok=True)
 
     def abandon(self) -> None:
         """Give up writing the PCH and say so: no worker waits for it or tries again."""

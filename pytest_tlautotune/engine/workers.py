@@ -194,8 +194,23 @@ def _cuda_ready_entry(device: str) -> int:
 COMPILE_NICE = 5
 
 
+def _outcome(fut: Any) -> list[str]:
+    """What a prime job did, or why it failed (a head start lost, nothing else)."""
+    try:
+        return fut.result()
+    except Exception as exc:  # noqa: BLE001
+        return [f"{type(exc).__name__}: {exc}"]
+
+
+def _prime_entry(book: str, arch: int) -> list[str]:
+    from .device_compile import prime
+
+    return prime(book, arch)
+
+
 def _init_worker(sys_path: list[str], log_level: int, parent_pid: int | None = None,
-                 device_compiler: str = "nvcc", gpus: str | None = NO_GPUS, nice: int = 0) -> None:
+                 device_compiler: str = "nvcc", gpus: str | None = NO_GPUS, nice: int = 0,
+                 pch_book: str | None = None) -> None:
     if nice:
         os.nice(nice)
     if gpus != NO_GPUS:  # a CUDA worker: the test process's GPUs, set before CUDA starts here
@@ -217,7 +232,7 @@ def _init_worker(sys_path: list[str], log_level: int, parent_pid: int | None = N
     if device_compiler == "nvrtc":
         from .device_compile import install
 
-        install()
+        install(pch_book)
     _remove_orphan_tempdirs()
     for name in ("tilelang", "TileLang"):
         logging.getLogger(name).setLevel(log_level)
@@ -240,10 +255,15 @@ def default_workers() -> int:
 class Pools:
     """The session's compile pool and timing workers, started on first use."""
 
-    def __init__(self, n_workers: int | None = None, device_compiler: str = "nvcc"):
+    def __init__(self, n_workers: int | None = None, device_compiler: str = "nvcc", pch_book: str | None = None):
         """``n_workers``: None for the default, -1 for one per core (as joblib), else that many;
-        ``device_compiler``: what compiles CUDA device code in the workers (``device_compile.py``)."""
+        ``device_compiler``: what compiles CUDA device code in the workers (``device_compile.py``);
+        ``pch_book``: where NVRTC compile workers remember the header prefixes they wrote a PCH for,
+        and a later session's workers find them (``device_compile.prime``)."""
         self.device_compiler = device_compiler
+        self.pch_book = pch_book
+        #: What ``device_compile.prime`` did for this session's first tuning of an arch.
+        self.primed: dict[int, list[str]] = {}
         self.n_workers = all_cores() if n_workers == -1 else (n_workers or default_workers())
         self._compile = None
         self._device_compile = None
@@ -264,7 +284,8 @@ class Pools:
         gpus = NO_GPUS if device == "cpu" else os.environ.get("CUDA_VISIBLE_DEVICES")
         return pebble.ProcessPool(
             max_workers=n, context=_context(device, forked), initializer=_init_worker,
-            initargs=(list(sys.path), logging.WARNING, os.getpid(), self.device_compiler, gpus, nice),
+            initargs=(list(sys.path), logging.WARNING, os.getpid(), self.device_compiler, gpus, nice,
+                      self.pch_book),
         )
 
     def compile_pool(self):
@@ -323,10 +344,19 @@ class Pools:
         self.ready_at.setdefault(device, time.time())
         return pool
 
-    def warm_up(self, devices: Sequence[str], compile: bool = True) -> None:
+    def warm_up(self, devices: Sequence[str], compile: bool = True, arch: int | None = None) -> None:
         """Start the workers now, in the background (the timing worker of each of ``devices``):
         forking waits for the fork server to finish importing TileLang, and meanwhile this
-        process builds the PrimFuncs."""
+        process builds the PrimFuncs. With ``arch`` (a CUDA tuning for ``sm_<arch>``) a compile
+        worker first writes the PCHs the book remembers for it (once per arch and session)."""
+        if compile and arch and self.device_compiler == "nvrtc" and self.pch_book and arch not in self.primed:
+            # Scheduled here, ahead of the builds: the first schedule waits for the workers to start,
+            # as the builds' would next.
+            self.primed[arch] = []
+            job = self.compile_pool().schedule(_prime_entry, (self.pch_book, arch))
+            job.add_done_callback(lambda fut: self.primed.__setitem__(arch, _outcome(fut)))
+        if compile:
+            self.compile_pool()  # here, not in two threads at once
         starts = [("compile", self._start_compile)] if compile else []
         starts += [(d, self.bench_pool if d != "cpu" else self._start_cpu_bench) for d in devices]
         for name, start in starts:  # started once; later calls have nothing to start
