@@ -83,8 +83,10 @@ class TuneSession:
             from .engine.device_compile import BOOK_DIR
             from .engine.workers import Pools
 
-            # NVRTC header prefixes are remembered beside the results (see device_compile.prime).
-            self._pools = Pools(self.n_workers, self.device_compiler, pch_book=str(self.cache_dir / BOOK_DIR))
+            # NVRTC header prefixes are remembered beside the results (see device_compile.prime),
+            # by absolute path: the workers do not share this process's working directory.
+            book = os.path.abspath(os.path.join(self.cache_dir, BOOK_DIR))
+            self._pools = Pools(self.n_workers, self.device_compiler, pch_book=book)
         return self._pools
 
     def machine(self, kind: str) -> dict:
