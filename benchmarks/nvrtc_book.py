@@ -2,14 +2,18 @@
 
     python benchmarks/nvrtc_book.py [--configs 8] [--workers 2] [--rounds 3] [--arch 90]
 
+The plugin writes remembered PCHs ahead only with ``workers.PRIME_MIN_WORKERS`` compile workers or
+more; this script does it at any count, to measure both sides of that line.
+
 Needs NVRTC and the CUDA headers (``pip install pytest-tlautotune[nvrtc]``; a GPU is not
 needed: NVRTC compiles for any arch). Each round runs two compile sessions of the same GEMM
 configs, the way the plugin compiles candidates (a pool forked from the GPU-less fork server,
 NVRTC with one shared PCH): one whose cache directory remembers no header prefix (its first
 candidate writes the PCH while the others wait), and one whose book was filled by an earlier
 session (its first compile job writes the PCH ahead of the candidates: ``device_compile.prime``).
-It reports each session's wall time to the first and the last compiled candidate and what the
-PCH did per candidate. The last stdout line is JSON.
+As in the plugin, every config is built first (the prime job runs meanwhile), then compiled.
+It reports each session's wall time to the first and the last compiled candidate (from the
+builds' start) and what the PCH did per candidate. The last stdout line is JSON.
 """
 
 from __future__ import annotations
@@ -42,9 +46,22 @@ def compile_one(target: str, config: dict, out_dir: str) -> dict:
     return out
 
 
+def build_one(target: str, config: dict) -> str:
+    """Worker side: build one GEMM config's PrimFunc, as the plugin does for every config before
+    any compile (to key the candidates)."""
+    from tvm.target import Target
+
+    from examples.kernels_cuda import gemm
+
+    with Target(json.loads(target)):
+        return str(len(gemm(4096, 4096, 4096, **config).script()))
+
+
 def session(book: Path, target: str, arch: int, configs: list[dict], workers: int, work: Path) -> dict:
+    import pytest_tlautotune.engine.workers as w
     from pytest_tlautotune.engine.workers import Pools
 
+    w.PRIME_MIN_WORKERS = 1  # measure priming at any worker count
     pools = Pools(workers, "nvrtc", pch_book=str(book))
     try:
         pool = pools.compile_pool()
@@ -52,6 +69,8 @@ def session(book: Path, target: str, arch: int, configs: list[dict], workers: in
             f.result()  # every worker started: not part of the figures
         t0 = time.time()
         pools.warm_up([], arch=arch)  # the prime job, when the book has a prefix for this arch
+        for build in [pool.schedule(build_one, (target, c)) for c in configs]:
+            build.result()  # the plugin builds every config first (while the prime job runs)
         jobs = [pool.schedule(compile_one, (target, c, str(work / str(i)))) for i, c in enumerate(configs)]
         out = [j.result(timeout=900) for j in jobs]
         primed = pools.primed.get(arch)

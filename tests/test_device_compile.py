@@ -141,7 +141,8 @@ def test_a_later_session_writes_the_remembered_pch_before_its_first_compile(head
     [entry] = [json.loads(p.read_text()) for p in book.glob("*.json")]
     assert "--gpu-architecture=sm_90a" in entry["options"] and "#include" in entry["prefix"]
 
-    pools = workers.Pools(1, "nvrtc", pch_book=str(book))  # the next session (its PCH directory is new)
+    # The next session (its PCH directory is new), with enough workers that one writes the PCH ahead.
+    pools = workers.Pools(workers.PRIME_MIN_WORKERS, "nvrtc", pch_book=str(book))
     try:
         pools.warm_up([], arch=80)  # nothing remembered for sm_80: nothing written
         pools.warm_up([], arch=90)

@@ -189,6 +189,13 @@ def _cuda_ready_entry(device: str) -> int:
     return cuda_ready(device)
 
 
+#: Compile workers a pool needs before one of them writes remembered PCHs ahead of the candidates.
+#: Writing it ahead costs a compile of its own (about 0.3 CPU-s) and one worker while the others
+#: build; it pays where the first wave's other workers would otherwise sit waiting for one of them
+#: to write it (15 workers for 1.5-1.7 s on a 16-core H200 host, session 6). On 2 cores, where the
+#: CPU is the limit, 8 candidates of the 4096^3 GEMM ended 0.1-0.2 s later with it (2 and 4
+#: workers, ``benchmarks/nvrtc_book.py``), hence the threshold.
+PRIME_MIN_WORKERS = 8
 #: Niceness of compile workers: a timing worker, and the test process that hands out the work, get
 #: a core before them (a timing worker starting its CUDA context, a CPU kernel being timed).
 COMPILE_NICE = 5
@@ -349,7 +356,8 @@ class Pools:
         forking waits for the fork server to finish importing TileLang, and meanwhile this
         process builds the PrimFuncs. With ``arch`` (a CUDA tuning for ``sm_<arch>``) a compile
         worker first writes the PCHs the book remembers for it (once per arch and session)."""
-        if compile and arch and self.device_compiler == "nvrtc" and self.pch_book and arch not in self.primed:
+        if (compile and arch and self.device_compiler == "nvrtc" and self.pch_book and arch not in self.primed
+                and self.n_workers >= PRIME_MIN_WORKERS):
             # Scheduled here, ahead of the builds: the first schedule waits for the workers to start,
             # as the builds' would next.
             self.primed[arch] = []
