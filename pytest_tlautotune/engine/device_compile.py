@@ -124,10 +124,10 @@ def install(book: str | None = None) -> None:
     ``book``: the directory where the header prefixes this worker writes a PCH for are remembered
     (``prime`` reads them in a later session)."""
     import tvm_ffi
+    from tilelang.cuda.backend import tilelang_callback_cuda_compile as with_nvcc
 
     if book:
         _BOOK["dir"] = book
-    from tilelang.cuda.backend import tilelang_callback_cuda_compile as with_nvcc
 
     def compile_device(code: str, target: Any, pass_config: Any = None) -> bytearray:
         t0 = time.perf_counter()
@@ -184,7 +184,7 @@ def compile_cubin(code: str, arch: int, options: list[str]) -> bytearray:
     code = "#include <tl_templates/cuda/nvrtc_std.h>\n" + code
     if "cudaGridDependencySynchronize" in code or "cudaTriggerProgrammaticLaunchCompletion" in code:
         code = '#include "cuda_device_runtime_api.h"\n' + code
-    options = ["-default-device", f"--gpu-architecture=sm_{arch}{'a' if arch >= 90 else ''}", *options]
+    options = ["-default-device", _arch_flag(arch), *options]
     if not _INSTANCE:
         load_library()  # a spawned worker: its own instance
     # Once NVRTC rejected the shared PCH in this process, no PCH (not NVRTC's per-process one:
@@ -235,13 +235,15 @@ def prime(book: str, arch: int) -> list[str]:
         load_library()
     if not _INSTANCE or _INSTANCE.get("unusable"):
         return []
-    flag = f"--gpu-architecture=sm_{arch}{'a' if arch >= 90 else ''}"
+    from ..store.files import read_json
+
+    flag = _arch_flag(arch)
     entries = []
     for path in sorted(Path(book).glob("*.json"), key=_mtime, reverse=True):
+        entry = read_json(path)
         try:
-            entry = json.loads(path.read_text())
             prefix, options = str(entry["prefix"]), [str(o) for o in entry["options"]]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (KeyError, TypeError):
             continue
         if entry.get("tilelang") == _tilelang_version() and flag in options:
             entries.append((prefix, options))
@@ -264,6 +266,11 @@ def prime(book: str, arch: int) -> list[str]:
             continue
         done.append(pch.finish(""))
     return done
+
+
+def _arch_flag(arch: int) -> str:
+    """NVRTC's architecture option for ``sm_<arch>`` (``a`` from 90, as TileLang's NVRTC call)."""
+    return f"--gpu-architecture=sm_{arch}{'a' if arch >= 90 else ''}"
 
 
 def _digest(prefix: str, options: list[str]) -> str:

@@ -71,7 +71,9 @@ def _use_own_fork_server() -> bool:
 
 
 class _ForkServerPopen(popen_forkserver.Popen):
-    kind = "cpu"
+    def __init__(self, process_obj: Any, server: Any):
+        self._server = server
+        super().__init__(process_obj)
 
     def _launch(self, process_obj: Any) -> None:
         # popen_forkserver.Popen._launch (the same in Python 3.11 to 3.13), with our server in
@@ -84,7 +86,7 @@ class _ForkServerPopen(popen_forkserver.Popen):
             reduction.dump(process_obj, buf)
         finally:
             mp_context.set_spawning_popen(None)
-        self.sentinel, w = _forkserver(self.kind).server.connect_to_new_process(self._fds)
+        self.sentinel, w = self._server.connect_to_new_process(self._fds)
         _parent_w = os.dup(w)
         self.finalizer = util.Finalize(self, util.close_fds, (_parent_w, self.sentinel))
         with open(w, "wb", closefd=True) as f:
@@ -92,20 +94,16 @@ class _ForkServerPopen(popen_forkserver.Popen):
         self.pid = forkserver.read_signed(self.sentinel)
 
 
-class _CudaForkServerPopen(_ForkServerPopen):
-    kind = "cuda"
-
-
 class _ForkServerProcess(mp_context.ForkServerProcess):
-    @staticmethod
-    def _Popen(process_obj: Any) -> _ForkServerPopen:
-        return _ForkServerPopen(process_obj)
+    _kind = "cpu"
+
+    @classmethod
+    def _Popen(cls, process_obj: Any) -> _ForkServerPopen:
+        return _ForkServerPopen(process_obj, _forkserver(cls._kind).server)
 
 
-class _CudaForkServerProcess(mp_context.ForkServerProcess):
-    @staticmethod
-    def _Popen(process_obj: Any) -> _ForkServerPopen:
-        return _CudaForkServerPopen(process_obj)
+class _CudaForkServerProcess(_ForkServerProcess):
+    _kind = "cuda"
 
 
 class _ForkServerContext(mp_context.ForkServerContext):
@@ -327,16 +325,16 @@ class Pools:
             starting = self._starting.setdefault(device, threading.Lock())
         with starting:
             if device not in self._bench:
-                forked = device == "cpu" or (_use_own_fork_server() and not self.fallbacks)
-                pool = self._pool(1, device, forked)
-                if device != "cpu":
-                    # pebble starts the worker in its first schedule: this waits for the fork server
-                    probe = pool.schedule(_cuda_ready_entry, (device,), timeout=CUDA_READY_S)
-                    pool = self._settle(device, pool, probe, forked)
-                self._bench[device] = pool
+                self._bench[device] = self._timing_worker(device)
             return self._bench[device]
 
-    def _settle(self, device: str, pool: Any, probe: Any, forked: bool) -> Any:
+    def _timing_worker(self, device: str) -> Any:
+        if device == "cpu":
+            return self._pool(1, device)
+        forked = _use_own_fork_server() and not self.fallbacks
+        pool = self._pool(1, device, forked)
+        # pebble starts the worker in its first schedule: this waits for the fork server
+        probe = pool.schedule(_cuda_ready_entry, (device,), timeout=CUDA_READY_S)
         try:
             probe.result()
         except Exception as exc:  # noqa: BLE001 - any failure to use the GPU from a fork
@@ -346,7 +344,7 @@ class Pools:
             pool.stop()
             pool.join(timeout=10)
             pool = self._pool(1, device, forked=False)
-            pool.schedule(_cuda_ready_entry, (device,), timeout=CUDA_READY_S)
+            pool.schedule(_cuda_ready_entry, (device,), timeout=CUDA_READY_S)  # not waited for
             return pool
         self.ready_at.setdefault(device, time.time())
         return pool
@@ -356,15 +354,15 @@ class Pools:
         forking waits for the fork server to finish importing TileLang, and meanwhile this
         process builds the PrimFuncs. With ``arch`` (a CUDA tuning for ``sm_<arch>``) a compile
         worker first writes the PCHs the book remembers for it (once per arch and session)."""
-        if (compile and arch and self.device_compiler == "nvrtc" and self.pch_book and arch not in self.primed
-                and self.n_workers >= PRIME_MIN_WORKERS):
-            # Scheduled here, ahead of the builds: the first schedule waits for the workers to start,
-            # as the builds' would next.
-            self.primed[arch] = []
-            job = self.compile_pool().schedule(_prime_entry, (self.pch_book, arch))
-            job.add_done_callback(lambda fut: self.primed.__setitem__(arch, _outcome(fut)))
         if compile:
-            self.compile_pool()  # here, not in two threads at once
+            pool = self.compile_pool()  # here, not in two threads at once
+            if (arch and self.device_compiler == "nvrtc" and self.pch_book and arch not in self.primed
+                    and self.n_workers >= PRIME_MIN_WORKERS):
+                # Scheduled here, ahead of the builds: the first schedule waits for the workers to
+                # start, as the builds' would next.
+                self.primed[arch] = []
+                job = pool.schedule(_prime_entry, (self.pch_book, arch))
+                job.add_done_callback(lambda fut: self.primed.__setitem__(arch, _outcome(fut)))
         starts = [("compile", self._start_compile)] if compile else []
         starts += [(d, self.bench_pool if d != "cpu" else self._start_cpu_bench) for d in devices]
         for name, start in starts:  # started once; later calls have nothing to start
