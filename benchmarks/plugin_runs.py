@@ -4,7 +4,7 @@
     python benchmarks/plugin_runs.py gpu48 --cold 5 --warm 3 --out results.json
 
 Each cold run gets fresh plugin and TileLang cache directories (nothing compiled
-before); warm runs reuse the last cold run's caches. A run is a separate
+before; with --book the later ones keep the first's remembered NVRTC header prefixes); warm runs reuse the last cold run's caches. A run is a separate
 `python -m pytest` process, timed from outside; the junit XML gives the chosen
 config, its latency and the per-test time. With --vs-tilelang (cpu16 only) the
 same space is tuned by TileLang's own AutoTuner (benchmarks/tilelang_autotuner_cpu.py)
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+BOOK_DIR = "nvrtc-headers"  # pytest_tlautotune.engine.device_compile.BOOK_DIR
 
 SPACES = {
     "cpu16": dict(
@@ -81,12 +83,14 @@ def _installed() -> bool:
     return any(ep.name == "tlautotune" for ep in entry_points(group="pytest11"))
 
 
-def run_once(test: Path, cache: Path, tl_cache: Path, extra_args: list[str]) -> dict:
+def run_once(test: Path, cache: Path, tl_cache: Path, extra_args: list[str], profile: str | None = None) -> dict:
     junit = cache / "junit.xml"
     env = dict(os.environ, TILELANG_CACHE_DIR=str(tl_cache), PYTHONPATH=f"{ROOT}{os.pathsep}"
                f"{os.environ.get('PYTHONPATH', '')}", TL_T0=repr(time.time()))
     load = [] if _installed() or "PYTEST_PLUGINS" in os.environ else ["-p", "pytest_tlautotune.plugin"]
-    cmd = [sys.executable, "-m", "pytest", str(test), "-q", "-p", "no:cacheprovider", *load,
+    # --profile: the run under cProfile (its figures then include cProfile's overhead)
+    prof = ["-m", "cProfile", "-o", profile] if profile else []
+    cmd = [sys.executable, *prof, "-m", "pytest", str(test), "-q", "-p", "no:cacheprovider", *load,
            "-p", "benchmarks.timeline_plugin",
            f"--tl-cache-dir={cache}", f"--junitxml={junit}", f"--rootdir={ROOT}", *extra_args]
     t0 = time.perf_counter()
@@ -150,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--more", default="", help="extra marker settings, e.g. ', strategy=\"guided\"'")
     parser.add_argument("--vs-tilelang", action="store_true", help="also time TileLang's AutoTuner (cpu16)")
     parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--book", action="store_true",
+                        help="cold runs after the first start from a cache directory that holds only the "
+                             "first run's remembered NVRTC header prefixes (nvrtc-headers/): a new kernel on a "
+                             "machine that has tuned before, the plugin's default cache directory being per user")
+    parser.add_argument("--profile", help="run the last warm run under cProfile, its stats in this directory")
     parser.add_argument("--records", help="write the first cold run's candidate records as JSON here "
                         "(the input of benchmarks/guided_search.py)")
     parser.add_argument("pytest_args", nargs="*")
@@ -162,12 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(args.cold):
         cache, tl_cache = work / f"cache{i}", work / f"tlcache{i}"
         cache.mkdir()
+        if args.book and i > 0 and (work / "cache0" / BOOK_DIR).is_dir():
+            shutil.copytree(work / "cache0" / BOOK_DIR, cache / BOOK_DIR)
         cold.append(run_once(test, cache, tl_cache, args.pytest_args))
         if args.records and i == 0:
             Path(args.records).write_text(json.dumps({"candidates": cold[-1]["candidates"]}))
         print("cold", json.dumps({k: v for k, v in cold[-1].items() if k != "candidates"}), flush=True)
-    for _ in range(args.warm):
-        warm.append(run_once(test, cache, tl_cache, args.pytest_args))
+    for i in range(args.warm):
+        profile = str(Path(args.profile) / f"warm{i}.prof") if args.profile and i == args.warm - 1 else None
+        warm.append(run_once(test, cache, tl_cache, args.pytest_args, profile))
         print("warm", json.dumps({k: v for k, v in warm[-1].items() if k != "candidates"}), flush=True)
     for r in cold + warm:
         r.pop("candidates", None)

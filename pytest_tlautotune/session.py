@@ -86,7 +86,8 @@ class TuneSession:
             # NVRTC header prefixes are remembered beside the results (see device_compile.prime),
             # by absolute path: the workers do not share this process's working directory.
             book = os.path.abspath(os.path.join(self.cache_dir, BOOK_DIR))
-            self._pools = Pools(self.n_workers, self.device_compiler, pch_book=book)
+            # The option's choice: the workers resolve it (``auto``) as ``device_compiler`` does here.
+            self._pools = Pools(self.n_workers, get_option(self.config, "tl_device_compiler"), pch_book=book)
         return self._pools
 
     def machine(self, kind: str) -> dict:
@@ -111,7 +112,9 @@ class TuneSession:
         """Autotuned tests are coming: start the compile workers' fork server now (and on a GPU
         machine the timing workers' one), so it imports TileLang while this process imports the
         tests (nothing to start under --tl-no-tune). On a GPU machine this process's CUDA driver
-        starts now too, in the background.
+        starts now too, in the background, and where the cache directory remembers NVRTC header
+        prefixes the compile workers start and write their PCHs (``Pools.prime_ahead``): the first
+        tuning's compiles then find them written instead of waiting for one of them.
 
         With a baseline in play every test re-times its kernel, so the timing worker of the
         likely device starts now too.
@@ -127,6 +130,8 @@ class TuneSession:
         gate = wants_fresh_numbers(self.config)
         if not self.no_tune or gate:
             prestart(cuda=gpus)
+        if gpus and not self.no_tune:
+            self.pools.prime_ahead()
         if gate:
             self.pools.warm_up(self._likely_devices(), compile=not self.no_tune)
 

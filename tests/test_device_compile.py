@@ -155,3 +155,21 @@ def test_a_later_session_writes_the_remembered_pch_before_its_first_compile(head
         pools.close()
     assert primed == {80: [], 90: ["created"]}
     assert second["device_compiler"]["pch"] == "used", second["device_compiler"]
+
+    # At collection on a GPU machine (``TuneSession.prestart``) the workers start and write it at
+    # once, for whatever arch the book holds; the first tuning's warm-up writes nothing more.
+    assert not workers.Pools(workers.PRIME_MIN_WORKERS, "nvrtc", pch_book=str(tmp_path / "empty")).prime_ahead()
+    assert not workers.Pools(workers.PRIME_MIN_WORKERS, "nvcc", pch_book=str(book)).prime_ahead()
+    pools = workers.Pools(workers.PRIME_MIN_WORKERS, "auto", pch_book=str(book))
+    try:
+        assert pools.prime_ahead()
+        deadline = time.monotonic() + 60
+        while not pools.primed.get(None) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pools.warm_up([], arch=90)
+        third = pools.compile_pool().schedule(compile_gemm, (CONFIGS[2], str(tmp_path / "c"))).result(timeout=600)
+        primed = dict(pools.primed)
+    finally:
+        pools.close()
+    assert primed == {None: ["created"]}
+    assert third["device_compiler"]["pch"] == "used", third["device_compiler"]

@@ -191,6 +191,10 @@ def compile_cubin(code: str, arch: int, options: list[str]) -> bytearray:
     # 250 MB written per worker, left behind when it is killed).
     pch = _SharedPch(code, options) if _INSTANCE and not _INSTANCE.get("unusable") else None
     flags = pch.flags() if pch else []
+    created = pch is not None and pch.mode == "created" and _write_pch(pch, _header_prefix(code), options, flags)
+    if created:
+        pch = _SharedPch(code, options)  # written: this code uses it as every other compile does
+        flags = pch.flags()
     try:
         binary, log = _nvrtc(code, options + flags)
     except BaseException:
@@ -201,9 +205,22 @@ def compile_cubin(code: str, arch: int, options: list[str]) -> bytearray:
         last["pch"] = pch.finish(log)
         if last["pch"] == "unusable":
             _INSTANCE["unusable"] = True
-        elif last["pch"] == "created":
+        elif created or last["pch"] == "created":
+            last["pch"] = "created"
             _remember(_header_prefix(code), options)
     return binary
+
+
+def _write_pch(pch: _SharedPch, prefix: str, options: list[str], flags: list[str]) -> bool:
+    """Write and publish the PCH this worker claimed from the header prefix and an empty kernel,
+    before compiling its own code with it: the workers waiting for it start once the headers are
+    parsed, not once this worker's kernel is compiled too. False where that failed (the claim is
+    kept: the code is then compiled writing the PCH, as NVRTC alone would)."""
+    try:
+        _nvrtc(prefix + PRIME_KERNEL, options + flags)
+    except Exception:  # noqa: BLE001 - the real code still compiles and writes it
+        return False
+    return pch.finish("") == "created"
 
 
 PRIME_KERNEL = "\n__global__ void tlautotune_prime() {}\n"
@@ -226,18 +243,19 @@ def _remember(prefix: str, options: list[str]) -> None:
         pass  # a book that cannot be written costs the next session's head start, nothing else
 
 
-def prime(book: str, arch: int) -> list[str]:
-    """Write the shared PCH of the header prefixes ``book`` remembers for ``sm_<arch>`` (the most
-    recent ``PRIME_MAX`` of this TileLang version), so the first compiles of a session use it
-    instead of waiting for one of them to write it (a compile worker's first job). Says what
-    became of each: "created", "used" (another worker had written it), "none" (not written)."""
+def prime(book: str, arch: int | None = None) -> list[str]:
+    """Write the shared PCH of the header prefixes ``book`` remembers for ``sm_<arch>`` (any arch
+    where None: the session has not asked its GPU yet) -- the most recent ``PRIME_MAX`` of this
+    TileLang version --, so the first compiles of a session use it instead of waiting for one of
+    them to write it (a compile worker's first job). Says what became of each: "created",
+    "used" (another worker had written it), "none" (not written)."""
     if not _INSTANCE:
         load_library()
     if not _INSTANCE or _INSTANCE.get("unusable"):
         return []
     from ..store.files import read_json
 
-    flag = _arch_flag(arch)
+    flag = _arch_flag(arch) if arch else None
     entries = []
     for path in sorted(Path(book).glob("*.json"), key=_mtime, reverse=True):
         entry = read_json(path)
@@ -245,7 +263,7 @@ def prime(book: str, arch: int) -> list[str]:
             prefix, options = str(entry["prefix"]), [str(o) for o in entry["options"]]
         except (KeyError, TypeError):
             continue
-        if entry.get("tilelang") == _tilelang_version() and flag in options:
+        if entry.get("tilelang") == _tilelang_version() and (flag is None or flag in options):
             entries.append((prefix, options))
             if len(entries) <= PRIME_MAX:
                 with contextlib.suppress(OSError):

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..store.files import process_gone, remove_tree
+from .device_compile import NVCC
 
 _FORKSERVERS: dict[str, Any] = {}  # "cpu" (GPUs hidden) and "cuda" (GPUs visible): see _forkserver
 #: What the compile workers' fork server imports before it forks: CUDA kept uninitialised and the
@@ -207,7 +208,7 @@ def _outcome(fut: Any) -> list[str]:
         return [f"{type(exc).__name__}: {exc}"]
 
 
-def _prime_entry(book: str, arch: int) -> list[str]:
+def _prime_entry(book: str, arch: int | None) -> list[str]:
     from .device_compile import prime
 
     return prime(book, arch)
@@ -234,9 +235,9 @@ def _init_worker(sys_path: list[str], log_level: int, parent_pid: int | None = N
     from tilelang.env import env
 
     env.disable_cache()
-    if device_compiler == "nvrtc":
-        from .device_compile import install
+    from .device_compile import NVRTC, install, resolve
 
+    if resolve(device_compiler) == NVRTC:  # the choice is resolved here, as the test process does
         install(pch_book)
     _remove_orphan_tempdirs()
     for name in ("tilelang", "TileLang"):
@@ -262,13 +263,14 @@ class Pools:
 
     def __init__(self, n_workers: int | None = None, device_compiler: str = "nvcc", pch_book: str | None = None):
         """``n_workers``: None for the default, -1 for one per core (as joblib), else that many;
-        ``device_compiler``: what compiles CUDA device code in the workers (``device_compile.py``);
+        ``device_compiler``: what compiles CUDA device code in the workers, the option's choice
+        (``device_compile.resolve``: each worker resolves it, so no TileLang import here);
         ``pch_book``: where NVRTC compile workers remember the header prefixes they wrote a PCH for,
         and a later session's workers find them (``device_compile.prime``)."""
         self.device_compiler = device_compiler
         self.pch_book = pch_book
-        #: What ``device_compile.prime`` did for this session's first tuning of an arch.
-        self.primed: dict[int, list[str]] = {}
+        #: What ``device_compile.prime`` did: per arch of a tuning, or ``None`` for ``prime_ahead``.
+        self.primed: dict[int | None, list[str]] = {}
         self.n_workers = all_cores() if n_workers == -1 else (n_workers or default_workers())
         self._compile = None
         self._device_compile = None
@@ -356,19 +358,45 @@ class Pools:
         worker first writes the PCHs the book remembers for it (once per arch and session)."""
         if compile:
             pool = self.compile_pool()  # here, not in two threads at once
-            if (arch and self.device_compiler == "nvrtc" and self.pch_book and arch not in self.primed
-                    and self.n_workers >= PRIME_MIN_WORKERS):
+            if arch and None not in self.primed and self._primes(arch):
                 # Scheduled here, ahead of the builds: the first schedule waits for the workers to
                 # start, as the builds' would next.
-                self.primed[arch] = []
-                job = pool.schedule(_prime_entry, (self.pch_book, arch))
-                job.add_done_callback(lambda fut: self.primed.__setitem__(arch, _outcome(fut)))
+                self._prime(pool, arch)
         starts = [("compile", self._start_compile)] if compile else []
         starts += [(d, self.bench_pool if d != "cpu" else self._start_cpu_bench) for d in devices]
         for name, start in starts:  # started once; later calls have nothing to start
             if name not in self._warmed:
                 self._warmed.add(name)
                 threading.Thread(target=start, args=(name,), name="tlautotune-warm-up", daemon=True).start()
+
+    def prime_ahead(self) -> bool:
+        """At collection on a GPU machine: start the compile workers now and have one write the
+        PCHs of the header prefixes the book remembers (for any arch: the GPU is not asked here),
+        so they are written before the first tuning's compiles need them. In the background;
+        whether it started (not without NVRTC, a remembered prefix, or enough compile workers)."""
+        if not self._primes(None) or not any(Path(self.pch_book).glob("*.json")):
+            return False
+        pool = self.compile_pool()
+        self._warmed.add("compile")
+        threading.Thread(target=self._prime_and_start, args=(pool,), name="tlautotune-warm-up", daemon=True).start()
+        return True
+
+    def _primes(self, arch: int | None) -> bool:
+        return (self.device_compiler != NVCC and bool(self.pch_book) and arch not in self.primed
+                and self.n_workers >= PRIME_MIN_WORKERS)
+
+    def _prime(self, pool: Any, arch: int | None) -> None:
+        self.primed[arch] = []
+        job = pool.schedule(_prime_entry, (self.pch_book, arch))
+        job.add_done_callback(lambda fut: self._primed(arch, fut))
+
+    def _primed(self, arch: int | None, fut: Any) -> None:
+        self.primed[arch] = _outcome(fut)
+        self.ready_at[f"pch_sm_{arch}" if arch else "pch_ahead"] = time.time()
+
+    def _prime_and_start(self, pool: Any) -> None:
+        self._prime(pool, None)  # the first job: it waits for the fork server, off the main thread
+        self._first_job("compile", pool)
 
     def _start_compile(self, name: str) -> None:
         self._first_job(name, self.compile_pool())
