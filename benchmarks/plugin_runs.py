@@ -4,7 +4,8 @@
     python benchmarks/plugin_runs.py gpu48 --cold 5 --warm 3 --out results.json
 
 Each cold run gets fresh plugin and TileLang cache directories (nothing compiled
-before; with --book the later ones keep the first's remembered NVRTC header prefixes); warm runs reuse the last cold run's caches. A run is a separate
+before; with --book the later ones keep the first's remembered NVRTC header
+prefixes); warm runs reuse the last cold run's caches. A run is a separate
 `python -m pytest` process, timed from outside; the junit XML gives the chosen
 config, its latency and the per-test time. With --vs-tilelang (cpu16 only) the
 same space is tuned by TileLang's own AutoTuner (benchmarks/tilelang_autotuner_cpu.py)
