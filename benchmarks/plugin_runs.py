@@ -160,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                              "first run's remembered NVRTC header prefixes (nvrtc-headers/): a new kernel on a "
                              "machine that has tuned before, the plugin's default cache directory being per user")
     parser.add_argument("--profile", help="run the last warm run under cProfile, its stats in this directory")
-    parser.add_argument("--records", help="write the first cold run's candidate records as JSON here "
-                        "(the input of benchmarks/guided_search.py)")
+    parser.add_argument("--records", help="write the first cold run's candidate records as JSON here, a later "
+                        "cold run's beside it (NAME_1.json, ...): the input of benchmarks/guided_search.py")
     parser.add_argument("pytest_args", nargs="*")
     args, more_pytest = parser.parse_known_args(argv)  # e.g. `-- --tl-device-compiler=nvrtc`
     args.pytest_args += [a for a in more_pytest if a != "--"]
@@ -175,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.book and i > 0 and (work / "cache0" / BOOK_DIR).is_dir():
             shutil.copytree(work / "cache0" / BOOK_DIR, cache / BOOK_DIR)
         cold.append(run_once(test, cache, tl_cache, args.pytest_args))
-        if args.records and i == 0:
-            Path(args.records).write_text(json.dumps({"candidates": cold[-1]["candidates"]}))
+        if args.records:  # the first run's at the path given, the later ones' beside it (_1, _2, ...)
+            path = Path(args.records) if i == 0 else Path(args.records).with_stem(f"{Path(args.records).stem}_{i}")
+            path.write_text(json.dumps({"candidates": cold[-1]["candidates"]}))
         print("cold", json.dumps({k: v for k, v in cold[-1].items() if k != "candidates"}), flush=True)
     for i in range(args.warm):
         profile = str(Path(args.profile) / f"warm{i}.prof") if args.profile and i == args.warm - 1 else None
