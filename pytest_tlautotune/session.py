@@ -62,6 +62,7 @@ class TuneSession:
         self._digest: str | None = None
         self.baseline: tuple[str, dict] | None = None  # (path, the baseline file), read by the plugin on first use
         self.prestarted = False
+        self.primed_ahead = False  # the fork server writes the remembered PCHs as it starts
         from .store.remote import open_store
 
         # The fleet's shared store behind the local cache (or none); options checked at start-up.
@@ -80,15 +81,19 @@ class TuneSession:
     @property
     def pools(self) -> Pools:
         if self._pools is None:
-            from .engine.device_compile import BOOK_DIR
             from .engine.workers import Pools
 
-            # NVRTC header prefixes are remembered beside the results (see device_compile.prime),
-            # by absolute path: the workers do not share this process's working directory.
-            book = os.path.abspath(os.path.join(self.cache_dir, BOOK_DIR))
-            # The option's choice: the workers resolve it (``auto``) as ``device_compiler`` does here.
-            self._pools = Pools(self.n_workers, get_option(self.config, "tl_device_compiler"), pch_book=book)
+            self._pools = Pools(self.n_workers, self.device_compiler, pch_book=self.pch_book)
+            self._pools.primed_ahead = self.primed_ahead
         return self._pools
+
+    @property
+    def pch_book(self) -> str:
+        """Where NVRTC header prefixes are remembered, beside the results (see device_compile.prime),
+        by absolute path: the workers do not share this process's working directory."""
+        from .engine.device_compile import BOOK_DIR
+
+        return os.path.abspath(os.path.join(self.cache_dir, BOOK_DIR))
 
     def machine(self, kind: str) -> dict:
         if kind not in self._machine:
@@ -113,7 +118,7 @@ class TuneSession:
         machine the timing workers' one), so it imports TileLang while this process imports the
         tests (nothing to start under --tl-no-tune). On a GPU machine this process's CUDA driver
         starts now too, in the background, and where the cache directory remembers NVRTC header
-        prefixes the compile workers start and write their PCHs (``Pools.prime_ahead``): the first
+        prefixes the fork server writes their PCHs as it starts (``workers.prestart``): the first
         tuning's compiles then find them written instead of waiting for one of them.
 
         With a baseline in play every test re-times its kernel, so the timing worker of the
@@ -129,9 +134,10 @@ class TuneSession:
             init_cuda_driver()
         gate = wants_fresh_numbers(self.config)
         if not self.no_tune or gate:
-            prestart(cuda=gpus)
-        if gpus and not self.no_tune:
-            self.pools.prime_ahead()
+            # The option's choice, not resolved here (that imports TileLang): nvcc never needs a PCH.
+            nvrtc_may = gpus and not self.no_tune and get_option(self.config, "tl_device_compiler") != "nvcc"
+            self.primed_ahead = prestart(cuda=gpus, pch_book=self.pch_book if nvrtc_may else None,
+                                         n_workers=self.n_workers)
         if gate:
             self.pools.warm_up(self._likely_devices(), compile=not self.no_tune)
 

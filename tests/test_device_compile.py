@@ -4,6 +4,8 @@ arch on a CPU-only machine. Skips where cuda-python, libnvrtc or the CUDA header
 import ctypes
 import hashlib
 import json
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -156,20 +158,49 @@ def test_a_later_session_writes_the_remembered_pch_before_its_first_compile(head
     assert primed == {80: [], 90: ["created"]}
     assert second["device_compiler"]["pch"] == "used", second["device_compiler"]
 
-    # At collection on a GPU machine (``TuneSession.prestart``) the workers start and write it at
-    # once, for whatever arch the book holds; the first tuning's warm-up writes nothing more.
-    assert not workers.Pools(workers.PRIME_MIN_WORKERS, "nvrtc", pch_book=str(tmp_path / "empty")).prime_ahead()
-    assert not workers.Pools(workers.PRIME_MIN_WORKERS, "nvcc", pch_book=str(book)).prime_ahead()
-    pools = workers.Pools(workers.PRIME_MIN_WORKERS, "auto", pch_book=str(book))
-    try:
-        assert pools.prime_ahead()
-        deadline = time.monotonic() + 60
-        while not pools.primed.get(None) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        pools.warm_up([], arch=90)
-        third = pools.compile_pool().schedule(compile_gemm, (CONFIGS[2], str(tmp_path / "c"))).result(timeout=600)
-        primed = dict(pools.primed)
-    finally:
-        pools.close()
-    assert primed == {None: ["created"]}
-    assert third["device_compiler"]["pch"] == "used", third["device_compiler"]
+    # A session on a GPU machine starts its fork server at collection (``TuneSession.prestart``);
+    # the server writes the book's PCH while it imports TileLang, so even a lone worker's first
+    # compile uses it instead of writing it.
+    (tmp_path / "job.py").write_text(JOB)
+    script = PRIMED_AHEAD.format(book=str(book), out=str(tmp_path / "d"), config=CONFIGS[3], root=str(tmp_path),
+                                  target=TARGET)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    third = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert third["asked"] and not third["env_left"]
+    assert third["pch"] == "used", third
+
+
+JOB = """
+import json
+from tvm.target import Target
+
+
+def compile_gemm(config, out_dir, target):
+    from examples.kernels_cuda import gemm
+    from pytest_tlautotune.engine.compile_job import _compile
+    from pytest_tlautotune.param import CompileArgs
+
+    with Target(json.loads(target)):
+        func = gemm(1024, 1024, 1024, **config)
+    return _compile(func, CompileArgs(out_idx=[-1], target=target), out_dir)
+"""
+
+PRIMED_AHEAD = """
+import json, os, sys
+sys.path.insert(0, {root!r})
+sys.path.insert(0, os.getcwd())
+from pytest_tlautotune.engine import device_compile, workers
+import job
+
+asked = workers.prestart(pch_book={book!r}, n_workers=workers.PRIME_MIN_WORKERS)
+env_left = device_compile.BOOK_ENV in os.environ
+pools = workers.Pools(1, "nvrtc", pch_book={book!r})
+pools.primed_ahead = asked
+try:
+    out = pools.compile_pool().schedule(job.compile_gemm, ({config!r}, {out!r}, {target!r})).result(timeout=600)
+finally:
+    pools.close()
+print(json.dumps({{"asked": asked, "env_left": env_left, **out.get("device_compiler", {{}})}}))
+"""

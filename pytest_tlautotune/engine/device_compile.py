@@ -191,10 +191,6 @@ def compile_cubin(code: str, arch: int, options: list[str]) -> bytearray:
     # 250 MB written per worker, left behind when it is killed).
     pch = _SharedPch(code, options) if _INSTANCE and not _INSTANCE.get("unusable") else None
     flags = pch.flags() if pch else []
-    created = pch is not None and pch.mode == "created" and _write_pch(pch, _header_prefix(code), options, flags)
-    if created:
-        pch = _SharedPch(code, options)  # written: this code uses it as every other compile does
-        flags = pch.flags()
     try:
         binary, log = _nvrtc(code, options + flags)
     except BaseException:
@@ -205,22 +201,9 @@ def compile_cubin(code: str, arch: int, options: list[str]) -> bytearray:
         last["pch"] = pch.finish(log)
         if last["pch"] == "unusable":
             _INSTANCE["unusable"] = True
-        elif created or last["pch"] == "created":
-            last["pch"] = "created"
+        elif last["pch"] == "created":
             _remember(_header_prefix(code), options)
     return binary
-
-
-def _write_pch(pch: _SharedPch, prefix: str, options: list[str], flags: list[str]) -> bool:
-    """Write and publish the PCH this worker claimed from the header prefix and an empty kernel,
-    before compiling its own code with it: the workers waiting for it start once the headers are
-    parsed, not once this worker's kernel is compiled too. False where that failed (the claim is
-    kept: the code is then compiled writing the PCH, as NVRTC alone would)."""
-    try:
-        _nvrtc(prefix + PRIME_KERNEL, options + flags)
-    except Exception:  # noqa: BLE001 - the real code still compiles and writes it
-        return False
-    return pch.finish("") == "created"
 
 
 PRIME_KERNEL = "\n__global__ void tlautotune_prime() {}\n"
@@ -296,9 +279,37 @@ def _digest(prefix: str, options: list[str]) -> str:
 
 
 def _tilelang_version() -> str:
-    import tilelang
+    """TileLang's version, read without importing it (the fork server primes before its import)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return str(getattr(tilelang, "__version__", ""))
+    try:
+        return version("tilelang")
+    except PackageNotFoundError:
+        return ""
+
+
+#: The environment variable that hands the fork server the book to write PCHs from
+#: (``workers.prestart`` sets it for the server's start only; ``nvrtc_preload`` reads it).
+BOOK_ENV = "TL_AUTOTUNE_PCH_BOOK"
+
+
+def prime_detached(book: str) -> None:
+    """In the fork server, with NVRTC loaded and before TileLang is imported: write the PCHs
+    ``book`` remembers (``prime``, any arch) in a detached grandchild, while the server goes on
+    importing TileLang, so they are written by the time the first candidates compile (the
+    workers wait for it while it lives, as for any PCH another worker writes)."""
+    if not _INSTANCE:
+        return
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)  # the child exits at once: no zombie, nothing for the server to reap later
+        return
+    try:
+        if os.fork() == 0:  # the grandchild, an orphan the server never waits for
+            with contextlib.suppress(BaseException):
+                prime(book)
+    finally:
+        os._exit(0)
 
 
 def _nvrtc(code: str, options: list[str]) -> tuple[bytearray, str]:

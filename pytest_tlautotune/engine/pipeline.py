@@ -66,9 +66,8 @@ class Pipeline:
         depth = self.pools.n_workers + 1
         while True:
             if deadline is None or time.perf_counter() < deadline:
-                results = {i: r.get("median_ms") if r["status"] == Status.OK else None for i, r in self.records.items()}
                 pending = set(compiling.values()) | set(timing.values()) | {c.index for c, _ in self._waiting}
-                for i in search.propose(results, pending, depth - len(compiling)):
+                for i in search.propose(self._results(), pending, depth - len(compiling)):
                     self._start(cands[i], compile_pool, compiling, timing)
             if not compiling and not timing:
                 # Reused records finish instantly: go on while the search has configs left.
@@ -88,9 +87,14 @@ class Pipeline:
                     fut.cancel()
                 raise
 
+    def _results(self) -> dict[int, float | None]:
+        """What the search learns of each measured config: its median (an early-stopped one's from
+        its first samples: it ran, slow), or None where it failed."""
+        ran = (Status.OK, Status.EARLY_STOP)
+        return {i: r.get("median_ms") if r["status"] in ran else None for i, r in self.records.items()}
+
     def _more(self, search: Any) -> bool:
-        results = {i: None for i in self.records}
-        return bool(search.propose(results, set(), 1))
+        return bool(search.propose(self._results(), set(), 1))
 
     def _start(self, cand: Candidate, compile_pool: Any, compiling: dict, timing: dict) -> None:
         if cand.error:

@@ -95,7 +95,9 @@ class Tuner:
         for name, at in self.pools.ready_at.items():  # negative: ready before the search began
             out[f"ready_s_{name}"] = round(at - t0_wall, 3)
         for arch, done in self.pools.primed.items():  # the PCHs written ahead from the book
-            out[f"pch_primed_sm_{arch}" if arch else "pch_primed_ahead"] = done
+            out[f"pch_primed_sm_{arch}"] = done
+        if self.pools.primed_ahead:
+            out["pch_primed_ahead"] = True  # by the fork server as it started
         saves = [r["save_s"] for r in fresh if r.get("save_s") is not None]
         if saves:
             out["save_cpu_s"] = sum(saves)

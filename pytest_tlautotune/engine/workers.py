@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from ..store.files import process_gone, remove_tree
-from .device_compile import NVCC
+from .device_compile import BOOK_ENV, NVCC
 
 _FORKSERVERS: dict[str, Any] = {}  # "cpu" (GPUs hidden) and "cuda" (GPUs visible): see _forkserver
 #: What the compile workers' fork server imports before it forks: CUDA kept uninitialised and the
 #: GPUs hidden (NVRTC compile workers initialise the driver themselves), then TileLang, then NVRTC
 #: (its PCH heap shared by every worker).
-PRELOAD = ["pytest_tlautotune.engine.no_cuda_init", "pytest_tlautotune.engine.hide_gpus", "tilelang",
-           "pytest_tlautotune.engine.bench", "pytest_tlautotune.engine.nvrtc_preload"]
+PRELOAD = ["pytest_tlautotune.engine.no_cuda_init", "pytest_tlautotune.engine.hide_gpus",
+           "pytest_tlautotune.engine.nvrtc_preload", "tilelang", "pytest_tlautotune.engine.bench"]
 #: What the CUDA timing workers' fork server imports: the same without hiding the GPUs; it never
 #: initialises CUDA either, so each forked worker creates its own context.
 PRELOAD_CUDA = ["pytest_tlautotune.engine.no_cuda_init", "tilelang", "pytest_tlautotune.engine.bench"]
@@ -152,13 +152,29 @@ def init_cuda_driver() -> None:
     threading.Thread(target=run, name="tlautotune-cuinit", daemon=True).start()
 
 
-def prestart(cuda: bool = False) -> None:
+def prestart(cuda: bool = False, pch_book: str | None = None, n_workers: int | None = None) -> bool:
     """Start the fork server now (and the CUDA one with ``cuda``); they import TileLang in the
-    background (returns at once; a server already running is left as it is)."""
-    if _use_own_fork_server():
-        _forkserver("cpu").server.ensure_running()
-        if cuda:
-            _forkserver("cuda").server.ensure_running()
+    background (returns at once; a server already running is left as it is).
+
+    With ``pch_book`` (NVRTC may compile: a GPU machine) and ``n_workers`` compile workers to
+    come (``Pools``' meaning), at least ``PRIME_MIN_WORKERS``, the server writes the PCHs of the
+    header prefixes the book remembers while it imports TileLang (``nvrtc_preload``), so the
+    first candidates find them written. Returns whether it was asked to."""
+    if not _use_own_fork_server():
+        return False
+    server = _forkserver("cpu").server
+    n = all_cores() if n_workers == -1 else (n_workers or default_workers())
+    prime = (pch_book is not None and not server_running() and n >= PRIME_MIN_WORKERS
+             and any(Path(pch_book).glob("*.json")))
+    if prime:
+        os.environ[BOOK_ENV] = pch_book  # read by the server as it starts, not left to this process
+    try:
+        server.ensure_running()
+    finally:
+        os.environ.pop(BOOK_ENV, None)
+    if cuda:
+        _forkserver("cuda").server.ensure_running()
+    return prime
 
 
 def _watch_parent(pid: int) -> None:
@@ -208,7 +224,7 @@ def _outcome(fut: Any) -> list[str]:
         return [f"{type(exc).__name__}: {exc}"]
 
 
-def _prime_entry(book: str, arch: int | None) -> list[str]:
+def _prime_entry(book: str, arch: int) -> list[str]:
     from .device_compile import prime
 
     return prime(book, arch)
@@ -235,9 +251,9 @@ def _init_worker(sys_path: list[str], log_level: int, parent_pid: int | None = N
     from tilelang.env import env
 
     env.disable_cache()
-    from .device_compile import NVRTC, install, resolve
+    if device_compiler == "nvrtc":
+        from .device_compile import install
 
-    if resolve(device_compiler) == NVRTC:  # the choice is resolved here, as the test process does
         install(pch_book)
     _remove_orphan_tempdirs()
     for name in ("tilelang", "TileLang"):
@@ -263,14 +279,16 @@ class Pools:
 
     def __init__(self, n_workers: int | None = None, device_compiler: str = "nvcc", pch_book: str | None = None):
         """``n_workers``: None for the default, -1 for one per core (as joblib), else that many;
-        ``device_compiler``: what compiles CUDA device code in the workers, the option's choice
-        (``device_compile.resolve``: each worker resolves it, so no TileLang import here);
+        ``device_compiler``: what compiles CUDA device code in the workers (``device_compile.py``);
         ``pch_book``: where NVRTC compile workers remember the header prefixes they wrote a PCH for,
         and a later session's workers find them (``device_compile.prime``)."""
         self.device_compiler = device_compiler
         self.pch_book = pch_book
-        #: What ``device_compile.prime`` did: per arch of a tuning, or ``None`` for ``prime_ahead``.
-        self.primed: dict[int | None, list[str]] = {}
+        #: What ``device_compile.prime`` did for this session's first tuning of an arch.
+        self.primed: dict[int, list[str]] = {}
+        #: Whether the fork server wrote the book's PCHs as it started (``prestart``): nothing
+        #: more to write ahead.
+        self.primed_ahead = False
         self.n_workers = all_cores() if n_workers == -1 else (n_workers or default_workers())
         self._compile = None
         self._device_compile = None
@@ -358,10 +376,13 @@ class Pools:
         worker first writes the PCHs the book remembers for it (once per arch and session)."""
         if compile:
             pool = self.compile_pool()  # here, not in two threads at once
-            if arch and None not in self.primed and self._primes(arch):
+            if (arch and self.device_compiler != NVCC and self.pch_book and not self.primed_ahead
+                    and arch not in self.primed and self.n_workers >= PRIME_MIN_WORKERS):
                 # Scheduled here, ahead of the builds: the first schedule waits for the workers to
                 # start, as the builds' would next.
-                self._prime(pool, arch)
+                self.primed[arch] = []
+                job = pool.schedule(_prime_entry, (self.pch_book, arch))
+                job.add_done_callback(lambda fut: self._primed(arch, fut))
         starts = [("compile", self._start_compile)] if compile else []
         starts += [(d, self.bench_pool if d != "cpu" else self._start_cpu_bench) for d in devices]
         for name, start in starts:  # started once; later calls have nothing to start
@@ -369,34 +390,9 @@ class Pools:
                 self._warmed.add(name)
                 threading.Thread(target=start, args=(name,), name="tlautotune-warm-up", daemon=True).start()
 
-    def prime_ahead(self) -> bool:
-        """At collection on a GPU machine: start the compile workers now and have one write the
-        PCHs of the header prefixes the book remembers (for any arch: the GPU is not asked here),
-        so they are written before the first tuning's compiles need them. In the background;
-        whether it started (not without NVRTC, a remembered prefix, or enough compile workers)."""
-        if not self._primes(None) or not any(Path(self.pch_book).glob("*.json")):
-            return False
-        pool = self.compile_pool()
-        self._warmed.add("compile")
-        threading.Thread(target=self._prime_and_start, args=(pool,), name="tlautotune-warm-up", daemon=True).start()
-        return True
-
-    def _primes(self, arch: int | None) -> bool:
-        return (self.device_compiler != NVCC and bool(self.pch_book) and arch not in self.primed
-                and self.n_workers >= PRIME_MIN_WORKERS)
-
-    def _prime(self, pool: Any, arch: int | None) -> None:
-        self.primed[arch] = []
-        job = pool.schedule(_prime_entry, (self.pch_book, arch))
-        job.add_done_callback(lambda fut: self._primed(arch, fut))
-
-    def _primed(self, arch: int | None, fut: Any) -> None:
+    def _primed(self, arch: int, fut: Any) -> None:
         self.primed[arch] = _outcome(fut)
-        self.ready_at[f"pch_sm_{arch}" if arch else "pch_ahead"] = time.time()
-
-    def _prime_and_start(self, pool: Any) -> None:
-        self._prime(pool, None)  # the first job: it waits for the fork server, off the main thread
-        self._first_job("compile", pool)
+        self.ready_at[f"pch_sm_{arch}"] = time.time()
 
     def _start_compile(self, name: str) -> None:
         self._first_job(name, self.compile_pool())

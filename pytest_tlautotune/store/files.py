@@ -103,12 +103,16 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def process_gone(pid: int) -> bool:
-    """Whether no process ``pid`` exists (one of another user's counts as there): whether a file or
-    directory named for its writer's pid is an orphan."""
+    """Whether no process ``pid`` exists (one of another user's counts as there, a zombie as gone):
+    whether a file or directory named for its writer's pid is an orphan."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except (PermissionError, OverflowError):
         pass
-    return False
+    try:  # a zombie has finished (an orphan whose reaper has not reaped it yet)
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
