@@ -22,7 +22,7 @@ from .settings import (
     PROFILE_FIELDS,
     TuneSettings,
     get_option,
-    resolve_strategy,
+    resolve_tuner,
     target_kind,
     wants_fresh_numbers,
 )
@@ -218,7 +218,8 @@ class TuneSession:
         prog.spec.device_target = compile_args.target
         return TuneRequest(nodeid=item.nodeid, program_name=prog.name, program=prog, configs=configs,
                            compile_args=compile_args, profile_args=profile_args,
-                           tuner=resolve_strategy(dict(settings.tuner), len(configs)),
+                           tuner=resolve_tuner(dict(settings.tuner), len(configs), settings.given,
+                                               "cpu" if devices[0] == "cpu" else "cuda"),
                            device=devices[0], devices=tuple(devices))
 
     def _fast_key(self, req: TuneRequest, program: Callable[..., object], args: tuple, kwargs: dict) -> str:

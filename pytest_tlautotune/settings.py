@@ -26,11 +26,12 @@ PROFILE_FIELDS = (
 # Plugin settings beside the seed's two dataclasses, with their defaults.
 TUNER_DEFAULTS: dict[str, Any] = {
     "configs": None,
-    "strategy": "auto",  # auto | exhaustive | random | guided (auto: by the space's size, see resolve_strategy)
+    "strategy": "auto",  # auto | exhaustive | random | guided (auto: by the space's size, see resolve_tuner)
     "max_trials": None,  # measure at most this many configs
     "max_tuning_s": None,  # stop scheduling new configs after this many seconds
     "seed": 0,  # for random and guided search
-    "early_stop_factor": 3.0,  # stop timing a candidate this many times slower than the best; 0 = off
+    # stop timing a candidate this many times slower than the best; 0 = off (see resolve_tuner: 2.0 on a GPU)
+    "early_stop_factor": 3.0,
     "top_k": 3,  # re-measure the best k interleaved before choosing
     "compile_timeout": 300.0,  # seconds; a compile past this is killed
     "max_regression": None,  # per-test gate threshold in percent (overrides --tl-max-regression)
@@ -42,15 +43,25 @@ TARGETS = ("auto", "cuda", "hip", "c")
 PROFILE_BACKENDS = ("event", "cupti", "cudagraph")
 STRATEGIES = ("auto", "exhaustive", "random", "guided")
 #: ``strategy="auto"`` measures every config of a space up to this size, and runs the guided search
-#: (its default budget: a fifth of the space, at least 64 configs, ``search.default_budget``) on
+#: (its default budget: a sixth of the space, at least 48 configs that ran, ``search.default_budget``) on
 #: larger ones: measured in benchmarks/plugin_runs.py gpu48 / gpu288 and
 #: the replay benchmarks/guided_search.py (README: "How it works", Search; "GPU figures").
 AUTO_EXHAUSTIVE_MAX = 64
 
 
-def resolve_strategy(tuner: dict, n_configs: int) -> dict:
-    """``tuner`` with ``strategy="auto"`` made concrete for a space of ``n_configs`` (before keying:
-    a small space keys exactly as an explicit ``exhaustive``)."""
+#: ``early_stop_factor`` where the marker sets none and candidates are timed on a GPU: kernel times
+#: there hold within a few percent from the first samples, so a candidate twice as slow as the best
+#: so far is not timed further (on an H200, 48-config GEMM: a third of the GPU time at 3.0). CPU
+#: timings swing far more between processes (README: timing), so 3.0 stays their default.
+GPU_EARLY_STOP_FACTOR = 2.0
+
+
+def resolve_tuner(tuner: dict, n_configs: int, given: frozenset | set = frozenset(), device_kind: str = "cpu") -> dict:
+    """``tuner`` with its defaults made concrete (before keying: a small space keys exactly as an
+    explicit ``exhaustive``): ``strategy="auto"`` for a space of ``n_configs``, and on a GPU
+    (``device_kind="cuda"``) the early-stop factor the marker did not set."""
+    if device_kind == "cuda" and "early_stop_factor" not in given:
+        tuner = {**tuner, "early_stop_factor": GPU_EARLY_STOP_FACTOR}
     if tuner.get("strategy") != "auto":
         return tuner
     big = n_configs > AUTO_EXHAUSTIVE_MAX and not tuner.get("max_trials")

@@ -17,8 +17,11 @@ def drain(search, latency, in_flight=3):
         results[i] = latency(GRID[i])
 
 
-def test_exhaustive_measures_everything_in_order():
-    assert list(drain(Search(GRID), lambda c: 1.0)) == list(range(len(GRID)))
+def test_exhaustive_measures_everything_once_in_a_seeded_order():
+    order = list(drain(Search(GRID), lambda c: 1.0))
+    assert sorted(order) == list(range(len(GRID))) and order != sorted(order)
+    assert order == list(drain(Search(GRID), lambda c: 1.0))  # the same order every run
+    assert list(drain(Search(GRID, max_trials=5), lambda c: 1.0)) == [0, 1, 2, 3, 4]  # a budget: the first
 
 
 def test_random_respects_the_budget_and_its_seed():
@@ -117,15 +120,25 @@ def test_confirmation_adds_candidates_whose_fastest_sample_beat_the_best_median(
 
 
 def test_auto_strategy_measures_small_spaces_whole_and_guides_big_ones():
-    from pytest_tlautotune.settings import AUTO_EXHAUSTIVE_MAX, TUNER_DEFAULTS, resolve_strategy
+    from pytest_tlautotune.settings import (
+        AUTO_EXHAUSTIVE_MAX,
+        GPU_EARLY_STOP_FACTOR,
+        TUNER_DEFAULTS,
+        resolve_tuner,
+    )
 
     assert TUNER_DEFAULTS["strategy"] == "auto"
-    small = resolve_strategy(dict(TUNER_DEFAULTS), AUTO_EXHAUSTIVE_MAX)
-    big = resolve_strategy(dict(TUNER_DEFAULTS), AUTO_EXHAUSTIVE_MAX + 1)
+    small = resolve_tuner(dict(TUNER_DEFAULTS), AUTO_EXHAUSTIVE_MAX)
+    big = resolve_tuner(dict(TUNER_DEFAULTS), AUTO_EXHAUSTIVE_MAX + 1)
     assert small["strategy"] == "exhaustive" and big["strategy"] == "guided"
     # a budget the user gave keeps its old meaning (the first max_trials configs); explicit choices stand
-    assert resolve_strategy({**TUNER_DEFAULTS, "max_trials": 5}, 500)["strategy"] == "exhaustive"
-    assert resolve_strategy({**TUNER_DEFAULTS, "strategy": "random"}, 500)["strategy"] == "random"
+    assert resolve_tuner({**TUNER_DEFAULTS, "max_trials": 5}, 500)["strategy"] == "exhaustive"
+    assert resolve_tuner({**TUNER_DEFAULTS, "strategy": "random"}, 500)["strategy"] == "random"
+    # early stop: twice the best on a GPU, three times on a CPU, what the marker says where it says it
+    assert resolve_tuner(dict(TUNER_DEFAULTS), 8, device_kind="cuda")["early_stop_factor"] == GPU_EARLY_STOP_FACTOR
+    assert resolve_tuner(dict(TUNER_DEFAULTS), 8, device_kind="cpu")["early_stop_factor"] == 3.0
+    given = {**TUNER_DEFAULTS, "early_stop_factor": 0}
+    assert resolve_tuner(given, 8, {"early_stop_factor"}, device_kind="cuda")["early_stop_factor"] == 0
     big_space = [{"i": i} for i in range(AUTO_EXHAUSTIVE_MAX * 4)]
     assert Search(big_space, big["strategy"]).budget == max(round(len(big_space) / 6), 48)
     huge = [{"i": i} for i in range(1000)]

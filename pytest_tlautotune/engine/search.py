@@ -51,8 +51,11 @@ class Search:
         if not self.counts_failures:
             max_trials = default_budget(n)
         self.budget = min(n, max_trials) if max_trials else n
+        # A seeded random order, an exhaustive search's too (unless its budget keeps the first
+        # configs): a fast config is met early, so early stop spares the slow ones' samples, and
+        # the heavy compiles of one end of the grid do not all come last.
         self.order = list(range(n))
-        if strategy != "exhaustive":
+        if strategy != "exhaustive" or self.budget == n:
             random.Random(seed).shuffle(self.order)
         self.n_init = max(4, self.budget // RANDOM_START)
         self._grid: _Grid | None = None
