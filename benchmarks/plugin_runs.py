@@ -29,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK_DIR = "nvrtc-headers"  # pytest_tlautotune.engine.device_compile.BOOK_DIR
+STAGES = False  # --stages: time the fixture's stages (benchmarks/hit_profile_plugin.py)
 
 SPACES = {
     "cpu16": dict(
@@ -86,13 +87,14 @@ def _installed() -> bool:
 
 def run_once(test: Path, cache: Path, tl_cache: Path, extra_args: list[str], profile: str | None = None) -> dict:
     junit = cache / "junit.xml"
-    env = dict(os.environ, TILELANG_CACHE_DIR=str(tl_cache), PYTHONPATH=f"{ROOT}{os.pathsep}"
+    env = dict(os.environ, **({"TL_HIT_PROFILE": "1"} if STAGES else {}))
+    env.update(TILELANG_CACHE_DIR=str(tl_cache), PYTHONPATH=f"{ROOT}{os.pathsep}"
                f"{os.environ.get('PYTHONPATH', '')}", TL_T0=repr(time.time()))
     load = [] if _installed() or "PYTEST_PLUGINS" in os.environ else ["-p", "pytest_tlautotune.plugin"]
     # --profile: the run under cProfile (its figures then include cProfile's overhead)
     prof = ["-m", "cProfile", "-o", profile] if profile else []
     cmd = [sys.executable, *prof, "-m", "pytest", str(test), "-q", "-p", "no:cacheprovider", *load,
-           "-p", "benchmarks.timeline_plugin",
+           "-p", "benchmarks.timeline_plugin", "-p", "benchmarks.hit_profile_plugin",
            f"--tl-cache-dir={cache}", f"--junitxml={junit}", f"--rootdir={ROOT}", *extra_args]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
@@ -111,8 +113,10 @@ def run_once(test: Path, cache: Path, tl_cache: Path, extra_args: list[str], pro
         candidates = data.get("candidates", [])
         notes = data.get("notes", [])
     timeline = next((json.loads(line[9:]) for line in proc.stderr.splitlines() if line.startswith("TIMELINE ")), {})
+    stages = next((json.loads(line[11:]) for line in proc.stderr.splitlines() if line.startswith("HITPROFILE ")), {})
     return {
         "timeline": timeline,
+        "stages": stages,  # benchmarks/hit_profile_plugin.py, with --stages
         "phases": phases,
         "notes": notes,
         "wall_s": round(wall, 2),
@@ -159,12 +163,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="cold runs after the first start from a cache directory that holds only the "
                              "first run's remembered NVRTC header prefixes (nvrtc-headers/): a new kernel on a "
                              "machine that has tuned before, the plugin's default cache directory being per user")
+    parser.add_argument("--stages", action="store_true",
+                        help="time the stages of the plugin's fixture in every run (benchmarks/hit_profile_plugin.py)")
     parser.add_argument("--profile", help="run the last warm run under cProfile, its stats in this directory")
     parser.add_argument("--records", help="write the first cold run's candidate records as JSON here, a later "
                         "cold run's beside it (NAME_1.json, ...): the input of benchmarks/guided_search.py")
     parser.add_argument("pytest_args", nargs="*")
     args, more_pytest = parser.parse_known_args(argv)  # e.g. `-- --tl-device-compiler=nvrtc`
     args.pytest_args += [a for a in more_pytest if a != "--"]
+    global STAGES
+    STAGES = args.stages
 
     work = Path(tempfile.mkdtemp(prefix="tlbench-"))
     test = write_test(work, args.space, args.more)

@@ -1,0 +1,67 @@
+"""A pytest plugin for the benchmarks: where a test's time goes inside the plugin's fixture.
+
+    TL_HIT_PROFILE=1 python -m pytest -p benchmarks.hit_profile_plugin ...
+
+Wraps the stages of ``TuneSession.tune`` (request, fast key, the warm path's rebuild of the
+winner and load, the machine facts, the test's row) with wall-clock timers, without changing
+what they do, and prints one line ``HITPROFILE {...}`` on stderr at exit: seconds per stage
+(summed over calls) and the fixture's setup and call times.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import os
+import sys
+import time
+
+TIMES: dict[str, float] = {}
+
+
+def _timed(owner: object, name: str, label: str) -> None:
+    inner = getattr(owner, name)
+
+    @functools.wraps(inner)
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            TIMES[label] = round(TIMES.get(label, 0.0) + time.perf_counter() - t0, 4)
+
+    setattr(owner, name, wrapper)
+
+
+def pytest_configure(config) -> None:
+    if not os.environ.get("TL_HIT_PROFILE"):
+        return
+    from pytest_tlautotune import key, session
+    from pytest_tlautotune.engine import programs
+    from pytest_tlautotune.report import rows
+    from pytest_tlautotune.store import local
+
+    _timed(session.TuneSession, "tune", "tune")
+    _timed(session.TuneSession, "_request", "request")
+    _timed(session.TuneSession, "_fast_key", "fast_key")
+    _timed(session.TuneSession, "_winner_still_built", "rebuild_winner")
+    _timed(session.TuneSession, "machine", "machine")
+    _timed(session.TuneSession, "_remeasure", "remeasure")
+    _timed(session, "_resolve_target", "resolve_target")
+    _timed(key, "project_digest", "project_digest")
+    _timed(local.Store, "load", "load")
+    _timed(local.Store, "read_index", "read_index")
+    _timed(rows, "record_outcome", "record_outcome")
+    _timed(programs, "user_kernel", "user_kernel")
+    _timed(programs, "resolve", "resolve_program")
+
+
+def pytest_runtest_logreport(report) -> None:
+    TIMES[f"pytest_{report.when}"] = round(TIMES.get(f"pytest_{report.when}", 0.0) + report.duration, 4)
+
+
+@atexit.register
+def _report() -> None:
+    if TIMES:
+        print("HITPROFILE " + json.dumps(TIMES), file=sys.stderr, flush=True)
