@@ -3,16 +3,22 @@
     python benchmarks/plugin_runs.py cpu512 --cold 1 --warm 0     # exhaustive: measures every config
     python benchmarks/guided_search.py /tmp/tlbench-XXXX/cache0/entries/*/record.json --seeds 20
 
-The exhaustive tuning's record holds every candidate's measured median. This script
-replays `pytest_tlautotune.engine.search.Search` (the code the tuner runs) against those
-measurements: each proposal "measures" the recorded median, with as many proposals
-in flight as the tuner keeps (workers + 1). It reports, per strategy and seed, the
-fraction of the space measured and how far the best found is from the exhaustive best.
+The exhaustive tuning's record holds every candidate's measured median, compile time and
+timing time. This script replays `pytest_tlautotune.engine.search.Search` (the code the
+tuner runs) against those measurements, the way the tuner's pipeline runs it: ``--workers``
+compile workers, as many configs proposed as compile slots free up (workers + 1), each
+candidate's result known only once it is compiled (its recorded compile time) and then timed
+on one device, one at a time (its recorded timing time, or the early-stopped share of it).
+Results arriving late is what makes a guided search guess: with results in proposal order
+(``--workers 0``: three in flight, each answered at once) it looks better than it runs.
+It reports, per strategy and seed, the fraction of the space measured and how far the best
+found is from the exhaustive best.
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import statistics
 import sys
@@ -24,17 +30,43 @@ from pytest_tlautotune.engine.search import Search, default_budget  # noqa: E402
 
 
 def replay(configs: list[dict], medians: list[float | None], strategy: str, budget: int | None, seed: int,
-           in_flight: int = 3) -> tuple[int, float]:
-    """Run the search to completion; returns (configs measured, best median found)."""
+           in_flight: int = 3, costs: list[tuple[float, float]] | None = None, workers: int = 0) -> tuple[int, float]:
+    """Run the search to completion; returns (configs measured, best median found). With
+    ``workers`` and ``costs`` (each config's compile and timing seconds), as the pipeline runs it."""
     search = Search(configs, strategy, budget, seed)
     results: dict[int, float | None] = {}
-    pending: list[int] = []
-    while True:
-        pending += search.propose(results, set(pending), in_flight - len(pending))
-        if not pending:
-            break
-        i = pending.pop(0)  # the oldest proposal finishes first
-        results[i] = medians[i]
+    if not workers:
+        pending: list[int] = []
+        while True:
+            pending += search.propose(results, set(pending), in_flight - len(pending))
+            if not pending:
+                break
+            i = pending.pop(0)  # the oldest proposal finishes first
+            results[i] = medians[i]
+    else:
+        now, device_free = 0.0, 0.0
+        events: list[tuple[float, str, int]] = []  # (when, "compiled" | "timed", index)
+        queued: list[int] = []  # proposed, waiting for a compile worker
+        compiling: set[int] = set()
+        to_time: set[int] = set()
+        while True:
+            pending = set(queued) | compiling | to_time
+            queued += search.propose(results, pending, workers + 1 - len(compiling) - len(queued))
+            while queued and len(compiling) < workers:
+                i = queued.pop(0)
+                compiling.add(i)
+                heapq.heappush(events, (now + costs[i][0], "compiled", i))
+            if not events:
+                break
+            now, kind, i = heapq.heappop(events)
+            if kind == "compiled":
+                compiling.discard(i)
+                to_time.add(i)
+                device_free = max(now, device_free) + costs[i][1]
+                heapq.heappush(events, (device_free, "timed", i))
+            else:
+                to_time.discard(i)
+                results[i] = medians[i]
     best = min(ms for ms in results.values() if ms is not None)
     return len(results), best
 
@@ -46,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fraction", type=float, default=None,
                         help="trial budget as a fraction of the space (default: the tuner's own default budget)")
     parser.add_argument("--within", type=float, default=0.03, help="success: best within this of the optimum")
+    parser.add_argument("--workers", type=int, default=16,
+                        help="compile workers of the replayed pipeline (0: results in proposal order, 3 in flight)")
     args = parser.parse_args(argv)
 
     record = json.loads(Path(args.record).read_text())
@@ -53,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = [c["config"] for c in cands]
     # Early-stopped candidates were measured slower than 3x the best: their partial median stands.
     medians = [c.get("median_ms") if c["status"] in ("ok", "early_stop") else None for c in cands]
+    costs = [(c.get("compile_s") or 1.0, c.get("bench_s") or 0.1) for c in cands]
     optimum = min(m for m in medians if m is not None)
     # The default budget counts configs that ran (Search's own default); --fraction counts every trial.
     budget = default_budget(len(configs)) if args.fraction is None else max(1, round(len(configs) * args.fraction))
@@ -64,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     for strategy in ("random", "guided"):
         gaps, counts = [], []
         for seed in range(args.seeds):
-            n, best = replay(configs, medians, strategy, given if strategy == "guided" else budget, seed)
+            n, best = replay(configs, medians, strategy, given if strategy == "guided" else budget, seed,
+                             costs=costs, workers=args.workers)
             gaps.append(best / optimum - 1)
             counts.append(n)
         hits = sum(g <= args.within for g in gaps)

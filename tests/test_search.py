@@ -35,7 +35,7 @@ def test_guided_climbs_to_the_optimum_of_a_smooth_space_within_its_budget():
     def bowl(c):
         return 1.0 + (c["a"] - 6) ** 2 + (c["b"] - 1) ** 2
 
-    assert Search(GRID, "guided").budget == min(len(GRID), max(round(len(GRID) / 6), 48))  # the default budget
+    assert Search(GRID, "guided").budget == min(len(GRID), max(round(len(GRID) / 6), 64))  # the default budget
     for seed in range(10):
         results = drain(Search(GRID, "guided", max_trials=20, seed=seed), bowl)
         assert len(results) == 20
@@ -140,9 +140,9 @@ def test_auto_strategy_measures_small_spaces_whole_and_guides_big_ones():
     given = {**TUNER_DEFAULTS, "early_stop_factor": 0}
     assert resolve_tuner(given, 8, {"early_stop_factor"}, device_kind="cuda")["early_stop_factor"] == 0
     big_space = [{"i": i} for i in range(AUTO_EXHAUSTIVE_MAX * 4)]
-    assert Search(big_space, big["strategy"]).budget == max(round(len(big_space) / 6), 48)
+    assert Search(big_space, big["strategy"]).budget == max(round(len(big_space) / 6), 64)
     huge = [{"i": i} for i in range(1000)]
-    assert Search(huge, "guided").budget == 167  # a sixth once that is more than 48
+    assert Search(huge, "guided").budget == 167  # a sixth once that is more than 64
 
 
 def test_configs_that_fail_do_not_count_against_the_default_guided_budget():
@@ -159,9 +159,9 @@ def test_configs_that_fail_do_not_count_against_the_default_guided_budget():
             results[i] = None if i in fails else 1.0 + i / 1000
 
     default = measured(Search(space, "guided", seed=1))
-    assert sum(ms is not None for ms in default.values()) == 48  # 48 that ran, however many failed
-    assert len(default) > 48
-    given = measured(Search(space, "guided", max_trials=48, seed=1))
-    assert len(given) == 48  # a budget the user gives counts every trial
-    everything = measured(Search(space[:60], "guided", seed=1))
-    assert len(everything) == 60  # fewer than 48 can run: the whole space, once
+    assert sum(ms is not None for ms in default.values()) == 64  # 64 that ran, however many failed
+    assert len(default) > 64
+    given = measured(Search(space, "guided", max_trials=64, seed=1))
+    assert len(given) == 64  # a budget the user gives counts every trial
+    everything = measured(Search(space[:100], "guided", seed=1))
+    assert len(everything) == 100  # fewer than 64 can run: the whole space, once
