@@ -31,8 +31,8 @@ from .device_compile import BOOK_ENV, NVCC
 
 _FORKSERVERS: dict[str, Any] = {}  # "cpu" (GPUs hidden) and "cuda" (GPUs visible): see _forkserver
 #: What the compile workers' fork server imports before it forks: CUDA kept uninitialised and the
-#: GPUs hidden (NVRTC compile workers initialise the driver themselves), then TileLang, then NVRTC
-#: (its PCH heap shared by every worker).
+#: GPUs hidden (NVRTC compile workers initialise the driver themselves), then NVRTC (its PCH heap
+#: shared by every worker; the remembered PCHs written meanwhile, see ``prestart``), then TileLang.
 PRELOAD = ["pytest_tlautotune.engine.no_cuda_init", "pytest_tlautotune.engine.hide_gpus",
            "pytest_tlautotune.engine.nvrtc_preload", "tilelang", "pytest_tlautotune.engine.bench"]
 #: What the CUDA timing workers' fork server imports: the same without hiding the GPUs; it never
@@ -166,12 +166,14 @@ def prestart(cuda: bool = False, pch_book: str | None = None, n_workers: int | N
     n = all_cores() if n_workers == -1 else (n_workers or default_workers())
     prime = (pch_book is not None and not server_running() and n >= PRIME_MIN_WORKERS
              and any(Path(pch_book).glob("*.json")))
-    if prime:
-        os.environ[BOOK_ENV] = pch_book  # read by the server as it starts, not left to this process
-    try:
+    if not prime:
         server.ensure_running()
-    finally:
-        os.environ.pop(BOOK_ENV, None)
+    else:
+        os.environ[BOOK_ENV] = pch_book  # read by the server as it starts, not left to this process
+        try:
+            server.ensure_running()
+        finally:
+            del os.environ[BOOK_ENV]
     if cuda:
         _forkserver("cuda").server.ensure_running()
     return prime
