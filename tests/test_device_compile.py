@@ -159,8 +159,8 @@ def test_a_later_session_writes_the_remembered_pch_before_its_first_compile(head
     assert second["device_compiler"]["pch"] == "used", second["device_compiler"]
 
     # A session on a GPU machine starts its fork server at collection (``TuneSession.prestart``);
-    # the server writes the book's PCH while it imports TileLang, so even a lone worker's first
-    # compile uses it instead of writing it.
+    # the server writes the book's PCH while it imports TileLang, so the first compile uses it
+    # instead of writing it, and the tuning's own prime job finds it written.
     (tmp_path / "job.py").write_text(JOB)
     script = PRIMED_AHEAD.format(book=str(book), out=str(tmp_path / "d"), config=CONFIGS[3], root=str(tmp_path),
                                   target=TARGET)
@@ -169,7 +169,7 @@ def test_a_later_session_writes_the_remembered_pch_before_its_first_compile(head
     assert proc.returncode == 0, proc.stderr[-3000:]
     third = json.loads(proc.stdout.strip().splitlines()[-1])
     assert third["asked"] and not third["env_left"]
-    assert third["pch"] == "used", third
+    assert third["pch"] == "used" and third["primed"] == ["used"], third
 
 
 JOB = """
@@ -188,7 +188,7 @@ def compile_gemm(config, out_dir, target):
 """
 
 PRIMED_AHEAD = """
-import json, os, sys
+import json, os, sys, time
 sys.path.insert(0, {root!r})
 sys.path.insert(0, os.getcwd())
 from pytest_tlautotune.engine import device_compile, workers
@@ -196,11 +196,16 @@ import job
 
 asked = workers.prestart(pch_book={book!r}, n_workers=workers.PRIME_MIN_WORKERS)
 env_left = device_compile.BOOK_ENV in os.environ
-pools = workers.Pools(1, "nvrtc", pch_book={book!r})
+pools = workers.Pools(workers.PRIME_MIN_WORKERS, "nvrtc", pch_book={book!r})
 pools.primed_ahead = asked
 try:
+    pools.warm_up([], arch=90)  # the tuning's own prime job finds it written (or being written)
     out = pools.compile_pool().schedule(job.compile_gemm, ({config!r}, {out!r}, {target!r})).result(timeout=600)
+    deadline = time.monotonic() + 60
+    while not pools.primed.get(90) and time.monotonic() < deadline:
+        time.sleep(0.05)
 finally:
     pools.close()
-print(json.dumps({{"asked": asked, "env_left": env_left, **out.get("device_compiler", {{}})}}))
+print(json.dumps({{"asked": asked, "env_left": env_left, "primed": pools.primed.get(90),
+                  **out.get("device_compiler", {{}})}}))
 """

@@ -23,10 +23,11 @@ compile with that prefix uses it (``--use-pch``) — the same cubin as without
 waits for it (``_SharedPch``).
 
 The PCH dies with its fork server, but its header prefix is remembered in the cache directory
-(``nvrtc-headers/``, with the options and TileLang's version): a later session's first compile job
-writes the PCH of the most recent prefixes for the tuning's arch (``prime``) while the other
-workers build the PrimFuncs, so its first candidates use a PCH instead of one of them writing it
-while the rest wait. A prefix plus an empty kernel makes a PCH NVRTC takes for the real code.
+(``nvrtc-headers/``, with the options and TileLang's version): in a later session the fork server
+writes the PCH of the most recent prefixes while it imports TileLang (``prime_detached``), and a
+tuning's first compile job writes those of its arch (``prime``; "used" where already written), so
+its first candidates use a PCH instead of one of them writing it while the rest wait. A prefix
+plus an empty kernel makes a PCH NVRTC takes for the real code.
 
 Measured by ``benchmarks/compile_backends.py`` (README, "GPU figures").
 """

@@ -163,8 +163,7 @@ def prestart(cuda: bool = False, pch_book: str | None = None, n_workers: int | N
     if not _use_own_fork_server():
         return False
     server = _forkserver("cpu").server
-    n = all_cores() if n_workers == -1 else (n_workers or default_workers())
-    prime = (pch_book is not None and not server_running() and n >= PRIME_MIN_WORKERS
+    prime = (pch_book is not None and not server_running() and worker_count(n_workers) >= PRIME_MIN_WORKERS
              and any(Path(pch_book).glob("*.json")))
     if not prime:
         server.ensure_running()
@@ -276,6 +275,12 @@ def default_workers() -> int:
     return max(1, cores // max(1, xdist))
 
 
+def worker_count(n_workers: int | None) -> int:
+    """The compile workers ``n_workers`` asks for: None for the default, -1 for one per core (as
+    joblib), else that many."""
+    return all_cores() if n_workers == -1 else (n_workers or default_workers())
+
+
 class Pools:
     """The session's compile pool and timing workers, started on first use."""
 
@@ -288,10 +293,11 @@ class Pools:
         self.pch_book = pch_book
         #: What ``device_compile.prime`` did for this session's first tuning of an arch.
         self.primed: dict[int, list[str]] = {}
-        #: Whether the fork server wrote the book's PCHs as it started (``prestart``): nothing
-        #: more to write ahead.
+        #: Whether the fork server wrote the book's PCHs as it started (``prestart``), for the
+        #: record: a tuning's own prime job still runs (the server wrote the most recent prefixes
+        #: of any arch; this one's may be another, or an xdist sibling may have added it since).
         self.primed_ahead = False
-        self.n_workers = all_cores() if n_workers == -1 else (n_workers or default_workers())
+        self.n_workers = worker_count(n_workers)
         self._compile = None
         self._device_compile = None
         self._bench: dict[str, Any] = {}
@@ -378,8 +384,8 @@ class Pools:
         worker first writes the PCHs the book remembers for it (once per arch and session)."""
         if compile:
             pool = self.compile_pool()  # here, not in two threads at once
-            if (arch and self.device_compiler != NVCC and self.pch_book and not self.primed_ahead
-                    and arch not in self.primed and self.n_workers >= PRIME_MIN_WORKERS):
+            if (arch and self.device_compiler != NVCC and self.pch_book and arch not in self.primed
+                    and self.n_workers >= PRIME_MIN_WORKERS):
                 # Scheduled here, ahead of the builds: the first schedule waits for the workers to
                 # start, as the builds' would next.
                 self.primed[arch] = []
