@@ -29,7 +29,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK_DIR = "nvrtc-headers"  # pytest_tlautotune.engine.device_compile.BOOK_DIR
-STAGES = False  # --stages: time the fixture's stages (benchmarks/hit_profile_plugin.py)
 
 SPACES = {
     "cpu16": dict(
@@ -85,9 +84,12 @@ def _installed() -> bool:
     return any(ep.name == "tlautotune" for ep in entry_points(group="pytest11"))
 
 
-def run_once(test: Path, cache: Path, tl_cache: Path, extra_args: list[str], profile: str | None = None) -> dict:
+def run_once(test: Path, cache: Path, tl_cache: Path, extra_args: list[str], profile: str | None = None,
+             stages: bool = False) -> dict:
+    """One pytest process; ``profile``: under cProfile, stats there; ``stages``: the fixture's stages
+    timed (benchmarks/hit_profile_plugin.py)."""
     junit = cache / "junit.xml"
-    env = dict(os.environ, **({"TL_HIT_PROFILE": "1"} if STAGES else {}))
+    env = dict(os.environ, **({"TL_HIT_PROFILE": "1"} if stages else {}))
     env.update(TILELANG_CACHE_DIR=str(tl_cache), PYTHONPATH=f"{ROOT}{os.pathsep}"
                f"{os.environ.get('PYTHONPATH', '')}", TL_T0=repr(time.time()))
     load = [] if _installed() or "PYTEST_PLUGINS" in os.environ else ["-p", "pytest_tlautotune.plugin"]
@@ -112,11 +114,10 @@ def run_once(test: Path, cache: Path, tl_cache: Path, extra_args: list[str], pro
             phases = {k: round(v, 2) if isinstance(v, float) else v for k, v in data["phases"].items()}
         candidates = data.get("candidates", [])
         notes = data.get("notes", [])
-    timeline = next((json.loads(line[9:]) for line in proc.stderr.splitlines() if line.startswith("TIMELINE ")), {})
-    stages = next((json.loads(line[11:]) for line in proc.stderr.splitlines() if line.startswith("HITPROFILE ")), {})
+    timeline, times = _printed(proc.stderr, "TIMELINE "), _printed(proc.stderr, "HITPROFILE ")
     return {
         "timeline": timeline,
-        "stages": stages,  # benchmarks/hit_profile_plugin.py, with --stages
+        "stages": times,  # benchmarks/hit_profile_plugin.py, with --stages
         "phases": phases,
         "notes": notes,
         "wall_s": round(wall, 2),
@@ -131,6 +132,11 @@ def run_once(test: Path, cache: Path, tl_cache: Path, extra_args: list[str], pro
         "early_stopped": sum(c.get("status") == "early_stop" for c in candidates),
         "compiles": compile_summary(candidates),
     }
+
+
+def _printed(stderr: str, tag: str) -> dict:
+    """The JSON a benchmark plugin printed on the line starting with ``tag``, else {}."""
+    return next((json.loads(line[len(tag):]) for line in stderr.splitlines() if line.startswith(tag)), {})
 
 
 def compile_summary(candidates: list[dict]) -> dict:
@@ -171,8 +177,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pytest_args", nargs="*")
     args, more_pytest = parser.parse_known_args(argv)  # e.g. `-- --tl-device-compiler=nvrtc`
     args.pytest_args += [a for a in more_pytest if a != "--"]
-    global STAGES
-    STAGES = args.stages
 
     work = Path(tempfile.mkdtemp(prefix="tlbench-"))
     test = write_test(work, args.space, args.more)
@@ -182,14 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         cache.mkdir()
         if args.book and i > 0 and (work / "cache0" / BOOK_DIR).is_dir():
             shutil.copytree(work / "cache0" / BOOK_DIR, cache / BOOK_DIR)
-        cold.append(run_once(test, cache, tl_cache, args.pytest_args))
+        cold.append(run_once(test, cache, tl_cache, args.pytest_args, stages=args.stages))
         if args.records:  # the first run's at the path given, the later ones' beside it (_1, _2, ...)
             path = Path(args.records) if i == 0 else Path(args.records).with_stem(f"{Path(args.records).stem}_{i}")
             path.write_text(json.dumps({"candidates": cold[-1]["candidates"]}))
         print("cold", json.dumps({k: v for k, v in cold[-1].items() if k != "candidates"}), flush=True)
     for i in range(args.warm):
         profile = str(Path(args.profile) / f"warm{i}.prof") if args.profile and i == args.warm - 1 else None
-        warm.append(run_once(test, cache, tl_cache, args.pytest_args, profile))
+        warm.append(run_once(test, cache, tl_cache, args.pytest_args, profile, args.stages))
         print("warm", json.dumps({k: v for k, v in warm[-1].items() if k != "candidates"}), flush=True)
     for r in cold + warm:
         r.pop("candidates", None)
