@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
+import random
 import statistics
 import sys
 from pathlib import Path
@@ -30,8 +31,8 @@ from pytest_tlautotune.engine.search import Search, default_budget  # noqa: E402
 
 
 def replay(configs: list[dict], medians: list[float | None], strategy: str, budget: int | None, seed: int,
-           in_flight: int = 3, costs: list[tuple[float, float]] | None = None, workers: int = 0) -> tuple[int, float]:
-    """Run the search to completion; returns (configs measured, best median found). With
+           in_flight: int = 3, costs: list[tuple[float, float]] | None = None, workers: int = 0) -> tuple[int, int]:
+    """Run the search to completion; returns (configs measured, the index of the best found). With
     ``workers`` and ``costs`` (each config's compile and timing seconds), as the pipeline runs it."""
     search = Search(configs, strategy, budget, seed)
     results: dict[int, float | None] = {}
@@ -67,8 +68,7 @@ def replay(configs: list[dict], medians: list[float | None], strategy: str, budg
             else:
                 to_time.discard(i)
                 results[i] = medians[i]
-    best = min(ms for ms in results.values() if ms is not None)
-    return len(results), best
+    return len(results), min((ms, i) for i, ms in results.items() if ms is not None)[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--within", type=float, default=0.03, help="success: best within this of the optimum")
     parser.add_argument("--workers", type=int, default=16,
                         help="compile workers of the replayed pipeline (0: results in proposal order, 3 in flight)")
+    parser.add_argument("--draws", type=int, default=1,
+                        help="runs per seed, each with its own noise (--jitter, --noise): a GPU run of one seed "
+                             "differs from the next in the order results come back and in the medians measured")
+    parser.add_argument("--jitter", type=float, default=0.0,
+                        help="log-normal sigma on each compile and timing time (0.3: a compile 26%% faster or slower)")
+    parser.add_argument("--noise", type=float, default=0.0,
+                        help="log-normal sigma on each measured median (0.01: about 1%% run-to-run)")
     args = parser.parse_args(argv)
 
     record = json.loads(Path(args.record).read_text())
@@ -97,15 +104,24 @@ def main(argv: list[str] | None = None) -> int:
           f"{' that ran' if given is None else ''}")
     print(f"{'strategy':10} {'hit rate':>9} {'median gap':>11} {'worst gap':>10} {'measured':>9}")
     for strategy in ("random", "guided"):
-        gaps, counts = [], []
+        gaps, counts, misses = [], [], []
         for seed in range(args.seeds):
-            n, best = replay(configs, medians, strategy, given if strategy == "guided" else budget, seed,
-                             costs=costs, workers=args.workers)
-            gaps.append(best / optimum - 1)
-            counts.append(n)
+            for draw in range(args.draws):
+                rng = random.Random(f"{seed}/{draw}")
+                noisy = [m * rng.lognormvariate(0, args.noise) if m is not None else None for m in medians]
+                cost = [(c * rng.lognormvariate(0, args.jitter), b * rng.lognormvariate(0, args.jitter))
+                        for c, b in costs]
+                n, best_i = replay(configs, noisy, strategy, given if strategy == "guided" else budget, seed,
+                                   costs=cost, workers=args.workers)
+                gap = medians[best_i] / optimum - 1  # the found config's true (recorded) median
+                gaps.append(gap)
+                counts.append(n)
+                if gap > args.within:
+                    misses.append(f"{seed}/{draw} {gap:+.0%}")
         hits = sum(g <= args.within for g in gaps)
-        print(f"{strategy:10} {hits:>4}/{args.seeds:<4} {statistics.median(gaps):>10.2%} {max(gaps):>10.2%} "
-              f"{statistics.mean(counts) / len(configs):>9.1%}")
+        print(f"{strategy:10} {hits:>4}/{len(gaps):<4} {statistics.median(gaps):>10.2%} {max(gaps):>10.2%} "
+              f"{statistics.mean(counts) / len(configs):>9.1%}" + (f"  misses: {', '.join(misses[:8])}"
+                                                                    if strategy == "guided" and misses else ""))
     return 0
 
 

@@ -174,19 +174,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", help="run the last warm run under cProfile, its stats in this directory")
     parser.add_argument("--records", help="write the first cold run's candidate records as JSON here, a later "
                         "cold run's beside it (NAME_1.json, ...): the input of benchmarks/guided_search.py")
+    parser.add_argument("--seeds", help="the search seed of each cold run in turn, e.g. 0,0-19 (a seed=S marker "
+                        "setting each; the 288 default-strategy figure is a rate over 20 seeds)")
     parser.add_argument("pytest_args", nargs="*")
     args, more_pytest = parser.parse_known_args(argv)  # e.g. `-- --tl-device-compiler=nvrtc`
     args.pytest_args += [a for a in more_pytest if a != "--"]
 
     work = Path(tempfile.mkdtemp(prefix="tlbench-"))
     test = write_test(work, args.space, args.more)
+    seeds = _seeds(args.seeds) if args.seeds else []
+    if seeds:
+        args.cold = len(seeds)
     cold, warm = [], []
     for i in range(args.cold):
         cache, tl_cache = work / f"cache{i}", work / f"tlcache{i}"
         cache.mkdir()
         if args.book and i > 0 and (work / "cache0" / BOOK_DIR).is_dir():
             shutil.copytree(work / "cache0" / BOOK_DIR, cache / BOOK_DIR)
+        if seeds:
+            (work / f"seed{i}").mkdir()
+            test = write_test(work / f"seed{i}", args.space, f"{args.more}, seed={seeds[i]}")
         cold.append(run_once(test, cache, tl_cache, args.pytest_args, stages=args.stages))
+        if seeds:
+            cold[-1]["seed"] = seeds[i]
         if args.records:  # the first run's at the path given, the later ones' beside it (_1, _2, ...)
             path = Path(args.records) if i == 0 else Path(args.records).with_stem(f"{Path(args.records).stem}_{i}")
             path.write_text(json.dumps({"candidates": cold[-1]["candidates"]}))
@@ -214,6 +224,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=1))
     return 0
+
+
+def _seeds(text: str) -> list[int]:
+    """``0,0-19`` -> [0, 0, 1, ..., 19]."""
+    out = []
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        out += list(range(int(first), int(last or first) + 1))
+    return out
 
 
 def summary(out: dict) -> str:
