@@ -209,3 +209,42 @@ finally:
 print(json.dumps({{"asked": asked, "env_left": env_left, "primed": pools.primed.get(90),
                   **out.get("device_compiler", {{}})}}))
 """
+
+
+def test_a_tuning_writes_its_first_configs_pch_while_the_configs_build(headers_ok, tmp_path):
+    """On a machine that never tuned (nothing remembered) one compile worker lowers the tuning's
+    first config while the others build the configs and writes the PCH of its header prefix (its
+    compile stops at the device compiler: no kernel): the candidates use that PCH instead of one
+    of them writing it while the rest wait, and the book remembers the prefix for the next session."""
+    import time
+
+    from examples.kernels_cuda import gemm
+    from pytest_tlautotune.engine import candidates, compile_job, programs, workers
+    from pytest_tlautotune.model import TuneRequest
+    from pytest_tlautotune.param import CompileArgs, ProfileArgs
+
+    book = tmp_path / "book"
+    prog = programs.resolve(gemm, (1024, 1024, 1024), {})
+    prog.spec.device_target = TARGET
+    req = TuneRequest(nodeid="test_gemm", program_name="gemm", program=prog, configs=CONFIGS,
+                      compile_args=CompileArgs(out_idx=[-1], target=TARGET), profile_args=ProfileArgs(),
+                      tuner={"compile_timeout": 600}, device="cuda:0")
+    pools = workers.Pools(workers.PRIME_MIN_WORKERS, "nvrtc", pch_book=str(book))
+    try:
+        cands = candidates.build_candidates(req, {}, pools)
+        spec_id = req.shipped[0]
+        deadline = time.monotonic() + 300
+        while not pools.candidate_primed[spec_id][1] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        primed = pools.candidate_primed[spec_id][0]
+        out = pools.compile_pool().schedule(
+            compile_job.compile_candidate, (cands[2].source, cands[2].compile_args, str(tmp_path / "c"))
+        ).result(timeout=600)
+    finally:
+        pools.close()
+    if out.get("device_compiler", {}).get("compiler") != "nvrtc":
+        pytest.skip(f"NVRTC could not compile here: {out.get('device_compiler')}")
+    assert primed == "created"
+    assert out["device_compiler"]["pch"] == "used", out["device_compiler"]
+    [entry] = [json.loads(p.read_text()) for p in book.glob("*.json")]
+    assert "--gpu-architecture=sm_90a" in entry["options"] and "#include" in entry["prefix"]
