@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
                         "cold run's beside it (NAME_1.json, ...): the input of benchmarks/guided_search.py")
     parser.add_argument("--seeds", help="the search seed of each cold run in turn, e.g. 0,0-19 (a seed=S marker "
                         "setting each; the 288 default-strategy figure is a rate over 20 seeds)")
+    parser.add_argument("--reference", help="an exhaustive tuning's records (--records): each cold run's chosen "
+                        "config is judged by its median there, and the runs within --within of its best counted")
+    parser.add_argument("--within", type=float, default=0.02)
     parser.add_argument("pytest_args", nargs="*")
     args, more_pytest = parser.parse_known_args(argv)  # e.g. `-- --tl-device-compiler=nvrtc`
     args.pytest_args += [a for a in more_pytest if a != "--"]
@@ -220,6 +223,19 @@ def main(argv: list[str] | None = None) -> int:
         tl["process_s"] = round(time.perf_counter() - t0, 2)
         out["tilelang"] = tl
         out["ratio_plugin_over_tilelang"] = round(cold[0]["wall_s"] / tl["process_s"], 3)
+    if args.reference:
+        ref = json.loads(Path(args.reference).read_text())["candidates"]
+        medians = {json.dumps(r["config"], sort_keys=True): r.get("median_ms") for r in ref
+                   if r["status"] in ("ok", "early_stop")}
+        best = min(m for m in medians.values() if m)
+        for r in cold:
+            found = medians.get(json.dumps(r["config"], sort_keys=True))
+            r["gap_vs_exhaustive"] = None if found is None else found / best - 1
+        gaps = [r["gap_vs_exhaustive"] for r in cold]
+        out["within"] = sum(g is not None and g <= args.within for g in gaps)
+        print(f"reference: exhaustive best {best:.5g} ms; gaps " +
+              " ".join(f"{r.get('seed', '')}:{'?' if g is None else f'{g:+.1%}'}" for r, g in zip(cold, gaps)) +
+              f"; within {args.within:.0%}: {out['within']}/{len(gaps)}")
     print(summary(out))
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=1))
