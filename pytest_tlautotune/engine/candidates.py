@@ -109,7 +109,6 @@ def _build_in_workers(req: TuneRequest, pools: Pools) -> list[dict] | None:
     env, path = dict(os.environ), list(sys.path)
     req.shipped = (spec_id, blob, env, path)
     pool = pools.compile_pool()
-    pools.prime_from_candidate(req, spec_id, (spec_id, blob, req.configs[0], env, path, req.compile_args))
     futures = [pool.schedule(_build_entry, (spec_id, blob, config, env, path), timeout=req.tuner["compile_timeout"])
                for config in req.configs]
     results = []

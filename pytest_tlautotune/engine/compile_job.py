@@ -71,22 +71,6 @@ def build_candidate(spec_id: str, spec_blob: bytes, config: dict, env: dict, sys
             return {"error": describe(exc, BUILD, spec.target)}
 
 
-def prime_from_candidate(spec_id: str, spec_blob: bytes, config: dict, env: dict, sys_path: list[str],
-                         compile_args: Any) -> str:
-    """Write the shared PCH of the header prefix one config's device code starts with, before the
-    candidates compile (worker side; ``device_compile.prime_candidate``): what became of it."""
-    from .device_compile import prime_candidate
-
-    built = build_candidate(spec_id, spec_blob, config, env, sys_path, keep=True)
-    if "func" not in built:
-        return "none"  # its build fails: the candidates' records say why
-    try:
-        with _environment(env, sys_path), _captured_output():
-            return prime_candidate(built["func"], compile_args)
-    except Exception:  # noqa: BLE001 - a head start lost: the candidate's own compile says what is wrong
-        return "none"
-
-
 def compile_candidate(source: Any, compile_args: Any, out_dir: str) -> dict:
     """Build (see ``build_candidate``) and compile one candidate, publish its artifacts at
     ``out_dir`` (worker side). ``source`` is a pickled PrimFunc (built in the test process) or

@@ -148,13 +148,6 @@ def install(book: str | None = None) -> None:
 
 
 def _with_nvrtc(code: str, target: Any, pass_config: Any) -> bytearray:
-    arch, options = _nvrtc_options(target, pass_config)
-    return compile_cubin(code, arch, options)
-
-
-def _nvrtc_options(target: Any, pass_config: Any) -> tuple[int, list[str]]:
-    """The arch and NVRTC options (less the arch's own) TileLang's nvcc call for ``target`` and
-    ``pass_config`` means; ``_NotForNvrtc`` where NVRTC is not used for them."""
     from tilelang.contrib import nvcc, nvrtc
     from tilelang.env import CUDA_HOME, CUTLASS_INCLUDE_DIR, TILELANG_TEMPLATE_PATH
     from tilelang.jit.adapter.nvrtc.include_paths import discover_cuda_include_paths
@@ -183,21 +176,15 @@ def _nvrtc_options(target: Any, pass_config: Any) -> tuple[int, list[str]]:
     level = cfg.get(PassConfigKey.TL_PTXAS_REGISTER_USAGE_LEVEL, None)
     if level is not None:
         options.append(f"--ptxas-options=--register-usage-level={int(level)}")
-    return int(match.group(1)), options
-
-
-def _nvrtc_source(code: str) -> str:
-    """TileLang's device code as NVRTC compiles it (the headers nvcc would bring itself)."""
-    code = "#include <tl_templates/cuda/nvrtc_std.h>\n" + code
-    if "cudaGridDependencySynchronize" in code or "cudaTriggerProgrammaticLaunchCompletion" in code:
-        code = '#include "cuda_device_runtime_api.h"\n' + code
-    return code
+    return compile_cubin(code, int(match.group(1)), options)
 
 
 def compile_cubin(code: str, arch: int, options: list[str]) -> bytearray:
     """``code`` compiled to a cubin for ``sm_<arch>`` (``a`` from 90), as TileLang's
     ``contrib.nvrtc.compile_cuda`` does but with the shared PCH in place of its per-process one."""
-    code = _nvrtc_source(code)
+    code = "#include <tl_templates/cuda/nvrtc_std.h>\n" + code
+    if "cudaGridDependencySynchronize" in code or "cudaTriggerProgrammaticLaunchCompletion" in code:
+        code = '#include "cuda_device_runtime_api.h"\n' + code
     options = ["-default-device", _arch_flag(arch), *options]
     if not _INSTANCE:
         load_library()  # a spawned worker: its own instance
@@ -265,60 +252,22 @@ def prime(book: str, arch: int | None = None) -> list[str]:
             if len(entries) <= PRIME_MAX:
                 with contextlib.suppress(OSError):
                     os.utime(path)  # still in use: kept before prefixes no session needed lately
-    return [_write_pch(prefix, options) for prefix, options in entries[:PRIME_MAX]]
-
-
-def _write_pch(prefix: str, options: list[str]) -> str:
-    """Write the shared PCH of a header prefix (compiled with ``options``) unless it is written:
-    "created", "used" (it was, or another worker wrote it meanwhile) or "none"."""
-    code = prefix + PRIME_KERNEL  # the same header prefix: NVRTC takes its PCH for the real code
-    pch = _SharedPch(code, options)
-    flags = pch.flags()
-    if pch.mode != "created":
-        return pch.mode
-    try:
-        _nvrtc(code, options + flags)
-    except Exception:  # noqa: BLE001 - the real compiles may still write it
-        pch.release()
-        return "none"
-    return pch.finish("")
-
-
-def prime_candidate(func: Any, compile_args: Any) -> str:
-    """Write the shared PCH of the header prefix a candidate's device code starts with, ahead of
-    the candidates (a compile worker, while the others build the configs): ``func`` is lowered as
-    ``compile_args`` compiles it (target, backend, pass configs) and its device code generated,
-    not compiled (0.1-0.4 s for a GEMM), so the prefix and options are those of the candidates'
-    own compiles. On a machine that never tuned (nothing in the book) the first wave then waits
-    for a PCH started as the workers came up instead of one its first compile starts once it has
-    lowered. Says "created", "used" or "none"; a new prefix goes into the book."""
-    import tvm
-    from tilelang.backend.module import create_backend_context
-    from tilelang.engine.lower import lower_with_context
-
-    context = create_backend_context(compile_args.target, compile_args.target_host,
-                                     compile_args.execution_backend)
-    pass_configs = dict(compile_args.pass_configs or {})
-    with tvm.transform.PassContext(opt_level=3, config=pass_configs), context.target:
-        artifact = lower_with_context(func, context, enable_host_codegen=False, enable_device_compile=False)
-    return _prime_code(artifact.kernel_source, context.target, pass_configs)
-
-
-def _prime_code(code: str, target: Any, pass_config: Any) -> str:
-    try:
-        arch, options = _nvrtc_options(target, pass_config)
-    except Exception:  # noqa: BLE001 - nvcc compiles it: no PCH
-        return "none"
-    if not _INSTANCE:
-        load_library()
-    if not _INSTANCE or _INSTANCE.get("unusable"):
-        return "none"
-    options = ["-default-device", _arch_flag(arch), *options]
-    prefix = _header_prefix(_nvrtc_source(code))
-    mode = _write_pch(prefix, options)
-    if mode == "created":
-        _remember(prefix, options)
-    return mode
+    done = []
+    for prefix, options in entries[:PRIME_MAX]:
+        code = prefix + PRIME_KERNEL  # the same header prefix: NVRTC takes its PCH for the real code
+        pch = _SharedPch(code, options)
+        flags = pch.flags()
+        if pch.mode != "created":
+            done.append(pch.mode)
+            continue
+        try:
+            _nvrtc(code, options + flags)
+        except Exception:  # noqa: BLE001 - the real compiles may still write it
+            pch.release()
+            done.append("none")
+            continue
+        done.append(pch.finish(""))
+    return done
 
 
 def _arch_flag(arch: int) -> str:

@@ -96,11 +96,6 @@ class Tuner:
             out[f"ready_s_{name}"] = round(at - t0_wall, 3)
         for arch, done in self.pools.primed.items():  # the PCHs written ahead from the book
             out[f"pch_primed_sm_{arch}"] = done
-        shipped = self.req.shipped
-        mode, at = self.pools.candidate_primed.get(shipped[0], ("", 0.0)) if shipped else ("", 0.0)
-        if at:  # the PCH of the first config's header prefix, written ahead (prime_from_candidate)
-            out["pch_primed_candidate"] = mode
-            out["ready_s_pch_candidate"] = round(at - t0_wall, 3)
         if self.pools.primed_ahead:
             out["pch_primed_ahead"] = True  # by the fork server as it started
         saves = [r["save_s"] for r in fresh if r.get("save_s") is not None]

@@ -231,12 +231,6 @@ def _prime_entry(book: str, arch: int) -> list[str]:
     return prime(book, arch)
 
 
-def _prime_candidate_entry(*args: Any) -> str:
-    from .compile_job import prime_from_candidate
-
-    return prime_from_candidate(*args)
-
-
 def _init_worker(sys_path: list[str], log_level: int, parent_pid: int | None = None,
                  device_compiler: str = "nvcc", gpus: str | None = NO_GPUS, nice: int = 0,
                  pch_book: str | None = None) -> None:
@@ -303,9 +297,6 @@ class Pools:
         #: record: a tuning's own prime job still runs (the server wrote the most recent prefixes
         #: of any arch; this one's may be another, or an xdist sibling may have added it since).
         self.primed_ahead = False
-        #: What the PCH job of each tuning's first config did (``prime_from_candidate``), by spec
-        #: id: "created", "used", "none" or why the job failed, and when it ended (epoch seconds).
-        self.candidate_primed: dict[str, tuple[str, float]] = {}
         self.n_workers = worker_count(n_workers)
         self._compile = None
         self._device_compile = None
@@ -406,26 +397,6 @@ class Pools:
             if name not in self._warmed:
                 self._warmed.add(name)
                 threading.Thread(target=start, args=(name,), name="tlautotune-warm-up", daemon=True).start()
-
-    def prime_from_candidate(self, req: Any, spec_id: str, args: tuple) -> None:
-        """For an NVRTC tuning with enough compile workers: write the PCH of the header prefix of
-        the request's first config ahead of its candidates (``args``: ``prime_from_candidate``'s),
-        in one worker while the others build the configs; scheduled before the builds."""
-        target = str(req.compile_args.target)
-        if (self.device_compiler == NVCC or self.n_workers < PRIME_MIN_WORKERS or "cuda" not in target
-                or spec_id in self.candidate_primed):
-            return
-        self.candidate_primed[spec_id] = ("", 0.0)
-
-        def done(fut: Any) -> None:
-            try:
-                outcome = fut.result()
-            except Exception as exc:  # noqa: BLE001 - a head start lost, nothing else
-                outcome = f"{type(exc).__name__}: {exc}"
-            self.candidate_primed[spec_id] = (outcome, time.time())
-
-        self.compile_pool().schedule(_prime_candidate_entry, args,
-                                     timeout=req.tuner["compile_timeout"]).add_done_callback(done)
 
     def _primed(self, arch: int, fut: Any) -> None:
         self.primed[arch] = _outcome(fut)
