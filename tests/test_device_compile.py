@@ -209,3 +209,49 @@ finally:
 print(json.dumps({{"asked": asked, "env_left": env_left, "primed": pools.primed.get(90),
                   **out.get("device_compiler", {{}})}}))
 """
+
+
+def test_the_host_code_is_compiled_as_c_into_the_same_library(headers_ok, tmp_path, monkeypatch):
+    """A candidate's library is linked with gcc (TileLang's host code is C; TVM's g++ compiles it as
+    C++, three times slower): the library exports what TVM's g++ build exports and loads back into
+    a kernel; a CXX the user set is TVM's to use."""
+    import tvm_ffi
+    from tilelang import env
+    from tvm.target import Target
+
+    from examples.kernels_cuda import gemm
+    from pytest_tlautotune.param import CompileArgs
+    from pytest_tlautotune.store import artifacts
+    from pytest_tlautotune.store.manifest import EXECUTABLE_PATH
+
+    args = CompileArgs(out_idx=[-1], target=TARGET)
+    with Target(json.loads(TARGET)):
+        func = gemm(1024, 1024, 1024, **CONFIGS[0])
+    nvcc = tvm_ffi.get_global_func(device_compile.CALLBACK)
+    cached = env.is_cache_enabled()
+    env.disable_cache()  # a kernel from TileLang's cache comes with its library: nothing to link
+    device_compile.install()
+    try:
+        kernel = args.compile_program(func)
+    finally:
+        tvm_ffi.register_global_func(device_compile.CALLBACK, f=nvcc, override=True)
+        if cached:
+            env.enable_cache()
+    if device_compile.last.get("compiler") != "nvrtc":
+        pytest.skip(f"NVRTC could not compile here: {device_compile.last}")
+    monkeypatch.delenv("CXX", raising=False)
+    assert artifacts.host_compiler().get("cc", "").endswith("gcc")
+    artifacts.save_kernel(kernel, func, tmp_path / "gcc")
+    monkeypatch.setenv("CXX", "g++")
+    assert artifacts.host_compiler() == {}
+    artifacts.save_kernel(kernel, func, tmp_path / "tvm")
+
+    def exported(name: str) -> list[str]:
+        out = subprocess.run(["nm", "-D", "--defined-only", str(tmp_path / name / EXECUTABLE_PATH)],
+                             capture_output=True, text=True, check=True).stdout
+        return sorted(line.split()[-1] for line in out.splitlines() if line.strip())
+
+    assert artifacts.PACKED_SYMBOL in exported("gcc")
+    assert exported("gcc") == exported("tvm")
+    loaded = artifacts.load_kernel(tmp_path / "gcc", args, func)
+    assert loaded.get_kernel_source() == kernel.get_kernel_source()
