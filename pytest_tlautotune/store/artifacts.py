@@ -111,13 +111,7 @@ def write_kernel_artifacts(directory: Path, kernel: JITKernel, func: PrimFunc | 
     lib_path = getattr(adapter, "libpath", None)
     if backend == "tvm_ffi" and not lib_path:
         tmp = directory / f".{EXECUTABLE_PATH}.{uuid.uuid4().hex[:8]}.so"
-        executable = adapter.get_exportable_executable()
-        try:
-            executable.export_library(str(tmp), fpack_imports=pack_imports, **host_compiler())
-        except RuntimeError:
-            if not host_compiler():
-                raise
-            executable.export_library(str(tmp), fpack_imports=pack_imports)  # TVM's own g++
+        adapter.get_exportable_executable().export_library(str(tmp), fpack_imports=pack_imports)
         os.replace(tmp, directory / EXECUTABLE_PATH)
     else:
         atomic_write(directory / kernel_lib_file(backend), Path(lib_path).read_bytes())
@@ -128,18 +122,6 @@ def write_kernel_artifacts(directory: Path, kernel: JITKernel, func: PrimFunc | 
     atomic_write(directory / BACKEND_PATH, json.dumps({"execution_backend": backend}))
     if func is not None:
         atomic_write(directory / FUNCTION_JSON_PATH, tilelang.tvm.ir.save_json(func))
-
-
-def host_compiler() -> dict:
-    """``export_library``'s compiler for the host code: ``gcc``. TileLang's host code is C (TVM's C
-    host codegen, ``lib0.c``, its functions declared ``extern "C"``), which TVM hands to ``g++``
-    that compiles it as C++: 0.13 s for a GEMM's 600 lines against 0.04 s with gcc, for a .so
-    that exports the same symbols (this VM; once per candidate). A ``CXX`` the user set is
-    left to TVM, as is a machine without gcc."""
-    import shutil
-
-    gcc = shutil.which("gcc")
-    return {"cc": gcc} if gcc and not os.environ.get("CXX") else {}
 
 
 #: The symbol TVM's loader reads a library's packed device modules from (TVM's ``ModulePackImportsToC``).
