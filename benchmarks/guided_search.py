@@ -34,7 +34,7 @@ def replay(configs: list[dict], medians: list[float | None], strategy: str, budg
            in_flight: int = 3, costs: list[tuple[float, float]] | None = None, workers: int = 0) -> tuple[int, int]:
     """Run the search to completion; returns (configs measured, the index of the best found). With
     ``workers`` and ``costs`` (each config's compile and timing seconds), as the pipeline runs it."""
-    search = Search(configs, strategy, budget, seed)
+    search = Search(configs, strategy, budget, seed, workers)
     results: dict[int, float | None] = {}
     if not workers:
         pending: list[int] = []
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     costs = [(c.get("compile_s") or 1.0, c.get("bench_s") or 0.1) for c in cands]
     optimum = min(m for m in medians if m is not None)
     # The default budget counts configs that ran (Search's own default); --fraction counts every trial.
-    budget = default_budget(len(configs)) if args.fraction is None else max(1, round(len(configs) * args.fraction))
+    n = len(configs)
+    budget = default_budget(n, args.workers) if args.fraction is None else max(1, round(n * args.fraction))
     given = None if args.fraction is None else budget
     print(f"space: {len(configs)} configs, {sum(m is not None for m in medians)} measured ok; "
           f"optimum {optimum:.4g} ms; budget {budget} trials ({budget / len(configs):.0%})"

@@ -143,6 +143,11 @@ def test_auto_strategy_measures_small_spaces_whole_and_guides_big_ones():
     assert Search(big_space, big["strategy"]).budget == max(round(len(big_space) / 6), 64)
     huge = [{"i": i} for i in range(1000)]
     assert Search(huge, "guided").budget == 167  # a sixth once that is more than 64
+    # ... and at least 4 rounds of the compile workers: with more of them, more is proposed blind
+    assert Search(big_space, "guided", workers=16).budget == max(round(len(big_space) / 6), 64)
+    assert Search(big_space, "guided", workers=32).budget == min(len(big_space), 128)
+    assert Search(huge, "guided", workers=64).budget == 256
+    assert Search(huge, "guided", max_trials=50, workers=64).budget == 50  # a budget given stands
 
 
 def test_configs_that_fail_do_not_count_against_the_default_guided_budget():

@@ -30,27 +30,34 @@ GUIDED_DEFAULT_FRACTION = 1 / 6
 #: (41 of 96 fail) 20/20, counting every trial needed 64 already; a 512-config CPU GEMM space
 #: (this 2-core VM, 2 workers) 18/20 at a sixth (85).
 GUIDED_MIN_TRIALS = 64
+#: ... and at least this many rounds of the pipeline's compile workers (64 is 4 rounds of 16): the
+#: pipeline proposes a config per free worker, so the more workers, the more of a fixed budget is
+#: proposed before the earlier proposals' results are in. Replayed on an H200 record of the 288 space
+#: with 32 workers (a two-GPU host), 64 trials ended 23-31% off in 4 of 60 runs (3 of 4 on a 2xH200
+#: host, session 9), with 48 and 64 workers in 25 and 39 of 60; 4 rounds: 60/60 at 32, 48 and 64.
+GUIDED_MIN_ROUNDS = 4
 RANDOM_START = 4  # the random start is 1/4 of the budget
 MODEL_POINTS = 256  # the surrogate fits the best this many measurements (bounded cost)
 
 
-def default_budget(n: int) -> int:
-    """The guided search's trial budget for a space of ``n`` configs when none is given."""
-    return max(1, min(n, max(round(n * GUIDED_DEFAULT_FRACTION), GUIDED_MIN_TRIALS)))
+def default_budget(n: int, workers: int = 0) -> int:
+    """The guided search's trial budget for a space of ``n`` configs when none is given, for a
+    pipeline of ``workers`` compile workers."""
+    return max(1, min(n, max(round(n * GUIDED_DEFAULT_FRACTION), GUIDED_MIN_TRIALS, GUIDED_MIN_ROUNDS * workers)))
 
 
 class Search:
     """Proposes indices into ``configs``; ``results`` maps index -> median ms (None: failed)."""
 
     def __init__(self, configs: list[dict], strategy: str = "exhaustive", max_trials: int | None = None,
-                 seed: int = 0):
+                 seed: int = 0, workers: int = 0):
         self.configs = configs
         self.strategy = strategy
         n = len(configs)
         # The default budget counts configs that ran; a budget the user gives counts every trial.
         self.counts_failures = not (strategy == "guided" and max_trials is None)
         if not self.counts_failures:
-            max_trials = default_budget(n)
+            max_trials = default_budget(n, workers)
         self.budget = min(n, max_trials) if max_trials else n
         # A seeded random order, an exhaustive search's too (unless its budget keeps the first
         # configs): a fast config is met early, so early stop spares the slow ones' samples, and

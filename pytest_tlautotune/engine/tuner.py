@@ -46,7 +46,8 @@ class Tuner:
 
         t0 = time.perf_counter()
         tuner = self.req.tuner
-        search = Search(self.req.configs, tuner["strategy"], tuner["max_trials"], tuner["seed"])
+        search = Search(self.req.configs, tuner["strategy"], tuner["max_trials"], tuner["seed"],
+                        workers=self.pools.n_workers)
         deadline = t0 + tuner["max_tuning_s"] if tuner["max_tuning_s"] else None
         records = self.pipeline.run(cands, search, deadline)
         t_search = time.perf_counter()
