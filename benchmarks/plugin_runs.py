@@ -85,11 +85,15 @@ def _installed() -> bool:
 
 
 def run_once(test: Path, cache: Path, tl_cache: Path, extra_args: list[str], profile: str | None = None,
-             stages: bool = False) -> dict:
+             stages: bool = False, home: Path | None = None) -> dict:
     """One pytest process; ``profile``: under cProfile, stats there; ``stages``: the fixture's stages
     timed (benchmarks/hit_profile_plugin.py)."""
     junit = cache / "junit.xml"
     env = dict(os.environ, **({"TL_HIT_PROFILE": "1"} if stages else {}))
+    # The user's cache directory (the plugin remembers NVRTC header prefixes there too): the run's
+    # own unless given, so that a fresh run is the first tuning on a machine.
+    env.update(XDG_CACHE_HOME=str(home or cache / "home"))
+    env.pop("TL_AUTOTUNE_CACHE_DIR", None)
     env.update(TILELANG_CACHE_DIR=str(tl_cache), PYTHONPATH=f"{ROOT}{os.pathsep}"
                f"{os.environ.get('PYTHONPATH', '')}", TL_T0=repr(time.time()))
     load = [] if _installed() or "PYTEST_PLUGINS" in os.environ else ["-p", "pytest_tlautotune.plugin"]
@@ -169,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="cold runs after the first start from a cache directory that holds only the "
                              "first run's remembered NVRTC header prefixes (nvrtc-headers/): a new kernel on a "
                              "machine that has tuned before, the plugin's default cache directory being per user")
+    parser.add_argument("--shared-home", action="store_true",
+                        help="cold runs share one user cache directory ($XDG_CACHE_HOME): each run's own cache "
+                             "directory is fresh, the header prefixes the plugin remembers for the user are not "
+                             "(a CI job's cache directory on a runner that stays)")
     parser.add_argument("--stages", action="store_true",
                         help="time the stages of the plugin's fixture in every run (benchmarks/hit_profile_plugin.py)")
     parser.add_argument("--profile", help="run the last warm run under cProfile, its stats in this directory")
@@ -197,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         if seeds:
             (work / f"seed{i}").mkdir()
             test = write_test(work / f"seed{i}", args.space, f"{args.more}, seed={seeds[i]}")
-        cold.append(run_once(test, cache, tl_cache, args.pytest_args, stages=args.stages))
+        home = work / "home" if args.shared_home else None
+        cold.append(run_once(test, cache, tl_cache, args.pytest_args, stages=args.stages, home=home))
         if seeds:
             cold[-1]["seed"] = seeds[i]
         if args.records:  # the first run's at the path given, the later ones' beside it (_1, _2, ...)
@@ -206,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         print("cold", json.dumps({k: v for k, v in cold[-1].items() if k != "candidates"}), flush=True)
     for i in range(args.warm):
         profile = str(Path(args.profile) / f"warm{i}.prof") if args.profile and i == args.warm - 1 else None
-        warm.append(run_once(test, cache, tl_cache, args.pytest_args, profile, args.stages))
+        warm.append(run_once(test, cache, tl_cache, args.pytest_args, profile, args.stages,
+                             home=work / "home" if args.shared_home else None))
         print("warm", json.dumps({k: v for k, v in warm[-1].items() if k != "candidates"}), flush=True)
     for r in cold + warm:
         r.pop("candidates", None)

@@ -89,11 +89,16 @@ class TuneSession:
 
     @property
     def pch_book(self) -> str:
-        """Where NVRTC header prefixes are remembered, beside the results (see device_compile.prime),
-        by absolute path: the workers do not share this process's working directory."""
+        """Where NVRTC header prefixes are remembered (see device_compile.prime), by absolute path
+        (the workers do not share this process's working directory): beside the results, and in
+        the user's default cache directory where the results live elsewhere (a CI job's own cache
+        directory on a runner that stays), so a machine that tuned before writes the PCH ahead
+        whatever cache directory a run uses; joined by ``os.pathsep``."""
         from .engine.device_compile import BOOK_DIR
+        from .settings import _default_cache_dir
 
-        return os.path.abspath(os.path.join(self.cache_dir, BOOK_DIR))
+        books = [os.path.abspath(os.path.join(d, BOOK_DIR)) for d in (self.cache_dir, _default_cache_dir())]
+        return os.pathsep.join(dict.fromkeys(books))
 
     def machine(self, kind: str) -> dict:
         if kind not in self._machine:

@@ -209,3 +209,36 @@ finally:
 print(json.dumps({{"asked": asked, "env_left": env_left, "primed": pools.primed.get(90),
                   **out.get("device_compiler", {{}})}}))
 """
+
+
+def test_a_machine_that_tuned_before_writes_the_pch_ahead_whatever_the_cache_dir(headers_ok, tmp_path):
+    """Header prefixes go into every directory of the book (the run's cache directory's and the
+    user's): a later run with a new cache directory of its own (the next CI job) finds them in the
+    user's and writes the PCH ahead, so its first candidate uses it."""
+    import os
+    import time
+
+    from pytest_tlautotune.engine import workers
+
+    user, job1, job2 = tmp_path / "user", tmp_path / "job1", tmp_path / "job2"
+    pools = workers.Pools(1, "nvrtc", pch_book=f"{job1}{os.pathsep}{user}")
+    try:
+        first = pools.compile_pool().schedule(compile_gemm, (CONFIGS[0], str(tmp_path / "a"))).result(timeout=600)
+    finally:
+        pools.close()
+    if first.get("device_compiler", {}).get("compiler") != "nvrtc":
+        pytest.skip(f"NVRTC could not compile here: {first.get('device_compiler')}")
+    assert first["device_compiler"]["pch"] == "created"
+    assert [p.name for p in job1.glob("*.json")] == [p.name for p in user.glob("*.json")] != []
+
+    pools = workers.Pools(workers.PRIME_MIN_WORKERS, "nvrtc", pch_book=f"{job2}{os.pathsep}{user}")
+    try:
+        pools.warm_up([], arch=90)
+        second = pools.compile_pool().schedule(compile_gemm, (CONFIGS[1], str(tmp_path / "b"))).result(timeout=600)
+        deadline = time.monotonic() + 30
+        while not pools.primed.get(90) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        pools.close()
+    assert pools.primed[90] == ["created"]
+    assert second["device_compiler"]["pch"] == "used", second["device_compiler"]

@@ -232,3 +232,22 @@ def test_help_and_version_do_not_start_a_session(tmp_path):
             "'pytest_tlautotune.store.remote', 'torch', 'tilelang') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "['pytest_tlautotune.plugin']", out.stdout + out.stderr
+
+
+def test_nvrtc_header_prefixes_are_remembered_beside_the_results_and_for_the_user(pytester, monkeypatch, tmp_path):
+    """A run with its own cache directory (a CI job's, on a runner that stays) also remembers NVRTC
+    header prefixes in the user's default cache directory, and reads both: the machine's next run
+    writes the PCH ahead whatever cache directory it uses. With the default directory, one book."""
+    import os
+
+    from pytest_tlautotune.engine.device_compile import BOOK_DIR, book_dirs
+    from pytest_tlautotune.stash import session_key
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("TL_AUTOTUNE_CACHE_DIR", raising=False)
+    user = tmp_path / "xdg" / "tlautotune" / BOOK_DIR
+    config = pytester.parseconfigure(f"--tl-cache-dir={tmp_path / 'job'}")
+    assert book_dirs(config.stash[session_key].pch_book) == [tmp_path / "job" / BOOK_DIR, user]
+    config = pytester.parseconfigure()
+    assert config.stash[session_key].pch_book == str(user)
+    assert os.pathsep not in config.stash[session_key].pch_book

@@ -66,6 +66,17 @@ BOOK_KEEP = 8
 PRIME_MAX = 2
 #: Where this worker records the header prefixes it writes a PCH for (``install``); none: nowhere.
 _BOOK: dict[str, str] = {}
+
+
+def book_dirs(book: str) -> list[Path]:
+    """The directories of a book: ``book`` names one, or several joined by ``os.pathsep`` (a cache
+    directory's and the user's, see ``TuneSession.pch_book``)."""
+    return [Path(part) for part in book.split(os.pathsep) if part]
+
+
+def book_has_entries(book: str) -> bool:
+    """Whether any directory of ``book`` remembers a header prefix."""
+    return any(any(d.glob("*.json")) for d in book_dirs(book))
 #: The NVRTC instance this process shares: ``dir`` holds its PCHs (the fork server's in its
 #: workers, else this process's own once it loads NVRTC); ``unusable`` once NVRTC rejected one here.
 _INSTANCE: dict[str, Any] = {}
@@ -216,15 +227,15 @@ def _remember(prefix: str, options: list[str]) -> None:
         return
     from ..store.files import atomic_write
 
-    book = Path(_BOOK["dir"])
     entry = {"tilelang": _tilelang_version(), "prefix": prefix, "options": options}
-    try:
-        book.mkdir(mode=0o700, parents=True, exist_ok=True)
-        atomic_write(book / f"{_digest(prefix, options)}.json", json.dumps(entry))
-        for old in sorted(book.glob("*.json"), key=_mtime, reverse=True)[BOOK_KEEP:]:
-            old.unlink(missing_ok=True)
-    except OSError:
-        pass  # a book that cannot be written costs the next session's head start, nothing else
+    for book in book_dirs(_BOOK["dir"]):
+        try:
+            book.mkdir(mode=0o700, parents=True, exist_ok=True)
+            atomic_write(book / f"{_digest(prefix, options)}.json", json.dumps(entry))
+            for old in sorted(book.glob("*.json"), key=_mtime, reverse=True)[BOOK_KEEP:]:
+                old.unlink(missing_ok=True)
+        except OSError:
+            pass  # a book that cannot be written costs the next session's head start, nothing else
 
 
 def prime(book: str, arch: int | None = None) -> list[str]:
@@ -241,7 +252,8 @@ def prime(book: str, arch: int | None = None) -> list[str]:
 
     flag = _arch_flag(arch) if arch else None
     entries = []
-    for path in sorted(Path(book).glob("*.json"), key=_mtime, reverse=True):
+    paths = {p.name: p for d in reversed(book_dirs(book)) for p in d.glob("*.json")}  # the first dir's copy
+    for path in sorted(paths.values(), key=_mtime, reverse=True):
         entry = read_json(path)
         try:
             prefix, options = str(entry["prefix"]), [str(o) for o in entry["options"]]
