@@ -246,8 +246,8 @@ def test_nvrtc_header_prefixes_are_remembered_beside_the_results_and_for_the_use
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("TL_AUTOTUNE_CACHE_DIR", raising=False)
     user = tmp_path / "xdg" / "tlautotune" / BOOK_DIR
-    config = pytester.parseconfigure(f"--tl-cache-dir={tmp_path / 'job'}")
+    config = pytester.parseconfigure("-p", "no:benchmark", f"--tl-cache-dir={tmp_path / 'job'}")
     assert book_dirs(config.stash[session_key].pch_book) == [tmp_path / "job" / BOOK_DIR, user]
-    config = pytester.parseconfigure()
+    config = pytester.parseconfigure("-p", "no:benchmark")
     assert config.stash[session_key].pch_book == str(user)
     assert os.pathsep not in config.stash[session_key].pch_book
