@@ -23,7 +23,8 @@ compile with that prefix uses it (``--use-pch``) — the same cubin as without
 waits for it (``_SharedPch``).
 
 The PCH dies with its fork server, but its header prefix is remembered in the cache directory
-(``nvrtc-headers/``, with the options and TileLang's version): in a later session the fork server
+and in the user's default one (``nvrtc-headers/``, with the options and TileLang's version; the
+user's serves a run whose cache directory is new, a CI job's on a runner that stays): in a later session the fork server
 writes the PCH of the most recent prefixes while it imports TileLang (``prime_detached``), and a
 tuning's first compile job writes those of its arch (``prime``; "used" where already written), so
 its first candidates use a PCH instead of one of them writing it while the rest wait. A prefix
@@ -64,8 +65,12 @@ PCH_WAIT_S = 15.0
 BOOK_DIR = "nvrtc-headers"  # in the plugin's cache directory
 BOOK_KEEP = 8
 PRIME_MAX = 2
-#: Where this worker records the header prefixes it writes a PCH for (``install``); none: nowhere.
+#: Where this worker records the header prefixes it writes a PCH for (``install``: a directory, or
+#: several joined by ``os.pathsep``, see ``book_dirs``); none: nowhere.
 _BOOK: dict[str, str] = {}
+#: The NVRTC instance this process shares: ``dir`` holds its PCHs (the fork server's in its
+#: workers, else this process's own once it loads NVRTC); ``unusable`` once NVRTC rejected one here.
+_INSTANCE: dict[str, Any] = {}
 
 
 def book_dirs(book: str) -> list[Path]:
@@ -77,9 +82,6 @@ def book_dirs(book: str) -> list[Path]:
 def book_has_entries(book: str) -> bool:
     """Whether any directory of ``book`` remembers a header prefix."""
     return any(any(d.glob("*.json")) for d in book_dirs(book))
-#: The NVRTC instance this process shares: ``dir`` holds its PCHs (the fork server's in its
-#: workers, else this process's own once it loads NVRTC); ``unusable`` once NVRTC rejected one here.
-_INSTANCE: dict[str, Any] = {}
 
 
 class _NotForNvrtc(Exception):
