@@ -123,6 +123,21 @@ def test_precompiled_header_gives_the_same_cubin(headers_ok, monkeypatch, tmp_pa
     assert [p.suffix for p in tmp_path.iterdir()] == [".pch"]
 
 
+def remember_one_prefix(book: str, tmp_path: Path) -> None:
+    """A session with one compile worker compiles a GEMM, writing its PCH and remembering the
+    header prefix in ``book`` (skips where NVRTC cannot compile)."""
+    from pytest_tlautotune.engine import workers
+
+    pools = workers.Pools(1, "nvrtc", pch_book=book)
+    try:
+        first = pools.compile_pool().schedule(compile_gemm, (CONFIGS[0], str(tmp_path / "a"))).result(timeout=600)
+    finally:
+        pools.close()
+    if first.get("device_compiler", {}).get("compiler") != "nvrtc":
+        pytest.skip(f"NVRTC could not compile here: {first.get('device_compiler')}")
+    assert first["device_compiler"]["pch"] == "created"
+
+
 def test_a_later_session_writes_the_remembered_pch_before_its_first_compile(headers_ok, tmp_path):
     """A session's compile workers remember, in the cache directory, the header prefix they wrote a
     PCH for; the next session's first compile job writes that PCH (for the tuning's arch) ahead of
@@ -132,14 +147,7 @@ def test_a_later_session_writes_the_remembered_pch_before_its_first_compile(head
     from pytest_tlautotune.engine import workers
 
     book = tmp_path / "book"
-    pools = workers.Pools(1, "nvrtc", pch_book=str(book))
-    try:
-        first = pools.compile_pool().schedule(compile_gemm, (CONFIGS[0], str(tmp_path / "a"))).result(timeout=600)
-    finally:
-        pools.close()
-    if first.get("device_compiler", {}).get("compiler") != "nvrtc":
-        pytest.skip(f"NVRTC could not compile here: {first.get('device_compiler')}")
-    assert first["device_compiler"]["pch"] == "created"
+    remember_one_prefix(str(book), tmp_path)
     [entry] = [json.loads(p.read_text()) for p in book.glob("*.json")]
     assert "--gpu-architecture=sm_90a" in entry["options"] and "#include" in entry["prefix"]
 
@@ -221,14 +229,7 @@ def test_a_machine_that_tuned_before_writes_the_pch_ahead_whatever_the_cache_dir
     from pytest_tlautotune.engine import workers
 
     user, job1, job2 = tmp_path / "user", tmp_path / "job1", tmp_path / "job2"
-    pools = workers.Pools(1, "nvrtc", pch_book=f"{job1}{os.pathsep}{user}")
-    try:
-        first = pools.compile_pool().schedule(compile_gemm, (CONFIGS[0], str(tmp_path / "a"))).result(timeout=600)
-    finally:
-        pools.close()
-    if first.get("device_compiler", {}).get("compiler") != "nvrtc":
-        pytest.skip(f"NVRTC could not compile here: {first.get('device_compiler')}")
-    assert first["device_compiler"]["pch"] == "created"
+    remember_one_prefix(f"{job1}{os.pathsep}{user}", tmp_path)
     assert [p.name for p in job1.glob("*.json")] == [p.name for p in user.glob("*.json")] != []
 
     pools = workers.Pools(workers.PRIME_MIN_WORKERS, "nvrtc", pch_book=f"{job2}{os.pathsep}{user}")
