@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = _seeds(args.seeds) if args.seeds else []
     if seeds:
         args.cold = len(seeds)
+    home = work / "home" if args.shared_home else None  # else each run's own (run_once)
     cold, warm = [], []
     for i in range(args.cold):
         cache, tl_cache = work / f"cache{i}", work / f"tlcache{i}"
@@ -205,7 +206,6 @@ def main(argv: list[str] | None = None) -> int:
         if seeds:
             (work / f"seed{i}").mkdir()
             test = write_test(work / f"seed{i}", args.space, f"{args.more}, seed={seeds[i]}")
-        home = work / "home" if args.shared_home else None
         cold.append(run_once(test, cache, tl_cache, args.pytest_args, stages=args.stages, home=home))
         if seeds:
             cold[-1]["seed"] = seeds[i]
@@ -215,8 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         print("cold", json.dumps({k: v for k, v in cold[-1].items() if k != "candidates"}), flush=True)
     for i in range(args.warm):
         profile = str(Path(args.profile) / f"warm{i}.prof") if args.profile and i == args.warm - 1 else None
-        warm.append(run_once(test, cache, tl_cache, args.pytest_args, profile, args.stages,
-                             home=work / "home" if args.shared_home else None))
+        warm.append(run_once(test, cache, tl_cache, args.pytest_args, profile, args.stages, home=home))
         print("warm", json.dumps({k: v for k, v in warm[-1].items() if k != "candidates"}), flush=True)
     for r in cold + warm:
         r.pop("candidates", None)

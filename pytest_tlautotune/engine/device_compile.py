@@ -62,7 +62,7 @@ PCH_KEEP = 4
 PCH_WAIT_S = 15.0
 #: Header prefixes a cache directory remembers (the most recently written kept), and how many of
 #: them, for the tuning's arch, a session writes the PCH of before its first compile needs it.
-BOOK_DIR = "nvrtc-headers"  # in the plugin's cache directory
+BOOK_DIR = "nvrtc-headers"  # in the plugin's cache directory, and in the user's default one
 BOOK_KEEP = 8
 PRIME_MAX = 2
 #: Where this worker records the header prefixes it writes a PCH for (``install``: a directory, or
@@ -135,8 +135,8 @@ def pch_dir(pid: int) -> Path:
 
 def install(book: str | None = None) -> None:
     """Compile device code with NVRTC in this process (a compile worker), nvcc as the fallback;
-    ``book``: the directory where the header prefixes this worker writes a PCH for are remembered
-    (``prime`` reads them in a later session)."""
+    ``book``: where the header prefixes this worker writes a PCH for are remembered (a directory,
+    or several joined by ``os.pathsep``: ``book_dirs``; ``prime`` reads them in a later session)."""
     import tvm_ffi
     from tilelang.cuda.backend import tilelang_callback_cuda_compile as with_nvcc
 
@@ -263,11 +263,12 @@ def prime(book: str, arch: int | None = None) -> list[str]:
             continue
         if entry.get("tilelang") == _tilelang_version() and (flag is None or flag in options):
             entries.append((prefix, options))
-            if len(entries) <= PRIME_MAX:
-                with contextlib.suppress(OSError):
-                    os.utime(path)  # still in use: kept before prefixes no session needed lately
+            with contextlib.suppress(OSError):
+                os.utime(path)  # still in use: kept before prefixes no session needed lately
+            if len(entries) == PRIME_MAX:
+                break
     done = []
-    for prefix, options in entries[:PRIME_MAX]:
+    for prefix, options in entries:
         code = prefix + PRIME_KERNEL  # the same header prefix: NVRTC takes its PCH for the real code
         pch = _SharedPch(code, options)
         flags = pch.flags()
