@@ -158,7 +158,9 @@ def compile_summary(candidates: list[dict]) -> dict:
             "device_s": mean([d["device_s"] for d in dev if "device_s" in d]),
             "save_s": mean([c["save_s"] for c in done if c.get("save_s") is not None]),
             "compiler": dict(Counter(d.get("compiler") for d in dev)),
-            "pch": dict(Counter(d.get("pch") for d in dev if d.get("pch")))}
+            "pch": dict(Counter(d.get("pch") for d in dev if d.get("pch"))),
+            # the longest a compile waited for a PCH another process was writing (a first wave's)
+            "pch_wait_s": max((d.get("pch_wait_s", 0.0) for d in dev), default=None)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -243,3 +243,34 @@ def test_a_machine_that_tuned_before_writes_the_pch_ahead_whatever_the_cache_dir
         pools.close()
     assert pools.primed[90] == ["created"]
     assert second["device_compiler"]["pch"] == "used", second["device_compiler"]
+
+
+def probe_then_compile(config: dict, out_dir: str) -> dict:
+    """Worker side: write the probe GEMM's PCH for sm_90 (as the fork server's grandchild does on a
+    machine that never tuned), then compile a GEMM candidate as the plugin does."""
+    from pytest_tlautotune.engine import pch_probe
+
+    probed = pch_probe.write([(9, 0)])
+    return {"probed": probed, **compile_gemm(config, out_dir)}
+
+
+def test_a_machine_that_never_tuned_gets_a_probe_gemms_pch(headers_ok, tmp_path):
+    """With nothing in the book, a probe GEMM lowered for the GPU's arch gives the header prefix the
+    GEMM candidates start with: its PCH, written before them, is the one their compiles use."""
+    from pytest_tlautotune.engine import workers
+
+    pools = workers.Pools(2, "nvrtc")
+    try:
+        first = pools.compile_pool().schedule(probe_then_compile, (CONFIGS[2], str(tmp_path / "a"))).result(timeout=600)
+        # another worker, another config: the PCH the probe wrote
+        futures = [pools.compile_pool().schedule(compile_gemm, (c, str(tmp_path / str(i))))
+                   for i, c in enumerate(CONFIGS[:2])]
+        rest = [f.result(timeout=600) for f in futures]
+        written = sorted(p.suffix for p in device_compile.pch_dir(workers.server_pid()).iterdir())
+    finally:
+        pools.close()
+    if first.get("device_compiler", {}).get("compiler") != "nvrtc":
+        pytest.skip(f"NVRTC could not compile here: {first.get('device_compiler')}")
+    assert first["probed"] == ["created"]
+    assert [r["device_compiler"]["pch"] for r in [first, *rest]] == ["used", "used", "used"]
+    assert written == [".pch"]  # the probe's, and no other

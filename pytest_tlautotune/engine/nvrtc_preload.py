@@ -1,6 +1,7 @@
 """Imported by the compile workers' fork server, before TileLang: load NVRTC before any worker is
 forked, and where ``workers.prestart`` handed it a book of header prefixes, write their PCHs in
-the background meanwhile (``device_compile.prime_detached``).
+the background meanwhile (``device_compile.prime_detached``), or where the book has none for this
+TileLang (a machine that never tuned with it) a probe GEMM's (``pch_probe``).
 
 NVRTC uses a precompiled header only in the "dynamic instance" of the library that wrote it (its
 PCH heap's address). Loaded here, the library sits at the same address in every worker, so one
@@ -11,8 +12,9 @@ cuda-python or libnvrtc is missing. NVRTC does not initialise the CUDA driver.
 import os
 
 from .device_compile import BOOK_ENV, load_library, prime_detached
+from .pch_probe import write as write_probe_pch
 
 load_library()
 _book = os.environ.pop(BOOK_ENV, None)
 if _book:
-    prime_detached(_book)
+    prime_detached(_book, otherwise=write_probe_pch)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..store.files import process_gone, remove_tree
-from .device_compile import BOOK_ENV, NVCC, book_has_entries
+from .device_compile import BOOK_ENV, NVCC
 
 _FORKSERVERS: dict[str, Any] = {}  # "cpu" (GPUs hidden) and "cuda" (GPUs visible): see _forkserver
 #: What the compile workers' fork server imports before it forks: CUDA kept uninitialised and the
@@ -158,13 +158,13 @@ def prestart(cuda: bool = False, pch_book: str | None = None, n_workers: int | N
 
     With ``pch_book`` (NVRTC may compile: a GPU machine) and ``n_workers`` compile workers to
     come (``Pools``' meaning), at least ``PRIME_MIN_WORKERS``, the server writes the PCHs of the
-    header prefixes the book remembers while it imports TileLang (``nvrtc_preload``), so the
-    first candidates find them written. Returns whether it was asked to."""
+    header prefixes the book remembers while it imports TileLang (``nvrtc_preload``), or where it
+    remembers none for this TileLang a probe GEMM's (``pch_probe``), so the first candidates find
+    them written. Returns whether it was asked to."""
     if not _use_own_fork_server():
         return False
     server = _forkserver("cpu").server
-    prime = (pch_book is not None and not server_running() and worker_count(n_workers) >= PRIME_MIN_WORKERS
-             and book_has_entries(pch_book))
+    prime = pch_book is not None and not server_running() and worker_count(n_workers) >= PRIME_MIN_WORKERS
     if not prime:
         server.ensure_running()
     else:

@@ -1,0 +1,116 @@
+"""A machine's first tuning: the PCH of a probe GEMM's header prefix, written as the fork server starts.
+
+A later session writes the PCHs of the header prefixes its book remembers before its first
+candidates need them (``device_compile.prime_detached``). On a machine that never tuned with this
+TileLang the book is empty, and the whole first wave of candidates waits for one of them to write
+the PCH (1.3-2.7 s on H200 hosts, session 9). The header prefix TileLang's CUDA codegen writes
+depends on the instructions a kernel uses, not on its sizes or tiles: every config of the 48- and
+288-config GEMM spaces on sm_90 starts with the same one (wgmma, TMA copies, barriers), and so does a
+small pipelined ``T.gemm`` lowered for that arch. So where the book has nothing for this TileLang,
+the fork server's detached grandchild asks the driver for the visible GPUs' archs, lowers such a
+GEMM for each (its device code generated, not compiled, with the options of a candidate's compile
+for that arch) and writes the PCH of its prefix, while the test process imports the tests.
+
+A first tuning whose kernels start with that prefix finds the PCH written, or being written (its
+compiles wait for the grandchild while it lives, as for any worker writing one); a kernel with
+another prefix writes its own as before. The probe costs one core for a few seconds beside the
+imports and one PCH file (``device_compile.PCH_KEEP``). Its prefix is not remembered: the book
+holds the prefixes real kernels used.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+#: Probe GEMMs lowered, one per arch; the book's own prefixes are written instead where it has any.
+PROBE_MAX = 2
+
+
+def visible_archs() -> list[int]:
+    """The ``sm_XX`` numbers of the GPUs the test process sees, asked of the CUDA driver in this
+    process (``cuInit`` and device attributes: no context). Only for a process that never forks
+    (the probe's): a child forked after ``cuInit`` cannot use CUDA. Empty where none can be asked."""
+    from . import hide_gpus
+
+    try:
+        from cuda.bindings import driver
+    except ImportError:
+        return []
+    if hide_gpus.SHOWN is None:
+        os.environ.pop("CUDA_VISIBLE_DEVICES", None)  # the test process sees every GPU
+    else:
+        os.environ["CUDA_VISIBLE_DEVICES"] = hide_gpus.SHOWN
+    ok = driver.CUresult.CUDA_SUCCESS
+    attr = driver.CUdevice_attribute
+    if driver.cuInit(0)[0] != ok:
+        return []
+    err, count = driver.cuDeviceGetCount()
+    archs = []
+    for index in range(count if err == ok else 0):
+        err, device = driver.cuDeviceGet(index)
+        if err != ok:
+            continue
+        err, major = driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device)
+        err2, minor = driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device)
+        if err == ok and err2 == ok:
+            archs.append((major, minor))
+    return list(dict.fromkeys(archs))  # in device order: the first is cuda:0's
+
+
+def probe_gemm(M: int = 1024, N: int = 1024, K: int = 1024, block_M: int = 128, block_N: int = 128,
+               block_K: int = 32, num_stages: int = 2, threads: int = 128) -> Any:
+    """A pipelined fp16 tensor-core GEMM written as TileLang's examples write it."""
+    import tilelang.language as T
+
+    @T.prim_func
+    def main(A: T.Tensor((M, K), "float16"), B: T.Tensor((K, N), "float16"), C: T.Tensor((M, N), "float16")):
+        with T.Kernel(T.ceildiv(N, block_N), T.ceildiv(M, block_M), threads=threads) as (bx, by):
+            A_shared = T.alloc_shared((block_M, block_K), "float16")
+            B_shared = T.alloc_shared((block_K, block_N), "float16")
+            C_local = T.alloc_fragment((block_M, block_N), "float")
+            T.clear(C_local)
+            for ko in T.Pipelined(T.ceildiv(K, block_K), num_stages=num_stages):
+                T.copy(A[by * block_M, ko * block_K], A_shared)
+                T.copy(B[ko * block_K, bx * block_N], B_shared)
+                T.gemm(A_shared, B_shared, C_local)
+            T.copy(C_local, C[by * block_M, bx * block_N])
+
+    return main
+
+
+def probe_prefix(capability: tuple[int, int]) -> tuple[str, list[str]]:
+    """The header prefix of the probe GEMM's device code for a GPU of compute ``capability``, and
+    the options a candidate's NVRTC compile for that arch uses (no pass configs: the default)."""
+    import tvm
+    from tilelang.backend.module import create_backend_context
+    from tilelang.contrib import nvcc
+    from tilelang.engine.lower import lower_with_context
+    from tvm.target import Target
+
+    from .device_compile import arch_flag, header_prefix, nvrtc_options, nvrtc_source
+
+    target = Target({"kind": "cuda", "arch": f"sm_{nvcc.get_target_arch(capability)}"})
+    with target:
+        func = probe_gemm()
+    context = create_backend_context(target, None, "tvm_ffi")
+    with tvm.transform.PassContext(opt_level=3, config={}), context.target:
+        artifact = lower_with_context(func, context, enable_host_codegen=False, enable_device_compile=False)
+    arch, options = nvrtc_options(context.target, {})
+    return header_prefix(nvrtc_source(artifact.kernel_source)), ["-default-device", arch_flag(arch), *options]
+
+
+def write(capabilities: list[tuple[int, int]] | None = None) -> list[str]:
+    """Write the PCH of the probe GEMM's header prefix for each GPU arch (``visible_archs`` where
+    None; at most ``PROBE_MAX``): what became of each, as ``device_compile.write_pch`` says."""
+    from .device_compile import write_pch
+
+    done = []
+    for capability in (visible_archs() if capabilities is None else capabilities)[:PROBE_MAX]:
+        try:
+            prefix, options = probe_prefix(capability)
+        except Exception:  # noqa: BLE001 - a head start lost, nothing else: the candidates write theirs
+            done.append("none")
+            continue
+        done.append(write_pch(prefix, options))
+    return done
