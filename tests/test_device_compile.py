@@ -4,6 +4,7 @@ arch on a CPU-only machine. Skips where cuda-python, libnvrtc or the CUDA header
 import ctypes
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -223,7 +224,6 @@ def test_a_machine_that_tuned_before_writes_the_pch_ahead_whatever_the_cache_dir
     """Header prefixes go into every directory of the book (the run's cache directory's and the
     user's): a later run with a new cache directory of its own (the next CI job) finds them in the
     user's and writes the PCH ahead, so its first candidate uses it."""
-    import os
     import time
 
     from pytest_tlautotune.engine import workers
@@ -245,32 +245,48 @@ def test_a_machine_that_tuned_before_writes_the_pch_ahead_whatever_the_cache_dir
     assert second["device_compiler"]["pch"] == "used", second["device_compiler"]
 
 
-def probe_then_compile(config: dict, out_dir: str) -> dict:
-    """Worker side: write the probe GEMM's PCH for sm_90 (as the fork server's grandchild does on a
-    machine that never tuned), then compile a GEMM candidate as the plugin does."""
-    from pytest_tlautotune.engine import pch_probe
+PROBED = """
+import functools, json, os, sys, time
+sys.path.insert(0, {root!r})
+sys.path.insert(0, os.getcwd())
+from pytest_tlautotune.engine import device_compile, pch_probe
 
-    probed = pch_probe.write([(9, 0)])
-    return {"probed": probed, **compile_gemm(config, out_dir)}
+device_compile.load_library()  # as the fork server: NVRTC loaded, TileLang not imported yet
+before = "tilelang" in sys.modules
+# the fork server's grandchild on a machine whose book is empty, its GPU an sm_90
+device_compile.prime_detached({book!r}, otherwise=functools.partial(pch_probe.write, [(9, 0)]))
+pch_dir = device_compile.pch_dir(os.getpid())
+deadline = time.monotonic() + 60
+while not list(pch_dir.glob("[!.]*.pch")) and time.monotonic() < deadline:  # published
+    time.sleep(0.05)
+written = sorted(p.name for p in pch_dir.iterdir())
+import tilelang
+tilelang.disable_cache()  # as in a compile worker: the device code is compiled, not looked up
+device_compile.install()
+import job
+out = job.compile_gemm({config!r}, {out!r}, {target!r})
+print(json.dumps({{"tilelang_before": before, "written": written, **out.get("device_compiler", {{}})}}))
+"""
 
 
-def test_a_machine_that_never_tuned_gets_a_probe_gemms_pch(headers_ok, tmp_path):
-    """With nothing in the book, a probe GEMM lowered for the GPU's arch gives the header prefix the
-    GEMM candidates start with: its PCH, written before them, is the one their compiles use."""
-    from pytest_tlautotune.engine import workers
-
-    pools = workers.Pools(2, "nvrtc")
-    try:
-        first = pools.compile_pool().schedule(probe_then_compile, (CONFIGS[2], str(tmp_path / "a"))).result(timeout=600)
-        # another worker, another config: the PCH the probe wrote
-        futures = [pools.compile_pool().schedule(compile_gemm, (c, str(tmp_path / str(i))))
-                   for i, c in enumerate(CONFIGS[:2])]
-        rest = [f.result(timeout=600) for f in futures]
-        written = sorted(p.suffix for p in device_compile.pch_dir(workers.server_pid()).iterdir())
-    finally:
-        pools.close()
-    if first.get("device_compiler", {}).get("compiler") != "nvrtc":
-        pytest.skip(f"NVRTC could not compile here: {first.get('device_compiler')}")
-    assert first["probed"] == ["created"]
-    assert [r["device_compiler"]["pch"] for r in [first, *rest]] == ["used", "used", "used"]
-    assert written == [".pch"]  # the probe's, and no other
+def test_a_machine_that_never_tuned_gets_a_probe_gemms_pch_as_the_server_starts(headers_ok, tmp_path):
+    """With nothing in the book, the fork server's grandchild (before TileLang is imported) lowers a
+    probe GEMM for the GPU's arch and writes the PCH of its header prefix: a GEMM candidate compiled
+    later uses it (same prefix, same options) instead of writing its own."""
+    book = tmp_path / "book"
+    book.mkdir()
+    (tmp_path / "job.py").write_text(JOB)
+    script = PROBED.format(book=str(book), out=str(tmp_path / "a"), config=CONFIGS[2], target=TARGET,
+                           root=str(tmp_path))
+    # as a process that has not imported TileLang (it adds its tvm to PYTHONPATH once imported)
+    path = os.pathsep.join(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if "tilelang" not in p)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900,
+                          cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "PYTHONPATH": path})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if out.get("compiler") != "nvrtc":
+        pytest.skip(f"NVRTC could not compile here: {out}")
+    assert not out["tilelang_before"]
+    assert [Path(n).suffix for n in out["written"]] == [".pch"], out
+    assert out["pch"] == "used", out
+    assert not list(book.iterdir())  # the probe's prefix is not remembered

@@ -35,7 +35,9 @@ def visible_archs() -> list[int]:
 
     try:
         from cuda.bindings import driver
-    except ImportError:
+
+        driver.cuInit(0)  # a first call loads libcuda: RuntimeError where there is none
+    except (ImportError, RuntimeError):
         return []
     if hide_gpus.SHOWN is None:
         os.environ.pop("CUDA_VISIBLE_DEVICES", None)  # the test process sees every GPU
@@ -82,6 +84,7 @@ def probe_gemm(M: int = 1024, N: int = 1024, K: int = 1024, block_M: int = 128, 
 def probe_prefix(capability: tuple[int, int]) -> tuple[str, list[str]]:
     """The header prefix of the probe GEMM's device code for a GPU of compute ``capability``, and
     the options a candidate's NVRTC compile for that arch uses (no pass configs: the default)."""
+    import tilelang  # noqa: F401 - first: it puts its own tvm on the path
     import tvm
     from tilelang.backend.module import create_backend_context
     from tilelang.contrib import nvcc
