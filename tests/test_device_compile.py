@@ -246,39 +246,40 @@ def test_a_machine_that_tuned_before_writes_the_pch_ahead_whatever_the_cache_dir
 
 
 PROBED = """
-import functools, json, os, sys, time
+import json, os, sys, time
 sys.path.insert(0, {root!r})
 sys.path.insert(0, os.getcwd())
 from pytest_tlautotune.engine import device_compile, pch_probe
 
-device_compile.load_library()  # as the fork server: NVRTC loaded, TileLang not imported yet
-before = "tilelang" in sys.modules
-# the fork server's grandchild on a machine whose book is empty, its GPU an sm_90
-device_compile.prime_detached({book!r}, otherwise=functools.partial(pch_probe.write, [(9, 0)]))
+# the fork server's preload, its book empty: NVRTC, then TileLang, then the probe (its GPU an sm_90)
+os.environ[device_compile.BOOK_ENV] = {book!r}
+from pytest_tlautotune.engine import nvrtc_preload
+import tilelang
+device_compile.run_detached(pch_probe.write, [(9, 0)])
 pch_dir = device_compile.pch_dir(os.getpid())
-deadline = time.monotonic() + 60
-while not list(pch_dir.glob("[!.]*.pch")) and time.monotonic() < deadline:  # published
+deadline = time.monotonic() + 120
+while pch_probe.outcome(pch_dir) is None and time.monotonic() < deadline:
     time.sleep(0.05)
 written = sorted(p.name for p in pch_dir.iterdir())
-import tilelang
 tilelang.disable_cache()  # as in a compile worker: the device code is compiled, not looked up
 device_compile.install()
 import job
 out = job.compile_gemm({config!r}, {out!r}, {target!r})
-print(json.dumps({{"tilelang_before": before, "written": written, **out.get("device_compiler", {{}})}}))
+print(json.dumps({{"probe": nvrtc_preload.PROBE, "outcome": pch_probe.outcome(pch_dir), "written": written,
+                  **out.get("device_compiler", {{}})}}))
 """
 
 
 def test_a_machine_that_never_tuned_gets_a_probe_gemms_pch_as_the_server_starts(headers_ok, tmp_path):
-    """With nothing in the book, the fork server's grandchild (before TileLang is imported) lowers a
-    probe GEMM for the GPU's arch and writes the PCH of its header prefix: a GEMM candidate compiled
-    later uses it (same prefix, same options) instead of writing its own."""
+    """With nothing in the book, the fork server (``nvrtc_preload``, then TileLang) has a detached
+    child lower a probe GEMM for the GPU's arch and write the PCH of its header prefix: a GEMM
+    candidate compiled later uses it (same prefix, same options) instead of writing its own."""
     book = tmp_path / "book"
     book.mkdir()
     (tmp_path / "job.py").write_text(JOB)
     script = PROBED.format(book=str(book), out=str(tmp_path / "a"), config=CONFIGS[2], target=TARGET,
                            root=str(tmp_path))
-    # as a process that has not imported TileLang (it adds its tvm to PYTHONPATH once imported)
+    # as the fork server, which has not imported TileLang (it adds its tvm to PYTHONPATH once imported)
     path = os.pathsep.join(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if "tilelang" not in p)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900,
                           cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "PYTHONPATH": path})
@@ -286,7 +287,7 @@ def test_a_machine_that_never_tuned_gets_a_probe_gemms_pch_as_the_server_starts(
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     if out.get("compiler") != "nvrtc":
         pytest.skip(f"NVRTC could not compile here: {out}")
-    assert not out["tilelang_before"]
-    assert [Path(n).suffix for n in out["written"]] == [".pch"], out
+    assert out["probe"] and out["outcome"]["done"] == ["created"], out
+    assert sorted(Path(n).suffix for n in out["written"]) == [".json", ".pch"], out  # the PCH, the outcome
     assert out["pch"] == "used", out
     assert not list(book.iterdir())  # the probe's prefix is not remembered

@@ -251,3 +251,24 @@ def test_nvrtc_header_prefixes_are_remembered_beside_the_results_and_for_the_use
     config = pytester.parseconfigure("-p", "no:benchmark")
     assert config.stash[session_key].pch_book == str(user)
     assert os.pathsep not in config.stash[session_key].pch_book
+
+
+def test_a_book_remembers_only_this_tilelangs_prefixes(tmp_path):
+    """The fork server writes a probe GEMM's PCH where the book (any of its directories) has no
+    header prefix for this TileLang, the remembered ones' where it has (``nvrtc_preload``)."""
+    import json
+    import os
+    from importlib.metadata import version
+
+    from pytest_tlautotune.engine.device_compile import remembers
+
+    job, user = tmp_path / "job", tmp_path / "user"
+    book = f"{job}{os.pathsep}{user}"
+    assert not remembers(book)  # neither directory exists yet
+    user.mkdir()
+    (user / "a.json").write_text(json.dumps({"tilelang": "0.0.1", "prefix": "#include <x.h>", "options": []}))
+    (user / "b.json").write_text("{not json")
+    assert not remembers(book)  # another TileLang's, and one unreadable
+    (user / "c.json").write_text(json.dumps({"tilelang": version("tilelang"), "prefix": "#include <x.h>",
+                                             "options": []}))
+    assert remembers(book) and not remembers(str(job))

@@ -125,6 +125,11 @@ def load_library() -> None:
         _INSTANCE["dir"] = pch_dir(os.getpid())
 
 
+def shared_dir() -> Path | None:
+    """The directory of the shared PCHs of this process's NVRTC instance (None: NVRTC not loaded)."""
+    return Path(_INSTANCE["dir"]) if _INSTANCE else None
+
+
 def pch_dir(pid: int) -> Path:
     """Where the shared PCHs of the NVRTC instance loaded by process ``pid`` are written."""
     return Path(tempfile.gettempdir()) / f"{PCH_DIR_PREFIX}{pid}"
@@ -320,24 +325,38 @@ def _tilelang_version() -> str:
 BOOK_ENV = "TL_AUTOTUNE_PCH_BOOK"
 
 
-def prime_detached(book: str, otherwise: Callable[[], object] | None = None) -> None:
+def remembers(book: str) -> bool:
+    """Whether ``book`` remembers a header prefix for this TileLang (any arch)."""
+    from ..store.files import read_json
+
+    version = _tilelang_version()
+    for path in (path for d in book_dirs(book) for path in d.glob("*.json")):
+        entry = read_json(path)
+        if isinstance(entry, dict) and entry.get("tilelang") == version:
+            return True
+    return False
+
+
+def prime_detached(book: str) -> None:
     """In the fork server, with NVRTC loaded and before TileLang is imported: write the PCHs
     ``book`` remembers (``prime``, any arch) in a detached grandchild, while the server goes on
     importing TileLang, so they are written by the time the first candidates compile (the
-    workers wait for it while it lives, as for any PCH another worker writes). Where the book
-    has nothing for this TileLang, the grandchild calls ``otherwise`` instead (``nvrtc_preload``:
-    a probe GEMM's PCH, ``pch_probe.write``)."""
-    if not _INSTANCE:
-        return
+    workers wait for it while it lives, as for any PCH another worker writes)."""
+    if _INSTANCE:
+        run_detached(prime, book)
+
+
+def run_detached(fn: Callable[..., object], *args: Any) -> None:
+    """Run ``fn(*args)`` in a detached grandchild of this process (errors ignored): an orphan this
+    process never waits for, with this process's NVRTC instance. It must not fork."""
     pid = os.fork()
     if pid:
         os.waitpid(pid, 0)  # the child exits at once: no zombie, nothing for the server to reap later
         return
     try:
-        if os.fork() == 0:  # the grandchild, an orphan the server never waits for
+        if os.fork() == 0:
             with contextlib.suppress(BaseException):
-                if not prime(book) and otherwise is not None:  # nothing remembered for this TileLang
-                    otherwise()
+                fn(*args)
     finally:
         os._exit(0)
 

@@ -20,7 +20,9 @@ holds the prefixes real kernels used.
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 #: Probe GEMMs lowered, one per arch; the book's own prefixes are written instead where it has any.
@@ -103,17 +105,41 @@ def probe_prefix(capability: tuple[int, int]) -> tuple[str, list[str]]:
     return header_prefix(nvrtc_source(artifact.kernel_source)), ["-default-device", arch_flag(arch), *options]
 
 
+#: What ``write`` did, in the shared PCH directory (the tuning's record reads it: ``outcome``).
+OUTCOME = "probe.json"
+
+
 def write(capabilities: list[tuple[int, int]] | None = None) -> list[str]:
     """Write the PCH of the probe GEMM's header prefix for each GPU arch (``visible_archs`` where
-    None; at most ``PROBE_MAX``): what became of each, as ``device_compile.write_pch`` says."""
-    from .device_compile import write_pch
+    None; at most ``PROBE_MAX``): what became of each, as ``device_compile.write_pch`` says; the
+    same, with the archs, any error and the time it ended, into ``OUTCOME``."""
+    import time
 
-    done = []
-    for capability in (visible_archs() if capabilities is None else capabilities)[:PROBE_MAX]:
-        try:
+    from ..store.files import atomic_write
+    from .device_compile import shared_dir, write_pch
+
+    done, error = [], None
+    try:
+        capabilities = visible_archs() if capabilities is None else capabilities
+        for capability in capabilities[:PROBE_MAX]:
             prefix, options = probe_prefix(capability)
-        except Exception:  # noqa: BLE001 - a head start lost, nothing else: the candidates write theirs
-            done.append("none")
-            continue
-        done.append(write_pch(prefix, options))
+            done.append(write_pch(prefix, options))
+    except Exception as exc:  # noqa: BLE001 - a head start lost, nothing else: the candidates write theirs
+        error = f"{type(exc).__name__}: {exc}"[:300]
+    where = shared_dir()
+    if where is not None:
+        outcome = {"archs": [f"{a}.{b}" for a, b in capabilities or []], "done": done, "error": error,
+                   "ended": time.time()}
+        try:
+            atomic_write(where / OUTCOME, json.dumps(outcome))
+        except OSError:
+            pass
     return done
+
+
+def outcome(pch_dir: Path) -> dict | None:
+    """What the probe did for the fork server whose PCHs are in ``pch_dir`` (``write``), if it ran."""
+    from ..store.files import read_json
+
+    found = read_json(pch_dir / OUTCOME)
+    return found if isinstance(found, dict) and found else None

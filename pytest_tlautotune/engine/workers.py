@@ -32,9 +32,11 @@ from .device_compile import BOOK_ENV, NVCC
 _FORKSERVERS: dict[str, Any] = {}  # "cpu" (GPUs hidden) and "cuda" (GPUs visible): see _forkserver
 #: What the compile workers' fork server imports before it forks: CUDA kept uninitialised and the
 #: GPUs hidden (NVRTC compile workers initialise the driver themselves), then NVRTC (its PCH heap
-#: shared by every worker; the remembered PCHs written meanwhile, see ``prestart``), then TileLang.
+#: shared by every worker; the remembered PCHs written meanwhile, see ``prestart``), then TileLang
+#: (and, where nothing was remembered, a probe GEMM's PCH written).
 PRELOAD = ["pytest_tlautotune.engine.no_cuda_init", "pytest_tlautotune.engine.hide_gpus",
-           "pytest_tlautotune.engine.nvrtc_preload", "tilelang", "pytest_tlautotune.engine.bench"]
+           "pytest_tlautotune.engine.nvrtc_preload", "tilelang", "pytest_tlautotune.engine.probe_preload",
+           "pytest_tlautotune.engine.bench"]
 #: What the CUDA timing workers' fork server imports: the same without hiding the GPUs; it never
 #: initialises CUDA either, so each forked worker creates its own context.
 PRELOAD_CUDA = ["pytest_tlautotune.engine.no_cuda_init", "tilelang", "pytest_tlautotune.engine.bench"]
@@ -397,6 +399,16 @@ class Pools:
             if name not in self._warmed:
                 self._warmed.add(name)
                 threading.Thread(target=start, args=(name,), name="tlautotune-warm-up", daemon=True).start()
+
+    def probe_outcome(self) -> dict | None:
+        """What the fork server's probe GEMM PCH did (``pch_probe``), where it ran."""
+        pid = server_pid()
+        if pid is None or self.device_compiler == NVCC:
+            return None
+        from .device_compile import pch_dir
+        from .pch_probe import outcome
+
+        return outcome(pch_dir(pid))
 
     def _primed(self, arch: int, fut: Any) -> None:
         self.primed[arch] = _outcome(fut)
