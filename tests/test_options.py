@@ -272,3 +272,26 @@ def test_a_book_remembers_only_this_tilelangs_prefixes(tmp_path):
     (user / "c.json").write_text(json.dumps({"tilelang": version("tilelang"), "prefix": "#include <x.h>",
                                              "options": []}))
     assert remembers(book) and not remembers(str(job))
+
+
+def test_the_probe_asks_nvidia_smi_for_the_archs_of_the_gpus_the_tests_see(tmp_path, monkeypatch):
+    """A machine's first tuning writes a probe GEMM's PCH for the archs of the GPUs the test process
+    sees (its CUDA_VISIBLE_DEVICES, every GPU where it names none by index), each arch once; no
+    nvidia-smi, or one that fails: no probe."""
+    import os
+    import stat
+
+    from pytest_tlautotune.engine.pch_probe import visible_archs
+
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\nprintf '0, 9.0\\n1, 8.0\\n2, 9.0\\n'\n")
+    smi.chmod(smi.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert visible_archs(None) == [(9, 0), (8, 0)]
+    assert visible_archs("1") == [(8, 0)]
+    assert visible_archs("2,0") == [(9, 0)]
+    assert visible_archs("GPU-5c1f") == [(9, 0), (8, 0)]  # UUIDs: every GPU
+    smi.write_text("#!/bin/sh\nexit 9\n")
+    assert visible_archs(None) == []
+    monkeypatch.setenv("PATH", str(tmp_path / "none"))
+    assert visible_archs(None) == []

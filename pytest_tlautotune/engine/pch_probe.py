@@ -7,12 +7,14 @@ the PCH (1.3-2.7 s on H200 hosts, session 9). The header prefix TileLang's CUDA 
 depends on the instructions a kernel uses, not on its sizes or tiles: every config of the 48- and
 288-config GEMM spaces on sm_90 starts with the same one (wgmma, TMA copies, barriers), and so does a
 small pipelined ``T.gemm`` lowered for that arch. So where the book has nothing for this TileLang,
-the fork server's detached grandchild asks the driver for the visible GPUs' archs, lowers such a
-GEMM for each (its device code generated, not compiled, with the options of a candidate's compile
-for that arch) and writes the PCH of its prefix, while the test process imports the tests.
+a detached child of the fork server (``probe_preload``, once the server imported TileLang) asks
+``nvidia-smi`` for the visible GPUs' archs, lowers such a GEMM for each (its device code
+generated, not compiled, with the options of a candidate's compile for that arch) and writes the
+PCH of its prefix while the server forks the compile workers; ``probe.json`` beside the PCHs says
+what it did (the tuning's record: phases ``pch_probe``).
 
 A first tuning whose kernels start with that prefix finds the PCH written, or being written (its
-compiles wait for the grandchild while it lives, as for any worker writing one); a kernel with
+compiles wait for the child while it lives, as for any worker writing one); a kernel with
 another prefix writes its own as before. The probe costs one core for a few seconds beside the
 imports and one PCH file (``device_compile.PCH_KEEP``). Its prefix is not remembered: the book
 holds the prefixes real kernels used.
@@ -21,7 +23,6 @@ holds the prefixes real kernels used.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -29,37 +30,26 @@ from typing import Any
 PROBE_MAX = 2
 
 
-def visible_archs() -> list[int]:
-    """The ``sm_XX`` numbers of the GPUs the test process sees, asked of the CUDA driver in this
-    process (``cuInit`` and device attributes: no context). Only for a process that never forks
-    (the probe's): a child forked after ``cuInit`` cannot use CUDA. Empty where none can be asked."""
-    from . import hide_gpus
+def visible_archs(shown: str | None) -> list[tuple[int, int]]:
+    """The compute capabilities of the GPUs a process with ``CUDA_VISIBLE_DEVICES=shown`` sees
+    (every GPU where None; every GPU where it names none by index), distinct, in that order, asked
+    of ``nvidia-smi``: the CUDA driver is not initialised here (``cuInit`` in a child of the fork
+    server crashed on a 2xH200 host, session 10 call 4). Empty where it cannot say."""
+    import subprocess
 
+    query = ["nvidia-smi", "--query-gpu=index,compute_cap", "--format=csv,noheader"]
     try:
-        from cuda.bindings import driver
-
-        driver.cuInit(0)  # a first call loads libcuda: RuntimeError where there is none
-    except (ImportError, RuntimeError):
+        lines = subprocess.run(query, capture_output=True, text=True, timeout=30, check=True).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
         return []
-    if hide_gpus.SHOWN is None:
-        os.environ.pop("CUDA_VISIBLE_DEVICES", None)  # the test process sees every GPU
-    else:
-        os.environ["CUDA_VISIBLE_DEVICES"] = hide_gpus.SHOWN
-    ok = driver.CUresult.CUDA_SUCCESS
-    attr = driver.CUdevice_attribute
-    if driver.cuInit(0)[0] != ok:
-        return []
-    err, count = driver.cuDeviceGetCount()
-    archs = []
-    for index in range(count if err == ok else 0):
-        err, device = driver.cuDeviceGet(index)
-        if err != ok:
-            continue
-        err, major = driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device)
-        err2, minor = driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device)
-        if err == ok and err2 == ok:
-            archs.append((major, minor))
-    return list(dict.fromkeys(archs))  # in device order: the first is cuda:0's
+    caps = {}
+    for line in lines:
+        index, _, cap = (part.strip() for part in line.partition(","))
+        major, _, minor = cap.partition(".")
+        if index.isdigit() and major.isdigit() and minor.isdigit():
+            caps[index] = (int(major), int(minor))
+    order = [d.strip() for d in (shown or "").split(",") if d.strip() in caps] or list(caps)
+    return list(dict.fromkeys(caps[d] for d in order))
 
 
 def probe_gemm(M: int = 1024, N: int = 1024, K: int = 1024, block_M: int = 128, block_N: int = 128,
@@ -120,7 +110,10 @@ def write(capabilities: list[tuple[int, int]] | None = None) -> list[str]:
 
     done, error = [], None
     try:
-        capabilities = visible_archs() if capabilities is None else capabilities
+        if capabilities is None:
+            from . import hide_gpus  # the fork server's: what the test process showed
+
+            capabilities = visible_archs(hide_gpus.SHOWN)
         for capability in capabilities[:PROBE_MAX]:
             prefix, options = probe_prefix(capability)
             done.append(write_pch(prefix, options))

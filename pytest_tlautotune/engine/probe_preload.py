@@ -2,7 +2,7 @@
 header prefix remembered for this TileLang (a machine's first tuning with it), a detached child
 writes the PCH of a probe GEMM's header prefix (``pch_probe.write``) while the server forks the
 compile workers. TileLang is imported by then (6 s on a 2xH200 host, session 10): the child only
-asks the driver for the GPUs' archs, lowers the probe and writes its PCH.
+asks nvidia-smi for the GPUs' archs, lowers the probe and writes its PCH.
 """
 
 from . import nvrtc_preload
