@@ -122,10 +122,9 @@ class TuneSession:
         """Autotuned tests are coming: start the compile workers' fork server now (and on a GPU
         machine the timing workers' one), so it imports TileLang while this process imports the
         tests (nothing to start under --tl-no-tune). On a GPU machine this process's CUDA driver
-        starts now too, in the background, and the fork server writes NVRTC PCHs as it starts
-        (``workers.prestart``): those of the header prefixes the book remembers, or on a machine
-        that never tuned with this TileLang a probe GEMM's (``pch_probe``). The first tuning's
-        compiles then find them written instead of waiting for one of them.
+        starts now too, in the background, and where the cache directory remembers NVRTC header
+        prefixes the fork server writes their PCHs as it starts (``workers.prestart``): the first
+        tuning's compiles then find them written instead of waiting for one of them.
 
         With a baseline in play every test re-times its kernel, so the timing worker of the
         likely device starts now too.

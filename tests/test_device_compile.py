@@ -4,7 +4,6 @@ arch on a CPU-only machine. Skips where cuda-python, libnvrtc or the CUDA header
 import ctypes
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -224,6 +223,7 @@ def test_a_machine_that_tuned_before_writes_the_pch_ahead_whatever_the_cache_dir
     """Header prefixes go into every directory of the book (the run's cache directory's and the
     user's): a later run with a new cache directory of its own (the next CI job) finds them in the
     user's and writes the PCH ahead, so its first candidate uses it."""
+    import os
     import time
 
     from pytest_tlautotune.engine import workers
@@ -243,51 +243,3 @@ def test_a_machine_that_tuned_before_writes_the_pch_ahead_whatever_the_cache_dir
         pools.close()
     assert pools.primed[90] == ["created"]
     assert second["device_compiler"]["pch"] == "used", second["device_compiler"]
-
-
-PROBED = """
-import json, os, sys, time
-sys.path.insert(0, {root!r})
-sys.path.insert(0, os.getcwd())
-from pytest_tlautotune.engine import device_compile, pch_probe
-
-# the fork server's preload, its book empty: NVRTC, then TileLang, then the probe (its GPU an sm_90)
-os.environ[device_compile.BOOK_ENV] = {book!r}
-from pytest_tlautotune.engine import nvrtc_preload
-import tilelang
-device_compile.run_detached(pch_probe.write, [(9, 0)])
-pch_dir = device_compile.pch_dir(os.getpid())
-deadline = time.monotonic() + 120
-while pch_probe.outcome(pch_dir) is None and time.monotonic() < deadline:
-    time.sleep(0.05)
-written = sorted(p.name for p in pch_dir.iterdir())
-tilelang.disable_cache()  # as in a compile worker: the device code is compiled, not looked up
-device_compile.install()
-import job
-out = job.compile_gemm({config!r}, {out!r}, {target!r})
-print(json.dumps({{"probe": nvrtc_preload.PROBE, "outcome": pch_probe.outcome(pch_dir), "written": written,
-                  **out.get("device_compiler", {{}})}}))
-"""
-
-
-def test_a_machine_that_never_tuned_gets_a_probe_gemms_pch_as_the_server_starts(headers_ok, tmp_path):
-    """With nothing in the book, the fork server (``nvrtc_preload``, then TileLang) has a detached
-    child lower a probe GEMM for the GPU's arch and write the PCH of its header prefix: a GEMM
-    candidate compiled later uses it (same prefix, same options) instead of writing its own."""
-    book = tmp_path / "book"
-    book.mkdir()
-    (tmp_path / "job.py").write_text(JOB)
-    script = PROBED.format(book=str(book), out=str(tmp_path / "a"), config=CONFIGS[2], target=TARGET,
-                           root=str(tmp_path))
-    # as the fork server, which has not imported TileLang (it adds its tvm to PYTHONPATH once imported)
-    path = os.pathsep.join(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if "tilelang" not in p)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900,
-                          cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "PYTHONPATH": path})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    if out.get("compiler") != "nvrtc":
-        pytest.skip(f"NVRTC could not compile here: {out}")
-    assert out["probe"] and out["outcome"]["done"] == ["created"], out
-    assert sorted(Path(n).suffix for n in out["written"]) == [".json", ".pch"], out  # the PCH, the outcome
-    assert out["pch"] == "used", out
-    assert not list(book.iterdir())  # the probe's prefix is not remembered

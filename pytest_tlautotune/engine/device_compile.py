@@ -28,8 +28,7 @@ user's serves a run whose cache directory is new, a CI job's on a runner that st
 writes the PCH of the most recent prefixes while it imports TileLang (``prime_detached``), and a
 tuning's first compile job writes those of its arch (``prime``; "used" where already written), so
 its first candidates use a PCH instead of one of them writing it while the rest wait. A prefix
-plus an empty kernel makes a PCH NVRTC takes for the real code. On a machine whose books have
-nothing for this TileLang, the server writes a probe GEMM's instead (``pch_probe``).
+plus an empty kernel makes a PCH NVRTC takes for the real code.
 
 Measured by ``benchmarks/compile_backends.py`` (README, "GPU figures").
 """
@@ -43,7 +42,6 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +77,11 @@ def book_dirs(book: str) -> list[Path]:
     """The directories of a book: ``book`` names one, or several joined by ``os.pathsep`` (a cache
     directory's and the user's, see ``TuneSession.pch_book``)."""
     return [Path(part) for part in book.split(os.pathsep) if part]
+
+
+def book_has_entries(book: str) -> bool:
+    """Whether any directory of ``book`` remembers a header prefix."""
+    return any(any(d.glob("*.json")) for d in book_dirs(book))
 
 
 class _NotForNvrtc(Exception):
@@ -125,11 +128,6 @@ def load_library() -> None:
         _INSTANCE["dir"] = pch_dir(os.getpid())
 
 
-def shared_dir() -> Path | None:
-    """The directory of the shared PCHs of this process's NVRTC instance (None: NVRTC not loaded)."""
-    return Path(_INSTANCE["dir"]) if _INSTANCE else None
-
-
 def pch_dir(pid: int) -> Path:
     """Where the shared PCHs of the NVRTC instance loaded by process ``pid`` are written."""
     return Path(tempfile.gettempdir()) / f"{PCH_DIR_PREFIX}{pid}"
@@ -163,13 +161,6 @@ def install(book: str | None = None) -> None:
 
 
 def _with_nvrtc(code: str, target: Any, pass_config: Any) -> bytearray:
-    arch, options = nvrtc_options(target, pass_config)
-    return compile_cubin(code, arch, options)
-
-
-def nvrtc_options(target: Any, pass_config: Any) -> tuple[int, list[str]]:
-    """The arch and the NVRTC options (less the arch's own) that TileLang's nvcc call for ``target``
-    and ``pass_config`` means; ``_NotForNvrtc`` where NVRTC is not used for them."""
     from tilelang.contrib import nvcc, nvrtc
     from tilelang.env import CUDA_HOME, CUTLASS_INCLUDE_DIR, TILELANG_TEMPLATE_PATH
     from tilelang.jit.adapter.nvrtc.include_paths import discover_cuda_include_paths
@@ -198,22 +189,16 @@ def nvrtc_options(target: Any, pass_config: Any) -> tuple[int, list[str]]:
     level = cfg.get(PassConfigKey.TL_PTXAS_REGISTER_USAGE_LEVEL, None)
     if level is not None:
         options.append(f"--ptxas-options=--register-usage-level={int(level)}")
-    return int(match.group(1)), options
-
-
-def nvrtc_source(code: str) -> str:
-    """TileLang's device code as NVRTC compiles it (with the headers nvcc brings itself)."""
-    code = "#include <tl_templates/cuda/nvrtc_std.h>\n" + code
-    if "cudaGridDependencySynchronize" in code or "cudaTriggerProgrammaticLaunchCompletion" in code:
-        code = '#include "cuda_device_runtime_api.h"\n' + code
-    return code
+    return compile_cubin(code, int(match.group(1)), options)
 
 
 def compile_cubin(code: str, arch: int, options: list[str]) -> bytearray:
     """``code`` compiled to a cubin for ``sm_<arch>`` (``a`` from 90), as TileLang's
     ``contrib.nvrtc.compile_cuda`` does but with the shared PCH in place of its per-process one."""
-    code = nvrtc_source(code)
-    options = ["-default-device", arch_flag(arch), *options]
+    code = "#include <tl_templates/cuda/nvrtc_std.h>\n" + code
+    if "cudaGridDependencySynchronize" in code or "cudaTriggerProgrammaticLaunchCompletion" in code:
+        code = '#include "cuda_device_runtime_api.h"\n' + code
+    options = ["-default-device", _arch_flag(arch), *options]
     if not _INSTANCE:
         load_library()  # a spawned worker: its own instance
     # Once NVRTC rejected the shared PCH in this process, no PCH (not NVRTC's per-process one:
@@ -231,7 +216,7 @@ def compile_cubin(code: str, arch: int, options: list[str]) -> bytearray:
         if last["pch"] == "unusable":
             _INSTANCE["unusable"] = True
         elif last["pch"] == "created":
-            _remember(header_prefix(code), options)
+            _remember(_header_prefix(code), options)
     return binary
 
 
@@ -267,7 +252,7 @@ def prime(book: str, arch: int | None = None) -> list[str]:
         return []
     from ..store.files import read_json
 
-    flag = arch_flag(arch) if arch else None
+    flag = _arch_flag(arch) if arch else None
     entries = []
     paths = {p.name: p for d in reversed(book_dirs(book)) for p in d.glob("*.json")}  # the first dir's copy
     for path in sorted(paths.values(), key=_mtime, reverse=True):
@@ -282,26 +267,25 @@ def prime(book: str, arch: int | None = None) -> list[str]:
                 os.utime(path)  # still in use: kept before prefixes no session needed lately
             if len(entries) == PRIME_MAX:
                 break
-    return [write_pch(prefix, options) for prefix, options in entries]
+    done = []
+    for prefix, options in entries:
+        code = prefix + PRIME_KERNEL  # the same header prefix: NVRTC takes its PCH for the real code
+        pch = _SharedPch(code, options)
+        flags = pch.flags()
+        if pch.mode != "created":
+            done.append(pch.mode)
+            continue
+        try:
+            _nvrtc(code, options + flags)
+        except Exception:  # noqa: BLE001 - the real compiles may still write it
+            pch.release()
+            done.append("none")
+            continue
+        done.append(pch.finish(""))
+    return done
 
 
-def write_pch(prefix: str, options: list[str]) -> str:
-    """Write the shared PCH of a header prefix compiled with ``options`` (the arch's included)
-    unless it is written: "created", "used" (it was, or another worker wrote it meanwhile), "none"."""
-    code = prefix + PRIME_KERNEL  # the same header prefix: NVRTC takes its PCH for the real code
-    pch = _SharedPch(code, options)
-    flags = pch.flags()
-    if pch.mode != "created":
-        return pch.mode
-    try:
-        _nvrtc(code, options + flags)
-    except Exception:  # noqa: BLE001 - the real compiles may still write it
-        pch.release()
-        return "none"
-    return pch.finish("")
-
-
-def arch_flag(arch: int) -> str:
+def _arch_flag(arch: int) -> str:
     """NVRTC's architecture option for ``sm_<arch>`` (``a`` from 90, as TileLang's NVRTC call)."""
     return f"--gpu-architecture=sm_{arch}{'a' if arch >= 90 else ''}"
 
@@ -325,38 +309,21 @@ def _tilelang_version() -> str:
 BOOK_ENV = "TL_AUTOTUNE_PCH_BOOK"
 
 
-def remembers(book: str) -> bool:
-    """Whether ``book`` remembers a header prefix for this TileLang (any arch)."""
-    from ..store.files import read_json
-
-    version = _tilelang_version()
-    for path in (path for d in book_dirs(book) for path in d.glob("*.json")):
-        entry = read_json(path)
-        if isinstance(entry, dict) and entry.get("tilelang") == version:
-            return True
-    return False
-
-
 def prime_detached(book: str) -> None:
     """In the fork server, with NVRTC loaded and before TileLang is imported: write the PCHs
     ``book`` remembers (``prime``, any arch) in a detached grandchild, while the server goes on
     importing TileLang, so they are written by the time the first candidates compile (the
     workers wait for it while it lives, as for any PCH another worker writes)."""
-    if _INSTANCE:
-        run_detached(prime, book)
-
-
-def run_detached(fn: Callable[..., object], *args: Any) -> None:
-    """Run ``fn(*args)`` in a detached grandchild of this process (errors ignored): an orphan this
-    process never waits for, with this process's NVRTC instance. It must not fork."""
+    if not _INSTANCE:
+        return
     pid = os.fork()
     if pid:
         os.waitpid(pid, 0)  # the child exits at once: no zombie, nothing for the server to reap later
         return
     try:
-        if os.fork() == 0:
+        if os.fork() == 0:  # the grandchild, an orphan the server never waits for
             with contextlib.suppress(BaseException):
-                fn(*args)
+                prime(book)
     finally:
         os._exit(0)
 
@@ -396,7 +363,7 @@ class _SharedPch:
     """
 
     def __init__(self, code: str, options: list[str]):
-        digest = _digest(header_prefix(code), options)
+        digest = _digest(_header_prefix(code), options)
         self.dir = Path(_INSTANCE["dir"])
         self.path = self.dir / f"{digest}.pch"
         self.claim = self.dir / f"{digest}.writing"
@@ -503,7 +470,7 @@ def _writer_alive(claim: Path) -> bool:
     return pid > 0 and not process_gone(pid)
 
 
-def header_prefix(code: str) -> str:
+def _header_prefix(code: str) -> str:
     """The preprocessor lines at the top of ``code``: the part a PCH covers (NVRTC's header stop
     point is within it), so two codes with the same prefix can share one PCH."""
     lines = []

@@ -4,11 +4,9 @@ Compiling needs nvcc, not a GPU (the parent writes the device's arch into the ta
 A fork server that touched CUDA could not fork usable children, and a compile worker
 that creates a CUDA context (TileLang's adapters do) costs start-up time and GPU memory.
 With no GPU visible the fork server imports TileLang once and forks workers in
-milliseconds. ``SHOWN`` keeps what the test process showed (``pch_probe`` asks those GPUs' archs
-in a detached process that never forks).
+milliseconds.
 """
 
 import os
 
-SHOWN = os.environ.get("CUDA_VISIBLE_DEVICES")
 os.environ["CUDA_VISIBLE_DEVICES"] = ""

@@ -1,8 +1,6 @@
 """Imported by the compile workers' fork server, before TileLang: load NVRTC before any worker is
 forked, and where ``workers.prestart`` handed it a book of header prefixes, write their PCHs in
-the background meanwhile (``device_compile.prime_detached``); where the book has none for this
-TileLang (a machine that never tuned with it), ``PROBE`` says so, and ``probe_preload``, imported
-after TileLang, writes a probe GEMM's PCH instead.
+the background meanwhile (``device_compile.prime_detached``).
 
 NVRTC uses a precompiled header only in the "dynamic instance" of the library that wrote it (its
 PCH heap's address). Loaded here, the library sits at the same address in every worker, so one
@@ -12,15 +10,9 @@ cuda-python or libnvrtc is missing. NVRTC does not initialise the CUDA driver.
 
 import os
 
-from .device_compile import BOOK_ENV, load_library, prime_detached, remembers
-
-#: Whether ``probe_preload`` writes a probe GEMM's PCH: a book was handed over, and it is empty.
-PROBE = False
+from .device_compile import BOOK_ENV, load_library, prime_detached
 
 load_library()
 _book = os.environ.pop(BOOK_ENV, None)
 if _book:
-    if remembers(_book):
-        prime_detached(_book)
-    else:
-        PROBE = True
+    prime_detached(_book)

@@ -99,9 +99,6 @@ class Tuner:
             out[f"pch_primed_sm_{arch}"] = done
         if self.pools.primed_ahead:
             out["pch_primed_ahead"] = True  # by the fork server as it started
-        probe = self.pools.probe_outcome()  # a machine's first tuning: a probe GEMM's PCH
-        if probe:
-            out["pch_probe"] = {**probe, "ended": round(probe.get("ended", t0_wall) - t0_wall, 3)}
         saves = [r["save_s"] for r in fresh if r.get("save_s") is not None]
         if saves:
             out["save_cpu_s"] = sum(saves)

@@ -27,16 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from ..store.files import process_gone, remove_tree
-from .device_compile import BOOK_ENV, NVCC
+from .device_compile import BOOK_ENV, NVCC, book_has_entries
 
 _FORKSERVERS: dict[str, Any] = {}  # "cpu" (GPUs hidden) and "cuda" (GPUs visible): see _forkserver
 #: What the compile workers' fork server imports before it forks: CUDA kept uninitialised and the
 #: GPUs hidden (NVRTC compile workers initialise the driver themselves), then NVRTC (its PCH heap
-#: shared by every worker; the remembered PCHs written meanwhile, see ``prestart``), then TileLang
-#: (and, where nothing was remembered, a probe GEMM's PCH written).
+#: shared by every worker; the remembered PCHs written meanwhile, see ``prestart``), then TileLang.
 PRELOAD = ["pytest_tlautotune.engine.no_cuda_init", "pytest_tlautotune.engine.hide_gpus",
-           "pytest_tlautotune.engine.nvrtc_preload", "tilelang", "pytest_tlautotune.engine.probe_preload",
-           "pytest_tlautotune.engine.bench"]
+           "pytest_tlautotune.engine.nvrtc_preload", "tilelang", "pytest_tlautotune.engine.bench"]
 #: What the CUDA timing workers' fork server imports: the same without hiding the GPUs; it never
 #: initialises CUDA either, so each forked worker creates its own context.
 PRELOAD_CUDA = ["pytest_tlautotune.engine.no_cuda_init", "tilelang", "pytest_tlautotune.engine.bench"]
@@ -160,13 +158,13 @@ def prestart(cuda: bool = False, pch_book: str | None = None, n_workers: int | N
 
     With ``pch_book`` (NVRTC may compile: a GPU machine) and ``n_workers`` compile workers to
     come (``Pools``' meaning), at least ``PRIME_MIN_WORKERS``, the server writes the PCHs of the
-    header prefixes the book remembers while it imports TileLang (``nvrtc_preload``), or where it
-    remembers none for this TileLang a probe GEMM's (``pch_probe``), so the first candidates find
-    them written. Returns whether it was asked to."""
+    header prefixes the book remembers while it imports TileLang (``nvrtc_preload``), so the
+    first candidates find them written. Returns whether it was asked to."""
     if not _use_own_fork_server():
         return False
     server = _forkserver("cpu").server
-    prime = pch_book is not None and not server_running() and worker_count(n_workers) >= PRIME_MIN_WORKERS
+    prime = (pch_book is not None and not server_running() and worker_count(n_workers) >= PRIME_MIN_WORKERS
+             and book_has_entries(pch_book))
     if not prime:
         server.ensure_running()
     else:
@@ -399,16 +397,6 @@ class Pools:
             if name not in self._warmed:
                 self._warmed.add(name)
                 threading.Thread(target=start, args=(name,), name="tlautotune-warm-up", daemon=True).start()
-
-    def probe_outcome(self) -> dict | None:
-        """What the fork server's probe GEMM PCH did (``pch_probe``), where it ran."""
-        pid = server_pid()
-        if pid is None or self.device_compiler == NVCC:
-            return None
-        from .device_compile import pch_dir
-        from .pch_probe import outcome
-
-        return outcome(pch_dir(pid))
 
     def _primed(self, arch: int, fut: Any) -> None:
         self.primed[arch] = _outcome(fut)
