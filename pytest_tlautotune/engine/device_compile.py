@@ -54,6 +54,8 @@ last: dict[str, Any] = {}
 
 #: Directory names of the shared PCHs, ``<prefix><pid of the process that loaded NVRTC>``.
 PCH_DIR_PREFIX = "tlautotune-pch-"
+#: The PCH of the compile that places the NVRTC heap (``load_library``), in the instance's directory.
+HEAP_PCH = "heap.nvrtc"
 #: Shared PCHs kept per directory (about 250 MB each); the least recently written go first.
 PCH_KEEP = 4
 #: A compile waits for another worker writing the PCH it needs as long as that worker lives (its
@@ -107,10 +109,13 @@ def resolve(choice: str) -> str:
 def load_library() -> None:
     """Load NVRTC in this process now and place its PCH heap, so processes forked from it share it.
 
-    NVRTC maps the heap at its first compile with ``-pch``, wherever ``mmap`` then puts it: a
+    NVRTC maps the heap at its first compile that writes a PCH, wherever ``mmap`` then puts it: a
     worker that mapped other memory first (an H200 run: 28 of 48 candidates) got another address
-    and could not use the shared PCH. A trivial compile here maps it before any fork.
+    and could not use the shared PCH. A trivial compile here maps it before any fork. Its PCH
+    goes into this instance's directory (``HEAP_PCH``), removed with it: with ``-pch`` NVRTC wrote
+    ``__nvrtc_auto_pch_<pid>_0`` into the temp directory, kept until this process exits cleanly.
     """
+    where = pch_dir(os.getpid())
     try:
         from cuda.bindings import nvrtc
 
@@ -119,13 +124,15 @@ def load_library() -> None:
         if result != ok:
             return
         try:
-            result = nvrtc.nvrtcCompileProgram(program, 1, [b"-pch"])[0]
+            where.mkdir(exist_ok=True)
+            option = f"--create-pch={where / HEAP_PCH}".encode()
+            result = nvrtc.nvrtcCompileProgram(program, 1, [option])[0]
         finally:
             nvrtc.nvrtcDestroyProgram(program)
-    except Exception:  # noqa: BLE001 - no cuda-python or no libnvrtc: workers use nvcc
+    except Exception:  # noqa: BLE001 - no cuda-python or no libnvrtc (or no directory): workers use nvcc
         return
     if result == ok:
-        _INSTANCE["dir"] = pch_dir(os.getpid())
+        _INSTANCE["dir"] = where
 
 
 def pch_dir(pid: int) -> Path:
