@@ -35,6 +35,7 @@ Measured by ``benchmarks/compile_backends.py`` (README, "GPU figures").
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -133,6 +134,17 @@ def load_library() -> None:
         return
     if result == ok:
         _INSTANCE["dir"] = where
+        atexit.register(_remove_own_dir, os.getpid(), where)
+
+
+def _remove_own_dir(pid: int, where: Path) -> None:
+    """At exit of the process that loaded NVRTC (not of a child that inherited the hook): remove its
+    PCH directory. A fork server's goes with its pools (``Pools.close``), a killed one's with the next
+    session's orphan sweep; this is for a process that compiled in place (a spawned worker, a test)."""
+    if os.getpid() == pid:
+        from ..store.files import remove_tree
+
+        remove_tree(where, ignore_errors=True)
 
 
 def pch_dir(pid: int) -> Path:
