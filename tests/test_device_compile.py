@@ -243,3 +243,20 @@ def test_a_machine_that_tuned_before_writes_the_pch_ahead_whatever_the_cache_dir
         pools.close()
     assert pools.primed[90] == ["created"]
     assert second["device_compiler"]["pch"] == "used", second["device_compiler"]
+
+
+def test_a_process_that_loads_nvrtc_in_place_leaves_nothing_in_tmp(headers_ok, tmp_path):
+    """The heap-placing compile writes its PCH into the process's own PCH directory (not NVRTC's
+    ``__nvrtc_auto_pch_*`` in the temp directory), and that directory goes when the process exits."""
+    import os
+
+    code = ("from pytest_tlautotune.engine import device_compile\n"
+            "device_compile.load_library()\n"
+            "print(sorted(p.name for p in device_compile.pch_dir(__import__('os').getpid()).iterdir()))\n")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "TMPDIR": str(tmp)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == str([device_compile.HEAP_PCH])
+    assert list(tmp.iterdir()) == []

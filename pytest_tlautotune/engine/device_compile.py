@@ -132,9 +132,12 @@ def load_library() -> None:
             nvrtc.nvrtcDestroyProgram(program)
     except Exception:  # noqa: BLE001 - no cuda-python or no libnvrtc (or no directory): workers use nvcc
         return
-    if result == ok:
-        _INSTANCE["dir"] = where
-        atexit.register(_remove_own_dir, os.getpid(), where)
+    if result != ok:
+        with contextlib.suppress(OSError):
+            where.rmdir()
+        return
+    _INSTANCE["dir"] = where
+    atexit.register(_remove_own_dir, os.getpid(), where)
 
 
 def _remove_own_dir(pid: int, where: Path) -> None:
