@@ -43,7 +43,8 @@ TARGETS = ("auto", "cuda", "hip", "c")
 PROFILE_BACKENDS = ("event", "cupti", "cudagraph")
 STRATEGIES = ("auto", "exhaustive", "random", "guided")
 #: ``strategy="auto"`` measures every config of a space up to this size, and runs the guided search
-#: (its default budget: a sixth of the space, at least 64 configs that ran, ``search.default_budget``) on
+#: (its default budget: a sixth of the space, at least 64 configs that ran and 4 rounds of the compile
+#: workers, ``search.default_budget``) on
 #: larger ones: measured in benchmarks/plugin_runs.py gpu48 / gpu288 and
 #: the replay benchmarks/guided_search.py (README: "How it works", Search; "GPU figures").
 AUTO_EXHAUSTIVE_MAX = 64

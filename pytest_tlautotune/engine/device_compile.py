@@ -24,11 +24,11 @@ waits for it (``_SharedPch``).
 
 The PCH dies with its fork server, but its header prefix is remembered in the cache directory
 and in the user's default one (``nvrtc-headers/``, with the options and TileLang's version; the
-user's serves a run whose cache directory is new, a CI job's on a runner that stays): in a later session the fork server
-writes the PCH of the most recent prefixes while it imports TileLang (``prime_detached``), and a
-tuning's first compile job writes those of its arch (``prime``; "used" where already written), so
-its first candidates use a PCH instead of one of them writing it while the rest wait. A prefix
-plus an empty kernel makes a PCH NVRTC takes for the real code.
+user's serves a run whose cache directory is new, a CI job's on a runner that stays): in a later
+session the fork server writes the PCH of the most recent prefixes while it imports TileLang
+(``prime_detached``), and a tuning's first compile job writes those of its arch (``prime``; "used"
+where already written), so its first candidates use a PCH instead of one of them writing it while
+the rest wait. A prefix plus an empty kernel makes a PCH NVRTC takes for the real code.
 
 Measured by ``benchmarks/compile_backends.py`` (README, "GPU figures").
 """
