@@ -138,12 +138,19 @@ def remember_one_prefix(book: str, tmp_path: Path) -> None:
     assert first["device_compiler"]["pch"] == "created"
 
 
+def wait_primed(pools, arch: int, seconds: float = 30.0) -> None:
+    """Wait until the session's prime job for ``sm_<arch>`` has said what it did (``Pools.primed``)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not pools.primed.get(arch) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_a_later_session_writes_the_remembered_pch_before_its_first_compile(headers_ok, tmp_path):
     """A session's compile workers remember, in the cache directory, the header prefix they wrote a
     PCH for; the next session's first compile job writes that PCH (for the tuning's arch) ahead of
     the candidates, so its first candidate uses it instead of writing it."""
-    import time
-
     from pytest_tlautotune.engine import workers
 
     book = tmp_path / "book"
@@ -157,9 +164,7 @@ def test_a_later_session_writes_the_remembered_pch_before_its_first_compile(head
         pools.warm_up([], arch=80)  # nothing remembered for sm_80: nothing written
         pools.warm_up([], arch=90)
         second = pools.compile_pool().schedule(compile_gemm, (CONFIGS[1], str(tmp_path / "b"))).result(timeout=600)
-        deadline = time.monotonic() + 30
-        while not pools.primed.get(90) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_primed(pools, 90)
         primed = dict(pools.primed)
     finally:
         pools.close()
@@ -224,7 +229,6 @@ def test_a_machine_that_tuned_before_writes_the_pch_ahead_whatever_the_cache_dir
     user's): a later run with a new cache directory of its own (the next CI job) finds them in the
     user's and writes the PCH ahead, so its first candidate uses it."""
     import os
-    import time
 
     from pytest_tlautotune.engine import workers
 
@@ -236,9 +240,7 @@ def test_a_machine_that_tuned_before_writes_the_pch_ahead_whatever_the_cache_dir
     try:
         pools.warm_up([], arch=90)
         second = pools.compile_pool().schedule(compile_gemm, (CONFIGS[1], str(tmp_path / "b"))).result(timeout=600)
-        deadline = time.monotonic() + 30
-        while not pools.primed.get(90) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_primed(pools, 90)
     finally:
         pools.close()
     assert pools.primed[90] == ["created"]
@@ -250,9 +252,10 @@ def test_a_process_that_loads_nvrtc_in_place_leaves_nothing_in_tmp(headers_ok, t
     ``__nvrtc_auto_pch_*`` in the temp directory), and that directory goes when the process exits."""
     import os
 
-    code = ("from pytest_tlautotune.engine import device_compile\n"
+    code = ("import os\n"
+            "from pytest_tlautotune.engine import device_compile\n"
             "device_compile.load_library()\n"
-            "print(sorted(p.name for p in device_compile.pch_dir(__import__('os').getpid()).iterdir()))\n")
+            "print(sorted(p.name for p in device_compile.pch_dir(os.getpid()).iterdir()))\n")
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
