@@ -185,6 +185,34 @@ def test_a_later_session_writes_the_remembered_pch_before_its_first_compile(head
     assert third["pch"] == "used" and third["primed"] == ["used"], third
 
 
+
+def test_a_machines_first_tuning_writes_the_shipped_seeds_pch_ahead(headers_ok, tmp_path):
+    """With nothing in the book (a machine's first tuning), the session's prime job writes the PCHs
+    of the shipped seeds for the tuning's arch (TileLang's GEMM and flash-attention prefixes): a GEMM
+    candidate's first compile uses one instead of writing its own, and the book then remembers the
+    prefix it used."""
+    from pytest_tlautotune.engine import workers
+
+    if not device_compile.has_seeds():
+        pytest.skip("no seeds for the installed TileLang")
+    seeds = json.loads(device_compile.SEEDS.read_text())["seeds"]
+    book = tmp_path / "book"
+    pools = workers.Pools(workers.PRIME_MIN_WORKERS, "nvrtc", pch_book=str(book))
+    try:
+        pools.warm_up([], arch=90)
+        first = pools.compile_pool().schedule(compile_gemm, (CONFIGS[0], str(tmp_path / "a"))).result(timeout=600)
+        wait_primed(pools, 90)
+    finally:
+        pools.close()
+    if first.get("device_compiler", {}).get("compiler") != "nvrtc":
+        pytest.skip(f"NVRTC could not compile here: {first.get('device_compiler')}")
+    assert pools.primed[90] == ["created"] * len([s for s in seeds if 90 in s["archs"]])
+    assert first["device_compiler"]["pch"] == "used", first["device_compiler"]
+    [entry] = [json.loads(p.read_text()) for p in book.glob("*.json")]
+    [gemm_seed] = [s for s in seeds if s["kernel"] == "gemm" and 90 in s["archs"]]
+    assert entry["prefix"] == gemm_seed["prefix"] and "--gpu-architecture=sm_90a" in entry["options"]
+
+
 JOB = """
 import json
 from tvm.target import Target
@@ -263,3 +291,22 @@ def test_a_process_that_loads_nvrtc_in_place_leaves_nothing_in_tmp(headers_ok, t
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == str([device_compile.HEAP_PCH])
     assert list(tmp.iterdir()) == []
+
+
+def test_a_machines_first_session_writes_the_seeds_pch_as_its_fork_server_starts(headers_ok, tmp_path):
+    """On a GPU machine (sm_90, nvidia-smi) whose book is empty, the fork server writes the seeds'
+    PCHs for its GPUs' arch while it imports TileLang: the first GEMM compile and the tuning's own
+    prime job find them written."""
+    if 90 not in device_compile.visible_archs():
+        pytest.skip("needs nvidia-smi listing an sm_90 GPU")
+    if not device_compile.has_seeds():
+        pytest.skip("no seeds for the installed TileLang")
+    (tmp_path / "job.py").write_text(JOB)
+    script = PRIMED_AHEAD.format(book=str(tmp_path / "book"), out=str(tmp_path / "d"), config=CONFIGS[3],
+                                  root=str(tmp_path), target=TARGET)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["asked"] and out["pch"] == "used", out
+    assert out["primed"] and set(out["primed"]) == {"used"}, out

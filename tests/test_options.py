@@ -251,3 +251,80 @@ def test_nvrtc_header_prefixes_are_remembered_beside_the_results_and_for_the_use
     config = pytester.parseconfigure("-p", "no:benchmark")
     assert config.stash[session_key].pch_book == str(user)
     assert os.pathsep not in config.stash[session_key].pch_book
+
+
+def test_the_shipped_nvrtc_seeds_are_what_the_installed_tilelang_generates():
+    """The header prefixes shipped for a machine's first tuning (``nvrtc_seeds.json``) are the ones
+    the installed TileLang writes for the probe kernels: stale seeds would write PCHs no candidate
+    uses. Regenerate with ``python -m pytest_tlautotune.engine.nvrtc_seeds``."""
+    from importlib.metadata import version
+
+    from pytest_tlautotune.engine import device_compile, nvrtc_seeds
+
+    shipped = json.loads(device_compile.SEEDS.read_text())
+    if shipped["tilelang"] != version("tilelang"):
+        pytest.skip(f"seeds made by TileLang {shipped['tilelang']}, {version('tilelang')} installed: "
+                    "python -m pytest_tlautotune.engine.nvrtc_seeds")
+    assert device_compile.has_seeds()
+    by_arch = {(s["kernel"], arch): s for s in shipped["seeds"] for arch in s["archs"]}
+    assert set(by_arch) == {(name, arch) for name, _, _ in nvrtc_seeds.PROBES for arch in nvrtc_seeds.ARCHS}
+    for name, make, fast_math in nvrtc_seeds.PROBES:
+        seed = by_arch[(name, 90)]
+        assert seed["fast_math"] is fast_math
+        assert nvrtc_seeds.lowered_prefix(make, 90) == seed["prefix"]
+        assert seed["prefix"].startswith("#include <tl_templates/cuda/nvrtc_std.h>")
+    assert nvrtc_seeds.lowered_prefix(nvrtc_seeds.probe_gemm, 80) == by_arch[("gemm", 80)]["prefix"]
+    assert by_arch[("gemm", 80)]["prefix"] != by_arch[("gemm", 90)]["prefix"]  # wgmma and TMA on sm_90
+
+
+def test_tilelangs_include_paths_are_the_same_before_tilelang_is_imported(tmp_path):
+    """The fork server's grandchild writes the seeds' PCHs before TileLang is imported: the include
+    directories it finds (TileLang's env module run alone) are the ones a candidate's compile uses."""
+    import os
+    import subprocess
+
+    from pytest_tlautotune.engine.device_compile import _tilelang_paths
+
+    code = ("import json, sys\n"
+            "from pytest_tlautotune.engine.device_compile import _tilelang_paths\n"
+            "paths = _tilelang_paths()\n"
+            "print(json.dumps([list(paths), 'tilelang' in sys.modules]))\n")
+    env = {**os.environ, "CUDA_HOME": str(tmp_path)}
+    (tmp_path / "include").mkdir()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    alone, imported = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert imported is False
+    assert alone[2] == [str(tmp_path / "include")]  # CUDA_HOME as TileLang reads it
+    proc = subprocess.run([sys.executable, "-c", "import tilelang\n" + code], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [alone, True]
+    import tilelang  # noqa: F401
+
+    assert _tilelang_paths()[:2] == tuple(alone[:2])
+
+
+def test_the_seeds_are_written_for_the_archs_of_the_gpus_the_tests_see(tmp_path, monkeypatch):
+    """A machine's first tuning writes the seeds' PCHs for the archs of the GPUs the test process
+    sees (its CUDA_VISIBLE_DEVICES, every GPU where it names none by index), each arch once, as
+    nvidia-smi lists them (stands in for the real one here: no GPU); none where it cannot say."""
+    import os
+    import stat
+
+    from pytest_tlautotune.engine.device_compile import visible_archs
+
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\nprintf '0, 9.0\\n1, 8.0\\n2, 9.0\\n'\n")
+    smi.chmod(smi.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert visible_archs("") == [90, 80]
+    assert visible_archs("1") == [80]
+    assert visible_archs("2,0") == [90]
+    assert visible_archs("GPU-5c1f") == [90, 80]  # UUIDs: every GPU
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert visible_archs() == [80]  # this process's, outside the fork server
+    smi.write_text("#!/bin/sh\nexit 9\n")
+    assert visible_archs("") == []
+    monkeypatch.setenv("PATH", str(tmp_path / "none"))
+    assert visible_archs("") == []

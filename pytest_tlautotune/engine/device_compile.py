@@ -183,9 +183,7 @@ def install(book: str | None = None) -> None:
 
 
 def _with_nvrtc(code: str, target: Any, pass_config: Any) -> bytearray:
-    from tilelang.contrib import nvcc, nvrtc
-    from tilelang.env import CUDA_HOME, CUTLASS_INCLUDE_DIR, TILELANG_TEMPLATE_PATH
-    from tilelang.jit.adapter.nvrtc.include_paths import discover_cuda_include_paths
+    from tilelang.contrib import nvcc
     from tilelang.transform import PassConfigKey
 
     arch, codes = nvcc.get_target_arch_and_code(target)
@@ -198,28 +196,79 @@ def _with_nvrtc(code: str, target: Any, pass_config: Any) -> bytearray:
     cfg = pass_config or {}
     if cfg.get(PassConfigKey.TL_DEVICE_COMPILE_FLAGS):
         raise _NotForNvrtc("extra nvcc flags")
+    level = cfg.get(PassConfigKey.TL_PTXAS_REGISTER_USAGE_LEVEL, None)
+    options = nvrtc_options(bool(cfg.get(PassConfigKey.TL_ENABLE_FAST_MATH, False)),
+                            None if level is None else int(level))
+    return compile_cubin(code, int(match.group(1)), options)
+
+
+def nvrtc_options(fast_math: bool = False, register_usage_level: int | None = None) -> list[str]:
+    """The options of TileLang's NVRTC call (``-std=c++20 -lineinfo``, its include directories, fast
+    math and ptxas options from the pass configs), but the arch's; the same before TileLang is
+    imported (``_tilelang_paths``), so a PCH written then has the options of a candidate's compile."""
+    from cuda.bindings import nvrtc
+
+    template, cutlass, cuda_includes = _tilelang_paths()
     options = [
         "-std=c++20",
         "-lineinfo",
-        f"-I{TILELANG_TEMPLATE_PATH}",
-        f"-I{CUTLASS_INCLUDE_DIR}",
-        *(f"-I{path}" for path in discover_cuda_include_paths(CUDA_HOME or "/usr/local/cuda")),
-        f"-D__CUDACC_VER_MAJOR__={nvrtc.get_nvrtc_version()[0]}",
+        f"-I{template}",
+        f"-I{cutlass}",
+        *(f"-I{path}" for path in cuda_includes),
+        f"-D__CUDACC_VER_MAJOR__={nvrtc.nvrtcVersion()[1]}",
     ]
-    if cfg.get(PassConfigKey.TL_ENABLE_FAST_MATH, False):
+    if fast_math:
         options.append("--use_fast_math")
-    level = cfg.get(PassConfigKey.TL_PTXAS_REGISTER_USAGE_LEVEL, None)
-    if level is not None:
-        options.append(f"--ptxas-options=--register-usage-level={int(level)}")
-    return compile_cubin(code, int(match.group(1)), options)
+    if register_usage_level is not None:
+        options.append(f"--ptxas-options=--register-usage-level={register_usage_level}")
+    return options
+
+
+def _tilelang_paths() -> tuple[str | None, str | None, list[str]]:
+    """TileLang's template and CUTLASS include directories and the CUDA include directories its NVRTC
+    call uses. Where TileLang is not imported yet (the fork server's grandchild, writing PCHs while
+    the server imports it) they come from TileLang's own ``env`` and ``include_paths`` modules run
+    alone (standard library only): the same code, the same environment, without the 6 s import."""
+    import sys
+
+    if "tilelang" in sys.modules:
+        from tilelang import env
+        from tilelang.jit.adapter.nvrtc.include_paths import discover_cuda_include_paths
+    else:
+        env = _tilelang_module_alone("env.py")
+        discover_cuda_include_paths = _tilelang_module_alone(
+            "jit/adapter/nvrtc/include_paths.py").discover_cuda_include_paths
+    return (env.TILELANG_TEMPLATE_PATH, env.CUTLASS_INCLUDE_DIR,
+            discover_cuda_include_paths(env.CUDA_HOME or "/usr/local/cuda"))
+
+
+def _tilelang_module_alone(relative: str) -> Any:
+    """A module of the installed TileLang package executed on its own, under a private name, without
+    the package's ``__init__`` (which imports torch and TVM)."""
+    import importlib.util
+    import sys
+
+    name = "_tlautotune_tilelang_" + relative.replace("/", "_").removesuffix(".py")
+    if name not in sys.modules:
+        spec = importlib.util.find_spec("tilelang")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("tilelang is not installed")
+        path = os.path.join(next(iter(spec.submodule_search_locations)), relative)
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module  # a dataclass in it looks its module up
+        try:
+            module_spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
 
 
 def compile_cubin(code: str, arch: int, options: list[str]) -> bytearray:
     """``code`` compiled to a cubin for ``sm_<arch>`` (``a`` from 90), as TileLang's
     ``contrib.nvrtc.compile_cuda`` does but with the shared PCH in place of its per-process one."""
-    code = "#include <tl_templates/cuda/nvrtc_std.h>\n" + code
-    if "cudaGridDependencySynchronize" in code or "cudaTriggerProgrammaticLaunchCompletion" in code:
-        code = '#include "cuda_device_runtime_api.h"\n' + code
+    code = nvrtc_source(code)
     options = ["-default-device", _arch_flag(arch), *options]
     if not _INSTANCE:
         load_library()  # a spawned worker: its own instance
@@ -238,24 +287,38 @@ def compile_cubin(code: str, arch: int, options: list[str]) -> bytearray:
         if last["pch"] == "unusable":
             _INSTANCE["unusable"] = True
         elif last["pch"] == "created":
-            _remember(_header_prefix(code), options)
+            _remember(header_prefix(code), options)
+        elif last["pch"] == "used":
+            _remember(header_prefix(code), options, new_only=True)  # a seed's PCH (or a book's)
     return binary
+
+
+def nvrtc_source(code: str) -> str:
+    """TileLang's device code as its NVRTC call compiles it (its NVRTC standard header first)."""
+    code = "#include <tl_templates/cuda/nvrtc_std.h>\n" + code
+    if "cudaGridDependencySynchronize" in code or "cudaTriggerProgrammaticLaunchCompletion" in code:
+        code = '#include "cuda_device_runtime_api.h"\n' + code
+    return code
 
 
 PRIME_KERNEL = "\n__global__ void tlautotune_prime() {}\n"
 
 
-def _remember(prefix: str, options: list[str]) -> None:
-    """Record a header prefix (and the options it was compiled with) in this worker's book."""
+def _remember(prefix: str, options: list[str], new_only: bool = False) -> None:
+    """Record a header prefix (and the options it was compiled with) in this worker's book;
+    ``new_only``: only in a directory that does not remember it yet (a compile that used a PCH)."""
     if not _BOOK.get("dir"):
         return
     from ..store.files import atomic_write
 
     entry = {"tilelang": _tilelang_version(), "prefix": prefix, "options": options}
     for book in book_dirs(_BOOK["dir"]):
+        path = book / f"{_digest(prefix, options)}.json"
+        if new_only and path.exists():
+            continue
         try:
             book.mkdir(mode=0o700, parents=True, exist_ok=True)
-            atomic_write(book / f"{_digest(prefix, options)}.json", json.dumps(entry))
+            atomic_write(path, json.dumps(entry))
             for old in sorted(book.glob("*.json"), key=_mtime, reverse=True)[BOOK_KEEP:]:
                 old.unlink(missing_ok=True)
         except OSError:
@@ -266,7 +329,9 @@ def prime(book: str, arch: int | None = None) -> list[str]:
     """Write the shared PCH of the header prefixes ``book`` remembers for ``sm_<arch>`` (any arch
     where None: the session has not asked its GPU yet) -- the most recent ``PRIME_MAX`` of this
     TileLang version --, so the first compiles of a session use it instead of waiting for one of
-    them to write it (a compile worker's first job). Says what became of each: "created",
+    them to write it (a compile worker's first job). Where the book remembers nothing for this
+    TileLang (a machine's first tuning), the shipped seeds' prefixes for that arch (for the GPUs
+    ``nvidia-smi`` lists where None: ``seed_entries``). Says what became of each: "created",
     "used" (another worker had written it), "none" (not written)."""
     if not _INSTANCE:
         load_library()
@@ -275,7 +340,7 @@ def prime(book: str, arch: int | None = None) -> list[str]:
     from ..store.files import read_json
 
     flag = _arch_flag(arch) if arch else None
-    entries = []
+    entries, remembers = [], False
     paths = {p.name: p for d in reversed(book_dirs(book)) for p in d.glob("*.json")}  # the first dir's copy
     for path in sorted(paths.values(), key=_mtime, reverse=True):
         entry = read_json(path)
@@ -283,12 +348,16 @@ def prime(book: str, arch: int | None = None) -> list[str]:
             prefix, options = str(entry["prefix"]), [str(o) for o in entry["options"]]
         except (KeyError, TypeError):
             continue
+        remembers = remembers or entry.get("tilelang") == _tilelang_version()
         if entry.get("tilelang") == _tilelang_version() and (flag is None or flag in options):
             entries.append((prefix, options))
             with contextlib.suppress(OSError):
                 os.utime(path)  # still in use: kept before prefixes no session needed lately
             if len(entries) == PRIME_MAX:
                 break
+    if not remembers:
+        with contextlib.suppress(Exception):  # no seeds: the first compiles write their own
+            entries = seed_entries([arch] if arch else visible_archs())[:PRIME_MAX]
     done = []
     for prefix, options in entries:
         code = prefix + PRIME_KERNEL  # the same header prefix: NVRTC takes its PCH for the real code
@@ -305,6 +374,64 @@ def prime(book: str, arch: int | None = None) -> list[str]:
             continue
         done.append(pch.finish(""))
     return done
+
+
+#: The header prefixes of TileLang's GEMM and flash-attention examples lowered for each arch, for the
+#: TileLang version that made them (``nvrtc_seeds``): what a machine's first tuning writes ahead.
+SEEDS = Path(__file__).with_name("nvrtc_seeds.json")
+
+
+def has_seeds() -> bool:
+    """Whether the shipped seeds were made by the installed TileLang."""
+    return bool(_seeds())
+
+
+def _seeds() -> list[dict]:
+    from ..store.files import read_json
+
+    data = read_json(SEEDS)
+    if not isinstance(data, dict) or data.get("tilelang") != _tilelang_version():
+        return []
+    return [s for s in data.get("seeds", []) if isinstance(s, dict)]
+
+
+def seed_entries(archs: list[int]) -> list[tuple[str, list[str]]]:
+    """The shipped seeds for ``sm_<arch>`` of each of ``archs`` as (header prefix, NVRTC options),
+    the options a candidate's compile of that kernel uses (``nvrtc_options``), in the seeds' order."""
+    entries = []
+    for arch in archs:
+        for seed in _seeds():
+            if arch in seed.get("archs", ()):
+                options = ["-default-device", _arch_flag(arch), *nvrtc_options(bool(seed.get("fast_math")))]
+                entries.append((str(seed["prefix"]), options))
+    return entries
+
+
+def visible_archs(shown: str | None = None) -> list[int]:
+    """The archs (``sm_<arch>``) of the GPUs a process with ``CUDA_VISIBLE_DEVICES=shown`` sees
+    (the fork server's test process's where None: ``hide_gpus.SHOWN``; every GPU where it names
+    none by index), distinct, in that order, asked of ``nvidia-smi``: the CUDA driver must not be
+    initialised in the fork server's children (``cuInit`` there crashed on a 2xH200 host, session
+    10). Empty where it cannot say."""
+    import subprocess
+    import sys
+
+    if shown is None:
+        hide = sys.modules.get(__package__ + ".hide_gpus")
+        shown = hide.SHOWN if hide is not None else os.environ.get("CUDA_VISIBLE_DEVICES")
+    query = ["nvidia-smi", "--query-gpu=index,compute_cap", "--format=csv,noheader"]
+    try:
+        lines = subprocess.run(query, capture_output=True, text=True, timeout=30, check=True).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return []
+    archs = {}
+    for line in lines:
+        index, _, cap = (part.strip() for part in line.partition(","))
+        major, _, minor = cap.partition(".")
+        if index.isdigit() and major.isdigit() and minor.isdigit():
+            archs[index] = int(major) * 10 + int(minor)
+    order = [d.strip() for d in (shown or "").split(",") if d.strip() in archs] or list(archs)
+    return list(dict.fromkeys(archs[d] for d in order))
 
 
 def _arch_flag(arch: int) -> str:
@@ -385,7 +512,7 @@ class _SharedPch:
     """
 
     def __init__(self, code: str, options: list[str]):
-        digest = _digest(_header_prefix(code), options)
+        digest = _digest(header_prefix(code), options)
         self.dir = Path(_INSTANCE["dir"])
         self.path = self.dir / f"{digest}.pch"
         self.claim = self.dir / f"{digest}.writing"
@@ -492,7 +619,7 @@ def _writer_alive(claim: Path) -> bool:
     return pid > 0 and not process_gone(pid)
 
 
-def _header_prefix(code: str) -> str:
+def header_prefix(code: str) -> str:
     """The preprocessor lines at the top of ``code``: the part a PCH covers (NVRTC's header stop
     point is within it), so two codes with the same prefix can share one PCH."""
     lines = []

@@ -9,4 +9,6 @@ milliseconds.
 
 import os
 
+#: What the test process showed (``device_compile.visible_archs`` asks nvidia-smi for their archs).
+SHOWN = os.environ.get("CUDA_VISIBLE_DEVICES")
 os.environ["CUDA_VISIBLE_DEVICES"] = ""

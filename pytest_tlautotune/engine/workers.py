@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..store.files import process_gone, remove_tree
-from .device_compile import BOOK_ENV, NVCC, book_has_entries
+from .device_compile import BOOK_ENV, NVCC, book_has_entries, has_seeds
 
 _FORKSERVERS: dict[str, Any] = {}  # "cpu" (GPUs hidden) and "cuda" (GPUs visible): see _forkserver
 #: What the compile workers' fork server imports before it forks: CUDA kept uninitialised and the
@@ -164,7 +164,7 @@ def prestart(cuda: bool = False, pch_book: str | None = None, n_workers: int | N
         return False
     server = _forkserver("cpu").server
     prime = (pch_book is not None and not server_running() and worker_count(n_workers) >= PRIME_MIN_WORKERS
-             and book_has_entries(pch_book))
+             and (book_has_entries(pch_book) or has_seeds()))
     if not prime:
         server.ensure_running()
     else:
