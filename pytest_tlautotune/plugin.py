@@ -11,6 +11,7 @@ test first calls the fixture, so ``pytest --help`` stays fast.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,6 +76,11 @@ class XdistHooks:
         node.workerinput["tl_session_start"] = node.config.stash[session_key].started
 
 
+#: ``autotune`` as a word (the marker, the fixture, TileLang's decorator), not within ``pytest_tlautotune``:
+#: a module that only imports this package (its own tests) starts no fork server.
+_MENTIONS_AUTOTUNE = re.compile(rb"\bautotune\b")
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> None:
     """A Python file that mentions autotune is about to be imported: start the compile workers'
     fork server now, so its TileLang import runs alongside this process's."""
@@ -86,7 +92,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> None:
     if not any(fnmatch.fnmatch(file_path.name, pat) for pat in parent.config.getini("python_files")):
         return None
     try:
-        mentions = b"autotune" in file_path.read_bytes()
+        mentions = _MENTIONS_AUTOTUNE.search(file_path.read_bytes()) is not None
     except OSError:
         return None
     if mentions:

@@ -328,3 +328,25 @@ def test_the_seeds_are_written_for_the_archs_of_the_gpus_the_tests_see(tmp_path,
     assert visible_archs("") == []
     monkeypatch.setenv("PATH", str(tmp_path / "none"))
     assert visible_archs("") == []
+
+
+PRESTART_PROBE = """
+import pytest_tlautotune
+from pytest_tlautotune.stash import session_key
+
+
+def test_a(request):
+    print("PRESTARTED", request.config.stash[session_key].prestarted)
+"""
+
+
+def test_only_a_module_that_mentions_autotune_starts_the_fork_server_at_collection(pytester):
+    """Collecting a module that mentions the marker or fixture starts the compile workers' fork server
+    (its TileLang import runs beside the test process's); one that only imports this package (its own
+    tests) starts nothing."""
+    pytester.makepyfile(test_a=PRESTART_PROBE)
+    result = pytester.runpytest("-p", "no:benchmark", "-s")
+    result.stdout.fnmatch_lines(["*PRESTARTED False*"])
+    pytester.makepyfile(test_b="import pytest\n\n\n@pytest.mark.autotune(configs=[{}])\ndef test_b():\n    pass\n")
+    result = pytester.runpytest("-p", "no:benchmark", "-s", "-k", "test_a")
+    result.stdout.fnmatch_lines(["*PRESTARTED True*"])
