@@ -41,6 +41,15 @@ def compile_gemm(config: dict, out_dir: str) -> dict:
     return out
 
 
+@pytest.fixture(scope="module", autouse=True)
+def own_fork_server():
+    """The tests count the PCHs their compiles write: a fork server this process started before them
+    (the plugin's, at collection, on a GPU machine) may have written the book's or the seeds' already."""
+    from pytest_tlautotune.engine import workers
+
+    workers.stop_server()
+
+
 @pytest.fixture
 def headers_ok():
     """NVRTC can find the CUDA headers where TileLang looks for them (``CUDA_HOME``)."""

@@ -130,6 +130,18 @@ def server_pid(kind: str = "cpu") -> int | None:
     return _FORKSERVERS[kind].server._forkserver_pid if server_running(kind) else None
 
 
+def stop_server(kind: str = "cpu") -> None:
+    """Stop this process's ``kind`` fork server (close its pools first) and remove its PCH directory:
+    the next pool starts a new server, which imports TileLang again. For a process that needs a
+    server of its own making (one started at collection may have written the book's PCHs)."""
+    if server_running(kind):
+        from .device_compile import pch_dir
+
+        pid = server_pid(kind)
+        _FORKSERVERS[kind].server._stop()
+        remove_tree(pch_dir(pid), ignore_errors=True)
+
+
 def gpus_present() -> bool:
     """Whether this machine shows NVIDIA GPUs to this process, asked without importing torch or
     starting CUDA (device files and CUDA_VISIBLE_DEVICES): whether a CUDA fork server may be used."""
