@@ -319,3 +319,28 @@ def test_a_machines_first_session_writes_the_seeds_pch_as_its_fork_server_starts
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["asked"] and out["pch"] == "used", out
     assert out["primed"] and set(out["primed"]) == {"used"}, out
+
+
+def test_a_detached_prime_that_outlives_its_server_leaves_no_directory(headers_ok, tmp_path):
+    """The fork server's detached grandchild may still be writing the seeds' PCHs when a short run
+    ends and its pools remove the server's PCH directory: it writes nothing more and does not make
+    that directory again (nothing left in the temp directory)."""
+    import os
+
+    code = ("import json, os\n"
+            "from pytest_tlautotune.engine import device_compile as d\n"
+            "d.load_library()\n"
+            "where = d._INSTANCE['dir']\n"
+            "for p in where.iterdir(): p.unlink()\n"
+            "where.rmdir()\n"
+            "d._INSTANCE['borrowed'] = True\n"
+            f"done = d.prime({str(tmp_path / 'book')!r}, 90)\n"
+            "print(json.dumps([done, where.exists()]))\n")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "TMPDIR": str(tmp)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    done, exists = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert done and set(done) == {"none"} and not exists
+    assert list(tmp.iterdir()) == []

@@ -72,7 +72,8 @@ PRIME_MAX = 2
 #: several joined by ``os.pathsep``, see ``book_dirs``); none: nowhere.
 _BOOK: dict[str, str] = {}
 #: The NVRTC instance this process shares: ``dir`` holds its PCHs (the fork server's in its
-#: workers, else this process's own once it loads NVRTC); ``unusable`` once NVRTC rejected one here.
+#: workers, else this process's own once it loads NVRTC); ``unusable`` once NVRTC rejected one here;
+#: ``borrowed`` in the fork server's detached grandchild, which never makes ``dir`` again.
 _INSTANCE: dict[str, Any] = {}
 
 
@@ -471,6 +472,9 @@ def prime_detached(book: str) -> None:
         return
     try:
         if os.fork() == 0:  # the grandchild, an orphan the server never waits for
+            # It may outlive the server (a short run): the directory the server's pools removed
+            # must not come back with a PCH in it.
+            _INSTANCE["borrowed"] = True
             with contextlib.suppress(BaseException):
                 prime(book)
     finally:
@@ -543,7 +547,8 @@ class _SharedPch:
     def _claim(self) -> bool:
         """Whether this worker now writes the PCH (no other is writing it)."""
         try:
-            self.dir.mkdir(exist_ok=True)
+            if not _INSTANCE.get("borrowed"):  # a detached prime writes only into a directory still there
+                self.dir.mkdir(exist_ok=True)
             if _writer_gone(self.claim):
                 self.claim.unlink(missing_ok=True)  # its writer was killed (a compile timeout)
             fd = os.open(self.claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
