@@ -4,6 +4,7 @@ arch on a CPU-only machine. Skips where cuda-python, libnvrtc or the CUDA header
 import ctypes
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -84,11 +85,14 @@ def test_compile_workers_share_one_precompiled_header(headers_ok):
     creator = results[pch.index("created")]["pid"]
     # The other worker used the PCH the first one wrote (the NVRTC heap placed by the fork server).
     assert any(r["pid"] != creator for r in results if r["device_compiler"]["pch"] == "used"), results
-    for i, r in enumerate(results):
-        # The kernel library holds exactly the bytes TVM's own export writes (an assembled .incbin).
-        lib = ctypes.CDLL(str(out / str(i) / "executable.so"))
-        packed = bytes((ctypes.c_ubyte * r["packed_len"]).in_dll(lib, PACKED_SYMBOL))
-        assert hashlib.sha256(packed).hexdigest() == r["packed_sha"]
+    try:
+        for i, r in enumerate(results):
+            # The kernel library holds exactly the bytes TVM's own export writes (an assembled .incbin).
+            lib = ctypes.CDLL(str(out / str(i) / "executable.so"))
+            packed = bytes((ctypes.c_ubyte * r["packed_len"]).in_dll(lib, PACKED_SYMBOL))
+            assert hashlib.sha256(packed).hexdigest() == r["packed_sha"]
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def test_precompiled_header_gives_the_same_cubin(headers_ok, monkeypatch, tmp_path):

@@ -195,6 +195,27 @@ def test_tuning_leaves_nothing_in_tmpdir(tl, pytester, tmp_path, monkeypatch):
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+def test_a_run_that_starts_the_fork_server_but_tunes_nothing_leaves_nothing_in_tmpdir(pytester, tmp_path, monkeypatch):
+    """A module that mentions autotune starts the fork server at collection (where NVRTC is
+    installed it places its PCH heap in a directory of its own, on a GPU machine it writes the
+    seeds' PCHs there); after a run that tunes nothing (only hits, or no tuned test selected) the
+    server, still importing TileLang when the run ends, removes that directory as it exits."""
+    import time
+
+    tmpdir = Path(tempfile.mkdtemp(prefix="tlt-"))  # short: the fork server's socket lives there
+    pytester.makepyfile(test_a=PRESTART_PROBE + "\n\n# autotune\n")
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
+    result = pytester.run(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:benchmark", "-s",
+                          f"--basetemp={tmp_path / 'basetemp'}", timeout=240)
+    try:
+        result.stdout.fnmatch_lines(["*PRESTARTED True*"])
+        deadline = time.monotonic() + 120
+        while any(tmpdir.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert sorted(p.name for p in tmpdir.iterdir()) == []
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
 def test_a_quarantined_entry_is_retuned_visibly(tl, pytester):
     pytester.makepyfile(test_k=add_test())
     tl.run().assert_outcomes(passed=1)

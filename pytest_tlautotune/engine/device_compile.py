@@ -326,14 +326,15 @@ def _remember(prefix: str, options: list[str], new_only: bool = False) -> None:
             pass  # a book that cannot be written costs the next session's head start, nothing else
 
 
-def prime(book: str, arch: int | None = None) -> list[str]:
+def prime(book: str, arch: int | None = None, owner: int | None = None) -> list[str]:
     """Write the shared PCH of the header prefixes ``book`` remembers for ``sm_<arch>`` (any arch
     where None: the session has not asked its GPU yet) -- the most recent ``PRIME_MAX`` of this
     TileLang version --, so the first compiles of a session use it instead of waiting for one of
     them to write it (a compile worker's first job). Where the book remembers nothing for this
     TileLang (a machine's first tuning), the shipped seeds' prefixes for that arch (for the GPUs
     ``nvidia-smi`` lists where None: ``seed_entries``). Says what became of each: "created",
-    "used" (another worker had written it), "none" (not written)."""
+    "used" (another worker had written it), "none" (not written). With ``owner`` (the fork server
+    of a detached prime), it stops once that process is gone: its run has ended."""
     if not _INSTANCE:
         load_library()
     if not _INSTANCE or _INSTANCE.get("unusable"):
@@ -361,6 +362,8 @@ def prime(book: str, arch: int | None = None) -> list[str]:
             entries = seed_entries([arch] if arch else visible_archs())[:PRIME_MAX]
     done = []
     for prefix, options in entries:
+        if owner is not None and _gone(owner):
+            break
         code = prefix + PRIME_KERNEL  # the same header prefix: NVRTC takes its PCH for the real code
         pch = _SharedPch(code, options)
         flags = pch.flags()
@@ -466,6 +469,7 @@ def prime_detached(book: str) -> None:
     workers wait for it while it lives, as for any PCH another worker writes)."""
     if not _INSTANCE:
         return
+    pid_of_server = os.getpid()
     pid = os.fork()
     if pid:
         os.waitpid(pid, 0)  # the child exits at once: no zombie, nothing for the server to reap later
@@ -476,7 +480,11 @@ def prime_detached(book: str) -> None:
             # must not come back with a PCH in it.
             _INSTANCE["borrowed"] = True
             with contextlib.suppress(BaseException):
-                prime(book)
+                prime(book, owner=pid_of_server)
+            if _gone(pid_of_server):  # the server exited (and removed the directory) while this wrote
+                from ..store.files import remove_tree
+
+                remove_tree(_INSTANCE["dir"], ignore_errors=True)
     finally:
         os._exit(0)
 
@@ -614,6 +622,12 @@ def _writer_gone(claim: Path) -> bool:
 
     pid = _writer(claim)
     return pid > 0 and pid != os.getpid() and process_gone(pid)
+
+
+def _gone(pid: int) -> bool:
+    from ..store.files import process_gone
+
+    return process_gone(pid)
 
 
 def _writer_alive(claim: Path) -> bool:

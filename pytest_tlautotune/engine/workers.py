@@ -435,10 +435,17 @@ class Pools:
         self._compile = self._device_compile = None
         self._bench.clear()
         self._warmed.clear()
-        if server_running():  # its workers' shared NVRTC PCHs (a few hundred MB each)
-            from .device_compile import pch_dir
+        remove_pch_dir()
 
-            remove_tree(pch_dir(server_pid()), ignore_errors=True)
+
+def remove_pch_dir() -> None:
+    """Remove the shared NVRTC PCHs (a few hundred MB each) of this process's fork server, if it
+    started one (when its pools close; the server removes it as it exits, see
+    ``device_compile.load_library``)."""
+    if server_running():
+        from .device_compile import pch_dir
+
+        remove_tree(pch_dir(server_pid()), ignore_errors=True)
 
 
 def _remove_orphan_tempdirs() -> None:
