@@ -28,7 +28,11 @@ user's serves a run whose cache directory is new, a CI job's on a runner that st
 session the fork server writes the PCH of the most recent prefixes while it imports TileLang
 (``prime_detached``), and a tuning's first compile job writes those of its arch (``prime``; "used"
 where already written), so its first candidates use a PCH instead of one of them writing it while
-the rest wait. A prefix plus an empty kernel makes a PCH NVRTC takes for the real code.
+the rest wait. A prefix plus an empty kernel makes a PCH NVRTC takes for the real code. Where the
+book remembers nothing for this TileLang (a machine's first tuning), the prefixes shipped for
+TileLang's GEMM and flash-attention kernels take its place (``SEEDS``, made by ``nvrtc_seeds``);
+the server's grandchild writes them before TileLang is imported, its include paths found by
+TileLang's own ``env`` module run alone (``_tilelang_paths``), its GPUs' archs by ``nvidia-smi``.
 
 Measured by ``benchmarks/compile_backends.py`` (README, "GPU figures").
 """
