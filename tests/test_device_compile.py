@@ -160,27 +160,34 @@ def wait_primed(pools, arch: int, seconds: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def primed_session(book: str, config: dict, out: Path, archs: tuple[int, ...] = (90,)) -> tuple[dict, dict]:
+    """A session with enough compile workers that one writes the PCHs ahead (``warm_up`` for each
+    of ``archs``) compiles one GEMM config: what each arch's prime job did, and the compile."""
+    from pytest_tlautotune.engine import workers
+
+    pools = workers.Pools(workers.PRIME_MIN_WORKERS, "nvrtc", pch_book=book)
+    try:
+        for arch in archs:
+            pools.warm_up([], arch=arch)
+        compiled = pools.compile_pool().schedule(compile_gemm, (config, str(out))).result(timeout=600)
+        wait_primed(pools, 90)
+    finally:
+        pools.close()
+    return dict(pools.primed), compiled
+
+
 def test_a_later_session_writes_the_remembered_pch_before_its_first_compile(headers_ok, tmp_path):
     """A session's compile workers remember, in the cache directory, the header prefix they wrote a
     PCH for; the next session's first compile job writes that PCH (for the tuning's arch) ahead of
     the candidates, so its first candidate uses it instead of writing it."""
-    from pytest_tlautotune.engine import workers
 
     book = tmp_path / "book"
     remember_one_prefix(str(book), tmp_path)
     [entry] = [json.loads(p.read_text()) for p in book.glob("*.json")]
     assert "--gpu-architecture=sm_90a" in entry["options"] and "#include" in entry["prefix"]
 
-    # The next session (its PCH directory is new), with enough workers that one writes the PCH ahead.
-    pools = workers.Pools(workers.PRIME_MIN_WORKERS, "nvrtc", pch_book=str(book))
-    try:
-        pools.warm_up([], arch=80)  # nothing remembered for sm_80: nothing written
-        pools.warm_up([], arch=90)
-        second = pools.compile_pool().schedule(compile_gemm, (CONFIGS[1], str(tmp_path / "b"))).result(timeout=600)
-        wait_primed(pools, 90)
-        primed = dict(pools.primed)
-    finally:
-        pools.close()
+    # The next session (its PCH directory is new); nothing remembered for sm_80: nothing written.
+    primed, second = primed_session(str(book), CONFIGS[1], tmp_path / "b", archs=(80, 90))
     assert primed == {80: [], 90: ["created"]}
     assert second["device_compiler"]["pch"] == "used", second["device_compiler"]
 
@@ -204,22 +211,15 @@ def test_a_machines_first_tuning_writes_the_shipped_seeds_pch_ahead(headers_ok, 
     of the shipped seeds for the tuning's arch (TileLang's GEMM and flash-attention prefixes): a GEMM
     candidate's first compile uses one instead of writing its own, and the book then remembers the
     prefix it used."""
-    from pytest_tlautotune.engine import workers
 
     if not device_compile.has_seeds():
         pytest.skip("no seeds for the installed TileLang")
     seeds = json.loads(device_compile.SEEDS.read_text())["seeds"]
     book = tmp_path / "book"
-    pools = workers.Pools(workers.PRIME_MIN_WORKERS, "nvrtc", pch_book=str(book))
-    try:
-        pools.warm_up([], arch=90)
-        first = pools.compile_pool().schedule(compile_gemm, (CONFIGS[0], str(tmp_path / "a"))).result(timeout=600)
-        wait_primed(pools, 90)
-    finally:
-        pools.close()
+    primed, first = primed_session(str(book), CONFIGS[0], tmp_path / "a")
     if first.get("device_compiler", {}).get("compiler") != "nvrtc":
         pytest.skip(f"NVRTC could not compile here: {first.get('device_compiler')}")
-    assert pools.primed[90] == ["created"] * len([s for s in seeds if 90 in s["archs"]])
+    assert primed[90] == ["created"] * len([s for s in seeds if 90 in s["archs"]])
     assert first["device_compiler"]["pch"] == "used", first["device_compiler"]
     [entry] = [json.loads(p.read_text()) for p in book.glob("*.json")]
     [gemm_seed] = [s for s in seeds if s["kernel"] == "gemm" and 90 in s["archs"]]
@@ -271,20 +271,13 @@ def test_a_machine_that_tuned_before_writes_the_pch_ahead_whatever_the_cache_dir
     user's and writes the PCH ahead, so its first candidate uses it."""
     import os
 
-    from pytest_tlautotune.engine import workers
 
     user, job1, job2 = tmp_path / "user", tmp_path / "job1", tmp_path / "job2"
     remember_one_prefix(f"{job1}{os.pathsep}{user}", tmp_path)
     assert [p.name for p in job1.glob("*.json")] == [p.name for p in user.glob("*.json")] != []
 
-    pools = workers.Pools(workers.PRIME_MIN_WORKERS, "nvrtc", pch_book=f"{job2}{os.pathsep}{user}")
-    try:
-        pools.warm_up([], arch=90)
-        second = pools.compile_pool().schedule(compile_gemm, (CONFIGS[1], str(tmp_path / "b"))).result(timeout=600)
-        wait_primed(pools, 90)
-    finally:
-        pools.close()
-    assert pools.primed[90] == ["created"]
+    primed, second = primed_session(f"{job2}{os.pathsep}{user}", CONFIGS[1], tmp_path / "b")
+    assert primed[90] == ["created"]
     assert second["device_compiler"]["pch"] == "used", second["device_compiler"]
 
 
