@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -343,9 +344,9 @@ def prime(book: str, arch: int | None = None, owner: int | None = None) -> list[
         load_library()
     if not _INSTANCE or _INSTANCE.get("unusable"):
         return []
-    from ..store.files import read_json
+    from ..store.files import process_gone, read_json
 
-    flag = _arch_flag(arch) if arch else None
+    flag, version = _arch_flag(arch) if arch else None, _tilelang_version()
     entries, remembers = [], False
     paths = {p.name: p for d in reversed(book_dirs(book)) for p in d.glob("*.json")}  # the first dir's copy
     for path in sorted(paths.values(), key=_mtime, reverse=True):
@@ -354,8 +355,10 @@ def prime(book: str, arch: int | None = None, owner: int | None = None) -> list[
             prefix, options = str(entry["prefix"]), [str(o) for o in entry["options"]]
         except (KeyError, TypeError):
             continue
-        remembers = remembers or entry.get("tilelang") == _tilelang_version()
-        if entry.get("tilelang") == _tilelang_version() and (flag is None or flag in options):
+        if entry.get("tilelang") != version:
+            continue
+        remembers = True
+        if flag is None or flag in options:
             entries.append((prefix, options))
             with contextlib.suppress(OSError):
                 os.utime(path)  # still in use: kept before prefixes no session needed lately
@@ -366,7 +369,7 @@ def prime(book: str, arch: int | None = None, owner: int | None = None) -> list[
             entries = seed_entries([arch] if arch else visible_archs())[:PRIME_MAX]
     done = []
     for prefix, options in entries:
-        if owner is not None and _gone(owner):
+        if owner is not None and process_gone(owner):
             break
         code = prefix + PRIME_KERNEL  # the same header prefix: NVRTC takes its PCH for the real code
         pch = _SharedPch(code, options)
@@ -406,9 +409,9 @@ def _seeds() -> list[dict]:
 def seed_entries(archs: list[int]) -> list[tuple[str, list[str]]]:
     """The shipped seeds for ``sm_<arch>`` of each of ``archs`` as (header prefix, NVRTC options),
     the options a candidate's compile of that kernel uses (``nvrtc_options``), in the seeds' order."""
-    entries = []
+    entries, seeds = [], _seeds()
     for arch in archs:
-        for seed in _seeds():
+        for seed in seeds:
             if arch in seed.get("archs", ()):
                 options = ["-default-device", _arch_flag(arch), *nvrtc_options(bool(seed.get("fast_math")))]
                 entries.append((str(seed["prefix"]), options))
@@ -451,8 +454,11 @@ def _digest(prefix: str, options: list[str]) -> str:
     return hashlib.sha256("\0".join([prefix, *options]).encode()).hexdigest()[:24]
 
 
+@functools.cache
 def _tilelang_version() -> str:
-    """TileLang's version, read without importing it (the fork server primes before its import)."""
+    """TileLang's version, read without importing it (the fork server primes before its import),
+    once per process: ``importlib.metadata`` scans the installed distributions, and a compile that
+    used a PCH asks for it."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -485,9 +491,9 @@ def prime_detached(book: str) -> None:
             _INSTANCE["borrowed"] = True
             with contextlib.suppress(BaseException):
                 prime(book, owner=pid_of_server)
-            if _gone(pid_of_server):  # the server exited (and removed the directory) while this wrote
-                from ..store.files import remove_tree
+            from ..store.files import process_gone, remove_tree
 
+            if process_gone(pid_of_server):  # the server exited (and removed the directory) while this wrote
                 remove_tree(_INSTANCE["dir"], ignore_errors=True)
     finally:
         os._exit(0)
@@ -626,12 +632,6 @@ def _writer_gone(claim: Path) -> bool:
 
     pid = _writer(claim)
     return pid > 0 and pid != os.getpid() and process_gone(pid)
-
-
-def _gone(pid: int) -> bool:
-    from ..store.files import process_gone
-
-    return process_gone(pid)
 
 
 def _writer_alive(claim: Path) -> bool:
