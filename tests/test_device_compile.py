@@ -200,13 +200,7 @@ def test_a_later_session_writes_the_remembered_pch_before_its_first_compile(head
     # A session on a GPU machine starts its fork server at collection (``TuneSession.prestart``);
     # the server writes the book's PCH while it imports TileLang, so the first compile uses it
     # instead of writing it, and the tuning's own prime job finds it written.
-    (tmp_path / "job.py").write_text(JOB)
-    script = PRIMED_AHEAD.format(book=str(book), out=str(tmp_path / "d"), config=CONFIGS[3], root=str(tmp_path),
-                                  target=TARGET)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900,
-                          cwd=Path(__file__).resolve().parent.parent)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    third = json.loads(proc.stdout.strip().splitlines()[-1])
+    third = primed_ahead(str(book), tmp_path)
     assert third["asked"] and not third["env_left"]
     assert third["pch"] == "used" and third["primed"] == ["used"], third
 
@@ -246,6 +240,18 @@ def compile_gemm(config, out_dir, target):
         func = gemm(1024, 1024, 1024, **config)
     return _compile(func, CompileArgs(out_idx=[-1], target=target), out_dir)
 """
+
+def primed_ahead(book: str, tmp_path: Path) -> dict:
+    """A session as on a GPU machine, in a process of its own (``PRIMED_AHEAD``): its fork server
+    started with ``book``, then one GEMM compile; what it printed."""
+    (tmp_path / "job.py").write_text(JOB)
+    script = PRIMED_AHEAD.format(book=book, out=str(tmp_path / "d"), config=CONFIGS[3], root=str(tmp_path),
+                                  target=TARGET)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
 
 PRIMED_AHEAD = """
 import json, os, sys, time
@@ -287,21 +293,28 @@ def test_a_machine_that_tuned_before_writes_the_pch_ahead_whatever_the_cache_dir
     assert second["device_compiler"]["pch"] == "used", second["device_compiler"]
 
 
-def test_a_process_that_loads_nvrtc_in_place_leaves_nothing_in_tmp(headers_ok, tmp_path):
-    """The heap-placing compile writes its PCH into the process's own PCH directory (not NVRTC's
-    ``__nvrtc_auto_pch_*`` in the temp directory), and that directory goes when the process exits."""
+def run_alone(code: str, tmp_path: Path) -> tuple[str, Path]:
+    """Run ``code`` in a new Python process (from the repository root) whose temp directory is a new
+    one under ``tmp_path``: its last line of output, and that directory."""
     import os
 
-    code = ("import os\n"
-            "from pytest_tlautotune.engine import device_compile\n"
-            "device_compile.load_library()\n"
-            "print(sorted(p.name for p in device_compile.pch_dir(os.getpid()).iterdir()))\n")
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "TMPDIR": str(tmp)})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().splitlines()[-1] == str([device_compile.HEAP_PCH])
+    return proc.stdout.strip().splitlines()[-1], tmp
+
+
+def test_a_process_that_loads_nvrtc_in_place_leaves_nothing_in_tmp(headers_ok, tmp_path):
+    """The heap-placing compile writes its PCH into the process's own PCH directory (not NVRTC's
+    ``__nvrtc_auto_pch_*`` in the temp directory), and that directory goes when the process exits."""
+    code = ("import os\n"
+            "from pytest_tlautotune.engine import device_compile\n"
+            "device_compile.load_library()\n"
+            "print(sorted(p.name for p in device_compile.pch_dir(os.getpid()).iterdir()))\n")
+    last, tmp = run_alone(code, tmp_path)
+    assert last == str([device_compile.HEAP_PCH])
     assert list(tmp.iterdir()) == []
 
 
@@ -313,13 +326,7 @@ def test_a_machines_first_session_writes_the_seeds_pch_as_its_fork_server_starts
         pytest.skip("needs nvidia-smi listing an sm_90 GPU")
     if not device_compile.has_seeds():
         pytest.skip("no seeds for the installed TileLang")
-    (tmp_path / "job.py").write_text(JOB)
-    script = PRIMED_AHEAD.format(book=str(tmp_path / "book"), out=str(tmp_path / "d"), config=CONFIGS[3],
-                                  root=str(tmp_path), target=TARGET)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900,
-                          cwd=Path(__file__).resolve().parent.parent)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = primed_ahead(str(tmp_path / "book"), tmp_path)
     assert out["asked"] and out["pch"] == "used", out
     assert out["primed"] and set(out["primed"]) == {"used"}, out
 
@@ -328,8 +335,6 @@ def test_a_detached_prime_that_outlives_its_server_leaves_no_directory(headers_o
     """The fork server's detached grandchild may still be writing the seeds' PCHs when a short run
     ends and its pools remove the server's PCH directory: it writes nothing more and does not make
     that directory again (nothing left in the temp directory)."""
-    import os
-
     code = ("import json, os\n"
             "from pytest_tlautotune.engine import device_compile as d\n"
             "d.load_library()\n"
@@ -339,11 +344,7 @@ def test_a_detached_prime_that_outlives_its_server_leaves_no_directory(headers_o
             "d._INSTANCE['borrowed'] = True\n"
             f"done = d.prime({str(tmp_path / 'book')!r}, 90)\n"
             "print(json.dumps([done, where.exists()]))\n")
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "TMPDIR": str(tmp)})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    done, exists = json.loads(proc.stdout.strip().splitlines()[-1])
+    last, tmp = run_alone(code, tmp_path)
+    done, exists = json.loads(last)
     assert done and set(done) == {"none"} and not exists
     assert list(tmp.iterdir()) == []
