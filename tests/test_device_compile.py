@@ -29,6 +29,7 @@ def compile_gemm(config: dict, out_dir: str) -> dict:
     from examples.kernels_cuda import gemm
     from pytest_tlautotune.engine.compile_job import _compile
     from pytest_tlautotune.param import CompileArgs
+    from pytest_tlautotune.store.artifacts import pack_imports
 
     with Target(json.loads(TARGET)):
         func = gemm(1024, 1024, 1024, **config)
@@ -39,7 +40,18 @@ def compile_gemm(config: dict, out_dir: str) -> dict:
     packed = pack(kernel.adapter.get_exportable_executable().mod)
     out["packed_sha"] = hashlib.sha256(packed.numpy().tobytes()).hexdigest()
     out["packed_len"] = int(packed.shape[0])
+    # TVM's own export (its host code compiled as C++ by g++), to compare the libraries' symbols.
+    kernel.adapter.get_exportable_executable().export_library(f"{out_dir}.tvm.so", fpack_imports=pack_imports)
     return out
+
+
+def _symbols(library: Path) -> list[str]:
+    """The dynamic symbols a library defines (``nm -D``), addresses left out."""
+    if not shutil.which("nm"):
+        pytest.skip("needs nm (binutils)")
+    lines = subprocess.run(["nm", "-D", "--defined-only", str(library)], capture_output=True, text=True,
+                           check=True).stdout.splitlines()
+    return sorted(line.split(maxsplit=1)[1] for line in lines if line.strip())
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -91,6 +103,8 @@ def test_compile_workers_share_one_precompiled_header(headers_ok):
             lib = ctypes.CDLL(str(out / str(i) / "executable.so"))
             packed = bytes((ctypes.c_ubyte * r["packed_len"]).in_dll(lib, PACKED_SYMBOL))
             assert hashlib.sha256(packed).hexdigest() == r["packed_sha"]
+            # Its host code compiled as C: the same exported symbols as TVM's g++ build of it.
+            assert _symbols(out / str(i) / "executable.so") == _symbols(out / f"{i}.tvm.so") != []
     finally:
         shutil.rmtree(out, ignore_errors=True)
 

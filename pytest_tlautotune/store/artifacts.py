@@ -111,7 +111,8 @@ def write_kernel_artifacts(directory: Path, kernel: JITKernel, func: PrimFunc | 
     lib_path = getattr(adapter, "libpath", None)
     if backend == "tvm_ffi" and not lib_path:
         tmp = directory / f".{EXECUTABLE_PATH}.{uuid.uuid4().hex[:8]}.so"
-        adapter.get_exportable_executable().export_library(str(tmp), fpack_imports=pack_imports)
+        adapter.get_exportable_executable().export_library(str(tmp), fcompile=create_shared,
+                                                           fpack_imports=pack_imports)
         os.replace(tmp, directory / EXECUTABLE_PATH)
     else:
         atomic_write(directory / kernel_lib_file(backend), Path(lib_path).read_bytes())
@@ -122,6 +123,36 @@ def write_kernel_artifacts(directory: Path, kernel: JITKernel, func: PrimFunc | 
     atomic_write(directory / BACKEND_PATH, json.dumps({"execution_backend": backend}))
     if func is not None:
         atomic_write(directory / FUNCTION_JSON_PATH, tilelang.tvm.ir.save_json(func))
+
+
+def create_shared(output: str, objects: list[str], options: list[str] | None = None, **kwargs: Any) -> None:
+    """TVM's ``create_shared`` for a tvm_ffi kernel's library, its host code compiled as C.
+
+    TVM writes the host code as C (``lib0.c``, guarded ``extern "C"`` for C++) and compiles it with
+    its default compiler, ``g++``: as C++, TVM's runtime headers make it 23,000 lines and 0.12 s,
+    as C 3,600 lines and 0.03 s (a 4x cheaper library; each candidate writes one). Same source,
+    same symbols. A compiler the user chose (``CXX``/``CC``, TVM's own variables) or an explicit
+    ``cc`` is used as TVM would; where the C compile fails (a host source only C++ accepts), TVM's.
+    """
+    from tvm.contrib import cc as tvm_cc
+
+    c_compiler = _c_compiler() if "cc" not in kwargs and all(
+        str(o).endswith((".c", ".s", ".S", ".o")) for o in objects) else None
+    if c_compiler:
+        try:
+            return tvm_cc.create_shared(output, objects, options, cc=c_compiler, **kwargs)
+        except RuntimeError as exc:
+            logger.debug("host library: %s failed (%s); TVM's compiler instead", c_compiler, exc)
+    return tvm_cc.create_shared(output, objects, options, **kwargs)
+
+
+def _c_compiler() -> str | None:
+    """``gcc`` (else ``cc``) on the PATH, unless the user named TVM's compiler (``CXX``/``CC``)."""
+    import shutil
+
+    if os.environ.get("CXX") or os.environ.get("CC"):
+        return None
+    return shutil.which("gcc") or shutil.which("cc")
 
 
 #: The symbol TVM's loader reads a library's packed device modules from (TVM's ``ModulePackImportsToC``).
