@@ -170,3 +170,24 @@ def test_configs_that_fail_do_not_count_against_the_default_guided_budget():
     assert len(given) == 64  # a budget the user gives counts every trial
     everything = measured(Search(space[:100], "guided", seed=1))
     assert len(everything) == 100  # fewer than 64 can run: the whole space, once
+
+
+def test_a_guided_tuning_imports_its_model_while_the_candidates_are_built():
+    """The model's import (scipy.interpolate) runs in the background as the tuning starts, not at its
+    first fit inside the search loop, where it held up proposals while compile workers idled."""
+    import subprocess
+    import sys
+
+    code = """
+import sys, threading
+from pytest_tlautotune.engine.search import preload
+preload({strategy!r})
+for t in threading.enumerate():
+    if t.name == "tlautotune-preload":
+        t.join()
+print("scipy.interpolate" in sys.modules)
+"""
+    imported = {strategy: subprocess.run([sys.executable, "-c", code.format(strategy=strategy)], capture_output=True,
+                                         text=True, check=True).stdout.strip()
+                for strategy in ("guided", "exhaustive")}
+    assert imported == {"guided": "True", "exhaustive": "False"}
