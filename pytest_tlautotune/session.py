@@ -264,11 +264,8 @@ class TuneSession:
         from .store.safety import UnsafeCache
 
         if not self.no_tune:
-            from .engine.search import preload
-
             # Start the workers now: they import TileLang while this process builds the PrimFuncs.
             self.pools.warm_up(req.timing_devices, arch=_cuda_arch(req.compile_args.target))
-            preload(req.tuner["strategy"])
         cands = build_candidates(req, machine, None if self.no_tune else self.pools)
         built_s = time.perf_counter() - t0
         key = entry_key(req, cands, machine)

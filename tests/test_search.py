@@ -172,22 +172,22 @@ def test_configs_that_fail_do_not_count_against_the_default_guided_budget():
     assert len(everything) == 100  # fewer than 64 can run: the whole space, once
 
 
-def test_a_guided_tuning_imports_its_model_while_the_candidates_are_built():
-    """The model's import (scipy.interpolate) runs in the background as the tuning starts, not at its
-    first fit inside the search loop, where it held up proposals while compile workers idled."""
+def test_a_guided_search_imports_its_model_while_its_random_start_compiles():
+    """The model's import (scipy.interpolate) starts in the background with the first proposals, not
+    at the first fit inside the tuning loop, where it held up proposals while compile workers idled."""
     import subprocess
     import sys
 
     code = """
 import sys, threading
-from pytest_tlautotune.engine.search import preload
-preload({strategy!r})
+from pytest_tlautotune.engine.search import Search
+first = Search([dict(a=a, b=b) for a in range(8) for b in range(8)], {strategy!r}).propose({{}}, set(), 4)
 for t in threading.enumerate():
-    if t.name == "tlautotune-preload":
+    if t.name == "tlautotune-model-import":
         t.join()
-print("scipy.interpolate" in sys.modules)
+print(len(first), "scipy.interpolate" in sys.modules)
 """
     imported = {strategy: subprocess.run([sys.executable, "-c", code.format(strategy=strategy)], capture_output=True,
                                          text=True, check=True).stdout.strip()
-                for strategy in ("guided", "exhaustive")}
-    assert imported == {"guided": "True", "exhaustive": "False"}
+                for strategy in ("guided", "exhaustive", "random")}
+    assert imported == {"guided": "4 True", "exhaustive": "4 False", "random": "4 False"}

@@ -41,14 +41,6 @@ RANDOM_START = 4  # the random start is 1/4 of the budget
 MODEL_POINTS = 256  # the surrogate fits the best this many measurements (bounded cost)
 
 
-def preload(strategy: str) -> None:
-    """Import the guided search's model (scipy.interpolate: 0.4 s here, more on a GPU host) in the
-    background, while the candidates are built: imported at its first fit, in the tuning's loop, it
-    held up every proposal while the compile workers ran dry (a dip to 5 of 16 busy, an H200 record)."""
-    if strategy == "guided":
-        threading.Thread(target=_import_model, name="tlautotune-preload", daemon=True).start()
-
-
 def _import_model() -> None:
     from scipy.interpolate import RBFInterpolator  # noqa: F401
 
@@ -81,6 +73,7 @@ class Search:
         self.n_init = max(4, self.budget // RANDOM_START)
         self._grid: _Grid | None = None
         self._turn = 0
+        self._model_imported = strategy != "guided"
 
     def propose(self, results: dict[int, float | None], pending: set[int], n: int) -> list[int]:
         """Up to ``n`` new indices to measure, within the trial budget."""
@@ -89,6 +82,12 @@ class Search:
         n = min(n, self.budget - used, len(self.configs) - len(seen))
         if n <= 0:
             return []
+        if not self._model_imported:
+            # The model's import (scipy.interpolate: 0.4 s here, more on a GPU host) runs while the
+            # random start compiles: at its first fit, in the tuning's loop, it held up every
+            # proposal while the compile workers ran dry (an H200 record: 5 of 16 busy at 2.5-3 s).
+            self._model_imported = True
+            threading.Thread(target=_import_model, name="tlautotune-model-import", daemon=True).start()
         out: list[int] = []
         if self.strategy == "guided" and len(seen) >= self.n_init:
             out = self._guided(results, seen, n)
