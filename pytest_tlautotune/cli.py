@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .engine.device_compile import BOOK_DIR
 from .report.terminal import text_table
-from .settings import _default_cache_dir
+from .settings import user_cache_dir
 from .store.files import read_json, remove_tree
 from .store.manifest import BEST_CONFIG_PATH, LATENCY_PATH, RECORD_PATH
 
@@ -46,7 +46,7 @@ def default_cache_dir(cwd: Path | None = None) -> str:
         inipath, value = found
         return os.path.join(inipath.parent, os.path.expanduser(value))
     env = os.environ.get("TL_AUTOTUNE_CACHE_DIR")
-    return os.path.abspath(os.path.expanduser(env)) if env else _default_cache_dir()
+    return os.path.abspath(os.path.expanduser(env)) if env else user_cache_dir()
 
 
 def _ini_section(path: Path) -> dict | None:

@@ -95,9 +95,9 @@ class TuneSession:
         directory on a runner that stays), so a machine that tuned before writes the PCH ahead
         whatever cache directory a run uses; joined by ``os.pathsep``."""
         from .engine.device_compile import BOOK_DIR
-        from .settings import _default_cache_dir
+        from .settings import user_cache_dir
 
-        books = [os.path.abspath(os.path.join(d, BOOK_DIR)) for d in (self.cache_dir, _default_cache_dir())]
+        books = [os.path.abspath(os.path.join(d, BOOK_DIR)) for d in (self.cache_dir, user_cache_dir())]
         return os.pathsep.join(dict.fromkeys(books))
 
     def machine(self, kind: str) -> dict:

@@ -278,7 +278,9 @@ class Option:
         return f"{self.flag} (ini {self.name}" + (f", env {self.env})" if self.env else ")")
 
 
-def _default_cache_dir() -> str:
+def user_cache_dir() -> str:
+    """The per-user cache directory (under $XDG_CACHE_HOME, else ~/.cache): the default where no
+    option, ini value or $TL_AUTOTUNE_CACHE_DIR names one; NVRTC's book lives there too."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "tlautotune")
 
@@ -386,7 +388,7 @@ def get_option(config: pytest.Config, name: str) -> Any:
     value, source = _raw_option(config, option)
     converted = _convert(option, value)
     if converted is None:
-        return _default_cache_dir() if name == "tl_cache_dir" else option.default
+        return user_cache_dir() if name == "tl_cache_dir" else option.default
     if name == "tl_cache_dir":
         return _resolve_dir(config, converted, source)
     return converted
