@@ -216,6 +216,7 @@ def test_a_run_that_starts_the_fork_server_but_tunes_nothing_leaves_nothing_in_t
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
+
 def test_a_quarantined_entry_is_retuned_visibly(tl, pytester):
     pytester.makepyfile(test_k=add_test())
     tl.run().assert_outcomes(passed=1)

@@ -135,11 +135,8 @@ def stop_server(kind: str = "cpu") -> None:
     the next pool starts a new server, which imports TileLang again. For a process that needs a
     server of its own making (one started at collection may have written the book's PCHs)."""
     if server_running(kind):
-        from .device_compile import pch_dir
-
-        pid = server_pid(kind)
+        remove_pch_dir(kind)  # while its pid is known; its pools are closed, nothing writes there now
         _FORKSERVERS[kind].server._stop()
-        remove_tree(pch_dir(pid), ignore_errors=True)
 
 
 def gpus_present() -> bool:
@@ -438,14 +435,14 @@ class Pools:
         remove_pch_dir()
 
 
-def remove_pch_dir() -> None:
-    """Remove the shared NVRTC PCHs (a few hundred MB each) of this process's fork server, if it
-    started one (when its pools close; the server removes it as it exits, see
+def remove_pch_dir(kind: str = "cpu") -> None:
+    """Remove the shared NVRTC PCHs (a few hundred MB each) of this process's ``kind`` fork server, if
+    it started one (when its pools close or it stops; the server removes it as it exits, see
     ``device_compile.load_library``)."""
-    if server_running():
+    if server_running(kind):
         from .device_compile import pch_dir
 
-        remove_tree(pch_dir(server_pid()), ignore_errors=True)
+        remove_tree(pch_dir(server_pid(kind)), ignore_errors=True)
 
 
 def _remove_orphan_tempdirs() -> None:
