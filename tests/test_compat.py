@@ -18,7 +18,7 @@ import os
 
 import tilelang
 import tilelang.cpu.language as T
-from tilelang.autotuner import AutoTuner
+from tilelang.autotuner import AutoTuner, autotune
 
 CPU = dict(target="c", execution_backend="cython")
 
@@ -170,9 +170,71 @@ def scaled_by_global(M, N, bm=16):
 
 def broken(M, N, bm=16):
     M + "rows"  # a TypeError before any config matters
+
+
+# The decorator stack exactly as TileLang's examples and README write it: @autotune over a lazy @jit.
+@autotune(configs=[dict(bm=16), dict(bm=32)], warmup=1, rep=3, ref_prog=lambda A, B: A + B)
+@tilelang.jit(out_idx=[-1], **CPU)
+def lazy_stack(M, N, bm=16):
+    @T.prim_func
+    def main(A: T.Tensor((M, N), "float32"), B: T.Tensor((M, N), "float32"), C: T.Tensor((M, N), "float32")):
+        with T.Kernel(T.ceildiv(M, bm)) as bx:
+            for i, j in T.grid(bm, N):
+                C[bx * bm + i, j] = A[bx * bm + i, j] + B[bx * bm + i, j]
+
+    return main
+
+
+# The same stack over an eager @jit (T.const shapes, T.empty output).
+@autotune(configs=[dict(bm=16), dict(bm=32)], warmup=1, rep=3, ref_prog=lambda A, B: A - B)
+@tilelang.jit(**CPU)
+def eager_stack(A, B, bm: int = 16):
+    M, N = T.const("M, N")
+    A: T.Tensor[[M, N], T.float32]
+    B: T.Tensor[[M, N], T.float32]
+    C = T.empty((M, N), T.float32)
+    with T.Kernel(T.ceildiv(M, bm)) as bx:
+        for i, j in T.grid(bm, N):
+            C[bx * bm + i, j] = A[bx * bm + i, j] - B[bx * bm + i, j]
+    return C
+
+
+def scale_kernel(scale):
+    """A @tilelang.jit made inside a factory function (TileOPs' style): a closure, shipped by value."""
+
+    @tilelang.jit(out_idx=[-1], **CPU)
+    def kernel(M, N, bm=16):
+        @T.prim_func
+        def main(A: T.Tensor((M, N), "float32"), C: T.Tensor((M, N), "float32")):
+            with T.Kernel(T.ceildiv(M, bm)) as bx:
+                for i, j in T.grid(bm, N):
+                    C[bx * bm + i, j] = A[bx * bm + i, j] * scale
+
+        return main
+
+    return kernel
+
+
+class ScaleOp:
+    """An operator object whose bound method builds the PrimFunc from its own state."""
+
+    def __init__(self, scale):
+        self.scale = scale
+
+    def build(self, M, N, bm=16):
+        scale = self.scale
+
+        @T.prim_func
+        def main(A: T.Tensor((M, N), "float32"), C: T.Tensor((M, N), "float32")):
+            with T.Kernel(T.ceildiv(M, bm)) as bx:
+                for i, j in T.grid(bm, N):
+                    C[bx * bm + i, j] = A[bx * bm + i, j] * scale
+
+        return main
 '''
 
 TESTS = r'''
+import functools
 import json
 import os
 
@@ -363,6 +425,47 @@ def test_typeerror_in_the_program(autotune):
     autotune(K.broken, 64, 32)
 
 
+@pytest.mark.autotune
+def test_decorator_stack_lazy(autotune):
+    result = autotune(K.lazy_stack, 64, 32)  # shape args only; the decorators' settings apply
+    torch.testing.assert_close(result.kernel(A, B), A + B)
+    assert result.config in (dict(bm=16), dict(bm=32))
+
+
+@pytest.mark.autotune
+def test_decorator_stack_eager(autotune):
+    result = autotune(K.eager_stack, A, B)
+    torch.testing.assert_close(result.kernel(A, B), A - B)
+
+
+@pytest.mark.autotune(configs=[dict(bm=16), dict(bm=32)], ref_prog=lambda A: A * 2.0, **QUICK)
+def test_jit_made_in_a_factory(autotune):
+    result = autotune(K.scale_kernel(2.0), 64, 32)
+    torch.testing.assert_close(result.kernel(A), A * 2.0)
+
+
+@pytest.mark.autotune(configs=[dict(bm=16), dict(bm=32)], out_idx=[-1], target="c",
+                      ref_prog=lambda A: A * 3.0, **QUICK)
+def test_bound_method(autotune):
+    result = autotune(K.ScaleOp(3.0).build, 64, 32)
+    torch.testing.assert_close(result.kernel(A), A * 3.0)
+
+
+@pytest.mark.autotune(configs=[dict(bm=16), dict(bm=32)], out_idx=[-1], target="c",
+                      ref_prog=lambda A, B: A + B, **QUICK)
+def test_functools_partial(autotune):
+    result = autotune(functools.partial(K.add, 64), 32)
+    torch.testing.assert_close(result.kernel(A, B), A + B)
+
+
+@pytest.mark.autotune(configs=[dict(bm=16), dict(bm=32)], out_idx=[-1], target="c",
+                      ref_prog=lambda A: A * 4.0, **QUICK)
+def test_lambda(autotune):
+    op = K.ScaleOp(4.0)
+    result = autotune(lambda M, N, bm=16: op.build(M, N, bm=bm), 64, 32)
+    torch.testing.assert_close(result.kernel(A), A * 4.0)
+
+
 def bad_ref(A, B):
     return A / 0 + B.missing
 
@@ -379,6 +482,8 @@ PASSING = [
     "test_cache_input_tensors[False]", "test_autotuner_from_kernel", "test_autotuner_marker_overrides",
     "test_configs_from_a_device_dependent_callable", "test_config_values_str_bool_nested",
     "test_a_config_that_crashes_tvm_is_a_record", "test_true_reason", "test_program_reading_run_time_state",
+    "test_decorator_stack_lazy", "test_decorator_stack_eager", "test_jit_made_in_a_factory", "test_bound_method",
+    "test_functools_partial", "test_lambda",
 ]
 FAILING = ["test_wrong_arguments", "test_typeerror_in_the_program", "test_ref_prog_raises"]
 

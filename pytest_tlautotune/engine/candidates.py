@@ -99,10 +99,10 @@ def _build_in_workers(req: TuneRequest, pools: Pools) -> list[dict] | None:
     import sys
 
     from .failures import BUILD
-    from .programs import dumps_spec
+    from .shipping import dumps
 
     try:
-        blob = dumps_spec(req.program.spec)
+        blob = dumps(req.program.spec)
     except Exception:
         return None
     spec_id = key.spec_id(blob)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import inspect
 import logging
 from collections.abc import Callable, Iterator
@@ -68,7 +67,7 @@ class Built:
 class BuildSpec:
     """What builds one config's PrimFunc, in any process: ``target(*args, **kwargs, **config)``.
 
-    Picklable (see :func:`dumps_spec`): compile workers build the candidates, so a config
+    Picklable (see ``shipping.dumps``): compile workers build the candidates, so a config
     that crashes TVM (a segfault in ``T.ceildiv(N, None)``) is a record, not the end of the
     pytest run. Tensors are replaced by ``meta`` tensors of the same shape, strides and dtype:
     building reads only those.
@@ -361,70 +360,6 @@ def user_kernel(prog: Program, mode: str | None, kernel: JITKernel, config: dict
     if mode == "eager" and prog.jit is not None:
         return EagerKernel(prog.jit, kernel, config)
     return kernel
-
-
-# ----------------------------------------------------------------------------- shipping a spec
-
-
-def dumps_spec(spec: BuildSpec) -> bytes:
-    """Pickle ``spec`` for a compile worker: objects that live in a module (a ``@tilelang.jit``
-    function, its module's helpers) by reference, everything else (closures) by value."""
-    import io
-
-    buf = io.BytesIO()
-    _ref_pickler()(buf).dump(spec)
-    return buf.getvalue()
-
-
-@functools.cache
-def _ref_pickler() -> type:
-    """The pickler class, made once on first use (cloudpickle is imported only when a test tunes)."""
-    import cloudpickle
-
-    class RefPickler(cloudpickle.Pickler):
-        def reducer_override(self, obj: object) -> object:
-            if _is_jit_impl(obj) or type(obj).__name__ == "AutoTuneImpl":
-                ref = module_ref(obj)
-                if ref is not None:
-                    return _lookup, ref
-            return super().reducer_override(obj)
-
-    return RefPickler
-
-
-def module_ref(obj: JITImpl | AutoTuneImpl) -> tuple[str, str | None, str] | None:
-    """(module name, its file, attribute) under which ``obj`` lives, if it is a module global."""
-    import sys
-
-    fn = getattr(obj, "func", None) or getattr(getattr(obj, "jit_impl", None), "func", None)
-    globs = getattr(fn, "__globals__", None) or getattr(getattr(fn, "orig_func", None), "__globals__", None) or {}
-    name = globs.get("__name__")
-    module = sys.modules.get(name) if name else None
-    if module is None:
-        return None
-    for attr, value in vars(module).items():
-        if value is obj:
-            return name, getattr(module, "__file__", None), attr
-    return None
-
-
-def _lookup(module_name: str, file: str | None, attr: str) -> object:
-    import importlib
-    import importlib.util
-    import sys
-
-    module = sys.modules.get(module_name)
-    if module is None:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            if not file:
-                raise
-            spec = importlib.util.spec_from_file_location(module_name, file)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[module_name] = module
-            spec.loader.exec_module(module)
-    return getattr(module, attr)
 
 
 def _autotune_settings(impl: AutoTuneImpl) -> dict:
