@@ -46,14 +46,14 @@ STRATEGIES = ("auto", "exhaustive", "random", "guided")
 #: (its default budget: a sixth of the space, at least 64 configs that ran and 4 rounds of the compile
 #: workers, ``search.default_budget``) on
 #: larger ones: measured in benchmarks/plugin_runs.py gpu48 / gpu288 and
-#: the replay benchmarks/guided_search.py (README: "How it works", Search; "GPU figures").
+#: the replay benchmarks/guided_search.py (benchmarks/RESULTS.md).
 AUTO_EXHAUSTIVE_MAX = 64
 
 
 #: ``early_stop_factor`` where the marker sets none and candidates are timed on a GPU: kernel times
 #: there hold within a few percent from the first samples, so a candidate twice as slow as the best
-#: so far is not timed further (on an H200, 48-config GEMM: a third of the GPU time at 3.0). CPU
-#: timings swing far more between processes (README: timing), so 3.0 stays their default.
+#: so far is not timed further (measured on an H200, 48-config GEMM: a third less GPU time than
+#: at 3.0). CPU timings swing far more between processes, so 3.0 stays their default.
 GPU_EARLY_STOP_FACTOR = 2.0
 
 

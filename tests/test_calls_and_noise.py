@@ -1,5 +1,5 @@
 """Several autotune calls in one test, batched samples of short kernels, and the gate's
-``undetectable`` verdict on noisy tests (issue 13, items 4 and 5).
+``undetectable`` verdict on noisy tests.
 
 Inner runs use the real TileLang CPU ``elementwise_add`` kernel of ``examples/kernels_cpu.py`` (target "c"):
 a 32x32 add takes about 15 us, far below what one clock reading can time on its own.
@@ -42,7 +42,7 @@ def two(tl, pytester):
 
 
 def test_two_shapes_in_one_test_cold_warm_baseline_gate(two, pytester):
-    # Cold: the second call gets inputs of its own shape (was: "Static shape mismatch ... expected 64 got 32").
+    # Cold: the second call gets inputs of its own shape (not "Static shape mismatch ... expected 64 got 32").
     two.run().assert_outcomes(passed=1)
     assert two.prop("test_two", "tl_cache") == ["miss", "miss"]
     assert two.prop("test_two", "tl_id") == IDS

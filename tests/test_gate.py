@@ -215,7 +215,7 @@ def test_gate_lines_and_row_ids():
 
 
 def test_decide_never_compares_wall_clock_with_cpu_time():
-    old = side(noisy(1.0), measured="this run")  # a baseline written before the gate timed CPU devices by CPU time
+    old = side(noisy(1.0), measured="this run")  # a CPU baseline timed by wall clock
     d = gate.decide(old, side(noisy(3.0, seed=1)), threshold_pct=10, alpha=0.01)
     assert d["status"] == "skipped" and "wall clock" in d["reason"] and "--tl-save-baseline" in d["reason"]
     assert gate.decide(old, side(noisy(3.0, seed=1)), threshold_pct=10, alpha=0.01, strict=True)["status"] == "fail"

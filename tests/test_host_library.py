@@ -51,7 +51,7 @@ def test_host_code_only_cxx_accepts_falls_back_to_tvms_compiler(tmp_path, no_use
 
 @pytest.mark.parametrize("variable", ["CXX", "CC"])
 def test_the_users_compiler_compiles_it_as_c(tmp_path, monkeypatch, variable):
-    """``CXX``/``CC`` name TVM's compiler (a C++ one, as on the H200 hosts: ``CXX=/opt/gcc/bin/g++``):
+    """``CXX``/``CC`` name TVM's compiler (a C++ one, as on hosts with ``CXX=/opt/gcc/bin/g++``):
     the plugin compiles with it, as TVM would, and as C."""
     log = tmp_path / "calls.txt"
     wrapper = tmp_path / "my-compiler"

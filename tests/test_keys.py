@@ -1,8 +1,7 @@
 """Cache keys are stable: the same plain data gives the same digests in every release.
 
-The digests below were computed by the key code as it was before the key builders moved to
-``key.py`` (issue 12). A change here makes every existing cache and shared store miss: bump
-``key.FORMAT_VERSION`` on purpose, never by accident.
+The digests below are pinned: a change that alters one makes every existing cache and shared
+store miss, so bump ``key.FORMAT_VERSION`` on purpose, never by accident.
 """
 
 from pytest_tlautotune import key

@@ -1,4 +1,4 @@
-"""Who may do what (issue 12): the plugin alone talks to pytest about a test's fate, the gate is
+"""Who may do what: the plugin alone talks to pytest about a test's fate, the gate is
 pure, and one module holds the kernels every test, example and benchmark uses."""
 
 import ast

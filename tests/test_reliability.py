@@ -1,7 +1,7 @@
 """Reliability: concurrency, killed tuners, corrupt caches, crashing candidates, bad input.
 
-Real TileLang kernels on target "c"; inner runs are pytest subprocesses. The figures in
-issue 5 come from these tests and from ``benchmarks/fault_injection.py``.
+Real TileLang kernels on target "c"; inner runs are pytest subprocesses. The reliability
+figures in ``benchmarks/RESULTS.md`` come from these tests and ``benchmarks/fault_injection.py``.
 """
 
 import json

@@ -6,15 +6,15 @@ each time, about 2.8 of the 3.2 CPU-seconds a 4096^3 GEMM candidate costs on an 
 NVRTC (CUDA >= 12.8, through ``cuda-python``) keeps a precompiled header per process, so a
 compile worker's later candidates skip that parse. Only the device compiler changes: the
 host side (TileLang's ``tvm_ffi`` launcher) and every file of the kernel stay as they are,
-so the kernel is launched exactly as before. The flags follow TileLang's nvcc call
+so the kernel is launched exactly as TileLang launches it. The flags follow TileLang's nvcc call
 (``-std=c++20 -lineinfo``, the same include directories, fast math and ptxas options from
 the pass configs). Sources or targets NVRTC is not used for (several code targets, extra
-nvcc flags) and any NVRTC failure go to nvcc as before.
+nvcc flags) and any NVRTC failure go to nvcc.
 
 One precompiled header serves every compile worker. NVRTC accepts a PCH only from the same
 "dynamic instance" of the library (the address of its PCH heap), and TileLang's automatic ``-pch``
-makes one per process: each worker's first candidate paid about 1.3 s to parse the headers and
-write a 250 MB file under ``/tmp/__nvrtc_auto_pch_<pid>_0`` (left behind when the worker is killed),
+makes one per process: each worker's first candidate pays about 1.3 s to parse the headers and
+writes a 250 MB file under ``/tmp/__nvrtc_auto_pch_<pid>_0`` (left behind when the worker is killed),
 against 0.25 s for a later one. Here the fork server loads NVRTC before it forks
 (``nvrtc_preload``), so every worker shares its heap address; the first worker to meet a header
 prefix writes the PCH once (``--create-pch``) into a directory of the server's, and every other
@@ -34,7 +34,7 @@ TileLang's GEMM and flash-attention kernels take its place (``SEEDS``, made by `
 the server's grandchild writes them before TileLang is imported, its include paths found by
 TileLang's own ``env`` module run alone (``_tilelang_paths``), its GPUs' archs by ``nvidia-smi``.
 
-Measured by ``benchmarks/compile_backends.py`` (README, "GPU figures").
+Measured by ``benchmarks/compile_backends.py`` (``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -117,9 +117,9 @@ def load_library() -> None:
     """Load NVRTC in this process now and place its PCH heap, so processes forked from it share it.
 
     NVRTC maps the heap at its first compile that writes a PCH, wherever ``mmap`` then puts it: a
-    worker that mapped other memory first (an H200 run: 28 of 48 candidates) got another address
-    and could not use the shared PCH. A trivial compile here maps it before any fork. Its PCH
-    goes into this instance's directory (``HEAP_PCH``), removed with it: with ``-pch`` NVRTC wrote
+    worker that mapped other memory first gets another address and cannot use the shared PCH (28
+    of 48 candidates, measured on an H200). A trivial compile here maps it before any fork. Its PCH
+    goes into this instance's directory (``HEAP_PCH``), removed with it: with ``-pch`` NVRTC writes
     ``__nvrtc_auto_pch_<pid>_0`` into the temp directory, kept until this process exits cleanly.
     """
     where = pch_dir(os.getpid())
@@ -422,8 +422,8 @@ def visible_archs(shown: str | None = None) -> list[int]:
     """The archs (``sm_<arch>``) of the GPUs a process with ``CUDA_VISIBLE_DEVICES=shown`` sees
     (the fork server's test process's where None: ``hide_gpus.SHOWN``; every GPU where it names
     none by index), distinct, in that order, asked of ``nvidia-smi``: the CUDA driver must not be
-    initialised in the fork server's children (``cuInit`` there crashed on a 2xH200 host, session
-    10). Empty where it cannot say."""
+    initialised in the fork server's children (``cuInit`` there crashes: seen on a 2xH200 host).
+    Empty where it cannot say."""
     import subprocess
     import sys
 

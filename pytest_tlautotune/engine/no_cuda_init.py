@@ -3,8 +3,8 @@
 NVRTC (``--tl-device-compiler=nvrtc``) initialises the CUDA driver in each compile worker. A
 child forked from a process that already initialised the driver crashes in ``cuInit``
 (SIGSEGV under nvrtcCompileProgram, seen on an H200), so the server must never initialise it:
-torch answers ``cuda.is_available()`` through NVML instead of the driver API. With this, NVRTC
-ran in forked workers on H200s (about 990 candidate compiles, none crashed), GPUs hidden or not.
+torch answers ``cuda.is_available()`` through NVML instead of the driver API (measured on H200
+hosts: about 990 NVRTC compiles in forked workers, GPUs hidden or not, none crashed).
 """
 
 import os

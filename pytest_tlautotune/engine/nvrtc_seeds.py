@@ -3,9 +3,9 @@
 NVRTC compile workers share one precompiled header per header prefix (``device_compile``). A
 session writes the PCHs of the prefixes its book remembers before the first candidates need them;
 on a machine that never tuned with this TileLang the book is empty, and the whole first wave of
-candidates waited for one of them to write it (1.2-2.4 s on H200 hosts, sessions 9 and 10). Writing
-it ahead needs the prefix before the fork server has imported TileLang (6 s on a 2xH200 host): a
-probe kernel lowered after that import was ready no earlier than a first candidate's own PCH.
+candidates would wait for one of them to write it (measured on H200 hosts: 1.2-2.4 s). Writing it
+ahead needs the prefix before the fork server has imported TileLang (6 s on a 2xH200 host): a probe
+kernel lowered after that import is ready no earlier than a first candidate's own PCH.
 
 TileLang's CUDA codegen picks its ``#include`` lines by the instructions a kernel uses, not by its
 sizes or tiles: every config of a GEMM space on sm_90 starts with the same prefix (wgmma, TMA,

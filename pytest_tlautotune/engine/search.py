@@ -24,18 +24,17 @@ from ..key import canonical_json
 GUIDED_DEFAULT_FRACTION = 1 / 6
 #: The default guided budget: a sixth of the space, at least this many configs that ran (or the
 #: whole space); configs that fail to compile or run tell the model nothing, so they do not count.
-#: Replayed as the pipeline runs (benchmarks/guided_search.py: 16 compile workers, results known
-#: once compiled and timed; 20 seeds, best within 2%): TileLang's 288-config GEMM space on an H200,
-#: three exhaustive records, 20/20/19 at 64 and 17/19/18 at 48 (a seed that guesses from too few
-#: results settles 24-37% off; the GPU run of seed 3 at 48 did); a 96-config flash-attention space
-#: (41 of 96 fail) 20/20, counting every trial needed 64 already; a 512-config CPU GEMM space
-#: (this 2-core VM, 2 workers) 18/20 at a sixth (85).
+#: Measured by replaying exhaustive records as the pipeline runs (benchmarks/guided_search.py: 16
+#: compile workers, 20 seeds, best within 2%): TileLang's 288-config GEMM space on an H200, 19-20 of
+#: 20 at 64 and 17-19 at 48 (a seed that guesses from too few results settles 24-37% off); a
+#: 96-config flash-attention space whose 41 failing configs count for nothing, 20 of 20; a 512-config
+#: CPU GEMM space on a 2-core VM (2 workers), 18 of 20 at a sixth (85).
 GUIDED_MIN_TRIALS = 64
 #: ... and at least this many rounds of the pipeline's compile workers (64 is 4 rounds of 16): the
 #: pipeline proposes a config per free worker, so the more workers, the more of a fixed budget is
 #: proposed before the earlier proposals' results are in. Replayed on an H200 record of the 288 space
-#: with 32 workers (a two-GPU host), 64 trials ended 23-31% off in 4 of 60 runs (3 of 4 on a 2xH200
-#: host, session 9), with 48 and 64 workers in 25 and 39 of 60; 4 rounds: 60/60 at 32, 48 and 64.
+#: with 32 workers (a two-GPU host), 64 trials ended 23-31% off in 4 of 60 runs (and in 3 of 4 real
+#: runs on a 2xH200 host), with 48 and 64 workers in 25 and 39 of 60; 4 rounds: 60/60 at 32, 48, 64.
 GUIDED_MIN_ROUNDS = 4
 RANDOM_START = 4  # the random start is 1/4 of the budget
 MODEL_POINTS = 256  # the surrogate fits the best this many measurements (bounded cost)
@@ -83,9 +82,9 @@ class Search:
         if n <= 0:
             return []
         if not self._model_imported:
-            # The model's import (scipy.interpolate: 0.4 s here, more on a GPU host) runs while the
-            # random start compiles: at its first fit, in the tuning's loop, it held up every
-            # proposal while the compile workers ran dry (an H200 record: 5 of 16 busy at 2.5-3 s).
+            # The model's import (scipy.interpolate: 0.4 s on a 2-core VM, more on a GPU host) runs
+            # while the random start compiles: at its first fit, in the tuning's loop, it would hold up
+            # every proposal while the compile workers run dry (measured on an H200: 5 of 16 busy).
             self._model_imported = True
             threading.Thread(target=_import_model, name="tlautotune-model-import", daemon=True).start()
         out: list[int] = []

@@ -217,8 +217,8 @@ def _cuda_ready_entry(device: str) -> int:
 #: Compile workers a pool needs before one of them writes remembered PCHs ahead of the candidates.
 #: Writing it ahead costs a compile of its own (about 0.3 CPU-s) and one worker while the others
 #: build; it pays where the first wave's other workers would otherwise sit waiting for one of them
-#: to write it (15 workers for 1.5-1.7 s on a 16-core H200 host, session 6). On 2 cores, where the
-#: CPU is the limit, 8 candidates of the 4096^3 GEMM ended 0.1-0.2 s later with it (2 and 4
+#: to write it (measured on a 16-core H200 host: 15 workers for 1.5-1.7 s). On a 2-core VM, where
+#: the CPU is the limit, 8 candidates of the 4096^3 GEMM ended 0.1-0.2 s later with it (2 and 4
 #: workers, ``benchmarks/nvrtc_book.py``), hence the threshold.
 PRIME_MIN_WORKERS = 8
 #: Niceness of compile workers: a timing worker, and the test process that hands out the work, get
@@ -333,7 +333,7 @@ class Pools:
     def compile_pool(self):
         """The pool that compiles candidates (started lazily), NVRTC ones too: NVRTC initialises the
         CUDA driver in each worker, which works in a child of the fork server because the server
-        never initialised it (``no_cuda_init``; before that: SIGSEGV in cuInit, seen on an H200)."""
+        never initialised it (``no_cuda_init``; a child of one that did crashes in ``cuInit``)."""
         if self._compile is None:
             self._compile = self._pool(self.n_workers, nice=COMPILE_NICE)
         return self._compile

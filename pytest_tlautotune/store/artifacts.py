@@ -130,9 +130,9 @@ def create_shared(output: str, objects: list[str], options: list[str] | None = N
 
     TVM writes the host code as C (``lib0.c``, guarded ``extern "C"`` for C++) and hands it to its
     compiler (``CXX``, ``CC``, else ``g++``), which compiles a ``.c`` file as C++: TVM's runtime
-    headers then make 23,000 lines and 0.12 s (0.18-0.38 s on an H200 host), as C 3,600 lines and
-    0.03 s. The same compiler compiles it here, told the language (``-x c``: the C front end of
-    g++ or clang++); same source, same symbols. Where that fails (a host source only C++ accepts,
+    headers then make 23,000 lines and 0.12 s on a 2-core VM (0.18-0.38 s on an H200 host), as C
+    3,600 lines and 0.03 s. The same compiler compiles it here, told the language (``-x c``: the C
+    front end of g++ or clang++); same source, same symbols. Where that fails (a host source only C++ accepts,
     a compiler without ``-x``), TVM's own command.
     """
     from tvm.contrib import cc as tvm_cc
