@@ -266,7 +266,7 @@ class TuneSession:
         if not self.no_tune:
             # Start the workers now: they import TileLang while this process builds the PrimFuncs.
             self.pools.warm_up(req.timing_devices, arch=_cuda_arch(req.compile_args.target))
-        cands = build_candidates(req, machine, None if self.no_tune else self.pools)
+        cands = build_candidates(req, machine, None if self.no_tune else self.pools, self.warn)
         built_s = time.perf_counter() - t0
         key = entry_key(req, cands, machine)
         try:

@@ -7,44 +7,47 @@ import pickle
 from typing import TYPE_CHECKING
 
 from .. import key
-from ..model import Candidate, TuneError, TuneRequest
+from ..model import Candidate, TuneError, TuneRequest, TuneWarning, Warn
 
 if TYPE_CHECKING:
     from ..param import CompileArgs
     from .workers import Pools
 
 
-def build_candidates(req: TuneRequest, machine: dict, pools: Pools | None = None) -> list[Candidate]:
+def build_candidates(req: TuneRequest, machine: dict, pools: Pools | None = None,
+                     warn: Warn | None = None) -> list[Candidate]:
     """Build each config's PrimFunc and key it.
 
     The builds run in the compile workers (it is the user's code, with configs that may be
     invalid: a crash there is a record on that config). A failure that every config shares
     (the call, not a config) fails the test once, before anything compiles.
     """
-    from .failures import BUILD, describe, reason, same_failure
+    from .failures import same_failure
 
     problem = req.program.check_call(req.configs)
     if problem:
         raise TuneError(f"{problem} (nothing was built or compiled)")
     results = _build_in_workers(req, pools) if pools is not None else None
-    if results is not None and not _same_here(req, results):
+    if results is not None and _machinery_failed(results):
+        # No line of the user's code ran and every config failed alike in the workers: if the
+        # program builds in this process, the fault is in how it reached them (the plugin's).
+        here = _build_here(req)
+        if not _all_failed_alike(here):
+            failure = next(r["error"] for r in results if "error" in r)
+            req.built_here = f"the compile workers could not build it ({_plugin_fault(failure)}), so it was built here"
+            if warn is not None:
+                warn(TuneWarning(f"{req.nodeid}: {req.built_here}"))
+            results = here
+    if results is not None and req.built_here is None and not _same_here(req, results):
         # The program builds differently in a worker (no GPU visible there: it asks the device at
         # build time, e.g. torch.cuda.get_device_capability): build every config here instead.
         req.built_here = "the program builds a different kernel where no GPU is visible, so it was built here"
         results = None
     if results is None:
-        results = []
-        for config in req.configs:
-            try:
-                built = req.program.spec.build(config)
-            except Exception as exc:
-                results.append({"error": describe(exc, BUILD, req.program.spec.target)})
-                continue
-            results.append({**built.summary(), "func_blob": pickle.dumps(built.func)})
+        results = _build_here(req)
     failures = [r["error"] for r in results if "error" in r]
     if len(failures) == len(results) and same_failure(failures):
-        raise TuneError(f"every config failed the same way, so the program or the call is at fault: "
-                        f"{reason(failures[0])}\n{_indent(failures[0].get('message', ''))}")
+        raise TuneError(_same_failure_message(failures[0]))
     complete_request(req, results)
     _check_out_idx(req, results)
     profile = req.profile_args.canonical()
@@ -63,6 +66,57 @@ def build_candidates(req: TuneRequest, machine: dict, pools: Pools | None = None
             cand.ckey = key.candidate_key(cand.ir_sha, cand.compile_args.canonical(), profile, machine)
         cands.append(cand)
     return cands
+
+
+def _build_here(req: TuneRequest) -> list[dict]:
+    """Every config built in this process (the last resort: a crash here ends the session)."""
+    from .failures import BUILD, describe
+
+    results = []
+    for config in req.configs:
+        try:
+            built = req.program.spec.build(config)
+        except Exception as exc:
+            results.append({"error": describe(exc, BUILD, req.program.spec.target)})
+            continue
+        results.append({**built.summary(), "func_blob": pickle.dumps(built.func)})
+    return results
+
+
+def _all_failed_alike(results: list[dict]) -> bool:
+    from .failures import same_failure
+
+    failures = [r["error"] for r in results if "error" in r]
+    return len(failures) == len(results) and same_failure(failures)
+
+
+def _machinery_failed(results: list[dict]) -> bool:
+    """Every config raised the same exception in the workers with none of the user's lines on
+    its traceback (crashes and timeouts excluded: rebuilding those here could end the session)."""
+    return _all_failed_alike(results) and all(_not_the_users(r["error"]) for r in results)
+
+
+def _not_the_users(failure: dict) -> bool:
+    """Raised with no line of the user's code on its traceback, and not an argument error (a
+    ``TypeError`` binding the call's arguments is the call's fault)."""
+    return failure.get("in_user_code") is False and failure.get("type") != "TypeError"
+
+
+def _plugin_fault(failure: dict) -> str:
+    from .failures import reason, versions
+
+    return (f"{reason(failure)}; this is a fault of pytest-tlautotune or of the packages it runs with "
+            f"({versions()}): please report it to pytest-tlautotune's issue tracker with this message")
+
+
+def _same_failure_message(failure: dict) -> str:
+    from .failures import reason
+
+    if _not_the_users(failure):
+        return (f"every config failed the same way before any line of the program ran: {_plugin_fault(failure)}. "
+                f"If the program's arguments are wrong, fix them first\n{_indent(failure.get('message', ''))}")
+    return (f"every config failed the same way, so the program or the call is at fault: "
+            f"{reason(failure)}\n{_indent(failure.get('message', ''))}")
 
 
 def _same_here(req: TuneRequest, results: list[dict]) -> bool:
@@ -103,7 +157,9 @@ def _build_in_workers(req: TuneRequest, pools: Pools) -> list[dict] | None:
 
     try:
         blob = dumps(req.program.spec)
-    except Exception:
+    except Exception as exc:
+        req.built_here = (f"the program could not be pickled for the compile workers ({type(exc).__name__}: "
+                          f"{exc}), so it was built here")
         return None
     spec_id = key.spec_id(blob)
     env, path = dict(os.environ), list(sys.path)
@@ -123,6 +179,10 @@ def _build_in_workers(req: TuneRequest, pools: Pools) -> list[dict] | None:
         if "spec_error" in out:
             for other in futures:
                 other.cancel()
+            from .failures import reason
+
+            req.built_here = (f"the program could not be loaded in the compile workers "
+                              f"({reason(out['spec_error'])}), so it was built here")
             return None
         results.append(out)
     return results

@@ -66,11 +66,13 @@ def describe(exc: BaseException, stage: str, program: object = None) -> dict:
     tb = traceback.extract_tb(exc.__traceback__)
     if stage == LOWER and _from_compiler(tb, exc):
         stage = COMPILER
+    user = _user_location(tb)
     return {
         "stage": stage,
         "type": type(exc).__name__,
         "message": trim(str(exc)),
-        "where": _user_location(tb) or definition(program),
+        "where": user or definition(program),
+        "in_user_code": user is not None,  # a line of the user's code is on the traceback
         "tail": "".join(traceback.format_list(tb[-4:]))[-MAX_MESSAGE:],
     }
 
@@ -84,6 +86,23 @@ def reason(failure: dict) -> str:
     if failure.get("where"):
         text += f" ({failure['where']})"
     return text
+
+
+def versions() -> str:
+    """The versions a bug report needs: this plugin, Python and the packages it runs user code with."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = []
+    for name in ("pytest-tlautotune", "tilelang", "torch", "cloudpickle", "pebble", "pytest"):
+        try:
+            parts.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            if name == "pytest-tlautotune":
+                from .. import __version__
+
+                parts.append(f"{name} {__version__}")
+    return ", ".join(parts + [f"Python {platform.python_version()}"])
 
 
 def same_failure(failures: list[dict]) -> bool:
