@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .engine.device_compile import BOOK_DIR
 from .report.terminal import text_table
-from .settings import user_cache_dir
+from .settings import ini_option, user_cache_dir
 from .store.files import read_json, remove_tree
 from .store.manifest import BEST_CONFIG_PATH, LATENCY_PATH, RECORD_PATH
 
@@ -47,46 +47,6 @@ def default_cache_dir(cwd: Path | None = None) -> str:
         return os.path.join(inipath.parent, os.path.expanduser(value))
     env = os.environ.get("TL_AUTOTUNE_CACHE_DIR")
     return os.path.abspath(os.path.expanduser(env)) if env else user_cache_dir()
-
-
-def _ini_section(path: Path) -> dict | None:
-    """The pytest settings of one candidate ini file, or None when it has none (pytest's rules)."""
-    import tomllib
-
-    import iniconfig
-
-    try:
-        if path.suffix == ".toml":
-            data = tomllib.loads(path.read_text())
-            if path.name != "pyproject.toml":
-                return data.get("pytest", {})
-            tool = data.get("tool", {}).get("pytest")
-            return (tool.get("ini_options", tool) or {}) if isinstance(tool, dict) else None
-        ini = iniconfig.IniConfig(str(path))
-    except (OSError, ValueError, iniconfig.ParseError):
-        return None
-    name = "tool:pytest" if path.name == "setup.cfg" else "pytest"
-    if name in ini:
-        return dict(ini[name].items())
-    return {} if path.name in ("pytest.ini", ".pytest.ini") else None  # these count even when empty
-
-
-def ini_option(start: Path, name: str) -> tuple[Path, str] | None:
-    """``(ini file, value)`` of option ``name`` in the ini file pytest would pick from ``start``:
-    the first of pytest.toml, pytest.ini, pyproject.toml, tox.ini, setup.cfg holding pytest
-    settings, from ``start`` upward; None when that file does not set it or there is none."""
-    for directory in (start, *start.parents):
-        for filename in ("pytest.toml", ".pytest.toml", "pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini",
-                         "setup.cfg"):
-            path = directory / filename
-            if not path.is_file():
-                continue
-            section = _ini_section(path)
-            if section is None:
-                continue
-            value = section.get(name)
-            return (path, str(value)) if value not in (None, "") else None
-    return None
 
 
 # ----------------------------------------------------------------------------- reading
@@ -457,8 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "else $TL_AUTOTUNE_CACHE_DIR, else ~/.cache/tlautotune)")
     common.add_argument("--store", metavar="URL", default=None,
                         help="work on the shared store redis://host:port/db instead of a cache directory")
-    parser = argparse.ArgumentParser(prog="tlautotune", description="Inspect and tidy the pytest-tlautotune cache.")
-    groups = parser.add_subparsers(dest="group", required=True, metavar="cache")
+    parser = argparse.ArgumentParser(prog="tlautotune",
+                                     description="Inspect and tidy the cache; read the test history.")
+    groups = parser.add_subparsers(dest="group", required=True, metavar="cache|history")
     cache = groups.add_parser("cache", help="list, show, clear or prune tuned entries")
     commands = cache.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = commands.add_parser("list", parents=[common], help="one line per tuned entry")
@@ -473,12 +434,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--older-than", metavar="DAYS", type=_non_negative_days, required=True,
                    help="age in days (by the entry's tuning time); fractions allowed")
     p.set_defaults(func=cmd_prune)
+    from .history.commands import add_commands
+
+    add_commands(groups)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.group == "history":
+        from .history.commands import run
+
+        return run(args)
     if args.store:
         return _on_store(args.store, args)
     root = Path(args.cache_dir or default_cache_dir()).expanduser()

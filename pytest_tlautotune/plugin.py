@@ -23,6 +23,7 @@ from .settings import (
     TuneSettings,
     add_options,
     gate_options,
+    gate_source,
     get_option,
     merge_marks,
     validate_options,
@@ -164,30 +165,67 @@ def pytest_runtest_call(item: pytest.Item):
 
 
 def _check_gate(item: pytest.Item) -> None:
-    """Gate every autotune result of ``item`` against ``--tl-baseline``; fail the test on a regression."""
+    """Gate every autotune result of ``item`` against ``--tl-baseline`` (or the history's best runs,
+    ``--tl-gate-against=history``); fail the test on a regression."""
     rows = item.stash.get(RESULTS_KEY, None)
-    path = get_option(item.config, "tl_baseline")
-    if not rows or not path:
+    source = gate_source(item.config)
+    if not rows or not source:
         return
     from .gate import judge
     from .model import GateWarning
 
     opts = gate_options(item.config)
-    try:
-        tests, error = _baseline(item.config, path)["tests"], None
-    except ValueError as exc:
-        error = f"tlautotune gate: {exc}"
-    if error:
-        pytest.fail(error, pytrace=False)
+    if source == "history":
+        tests, source = _history_tests(item, rows)
+        if tests is None:  # said in the gate's table, never the test's failure
+            from .gate import SKIPPED, decide
+
+            for row in rows:
+                row["gate"] = {**decide(None, row, threshold_pct=opts.threshold_pct, alpha=opts.alpha),
+                               "status": SKIPPED, "reason": source}
+            return
+    else:
+        try:
+            tests, error = _baseline(item.config, source)["tests"], None
+        except ValueError as exc:
+            error = f"tlautotune gate: {exc}"
+        if error:
+            pytest.fail(error, pytrace=False)
     settings = item.stash.get(settings_key, None)
     threshold = settings.get("max_regression") if settings is not None else None
-    verdict = judge(rows, tests, path, metric=opts.metric, alpha=opts.alpha, strict=opts.strict,
+    verdict = judge(rows, tests, source, metric=opts.metric, alpha=opts.alpha, strict=opts.strict,
                     threshold_pct=float(threshold if threshold is not None else opts.threshold_pct))
     item.user_properties.extend(verdict.properties)
     for message in verdict.warnings:  # last: under filterwarnings=error a warning raises
         item.warn(GateWarning(message))
     if verdict.failures:
         pytest.fail("\n".join(verdict.failures), pytrace=False)
+
+
+def _history_tests(item: pytest.Item, rows: list[dict]) -> tuple[dict | None, str]:
+    """{row id: its best history run on this machine within the window} and the source's name,
+    or (None, why) when the history cannot be read (never the test's failure)."""
+    import time
+
+    from .history import HistoryError, machine_id, open_history
+    from .history.trend import DAY_S, best_per_test
+
+    url = get_option(item.config, "tl_history")
+    since = time.time() - get_option(item.config, "tl_history_window") * DAY_S
+    try:
+        history = open_history(url, get_option(item.config, "tl_store_timeout"))
+        try:
+            runs = [r for row in rows for r in history.read(row.get("id") or row["nodeid"], since)]
+        finally:
+            history.close()
+    except (HistoryError, OSError) as exc:
+        return None, f"the history could not be read: {exc}"
+    tests = {}
+    for row in rows:
+        machine = machine_id(row.get("machine"))
+        tests.update(best_per_test([r for r in runs if r["test"] == (row.get("id") or row["nodeid"])],
+                                   machine, since))
+    return tests, f"the history {url} (best of {get_option(item.config, 'tl_history_window'):g} days)"
 
 
 def _baseline(config: pytest.Config, path: str) -> dict:
@@ -228,6 +266,7 @@ class Collector:
     def __init__(self, config: pytest.Config):
         self.config = config
         self.rows: list[dict] = []
+        self.history_note: str | None = None  # what happened to this run's rows in --tl-history
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         rows = getattr(report, "tl_results", None)
@@ -246,6 +285,9 @@ class Collector:
         from .report.files import write_files
 
         write_files(self.config, self.rows)
+        url = get_option(self.config, "tl_history")
+        if url and self.rows:
+            self.history_note = _append_history(self.config, url, self.rows)
         report_dir = get_option(self.config, "tl_report")
         if report_dir:  # after the gate, so the page shows its verdicts
             from .report.html import write_for_session
@@ -260,11 +302,31 @@ class Collector:
         terminalreporter.write_sep("=", "tlautotune summary")
         for line in summary_lines(self.rows, self.config.get_verbosity()):
             terminalreporter.write_line(line)
+        if self.history_note:
+            terminalreporter.write_line(self.history_note)
         lines = gate_lines(self.rows)
         if lines:
             terminalreporter.write_sep("-", "tlautotune latency gate")
             for line in lines:
                 terminalreporter.write_line(line)
+
+
+def _append_history(config: pytest.Config, url: str, rows: list[dict]) -> str:
+    """Append this run's rows to the history; a line for the summary (a history that cannot be
+    written costs the history, never a test)."""
+    from .history import HistoryError, entry, open_history, run_context
+
+    run = run_context(str(config.rootpath))
+    try:
+        history = open_history(url, get_option(config, "tl_store_timeout"))
+        try:
+            history.append([entry(row, run) for row in rows])
+        finally:
+            history.close()
+    except (HistoryError, OSError) as exc:
+        return f"tlautotune history: this run's {len(rows)} row(s) were not recorded: {exc}"
+    where = f"commit {run.commit[:12]}" if run.commit else "no git commit"
+    return f"tlautotune history: {len(rows)} row(s) appended to {history.url} ({where})"
 
 
 def cache_dir(config: pytest.Config) -> str:

@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -287,6 +288,7 @@ def user_cache_dir() -> str:
 
 _OUT_FILE = dict(check=_not_a_dir, accepted="a file path (not a directory)")
 GATE_METRICS = ("latency", "speedup")
+GATE_AGAINST = ("baseline", "history")
 
 OPTIONS = (
     Option("tl_cache_dir", "where tuned results live (default: $TL_AUTOTUNE_CACHE_DIR, else ~/.cache/tlautotune); "
@@ -332,6 +334,14 @@ OPTIONS = (
            False, "TL_AUTOTUNE_STORE_READONLY"),
     Option("tl_store_ttl", "days a pushed result stays in the store; 0 = forever (default: 30)", "float", 30.0,
            "TL_AUTOTUNE_STORE_TTL", check=lambda v: v >= 0, accepted="a number of days >= 0 (0 keeps results forever)"),
+    Option("tl_history", "append every result row to a history: a file path or sqlite:///path (SQLite), or "
+           "redis://... (default: $TL_AUTOTUNE_HISTORY, else none); a relative path in an ini file is relative to "
+           "that file", env="TL_AUTOTUNE_HISTORY"),
+    Option("tl_gate_against", "what the gate compares each test with: baseline (--tl-baseline) or history (its best "
+           "run on this machine within --tl-history-window) (default: baseline)", default="baseline",
+           env="TL_AUTOTUNE_GATE_AGAINST", check=lambda v: v in GATE_AGAINST, accepted="baseline or history"),
+    Option("tl_history_window", "days of history the history gate and `history regressions` look back (default: 14)",
+           "float", 14.0, "TL_AUTOTUNE_HISTORY_WINDOW", check=lambda v: v > 0, accepted="a number of days > 0"),
     Option("tl_store_timeout", "seconds a store call may take before the run goes on without it (default: 3)",
            "float", 3.0, "TL_AUTOTUNE_STORE_TIMEOUT", check=lambda v: v > 0, accepted="a number of seconds > 0"),
 )
@@ -389,7 +399,7 @@ def get_option(config: pytest.Config, name: str) -> Any:
     converted = _convert(option, value)
     if converted is None:
         return user_cache_dir() if name == "tl_cache_dir" else option.default
-    if name == "tl_cache_dir":
+    if name == "tl_cache_dir" or (name == "tl_history" and "://" not in str(converted)):
         return _resolve_dir(config, converted, source)
     return converted
 
@@ -402,6 +412,9 @@ def validate_options(config: pytest.Config) -> None:
             raise pytest.UsageError(f"{option.names}: {value!r} is not accepted; give {option.accepted}")
     if get_option(config, "tl_retune") and get_option(config, "tl_no_tune"):
         raise pytest.UsageError("--tl-retune and --tl-no-tune contradict each other; pass one of them")
+    if get_option(config, "tl_gate_against") == "history" and not get_option(config, "tl_history"):
+        raise pytest.UsageError("--tl-gate-against=history needs a history: give --tl-history URL "
+                                "(ini tl_history, env TL_AUTOTUNE_HISTORY)")
     url = get_option(config, "tl_store")
     if url:
         from .store.remote import StoreUrlError, check_url
@@ -430,8 +443,16 @@ def gate_options(config: pytest.Config) -> GateOptions:
 
 
 def wants_fresh_numbers(config: pytest.Config) -> bool:
-    """Whether a gate or a baseline to save needs numbers timed in this run."""
-    return bool(get_option(config, "tl_baseline") or get_option(config, "tl_save_baseline"))
+    """Whether a gate, a baseline to save or a history to append to needs numbers timed in this run."""
+    return bool(get_option(config, "tl_baseline") or get_option(config, "tl_save_baseline")
+                or get_option(config, "tl_history"))
+
+
+def gate_source(config: pytest.Config) -> str | None:
+    """What the gate compares with: the baseline file's path, ``history`` or None (no gate)."""
+    if get_option(config, "tl_gate_against") == "history":
+        return "history"
+    return get_option(config, "tl_baseline")
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -444,3 +465,46 @@ def add_options(parser: pytest.Parser) -> None:
             group.addoption(option.flag, dest=option.name, default=None, metavar=option.name[3:].upper(),
                             help=option.help)
         parser.addini(option.name, option.help, type="string", default="")
+
+
+# ----------------------------------------------------------------------------- outside pytest
+
+
+def _ini_section(path: Path) -> dict | None:
+    """The pytest settings of one candidate ini file, or None when it has none (pytest's rules)."""
+    import tomllib
+
+    import iniconfig
+
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(path.read_text())
+            if path.name != "pyproject.toml":
+                return data.get("pytest", {})
+            tool = data.get("tool", {}).get("pytest")
+            return (tool.get("ini_options", tool) or {}) if isinstance(tool, dict) else None
+        ini = iniconfig.IniConfig(str(path))
+    except (OSError, ValueError, iniconfig.ParseError):
+        return None
+    name = "tool:pytest" if path.name == "setup.cfg" else "pytest"
+    if name in ini:
+        return dict(ini[name].items())
+    return {} if path.name in ("pytest.ini", ".pytest.ini") else None  # these count even when empty
+
+
+def ini_option(start: Path, name: str) -> tuple[Path, str] | None:
+    """``(ini file, value)`` of option ``name`` in the ini file pytest would pick from ``start``:
+    the first of pytest.toml, pytest.ini, pyproject.toml, tox.ini, setup.cfg holding pytest
+    settings, from ``start`` upward; None when that file does not set it or there is none."""
+    for directory in (start, *start.parents):
+        for filename in ("pytest.toml", ".pytest.toml", "pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini",
+                         "setup.cfg"):
+            path = directory / filename
+            if not path.is_file():
+                continue
+            section = _ini_section(path)
+            if section is None:
+                continue
+            value = section.get(name)
+            return (path, str(value)) if value not in (None, "") else None
+    return None

@@ -1,0 +1,42 @@
+"""One test's history as a PNG: each run's median (with its samples' spread) over time, per machine,
+and the level step when there is one."""
+
+from __future__ import annotations
+
+from .trend import find_step, median_ms
+
+
+def plot_series(runs: list[dict], title: str, path: str, threshold_pct: float = 10.0) -> str:
+    """Write the plot of ``runs`` (measured rows, oldest first) to ``path``; returns ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.2), dpi=110)
+    for machine in sorted({r.get("machine") for r in runs}, key=str):
+        mine = [r for r in runs if r.get("machine") == machine]
+        xs = list(range(1, len(mine) + 1))
+        medians = [median_ms(r) for r in mine]
+        lows = [m - min(r["samples"]) for m, r in zip(medians, mine)]
+        highs = [max(r["samples"]) - m for m, r in zip(medians, mine)]
+        label = mine[-1].get("device_name") or machine
+        ax.errorbar(xs, medians, yerr=[lows, highs], marker="o", ms=4, capsize=2, lw=1.2, label=label)
+        step = find_step(mine, threshold_pct)
+        if step is not None:
+            ax.axvline(step.index + 0.5, color="tab:red", ls="--", lw=1)
+            commit = (step.row.get("commit") or "")[:10]
+            ax.annotate(f"{step.change_pct:+.0f}% {commit}", (step.index + 0.6, max(medians)), color="tab:red",
+                        fontsize=8, va="top")
+        ax.set_xticks(xs)
+        ax.set_xticklabels([(r.get("commit") or "")[:7] or str(i) for i, r in zip(xs, mine)], rotation=45,
+                           fontsize=7, ha="right")
+    ax.set_ylabel("median latency (ms)")
+    ax.set_title(title, fontsize=9)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
