@@ -37,7 +37,10 @@ TUNER_DEFAULTS: dict[str, Any] = {
     "compile_timeout": 300.0,  # seconds; a compile past this is killed
     "max_regression": None,  # per-test gate threshold in percent (overrides --tl-max-regression)
 }
-SETTINGS = COMPILE_FIELDS + PROFILE_FIELDS + tuple(TUNER_DEFAULTS)
+#: The work one call of the kernel does, for throughput in rows, reports and history: a number, or a
+#: callable of the program's arguments (as the test passed them) returning one. Not part of any key.
+REPORT_FIELDS = ("flops", "bytes")
+SETTINGS = COMPILE_FIELDS + PROFILE_FIELDS + tuple(TUNER_DEFAULTS) + REPORT_FIELDS
 
 EXECUTION_BACKENDS = ("auto", "tvm_ffi", "cython", "nvrtc", "torch")
 TARGETS = ("auto", "cuda", "hip", "c")
@@ -83,9 +86,10 @@ class TuneSettings:
     profile: dict[str, Any] = field(default_factory=dict)
     tuner: dict[str, Any] = field(default_factory=lambda: dict(TUNER_DEFAULTS))
     given: frozenset = frozenset()  # which keys the marker set (the marker overrides TileLang's decorators)
+    report: dict[str, Any] = field(default_factory=dict)  # flops, bytes
 
     def get(self, name: str, default: Any = None) -> Any:
-        for group in (self.compile, self.profile, self.tuner):
+        for group in (self.compile, self.profile, self.tuner, self.report):
             if name in group:
                 return group[name]
         return default
@@ -162,6 +166,10 @@ _CHECKS: dict[str, Callable[[Any], None]] = {  # Any: each check narrows the mar
     "compile_timeout": lambda v: _expect("compile_timeout", _is_number(v) and v > 0, "seconds > 0", v),
     "max_regression": lambda v: _expect("max_regression", v is None or (_is_number(v) and v > 0),
                                         "None or a percentage > 0", v),
+    "flops": lambda v: _expect("flops", v is None or callable(v) or (_is_number(v) and v > 0),
+                               "a number > 0 or a callable of the program's arguments", v),
+    "bytes": lambda v: _expect("bytes", v is None or callable(v) or (_is_number(v) and v > 0),
+                               "a number > 0 or a callable of the program's arguments", v),
 }
 
 
@@ -218,6 +226,7 @@ def parse_marker(args: tuple, kwargs: dict) -> TuneSettings:
         profile={k: v for k, v in kwargs.items() if k in PROFILE_FIELDS},
         tuner=tuner,
         given=frozenset(kwargs),
+        report={k: v for k, v in kwargs.items() if k in REPORT_FIELDS},
     )
 
 

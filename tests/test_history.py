@@ -117,8 +117,8 @@ def test_an_unreadable_history_never_fails_a_test(project, cache):
     (project.path / "hist.db").write_bytes(b"SQLite format 3\x00" + b"\x07" * 300)  # a truncated file
     result = run(project, cache, "--tl-history", "hist.db", "--tl-gate-against", "history", "-W", "error")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["*test_k.py::test_gemm*skipped*the history could not be read*",
-                                 "tlautotune history: 2 row(s) appended to *hist.db*"])
+    result.stdout.fnmatch_lines(["tlautotune history: 2 row(s) appended to *hist.db*",
+                                 "*test_k.py::test_gemm: skipped: the history could not be read*"])
     aside = list(project.path.glob("hist.db.corrupt-*"))
     assert len(aside) == 1 and aside[0].read_bytes().startswith(b"SQLite format 3")  # kept for the user
     assert len(rows(project.path / "hist.db")) == 2
@@ -130,7 +130,7 @@ def test_an_unreadable_history_never_fails_a_test(project, cache):
 def test_redis_history(project, cache, store):
     result = run(project, cache, "--tl-history", store.url, "-n", "2")
     result.assert_outcomes(passed=2)
-    keys = sorted(k for k in store.values() if k.startswith("tlautotune:history:test_k"))
+    keys = sorted(k.decode() for k in store.client.scan_iter("tlautotune:history:test_k*"))
     assert keys == ["tlautotune:history:test_k.py::test_gemm", "tlautotune:history:test_k.py::test_other"]
     shown = cli(project, "show", "--history", store.url)
     assert shown.returncode == 0 and "test_k.py::test_other" in shown.stdout, shown.stderr
@@ -220,3 +220,37 @@ def test_find_step_is_the_first_run_at_the_new_level():
     assert find_step(runs([1.0] * 7 + [1.3] * 3), 10).index == 7
     assert find_step(runs([1.0, 1.02, 0.99, 1.01, 1.0]), 10) is None
     assert find_step(runs([2.0] * 4 + [1.0] * 4), 10).change_pct == pytest.approx(-50, abs=1)
+
+
+def test_throughput_from_the_work_the_marker_gives(pytester, cache):
+    pytester.makepyfile(kernels=KERNELS, test_w='''
+import pytest
+from kernels import gemm
+
+
+@pytest.mark.autotune(configs=[dict(bm=16, bn=16, bk=16)], target="c", out_idx=[-1], ref_prog=lambda A, B: A @ B,
+                      warmup=1, rep=3, flops=lambda M, N, K: 2 * M * N * K, bytes=4 * 3 * 64 * 64)
+def test_work(autotune, record_property):
+    r = autotune(gemm, 64, 64, 64)
+    record_property("expected_tflops", 2 * 64 ** 3 / (r.latency * 1e-3) / 1e12)
+
+
+@pytest.mark.autotune(flops="a lot")
+def test_bad(autotune):
+    pass
+''')
+    pytester.makeini("[pytest]\n")
+    bad = pytester.runpytest_subprocess(f"--tl-cache-dir={cache}", "-p", "no:cacheprovider", "-k", "test_bad")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*test_w.py::test_bad: @pytest.mark.autotune: argument 'flops' must be a number > 0 "
+                              "or a callable of the program's arguments, got 'a lot'*"])
+    result = pytester.runpytest_subprocess(f"--tl-cache-dir={cache}", "-p", "no:cacheprovider", "--junitxml=j.xml",
+                                           "-k", "test_work")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["  test_w.py::test_work: * TFLOP/s, * GB/s"])
+    import xml.etree.ElementTree as ET
+
+    case = next(c for c in ET.parse(pytester.path / "j.xml").getroot().iter("testcase") if c.get("name") == "test_work")
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert float(props["tl_tflops"]) == pytest.approx(float(props["expected_tflops"]), rel=1e-3)
+    assert float(props["tl_gbps"]) > 0

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from ..model import Outcome, QuarantineWarning, Status, TuneRequest, Warn, row_id
-from ..stash import RESULTS_KEY
+from ..stash import RESULTS_KEY, settings_key
 
 if TYPE_CHECKING:
     from ..param import ProfileArgs
@@ -70,6 +70,7 @@ def record_outcome(item: pytest.Item, req: TuneRequest, outcome: Outcome, machin
             for r in records
         ],
     }
+    row.update(throughput(item, req, result.latency))
     props = [
         ("tl_id", row["id"]),  # which call the properties after it belong to
         ("tl_latency_ms", result.latency),
@@ -79,6 +80,7 @@ def record_outcome(item: pytest.Item, req: TuneRequest, outcome: Outcome, machin
     ]
     if result.ref_latency is not None:
         props.insert(2, ("tl_ref_latency_ms", result.ref_latency))
+    props.extend((f"tl_{name}", float(f"{row[name]:.6g}")) for name in ("tflops", "gbps") if row.get(name) is not None)
     if quarantined:
         row["quarantined"] = quarantined
         props.append(("tl_quarantined", quarantined))
@@ -89,6 +91,27 @@ def record_outcome(item: pytest.Item, req: TuneRequest, outcome: Outcome, machin
     row = json.loads(json.dumps(row, default=str))  # plain data: it crosses xdist's execnet
     item.stash.setdefault(RESULTS_KEY, []).append(row)
     return row
+
+
+def throughput(item: pytest.Item, req: TuneRequest, latency_ms: float | None) -> dict:
+    """``tflops`` / ``gbps`` of the winner, where the marker gives the work (``flops=``, ``bytes=``:
+    a number, or a callable of the program's arguments as the test passed them)."""
+    settings = item.stash.get(settings_key, None)
+    out: dict = {}
+    if settings is None or not latency_ms:
+        return out
+    args, kwargs = req.program.example_args
+    for name, key, scale in (("flops", "tflops", 1e12), ("bytes", "gbps", 1e9)):
+        work = settings.get(name)
+        if work is None:
+            continue
+        try:
+            value = float(work(*args, **kwargs) if callable(work) else work)
+        except Exception as exc:  # noqa: BLE001 - the user's callable: said in the row, not fatal
+            out[f"{key}_error"] = f"{name}= raised {type(exc).__name__}: {exc}"
+            continue
+        out[name], out[key] = value, value / (latency_ms * 1e-3) / scale
+    return out
 
 
 def check_kind(profile_args: ProfileArgs) -> str:

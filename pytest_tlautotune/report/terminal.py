@@ -90,6 +90,11 @@ def summary_lines(rows: list[dict], verbose: int = 0) -> list[str]:
         ))
     lines = text_table(table)
     for row in rows:
+        work = [f"{row[k]:.4g} {unit}" for k, unit in (("tflops", "TFLOP/s"), ("gbps", "GB/s")) if row.get(k)]
+        errors = [row[k] for k in ("tflops_error", "gbps_error") if row.get(k)]
+        if work or errors:
+            lines.append(f"  {row.get('id', row['nodeid'])}: " + ", ".join(work + errors))
+    for row in rows:
         if row.get("quarantined"):
             lines.append(f"  {row['nodeid']}: the stored result was corrupt and tuned again: {row['quarantined']}")
     if verbose > 0:
