@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -132,8 +132,10 @@ class ProfileArgs:
     cache_input_tensors: bool = True
 
     def canonical(self) -> dict:
-        """JSON-able form; callables appear as qualified name + source hash."""
-        data = asdict(self)
+        """JSON-able form; callables appear as qualified name + source hash. The fields are read,
+        not deep-copied (``asdict`` would copy a ``supply_prog``'s tensors, and autograd refuses to
+        copy a tensor that is not a graph leaf)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["supply_type"] = str(self.supply_type)
         for name in ("ref_prog", "supply_prog", "manual_check_prog"):
             fn = getattr(self, name)

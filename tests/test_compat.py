@@ -325,6 +325,16 @@ def test_set_autotune_inputs_with_a_scalar(autotune):
 
 
 @pytest.mark.autotune(configs=[dict(bm=16), dict(bm=32)], out_idx=[-1], target="c",
+                      ref_prog=lambda A, n: A * n, **QUICK)
+def test_set_autotune_inputs_from_a_forward_pass(autotune):
+    W = torch.randn(64, 32, requires_grad=True)
+    X = W * 1.5  # not a graph leaf: what a backward kernel's inputs are
+    with set_autotune_inputs(X, 3):
+        result = autotune(K.scaled, 64, 32)
+    torch.testing.assert_close(result.kernel(X.detach(), 3), X.detach() * 3)
+
+
+@pytest.mark.autotune(configs=[dict(bm=16), dict(bm=32)], out_idx=[-1], target="c",
                       ref_prog=lambda A, B: A + B, **QUICK)
 def test_symbolic_shape_lazy(autotune):
     A48, B48 = torch.randn(48, 32), torch.randn(48, 32)
@@ -478,7 +488,8 @@ def test_ref_prog_raises(autotune):
 PASSING = [
     "test_eager_none_default_tuple_scalar", "test_eager_scalar_by_name", "test_eager_no_defaults",
     "test_pass_configs_in_config", "test_several_outputs", "test_supply_prog", "test_supply_type",
-    "test_set_autotune_inputs_with_a_scalar", "test_symbolic_shape_lazy", "test_cache_input_tensors[True]",
+    "test_set_autotune_inputs_with_a_scalar", "test_set_autotune_inputs_from_a_forward_pass",
+    "test_symbolic_shape_lazy", "test_cache_input_tensors[True]",
     "test_cache_input_tensors[False]", "test_autotuner_from_kernel", "test_autotuner_marker_overrides",
     "test_configs_from_a_device_dependent_callable", "test_config_values_str_bool_nested",
     "test_a_config_that_crashes_tvm_is_a_record", "test_true_reason", "test_program_reading_run_time_state",

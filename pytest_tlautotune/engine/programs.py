@@ -318,7 +318,10 @@ class ExampleInputs:
     """``supply_prog`` from example inputs (eager symbolic shapes, ``set_autotune_inputs``): copies."""
 
     def __init__(self, tensors: list[torch.Tensor]):
-        self.tensors = list(tensors)
+        # The values only: a kernel takes no part in autograd, and a tensor that is not a graph
+        # leaf (the output of a forward pass, as a backward kernel's inputs are) neither pickles
+        # to the timing worker nor copies.
+        self.tensors = [t.detach() if _is_tensor(t) else t for t in tensors]
 
     def __call__(self, params: object) -> list[torch.Tensor]:
         return [t.clone() if _is_tensor(t) else t for t in self.tensors]
