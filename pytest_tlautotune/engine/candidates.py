@@ -28,6 +28,13 @@ def build_candidates(req: TuneRequest, machine: dict, pools: Pools | None = None
     if problem:
         raise TuneError(f"{problem} (nothing was built or compiled)")
     results = _build_in_workers(req, pools) if pools is not None else None
+    if results is not None and _crashed_without_gpu(req, results, pools):
+        # Every config crashed where no GPU is visible (a program that asks CUDA while it builds,
+        # as TileLang's convolution example does): build, and later compile, where the GPU is.
+        again = _build_in_workers(req, pools, pools.device_compile_pool(req.device))
+        if again is not None and not _crashed_without_gpu(req, again, pools):
+            req.on_device = True
+            results = again
     if results is not None and _machinery_failed(results):
         # No line of the user's code ran and every config failed alike in the workers: if the
         # program builds in this process, the fault is in how it reached them (the plugin's).
@@ -96,6 +103,13 @@ def _machinery_failed(results: list[dict]) -> bool:
     return _all_failed_alike(results) and all(_not_the_users(r["error"]) for r in results)
 
 
+def _crashed_without_gpu(req: TuneRequest, results: list[dict], pools: Pools) -> bool:
+    from ..model import Status
+
+    return (req.device_kind == "cuda" and pools.hides_gpus and bool(results)
+            and all(r.get("error", {}).get("type") == Status.CRASH for r in results))
+
+
 def _not_the_users(failure: dict) -> bool:
     """Raised with no line of the user's code on its traceback, and not an argument error (a
     ``TypeError`` binding the call's arguments is the call's fault)."""
@@ -146,7 +160,7 @@ def _check_out_idx(req: TuneRequest, results: list[dict]) -> None:
         return
 
 
-def _build_in_workers(req: TuneRequest, pools: Pools) -> list[dict] | None:
+def _build_in_workers(req: TuneRequest, pools: Pools, pool: object = None) -> list[dict] | None:
     """Every config's build result from the compile workers; None where the program cannot be
     shipped to them (then the test process builds, as a last resort)."""
     import os
@@ -164,7 +178,7 @@ def _build_in_workers(req: TuneRequest, pools: Pools) -> list[dict] | None:
     spec_id = key.spec_id(blob)
     env, path = dict(os.environ), list(sys.path)
     req.shipped = (spec_id, blob, env, path)
-    pool = pools.compile_pool()
+    pool = pool or pools.compile_pool()
     futures = [pool.schedule(_build_entry, (spec_id, blob, config, env, path), timeout=req.tuner["compile_timeout"])
                for config in req.configs]
     results = []

@@ -39,9 +39,13 @@ class Pipeline:
         self.progress = progress or (lambda msg: None)
         self.records: dict[int, CandidateRecord] = {}
         self.ref_samples: list[float] = []  # ref_prog's samples, from the first timing that ran it
-        self.on_device: bool | None = None  # compile where the GPU is visible (None: not known yet)
+        # Compile where the GPU is visible (None: not known yet; True where the builds needed it).
+        self.on_device: bool | None = req.on_device
         self.device_retries_failed = 0
         self.notes: list[str] = []
+        if req.on_device:
+            self.notes.append("built and compiled where the GPU is visible: every config crashed while building "
+                              "in the GPU-less compile workers")
         self.t0_wall = time.time()
         self._retry: dict[cf.Future, bool] = {}  # compile futures: a retry where the GPU is visible?
         self._extra: dict[Any, dict] = {}  # timing futures in flight: the candidate's fields, its device
