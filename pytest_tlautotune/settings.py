@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .project import ini_value
+
 if TYPE_CHECKING:
     from .model import TargetLike
 
@@ -361,7 +363,7 @@ def _raw_option(config: pytest.Config, option: Option) -> tuple[object, str]:
     value = config.getoption(option.name, default=None)
     if value not in (None, False):
         return value, "cli"
-    ini = config.getini(option.name)
+    ini = ini_value(config, option.name)[0]
     if ini not in (None, "", []):
         return ini, "ini"
     if option.env and os.environ.get(option.env):
@@ -369,14 +371,16 @@ def _raw_option(config: pytest.Config, option: Option) -> tuple[object, str]:
     return value, "default"
 
 
-def _resolve_dir(config: pytest.Config, path: str, source: str) -> str:
+def _resolve_dir(config: pytest.Config, name: str, path: str, source: str) -> str:
     """A relative directory from an ini file is relative to that file (so every directory pytest
     runs from finds the same cache); from the command line, to where pytest was invoked."""
     path = os.path.expanduser(path)
     if os.path.isabs(path):
         return path
-    if source == "ini" and config.inipath is not None:
-        return os.path.join(os.path.dirname(config.inipath), path)
+    if source == "ini":
+        inipath = ini_value(config, name)[1]
+        if inipath is not None:
+            return os.path.join(os.path.dirname(inipath), path)
     if source == "cli":
         return os.path.join(str(config.invocation_params.dir), path)
     return os.path.abspath(path)
@@ -390,7 +394,7 @@ def get_option(config: pytest.Config, name: str) -> Any:
     if converted is None:
         return user_cache_dir() if name == "tl_cache_dir" else option.default
     if name == "tl_cache_dir":
-        return _resolve_dir(config, converted, source)
+        return _resolve_dir(config, name, converted, source)
     return converted
 
 
