@@ -13,6 +13,7 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import stat
 import sys
 import time
@@ -138,15 +139,34 @@ def list_entries(root: Path | StoreCatalog) -> list[Entry]:
     return sorted((read_entry(p) for p in paths), key=lambda e: (e.tuned_at, e.key))
 
 
-def find_entry(root: Path, prefix: str) -> tuple[Entry | None, str]:
-    """The one entry whose key starts with ``prefix``, else (None, why)."""
-    matches = [e for e in list_entries(root) if e.key.startswith(prefix)]
-    if len(matches) == 1:
-        return matches[0], ""
-    if not matches:
-        return None, f"no cache entry with a key starting with {prefix!r} in {root}"
-    keys = ", ".join(e.key[:16] for e in matches)
-    return None, f"{len(matches)} entries start with {prefix!r} ({keys}); give a longer prefix"
+def is_test(nodeid: object, what: str) -> bool:
+    """Whether ``what`` names the test ``nodeid``: its id (``test_gemm.py::test_gemm``, with or
+    without the directories in front, a ``[call N]`` suffix ignored), its file, or its name
+    (``test_gemm``, each parametrization included)."""
+    if not isinstance(nodeid, str) or not what:
+        return False
+    what = re.sub(r"\[call \d+\]$", "", what)
+    name = nodeid.rsplit("::", 1)[-1]
+    if name == what or name.startswith(what + "["):
+        return True
+    starts = [0] + [i + 1 for i, ch in enumerate(nodeid.split("::", 1)[0]) if ch == "/"]
+    return any(nodeid[i:] == what or nodeid[i:].startswith((what + "[", what + "::")) for i in starts)
+
+
+def find_entries(root: Path | StoreCatalog, what: str) -> tuple[list[Entry], str]:
+    """The entries ``what`` names: the one whose key starts with it, else every entry tuned for the
+    test it names (:func:`is_test`), oldest first; else ([], why)."""
+    entries = list_entries(root)
+    by_key = [e for e in entries if e.key.startswith(what)]
+    if len(by_key) == 1:
+        return by_key, ""
+    by_test = [e for e in entries if is_test(e.record.get("nodeid"), what)]
+    if by_test:
+        return by_test, ""
+    if not by_key:
+        return [], f"no cache entry with a key starting with {what!r} in {root}, and none tuned for a test {what!r}"
+    keys = ", ".join(e.key[:16] for e in by_key)
+    return [], f"{len(by_key)} entries start with {what!r} ({keys}); give a longer prefix or a test id"
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -235,10 +255,22 @@ def cmd_list(root: Path, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_show(root: Path, args: argparse.Namespace, out: TextIO) -> int:
-    entry, why = find_entry(root, args.key)
-    if entry is None:
+    found, why = find_entries(root, args.key)
+    if not found:
         sys.stderr.write(f"tlautotune: {why}\n")
         return 1
+    if len(found) > 1:
+        tests = sorted({str(e.record.get("nodeid")) for e in found})
+        out.write(f"{len(found)} entries for {', '.join(tests)}, oldest first (one per autotune call, shape or "
+                  f"version of the kernel)\n\n")
+    for n, entry in enumerate(found):
+        if n:
+            out.write("\n")
+        show_entry(entry, out)
+    return 0
+
+
+def show_entry(entry: Entry, out: TextIO) -> None:
     r = entry.record
     when = datetime.datetime.fromtimestamp(entry.tuned_at).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
     samples = entry.latency.get("samples") or []
@@ -264,7 +296,6 @@ def cmd_show(root: Path, args: argparse.Namespace, out: TextIO) -> int:
             rows.append((config_text(c.get("config")), c.get("status") or "?", ms(c.get("median_ms")), compile_s,
                          str(c.get("ckey") or "-")[:12], c.get("reason") or ""))
         table(rows, out)
-    return 0
 
 
 def cmd_clear(root: Path, args: argparse.Namespace, out: TextIO) -> int:
@@ -426,7 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the entries as JSON")
     p.set_defaults(func=cmd_list)
     p = commands.add_parser("show", parents=[common], help="one entry in full, with every candidate")
-    p.add_argument("key", help="the entry's key or a unique prefix of it (see `cache list`)")
+    p.add_argument("key", metavar="KEY_OR_TEST",
+                   help="the entry's key or a unique prefix of it, or a test: its id (test_gemm.py::test_gemm), "
+                        "file or name; every entry tuned for that test is shown (see `cache list`)")
     p.set_defaults(func=cmd_show)
     p = commands.add_parser("clear", parents=[common], help="remove every entry, candidate record and kernel")
     p.set_defaults(func=cmd_clear)

@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .model import row_id
+from .model import RowStatus, row_id
 from .stash import CACHE_HIT
 
 BASELINE_FORMAT = 1
@@ -119,7 +119,8 @@ def baseline_document(rows: list[dict], old: dict | None = None) -> dict:
     """The baseline file's content: ``old``'s tests updated with this run's rows."""
     tests = dict((old or {}).get("tests", {}))
     for rid, row in zip(row_ids(rows), rows, strict=True):
-        tests[rid] = baseline_entry(row)
+        if row.get("status") != RowStatus.FAILED:  # a failed tuning keeps the test's old entry
+            tests[rid] = baseline_entry(row)
     return {"format": BASELINE_FORMAT, "tool": "pytest-tlautotune",
             "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "tests": dict(sorted(tests.items()))}
@@ -338,12 +339,15 @@ def judge(rows: list[dict], tests: dict, path: str, *, metric: str, alpha: float
     gets its decision as ``row["gate"]``; the test fails when the judgement has failures."""
     out = Judgement()
     for rid, row in zip(row_ids(rows), rows, strict=True):
+        if row.get("status") == RowStatus.FAILED:
+            continue  # the call failed its test already; there is nothing to compare
         measured = row.get("measured", FRESH)
         if not is_fresh(measured):
             d = decide(None, row, threshold_pct=0, alpha=alpha)
             d.update(status=FAIL if strict else SKIPPED, reason=f"no numbers from this run ({measured})")
         else:
             d = decide(tests.get(rid), row, metric=metric, alpha=alpha, threshold_pct=threshold_pct, strict=strict)
+        d["in_baseline"] = rid in tests
         row["gate"] = d
         out.properties.extend([
             ("tl_baseline_ms", _r(d["baseline_ms"])),
@@ -355,3 +359,16 @@ def judge(rows: list[dict], tests: dict, path: str, *, metric: str, alpha: float
         elif d["status"] == SKIPPED and (rid in tests or not is_fresh(measured)):
             out.warnings.append(f"tlautotune gate: {rid}: {d['reason']}")
     return out
+
+
+def unmatched(rows: list[dict], tests: dict, path: str) -> str | None:
+    """A sentence when the gate judged rows but none of them is in the baseline ``tests`` (read
+    from ``path``): the run compared nothing, which must not pass unnoticed; else None."""
+    gated = [rid for rid, row in zip(row_ids(rows), rows, strict=True) if isinstance(row.get("gate"), dict)]
+    if not gated or any(row["gate"].get("in_baseline") for row in rows if isinstance(row.get("gate"), dict)):
+        return None
+    theirs = sorted(tests)[:2]
+    there = (f"its {len(tests)} test(s) are named like {', '.join(theirs)}" if theirs else "it holds no test")
+    return (f"none of the {len(gated)} test(s) of this run is in the baseline {path} ({there}; this run's like "
+            f"{', '.join(sorted(gated)[:2])}): nothing was compared. Save the baseline again from this project "
+            f"with --tl-save-baseline, or check that it is the right file")

@@ -34,6 +34,13 @@ class Status(enum.StrEnum):
     ERROR = "error"
 
 
+class RowStatus(enum.StrEnum):
+    """How one ``autotune(...)`` call ended: its row in the summary, the JSON, the Markdown and the report."""
+
+    TUNED = "tuned"  # a kernel was chosen (tuned now or loaded from the cache)
+    FAILED = "failed"  # the call failed its test; the row says why
+
+
 def row_id(nodeid: str, call: int) -> str:
     """The id of a test's ``call``-th autotune result (baselines, JSON, summaries key on it)."""
     return nodeid if call == 1 else f"{nodeid}[call {call}]"
@@ -73,12 +80,23 @@ class TLAutotuneError(Exception):
 
 
 class TuneError(TLAutotuneError):
-    """Tuning produced no usable kernel; the message says why, per config."""
+    """Tuning produced no usable kernel; the message says why, per config. ``records``: the
+    candidates measured before it failed."""
+
+    def __init__(self, message: str, records: list | None = None):
+        super().__init__(message)
+        self.records = list(records or [])
 
 
 class CallFailed(TLAutotuneError):
     """This ``autotune(...)`` call fails its test; the message (the test id first) is the whole
-    report: ``plugin.py`` turns it into ``pytest.fail(message, pytrace=False)``."""
+    report: ``plugin.py`` turns it into ``pytest.fail(message, pytrace=False)``, after a row of
+    the failure (``request`` and ``records`` where the call got that far)."""
+
+    def __init__(self, message: str, request: TuneRequest | None = None, records: list | None = None):
+        super().__init__(message)
+        self.request = request
+        self.records = list(records or [])
 
 
 class TargetUnavailable(TLAutotuneError):
@@ -108,6 +126,10 @@ class QuarantineWarning(TLAutotuneWarning):
 
 class StoreWarning(TLAutotuneWarning):
     """The shared result store failed or was refused; the run goes on with its local cache."""
+
+
+class RootdirWarning(TLAutotuneWarning):
+    """pytest chose another rootdir or ini file than the project's: it took an option's value for a test path."""
 
 
 class GateWarning(TLAutotuneWarning):

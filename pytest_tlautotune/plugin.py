@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
     validate_options(config)  # a bad option fails now, not after minutes of tuning
+    if not hasattr(config, "workerinput"):
+        _warn_misplaced_root(config)
     if getattr(config.option, "help", False) or getattr(config.option, "version", False):
         return  # nothing will run: no session (keeps `pytest --help` fast)
     from .session import TuneSession
@@ -58,6 +61,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(collector, "tlautotune-collector")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(), "tlautotune-xdist")
+
+
+def _warn_misplaced_root(config: pytest.Config) -> None:
+    """Say so when an option's value moved pytest's rootdir (see ``project``): test ids stay the
+    same, but pytest's own settings in the project's ini file were not read."""
+    from .project import misplaced_root
+
+    message = misplaced_root(config)
+    if message:
+        from .model import RootdirWarning
+
+        config.issue_config_time_warning(RootdirWarning(message), stacklevel=2)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -136,16 +151,22 @@ def autotune(request: pytest.FixtureRequest):
 
     def tune(program: object, *args: Any, **kwargs: Any) -> AutotuneResult:
         from .model import CallFailed, TargetUnavailable
+        from .report.rows import record_failure
 
+        t0 = time.perf_counter()
         try:
             return session.tune(item, settings, program, args, kwargs)
         except CallFailed as exc:
-            failed, skipped = str(exc), None
+            failed, skipped, request, records = str(exc), None, exc.request, exc.records
         except TargetUnavailable as exc:
             failed, skipped = None, str(exc)
+        except Exception as exc:  # not one of ours: still a row saying so, then the error as it is
+            record_failure(item, f"{type(exc).__name__}: {exc}", program, None, [], time.perf_counter() - t0)
+            raise
         # Outside the except blocks: the report is the message alone, with no exception chained to it.
         if skipped is not None:
             pytest.skip(skipped)
+        record_failure(item, failed, program, request, records, time.perf_counter() - t0)
         pytest.fail(failed, pytrace=False)
 
     return tune
@@ -267,6 +288,7 @@ class Collector:
         self.config = config
         self.rows: list[dict] = []
         self.history_note: str | None = None  # what happened to this run's rows in --tl-history
+        self.gate_notes: list[str] = []  # what the whole run's gate has to say (nothing compared)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         rows = getattr(report, "tl_results", None)
@@ -282,9 +304,10 @@ class Collector:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(self.config, "workerinput"):
             return
+        self._check_matched(session)
         from .report.files import write_files
 
-        write_files(self.config, self.rows)
+        write_files(self.config, self.rows, self.gate_notes)
         url = get_option(self.config, "tl_history")
         if url and self.rows:
             self.history_note = _append_history(self.config, url, self.rows)
@@ -293,6 +316,27 @@ class Collector:
             from .report.html import write_for_session
 
             write_for_session(self.config, self.rows, report_dir)
+
+    def _check_matched(self, session: pytest.Session) -> None:
+        """A gate run in which no test is in the baseline compared nothing: say so, and with
+        ``--tl-strict-baseline`` fail the run."""
+        path = get_option(self.config, "tl_baseline")
+        if not path or not self.rows:
+            return
+        from .gate import unmatched
+
+        try:
+            tests = _baseline(self.config, path)["tests"]
+        except ValueError:
+            return  # every gated test failed with the reason already
+        note = unmatched(self.rows, tests, path)
+        if note is None:
+            return
+        if gate_options(self.config).strict:
+            note += " (--tl-strict-baseline: the run fails)"
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        self.gate_notes.append(note)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if not self.rows:
@@ -305,10 +349,12 @@ class Collector:
         if self.history_note:
             terminalreporter.write_line(self.history_note)
         lines = gate_lines(self.rows)
-        if lines:
+        if lines or self.gate_notes:
             terminalreporter.write_sep("-", "tlautotune latency gate")
             for line in lines:
                 terminalreporter.write_line(line)
+            for note in self.gate_notes:
+                terminalreporter.write_line(f"WARNING: tlautotune gate: {note}", yellow=True, bold=True)
 
 
 def _append_history(config: pytest.Config, url: str, rows: list[dict]) -> str:

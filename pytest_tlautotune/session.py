@@ -182,9 +182,9 @@ class TuneSession:
         try:
             outcome, error = self._tune(req, self._fast_key(req, program, args, kwargs)), None
         except TuneError as exc:
-            error = f"{item.nodeid}: {exc}"
+            error, records = f"{item.nodeid}: {exc}", exc.records
         if error:
-            raise CallFailed(error)
+            raise CallFailed(error, request=req, records=records)
         measured = self._remeasure(req, outcome)  # a gate compares this run's numbers, never stored ones
         outcome.tuning_s = time.perf_counter() - t0  # what this run spent, a hit included
         from .report.rows import record_outcome
@@ -366,7 +366,7 @@ class TuneSession:
             error = (f"{req.nodeid}: re-timing {req.program_name} ({outcome.cache}, key {outcome.key[:12]}) in this "
                      f"run for {why} failed: {type(exc).__name__}: {exc}")
         if error:
-            raise CallFailed(error)
+            raise CallFailed(error, request=req, records=outcome.records)
         samples, ref = list(out["samples"]), list(out["ref_samples"])
         outcome.result = replace(
             outcome.result,

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .project import ini_value
+
 if TYPE_CHECKING:
     from .model import TargetLike
 
@@ -380,7 +382,7 @@ def _raw_option(config: pytest.Config, option: Option) -> tuple[object, str]:
     value = config.getoption(option.name, default=None)
     if value not in (None, False):
         return value, "cli"
-    ini = config.getini(option.name)
+    ini = ini_value(config, option.name)[0]
     if ini not in (None, "", []):
         return ini, "ini"
     if option.env and os.environ.get(option.env):
@@ -388,14 +390,16 @@ def _raw_option(config: pytest.Config, option: Option) -> tuple[object, str]:
     return value, "default"
 
 
-def _resolve_dir(config: pytest.Config, path: str, source: str) -> str:
+def _resolve_dir(config: pytest.Config, name: str, path: str, source: str) -> str:
     """A relative directory from an ini file is relative to that file (so every directory pytest
     runs from finds the same cache); from the command line, to where pytest was invoked."""
     path = os.path.expanduser(path)
     if os.path.isabs(path):
         return path
-    if source == "ini" and config.inipath is not None:
-        return os.path.join(os.path.dirname(config.inipath), path)
+    if source == "ini":
+        inipath = ini_value(config, name)[1]
+        if inipath is not None:
+            return os.path.join(os.path.dirname(inipath), path)
     if source == "cli":
         return os.path.join(str(config.invocation_params.dir), path)
     return os.path.abspath(path)
@@ -409,7 +413,7 @@ def get_option(config: pytest.Config, name: str) -> Any:
     if converted is None:
         return user_cache_dir() if name == "tl_cache_dir" else option.default
     if name == "tl_cache_dir" or (name == "tl_history" and "://" not in str(converted)):
-        return _resolve_dir(config, converted, source)
+        return _resolve_dir(config, name, converted, source)
     return converted
 
 
@@ -479,41 +483,14 @@ def add_options(parser: pytest.Parser) -> None:
 # ----------------------------------------------------------------------------- outside pytest
 
 
-def _ini_section(path: Path) -> dict | None:
-    """The pytest settings of one candidate ini file, or None when it has none (pytest's rules)."""
-    import tomllib
-
-    import iniconfig
-
-    try:
-        if path.suffix == ".toml":
-            data = tomllib.loads(path.read_text())
-            if path.name != "pyproject.toml":
-                return data.get("pytest", {})
-            tool = data.get("tool", {}).get("pytest")
-            return (tool.get("ini_options", tool) or {}) if isinstance(tool, dict) else None
-        ini = iniconfig.IniConfig(str(path))
-    except (OSError, ValueError, iniconfig.ParseError):
-        return None
-    name = "tool:pytest" if path.name == "setup.cfg" else "pytest"
-    if name in ini:
-        return dict(ini[name].items())
-    return {} if path.name in ("pytest.ini", ".pytest.ini") else None  # these count even when empty
-
-
 def ini_option(start: Path, name: str) -> tuple[Path, str] | None:
-    """``(ini file, value)`` of option ``name`` in the ini file pytest would pick from ``start``:
-    the first of pytest.toml, pytest.ini, pyproject.toml, tox.ini, setup.cfg holding pytest
-    settings, from ``start`` upward; None when that file does not set it or there is none."""
-    for directory in (start, *start.parents):
-        for filename in ("pytest.toml", ".pytest.toml", "pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini",
-                         "setup.cfg"):
-            path = directory / filename
-            if not path.is_file():
-                continue
-            section = _ini_section(path)
-            if section is None:
-                continue
-            value = section.get(name)
-            return (path, str(value)) if value not in (None, "") else None
-    return None
+    """``(ini file, value)`` of option ``name`` in the ini file pytest would pick from ``start``
+    (``project.find_ini``); None when that file does not set it or there is none."""
+    from .project import find_ini
+
+    found = find_ini(start)
+    if found is None:
+        return None
+    path, section = found
+    value = section.get(name)
+    return (path, str(value)) if value not in (None, "") else None

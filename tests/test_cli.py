@@ -118,6 +118,22 @@ def test_show_takes_a_unique_prefix_and_lists_candidates(cache, capsys):
     assert "no cache entry with a key starting with 'nokey'" in capsys.readouterr().err
 
 
+def test_show_takes_a_test_id_its_file_or_its_name(cache, capsys):
+    square, tall = entry_of(cache, "test_square"), entry_of(cache, "test_tall")
+    for what in ("test_inner.py::test_square", "test_square", "test_inner.py::test_square[call 1]"):
+        assert main(["cache", "show", what, "--cache-dir", str(cache)]) == 0, what
+        out = capsys.readouterr().out
+        assert f"key           {square}" in out and tall not in out
+        assert "bm=16, bn=16, bk=32  mismatch" in out
+    # A file names both of its tests: each entry in full, oldest first.
+    assert main(["cache", "show", "test_inner.py", "--cache-dir", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("2 entries for test_inner.py::test_square, test_inner.py::test_tall, oldest first")
+    assert f"key           {square}" in out and f"key           {tall}" in out
+    assert main(["cache", "show", "test_inner.py::test_wide", "--cache-dir", str(cache)]) == 1
+    assert "none tuned for a test 'test_inner.py::test_wide'" in capsys.readouterr().err
+
+
 def test_prune_removes_old_entries_and_their_kernels_and_keeps_the_rest_usable(cache, pytester, capsys):
     old_key, new_key = entry_of(cache, "test_square"), entry_of(cache, "test_tall")
     record_path = cache / "entries" / old_key / "record.json"

@@ -95,7 +95,7 @@ def test_unchanged_kernel_passes_remeasured_with_reports(pytester, cache):
     assert row["cache"] == "hit" and row["measured"] == "this run (cpu time)"
     assert row["samples"] != entry["samples"] and len(row["samples"]) == 20
     md = (pytester.path / "out.md").read_text()
-    assert "| test | config | latency | ref | cache | baseline | change [CI] | p | gate |" in md
+    assert "| test | config | latency | ref | speedup | cache | baseline | change [CI] | p | gate |" in md
     assert "`test_k.py::test_a`" in md and "pass" in md
 
 

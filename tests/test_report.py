@@ -43,6 +43,7 @@ sys.modules["matplotlib"] = None  # as if it were not installed: importing it ra
 '''
 
 CHOSEN_BAR_RGB = (0x2E, 0x9D, 0x4B)  # html_report's colour of the chosen config's bar
+REFERENCE_RGB = (0x7A, 0x2B, 0xB5)  # and of the reference's line
 
 
 def run_with_report(pytester, tmp_path, *args):
@@ -125,9 +126,18 @@ def test_report_without_matplotlib_has_tables_note_and_gate(pytester, tmp_path):
     assert '<td class="status-bad">mismatch</td>' in html
     gate = html[html.index("<h3>Gate</h3>"):]
     status = junit_property(junit, "test_gemm", "tl_gate")[0]
-    assert re.search(rf"<th>status</th><td><span class=\"[a-z-]*\">{status}</span>", gate)
+    assert re.search(rf"<th>verdict</th><td><span class=\"[a-z-]*\">{status}(: [a-z ]+)?</span>", gate)
     baseline_ms = float(junit_property(junit, "test_gemm", "tl_baseline_ms")[0])
-    assert f"<th>baseline_ms</th><td>{baseline_ms:.4g} ms</td>" in gate
+    assert f"<th>baseline (median)</th><td>{baseline_ms:.4g} ms</td>" in gate
+    # For people: labels and rounded numbers, no raw keys, JSON strings, nulls or float reprs.
+    assert re.search(r"<th>smallest detectable change</th><td>±\d+\.\d %</td>", gate)
+    assert re.search(r"<th>threshold</th><td>1000 %</td>", gate)
+    assert "<th>output check</th><td>checked against ref_prog (or manual_check_prog)</td>" in html
+    for raw in ("mdc_pct", "&#34;", ">null<", ">None<", "_ms<", "ci_level"):
+        assert raw not in html, raw
+    values = re.sub(r"<td class=reason>.*?</td>", "", html)  # a candidate's reason quotes its own numbers
+    long = [n for n in re.findall(r"\d+\.\d+", values) if len(re.sub(r"^0+", "", n.replace(".", ""))) > 5]
+    assert not long  # no unrounded float (9.365018773469608)
 
 
 def find_chromium():
@@ -163,3 +173,9 @@ def test_report_renders_in_headless_chromium(pytester, tmp_path):
     near = (abs(rgb - CHOSEN_BAR_RGB) <= 3).all(axis=-1)
     assert near.sum() > 500, "the plot's chosen bar is not on the screenshot"
     assert rgb.std() > 20  # not a blank page
+    # The reference (torch, ~100x faster than these CPU kernels) is drawn where it can be seen: its
+    # dashed line stands well right of where the bars start, not on the plot's left edge.
+    bars_start = near.any(axis=0).nonzero()[0].min()
+    ref_columns = (abs(rgb - REFERENCE_RGB) <= 8).all(axis=-1).sum(axis=0) > 40  # a vertical line, not text
+    assert ref_columns.any(), "the reference line is not on the screenshot"
+    assert ref_columns.nonzero()[0].min() - bars_start > 40

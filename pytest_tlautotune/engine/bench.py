@@ -28,6 +28,7 @@ from ..model import Status
 from ..param import CompileArgs, ProfileArgs
 from ..store.artifacts import load_kernel
 from .failures import CHECK, CUDA_FAULT_EXIT, REF_PROG, RUN, SUPPLY_PROG, StageError, describe, reason
+from .reference import call_reference
 
 if TYPE_CHECKING:
     from tilelang.jit.kernel import JITKernel
@@ -374,7 +375,7 @@ def _prepare(job: BenchJob) -> tuple[JITKernel, ProfileArgs, list, list | None, 
     refs, ref_samples = None, []
     if profile.ref_prog is not None:
         with _stage(REF_PROG):
-            refs = _as_list(profile.ref_prog(*inputs))
+            refs = _reference(profile, inputs, kernel, job)
             with _timing_lock(job.lock_path):
                 ref_samples, _ = time_fn(lambda: profile.ref_prog(*inputs), profile, job.device)
     if profile.cache_input_tensors:
@@ -402,7 +403,14 @@ def _check_inputs(kernel: JITKernel, profile: ProfileArgs, job: BenchJob, inputs
     seed = int(sha256_hex(job.kernel_dir)[:8], 16)
     fresh = make_inputs(kernel, profile, job.compile_args.out_idx, job.device, seed=seed)
     with _stage(REF_PROG):
-        return fresh, _as_list(profile.ref_prog(*fresh))
+        return fresh, _reference(profile, fresh, kernel, job)
+
+
+def _reference(profile: ProfileArgs, inputs: list, kernel: JITKernel, job: BenchJob) -> list:
+    """ref_prog's outputs for ``inputs``; a reference that does not fit the kernel raises (``reference``)."""
+    out_idx = job.compile_args.out_idx
+    checked = not profile.skip_check and profile.manual_check_prog is None
+    return call_reference(profile.ref_prog, inputs, kernel, _output_indices(kernel, out_idx), out_idx, checked)
 
 
 def check_and_time(job: BenchJob) -> dict:

@@ -221,8 +221,11 @@ class Pipeline:
         failure = out.get("failure")
         if failure and failure.get("stage") in (REF_PROG, SUPPLY_PROG):
             # The reference's (or the inputs') fault, not this config's: stop, say it once.
-            raise TuneError(f"{reason(failure)}\n{indent(failure.get('message', ''))}\n"
-                            f"(the reference or the inputs failed, not a candidate; nothing else was measured)")
+            message = (failure.get("message") or "").strip()
+            more = f"\n{indent(message)}" if "\n" in message else ""  # reason() holds its first line
+            raise TuneError(f"{reason(failure)}{more}\n"
+                            f"(the reference or the inputs failed, not a candidate; nothing else was measured)",
+                            records=[self.records[i] for i in sorted(self.records)])
         if out.get("ref_samples") and not self.ref_samples:
             self.ref_samples = out["ref_samples"]
         out.pop("ref_samples", None)

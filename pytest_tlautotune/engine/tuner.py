@@ -53,7 +53,7 @@ class Tuner:
         t_search = time.perf_counter()
         passed = sorted((r for r in records if r["status"] == Status.OK), key=lambda r: r["median_ms"])
         if not passed:
-            raise TuneError(self._failure_message(records))
+            raise TuneError(self._failure_message(records), records=records)
         top = to_confirm(passed, tuner["top_k"])
         winner, samples, ref_samples, info = confirm_top(
             self.pools, self.jobs, [cands[r["index"]].compile_args for r in top], top, self.pipeline.ref_samples)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,10 @@ from ..gate import (
     ms_text,
     row_ids,
 )
+from ..model import RowStatus
 from ..settings import get_option
 from ..store.files import atomic_write
-from .rows import canonical_json
+from .rows import SPEEDUP_LEGEND, canonical_json, first_line
 
 
 def load_baseline(path: str) -> dict:
@@ -48,8 +50,9 @@ def dump_readable(obj: object, indent: int = 0) -> str:
     return json.dumps(obj, default=str)
 
 
-def json_document(config: pytest.Config, rows: list[dict]) -> dict:
-    """Everything: options, every row (samples, candidates, machine) and its gate decision."""
+def json_document(config: pytest.Config, rows: list[dict], notes: Sequence[str] = ()) -> dict:
+    """Everything: options, every row (samples, candidates, machine, or why it failed), its gate
+    decision, and the gate's notes on the whole run."""
     return {
         "format": BASELINE_FORMAT,
         "tool": "pytest-tlautotune",
@@ -57,20 +60,28 @@ def json_document(config: pytest.Config, rows: list[dict]) -> dict:
         "gate_metric": get_option(config, "tl_gate_metric"),
         "max_regression_pct": get_option(config, "tl_max_regression"),
         "alpha": get_option(config, "tl_alpha"),
+        "notes": list(notes),
         "tests": [{"id": rid, **row} for rid, row in zip(row_ids(rows), rows, strict=True)],
     }
 
 
-def markdown_lines(rows: list[dict]) -> list[str]:
-    """A Markdown table of results (and gate decisions when there are any)."""
+def markdown_lines(rows: list[dict], notes: Sequence[str] = ()) -> list[str]:
+    """A Markdown table of results (and gate decisions when there are any); a failed call's row
+    says so and why, and the gate's notes on the whole run follow the table."""
     gated = any("gate" in r for r in rows)
-    header = ["test", "config", "latency", "ref", "cache"]
+    header = ["test", "config", "latency", "ref", "speedup", "cache"]
     if gated:
         header += ["baseline", "change [CI]", "p", "gate"]
     lines = ["### tlautotune", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for rid, row in sorted(zip(row_ids(rows), rows, strict=True)):
-        cells = [f"`{rid}`", f"`{canonical_json(row.get('config'))}`", ms_text(row.get("latency_ms")),
-                 ms_text(row.get("ref_latency_ms")), str(row.get("cache"))]
+        if row.get("status") == RowStatus.FAILED:
+            why = first_line(row.get("reason")).replace("<", "&lt;").replace(">", "&gt;")  # `<lambda>` is no tag
+            cells = [f"`{rid}`", f"❌ tuning failed: {why}", "-", "-", "-", "failed"]
+        else:
+            speedup = row.get("speedup")
+            cells = [f"`{rid}`", f"`{canonical_json(row.get('config'))}`", ms_text(row.get("latency_ms")),
+                     ms_text(row.get("ref_latency_ms")), "-" if speedup is None else f"{speedup:.2f}x",
+                     str(row.get("cache"))]
         if gated:
             d = row.get("gate") or {}
             status = d.get("status", "-")
@@ -78,6 +89,9 @@ def markdown_lines(rows: list[dict]) -> list[str]:
             cells += [ms_text(d.get("baseline_ms")), change_text(d), p_text(d), f"{icon}{status}"
                       + (f" ({d['reason']})" if d.get("reason") and status != PASS else "")]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    if any(row.get("speedup") is not None for row in rows):
+        lines += ["", SPEEDUP_LEGEND]
+    lines += [f"\n**Warning:** tlautotune gate: {note}" for note in notes]
     return lines
 
 
@@ -92,8 +106,9 @@ def p_text(d: dict) -> str:
     return "-" if d.get("p_value") is None else f"{d['p_value']:.2g}"
 
 
-def write_files(config: pytest.Config, rows: list[dict]) -> None:
-    """On the controller: write the baseline, JSON and Markdown files asked for."""
+def write_files(config: pytest.Config, rows: list[dict], notes: Sequence[str] = ()) -> None:
+    """On the controller: write the baseline, JSON and Markdown files asked for (``notes``: the
+    gate's notes on the whole run)."""
     if not rows:
         return
     outputs = []
@@ -106,12 +121,12 @@ def write_files(config: pytest.Config, rows: list[dict]) -> None:
         outputs.append((save, lambda: dump_readable(baseline_document(rows, old)) + "\n", "w"))
     if get_option(config, "tl_json"):
         outputs.append((get_option(config, "tl_json"),
-                        lambda: json.dumps(json_document(config, rows), indent=1, default=str) + "\n", "w"))
+                        lambda: json.dumps(json_document(config, rows, notes), indent=1, default=str) + "\n", "w"))
     md = get_option(config, "tl_markdown")
     if md:
         # GitHub's step summary collects every writer of the step: append there, replace elsewhere.
         mode = "a" if md == os.environ.get("GITHUB_STEP_SUMMARY") else "w"
-        outputs.append((md, lambda: "\n".join(markdown_lines(rows)) + "\n\n", mode))
+        outputs.append((md, lambda: "\n".join(markdown_lines(rows, notes)) + "\n\n", mode))
     for path, render, mode in outputs:
         try:
             if mode == "a":

@@ -12,13 +12,22 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ..model import Outcome, QuarantineWarning, Status, TuneRequest, Warn, row_id
+from ..model import Outcome, QuarantineWarning, RowStatus, Status, TuneRequest, Warn, row_id
+from ..project import stable_id
 from ..stash import RESULTS_KEY, settings_key
 
 if TYPE_CHECKING:
     from ..param import ProfileArgs
 
 CHECKED, UNCHECKED = "checked", "unchecked"
+#: What a row's speedup divides (the summary, the Markdown and the HTML report say it).
+SPEEDUP_LEGEND = "speedup = ref_prog latency / kernel latency (above 1x the kernel is faster than the reference)"
+
+
+def first_line(text: object) -> str:
+    """The first line of a (failure) message, for a table cell."""
+    lines = str(text or "").strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def canonical_json(value: object) -> str:
@@ -42,9 +51,10 @@ def record_outcome(item: pytest.Item, req: TuneRequest, outcome: Outcome, machin
     records = outcome.records or []
     call = len(item.stash.get(RESULTS_KEY, [])) + 1
     row = {
-        "id": row_id(item.nodeid, call),
+        "id": row_id(stable_id(item), call),
         "call": call,
         "nodeid": item.nodeid,
+        "status": RowStatus.TUNED,
         "program": req.program_name,
         "config": result.config,
         "latency_ms": result.latency,
@@ -65,10 +75,7 @@ def record_outcome(item: pytest.Item, req: TuneRequest, outcome: Outcome, machin
         "loops": result.record.get("loops"),  # calls per sample, when this run re-timed the winner
         "host_ms": result.record.get("host_ms"),  # host time to launch one call (CUDA, re-timed runs)
         "ref_samples": list(result.ref_samples),
-        "candidates": [
-            {k: r.get(k) for k in ("config", "status", "reason", "median_ms", "compile_s", "reused", "timed_on")}
-            for r in records
-        ],
+        "candidates": _candidates(records),
     }
     row.update(throughput(item, req, result.latency))
     props = [
@@ -112,6 +119,48 @@ def throughput(item: pytest.Item, req: TuneRequest, latency_ms: float | None) ->
             continue
         out[name], out[key] = value, value / (latency_ms * 1e-3) / scale
     return out
+
+
+def _candidates(records: list[dict]) -> list[dict]:
+    return [{k: r.get(k) for k in ("config", "status", "reason", "median_ms", "compile_s", "reused", "timed_on")}
+            for r in records]
+
+
+def record_failure(item: pytest.Item, message: str, program: object, req: TuneRequest | None, records: list[dict],
+                   tuning_s: float) -> dict:
+    """A row for a fixture call that failed its test (``message``: why, as the test reports it):
+    the summary, the JSON, the Markdown and the HTML report list it with its reason and the
+    candidates measured before it failed. ``req`` is None when the call failed before its request
+    was made (a wrong program or marker argument)."""
+    call = len(item.stash.get(RESULTS_KEY, [])) + 1
+    reason = message.removeprefix(f"{item.nodeid}: ")
+    name = req.program_name if req is not None else getattr(program, "__name__", type(program).__name__)
+    row = {
+        "id": row_id(stable_id(item), call),
+        "call": call,
+        "nodeid": item.nodeid,
+        "status": RowStatus.FAILED,
+        "reason": reason,
+        "program": name,
+        "config": None,
+        "latency_ms": None,
+        "ref_latency_ms": None,
+        "speedup": None,
+        "cache": None,
+        "tuning_s": tuning_s,
+        "device": req.device if req is not None else None,
+        "n_configs": len(req.configs) if req is not None else None,
+        "n_measured": len(records),
+        "n_passed": sum(r.get("status") == Status.OK for r in records),
+        "check": check_kind(req.profile_args) if req is not None else None,
+        "samples": [],
+        "ref_samples": [],
+        "candidates": _candidates(records),
+    }
+    item.user_properties.extend([("tl_id", row["id"]), ("tl_failed", reason.splitlines()[0] if reason else "")])
+    row = json.loads(json.dumps(row, default=str))
+    item.stash.setdefault(RESULTS_KEY, []).append(row)
+    return row
 
 
 def check_kind(profile_args: ProfileArgs) -> str:

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 import pytest
 
 from ..gate import ms_text, row_ids
-from ..model import Status
+from ..model import RowStatus, Status
 from ..stash import CACHE_HIT, LOGGED_AT_KEY, PENDING_KEY
 from .files import change_text, p_text
-from .rows import UNCHECKED, canonical_json
+from .rows import SPEEDUP_LEGEND, UNCHECKED, canonical_json, first_line
 
 
 def text_table(rows: Sequence[Sequence[object]]) -> list[str]:
@@ -73,37 +73,49 @@ def _fmt(value: float | None, spec: str = ".4g", suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
+def _cells(row: dict) -> tuple:
+    """One row of the summary table; a failed call shows where it stood and ``failed``."""
+    passed = f"{row.get('n_passed', 0)}/{row.get('n_measured', 0)}"
+    if row.get("status") == RowStatus.FAILED:
+        return (row.get("id", row["nodeid"]), "-", "-", "-", "-", "failed", _fmt(row.get("tuning_s"), ".1f", " s"),
+                passed)
+    return (
+        row.get("id", row["nodeid"]),
+        canonical_json(row["config"]),
+        _fmt(row["latency_ms"], suffix=" ms"),
+        _fmt(row["ref_latency_ms"], suffix=" ms"),
+        _fmt(row["speedup"], ".2f", "x"),
+        row["cache"],
+        _fmt(row["tuning_s"], ".1f", " s"),
+        passed + (" unchecked" if row.get("check") == UNCHECKED else ""),
+    )
+
+
 def summary_lines(rows: list[dict], verbose: int = 0) -> list[str]:
-    """The terminal summary table, grouped by file and sorted by test id."""
+    """The terminal summary table, grouped by file and sorted by test id, and what it cannot hold:
+    why a call failed, a quarantined result; under ``-v`` each failed candidate's reason."""
     header = ("test", "config", "latency", "ref", "speedup", "cache", "tuning", "passed")
-    table = [header]
-    for row in sorted(rows, key=lambda r: (r["nodeid"], r.get("call", 1))):
-        table.append((
-            row.get("id", row["nodeid"]),
-            canonical_json(row["config"]),
-            _fmt(row["latency_ms"], suffix=" ms"),
-            _fmt(row["ref_latency_ms"], suffix=" ms"),
-            _fmt(row["speedup"], ".2f", "x"),
-            row["cache"],
-            _fmt(row["tuning_s"], ".1f", " s"),
-            f"{row['n_passed']}/{row['n_measured']}" + (" unchecked" if row.get("check") == UNCHECKED else ""),
-        ))
-    lines = text_table(table)
-    for row in rows:
+    ordered = sorted(rows, key=lambda r: (r["nodeid"], r.get("call", 1)))
+    lines = text_table([header] + [_cells(row) for row in ordered])
+    if any(row.get("speedup") is not None for row in rows):
+        lines.append(SPEEDUP_LEGEND)
+    for row in ordered:
+        name = row.get("id", row["nodeid"])
         work = [f"{row[k]:.4g} {unit}" for k, unit in (("tflops", "TFLOP/s"), ("gbps", "GB/s")) if row.get(k)]
         errors = [row[k] for k in ("tflops_error", "gbps_error") if row.get(k)]
         if work or errors:
-            lines.append(f"  {row.get('id', row['nodeid'])}: " + ", ".join(work + errors))
-    for row in rows:
+            lines.append(f"  {name}: " + ", ".join(work + errors))
+        if row.get("status") == RowStatus.FAILED:
+            lines.append(f"  {name}: tuning failed: {first_line(row.get('reason'))}")
         if row.get("quarantined"):
-            lines.append(f"  {row['nodeid']}: the stored result was corrupt and tuned again: {row['quarantined']}")
+            lines.append(f"  {name}: the stored result was corrupt and tuned again: {row['quarantined']}")
     if verbose > 0:
-        for row in rows:
+        for row in ordered:
+            name = row.get("id", row["nodeid"])
             if row.get("check") == UNCHECKED:
-                lines.append(f"  {row['nodeid']}: unchecked: no ref_prog or manual_check_prog (or skip_check), "
+                lines.append(f"  {name}: unchecked: no ref_prog or manual_check_prog (or skip_check), "
                              f"so candidates were timed without checking their output")
             failed = [c for c in row["candidates"] if c["status"] != Status.OK]
-            name = row.get("id", row["nodeid"])
             for c in failed:
                 again = " (verdict reused from an earlier run)" if c.get("reused") else ""
                 lines.append(f"  {name} {canonical_json(c['config'])}: {c['status']}: {c['reason']}{again}")
