@@ -122,7 +122,8 @@ class Served:
         seeds = {k: kwargs[k] for k in (impl.do_not_specialize or ()) if k in kwargs}
         if isinstance(configs, (list, tuple)):
             seeds = {k: v for k, v in seeds.items() if any(isinstance(c, dict) and k in c for c in configs)}
-        result = self.tune(impl, args, kwargs, self._settings(configs, seeds or True))
+        reference = seeds if seeds and _plain_data(seeds) else True  # a seed config is part of the key
+        result = self.tune(impl, args, kwargs, self._settings(configs, reference))
         return _tuned_kernel(result), result.config
 
     def run(self, tuner: AutoTuner, original: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
@@ -189,6 +190,16 @@ def _tuned_kernel(result: AutotuneResult) -> Any:
     kernel = result.kernel.kernel if isinstance(result.kernel, EagerKernel) else result.kernel
     kernel.update_tuner_result(latency=result.latency, config=result.config, ref_latency=result.ref_latency)
     return kernel
+
+
+def _plain_data(value: object) -> bool:
+    import json
+
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _hashable(value: object) -> object:

@@ -337,7 +337,7 @@ def _write(path, marked):
     path.mkdir(exist_ok=True)
     (path / "tileops_style.py").write_text(OPS)
     (path / "test_ops.py").write_text(TESTS if marked else TESTS.replace(MARK, ""))
-    (path / "pytest.ini").write_text("[pytest]\n")
+    (path / "pytest.ini").write_text("[pytest]\nfilterwarnings = error\n")
 
 
 def _run(path, cache, name, *args, env=None):
