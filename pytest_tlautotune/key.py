@@ -357,7 +357,11 @@ TUNER_KEY_FIELDS = ("strategy", "max_trials", "max_tuning_s", "seed", "top_k")
 
 
 def _tuner_part(tuner: Mapping[str, object]) -> dict[str, object]:
-    return {k: tuner.get(k) for k in TUNER_KEY_FIELDS}
+    part = {k: tuner.get(k) for k in TUNER_KEY_FIELDS}
+    reference = tuner.get("reference_config")
+    if reference not in (None, False):  # the check against a reference config decides which candidates pass
+        part["reference_config"] = reference
+    return part
 
 
 def candidate_key(ir: str, compile: dict, profile: dict, machine: dict) -> str:

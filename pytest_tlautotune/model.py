@@ -153,6 +153,7 @@ class TuneRequest:
     built_here: str | None = None  # why the configs were built in the test process, if they were
     shipped: tuple | None = None  # (spec_id, spec blob, env, sys.path) for the workers' builds
     on_device: bool | None = None  # True: it builds only where the GPU is visible, so compile it there too
+    reference: Any = None  # reference_config.ReferencePlan: the config the candidates are checked against, if any
 
     @property
     def device_kind(self) -> str:

@@ -10,6 +10,7 @@ test first calls the fixture, so ``pytest --help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
 MARKER_HELP = (
     "autotune(configs=[...], **settings): tune the program the `autotune` fixture is called with. "
     "Settings: any CompileArgs/ProfileArgs field (target, out_idx, ref_prog, rtol, atol, warmup, rep, ...) "
-    "and strategy, max_trials, max_tuning_s, seed, early_stop_factor, top_k, compile_timeout, max_regression."
+    "and strategy, max_trials, max_tuning_s, seed, early_stop_factor, top_k, compile_timeout, max_regression, "
+    "reference_config. In a test that does not use the fixture, TileLang's own tuner calls are served by the "
+    "plugin with these settings."
 )
 
 
@@ -131,8 +134,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             errors.append(f"{item.nodeid}: @pytest.mark.autotune: {exc}")
     if errors:
         raise pytest.UsageError("\n".join(errors))
-    if not config.option.collectonly and any("autotune" in getattr(i, "fixturenames", ()) for i in items):
-        config.stash[session_key].prestart()
+    session = config.stash[session_key]
+    if not config.option.collectonly and (session.intercept or any(
+            "autotune" in getattr(i, "fixturenames", ()) or i.get_closest_marker("autotune") for i in items)):
+        session.prestart()
 
 
 @pytest.fixture
@@ -143,33 +148,43 @@ def autotune(request: pytest.FixtureRequest):
     configs and settings come from ``@pytest.mark.autotune``.
     """
     item = request.node
+    settings = _item_settings(item)
+
+    def tune(program: object, *args: Any, **kwargs: Any) -> AutotuneResult:
+        return _tune(item, settings, program, args, kwargs)
+
+    return tune
+
+
+def _item_settings(item: pytest.Item) -> TuneSettings:
     settings = item.stash.get(settings_key, None)
     if settings is None:
         marks = list(item.iter_markers("autotune"))
         settings = merge_marks(marks) if marks else TuneSettings()
-    session = request.config.stash[session_key]
+    return settings
 
-    def tune(program: object, *args: Any, **kwargs: Any) -> AutotuneResult:
-        from .model import CallFailed, TargetUnavailable
-        from .report.rows import record_failure
 
-        t0 = time.perf_counter()
-        try:
-            return session.tune(item, settings, program, args, kwargs)
-        except CallFailed as exc:
-            failed, skipped, request, records = str(exc), None, exc.request, exc.records
-        except TargetUnavailable as exc:
-            failed, skipped = None, str(exc)
-        except Exception as exc:  # not one of ours: still a row saying so, then the error as it is
-            record_failure(item, f"{type(exc).__name__}: {exc}", program, None, [], time.perf_counter() - t0)
-            raise
-        # Outside the except blocks: the report is the message alone, with no exception chained to it.
-        if skipped is not None:
-            pytest.skip(skipped)
-        record_failure(item, failed, program, request, records, time.perf_counter() - t0)
-        pytest.fail(failed, pytrace=False)
+def _tune(item: pytest.Item, settings: TuneSettings, program: object, args: tuple, kwargs: dict) -> AutotuneResult:
+    """One tuning of ``item`` (a fixture call, or TileLang's tuner served by ``intercept.py``): its
+    result, or the test failed or skipped with the reason (a failed call is a row too)."""
+    from .model import CallFailed, TargetUnavailable
+    from .report.rows import record_failure
 
-    return tune
+    t0 = time.perf_counter()
+    try:
+        return item.config.stash[session_key].tune(item, settings, program, args, kwargs)
+    except CallFailed as exc:
+        failed, skipped, request, records = str(exc), None, exc.request, exc.records
+    except TargetUnavailable as exc:
+        failed, skipped = None, str(exc)
+    except Exception as exc:  # not one of ours: still a row saying so, then the error as it is
+        record_failure(item, f"{type(exc).__name__}: {exc}", program, None, [], time.perf_counter() - t0)
+        raise
+    # Outside the except blocks: the report is the message alone, with no exception chained to it.
+    if skipped is not None:
+        pytest.skip(skipped)
+    record_failure(item, failed, program, request, records, time.perf_counter() - t0)
+    pytest.fail(failed, pytrace=False)
 
 
 def warn(warning: Warning) -> None:
@@ -179,10 +194,26 @@ def warn(warning: Warning) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
-    result = yield
+    with _intercepting(item):
+        result = yield
     # The gate runs after the test body passed, so its failure is the test's failure.
     _check_gate(item)
     return result
+
+
+def _intercepting(item: pytest.Item) -> contextlib.AbstractContextManager:
+    """TileLang's own tuner calls in the test body served by the plugin (``intercept.py``), where
+    ``--tl-intercept`` or the test's marker asks for it; else nothing."""
+    session = item.config.stash.get(session_key, None)
+    if session is None:
+        return contextlib.nullcontext()
+    from . import intercept
+
+    if not intercept.wanted(item, session.intercept):
+        return contextlib.nullcontext()
+    settings = _item_settings(item)
+    return intercept.intercepting(lambda program, args, kwargs, own: _tune(item, own, program, args, kwargs),
+                                  settings, marked=item.get_closest_marker("autotune") is not None)
 
 
 def _check_gate(item: pytest.Item) -> None:

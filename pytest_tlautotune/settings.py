@@ -38,6 +38,9 @@ TUNER_DEFAULTS: dict[str, Any] = {
     "top_k": 3,  # re-measure the best k interleaved before choosing
     "compile_timeout": 300.0,  # seconds; a compile past this is killed
     "max_regression": None,  # per-test gate threshold in percent (overrides --tl-max-regression)
+    # check each candidate against a reference config's outputs where nothing else checks them: True (the
+    # first config that builds), a config, or False; None: on for TileLang's own tuner calls (--tl-intercept)
+    "reference_config": None,
 }
 #: The work one call of the kernel does, for throughput in rows, reports and history: a number, or a
 #: callable of the program's arguments (as the test passed them) returning one. Not part of any key.
@@ -172,7 +175,19 @@ _CHECKS: dict[str, Callable[[Any], None]] = {  # Any: each check narrows the mar
                                "a number > 0 or a callable of the program's arguments", v),
     "bytes": lambda v: _expect("bytes", v is None or callable(v) or (_is_number(v) and v > 0),
                                "a number > 0 or a callable of the program's arguments", v),
+    "reference_config": lambda v: _check_reference(v),
 }
+
+
+def _check_reference(value: object) -> None:
+    _expect("reference_config", value is None or isinstance(value, bool) or isinstance(value, dict),
+            "True (the first config that builds), a config dict, or False", value)
+    if isinstance(value, dict):
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            raise SettingsError(f"argument 'reference_config' = {value!r} cannot be serialised to JSON") from None
+        _expect("reference_config", all(isinstance(k, str) for k in value), "a config with str keys", value)
 
 
 def validate_configs(configs: object) -> list[dict] | Callable[..., object] | None:
@@ -338,6 +353,9 @@ OPTIONS = (
            **_OUT_FILE),
     Option("tl_report", "write a self-contained HTML report with plots into DIR (default: none)",
            check=_not_a_file, accepted="a directory (created if missing), not an existing file"),
+    Option("tl_intercept", "serve every tuning TileLang's own tuner starts inside a test (@tilelang.autotune, "
+           "AutoTuner.run) with the plugin's engine, as tests marked autotune that do not use the fixture are "
+           "(default: off)", "bool", False, "TL_AUTOTUNE_INTERCEPT"),
     Option("tl_store", "share tuned results with identical machines through Redis: "
            "redis://[user:password@]host:port/db or rediss://... (default: $TL_AUTOTUNE_STORE, else none)",
            env="TL_AUTOTUNE_STORE"),

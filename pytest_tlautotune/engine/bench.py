@@ -376,13 +376,19 @@ def _prepare(job: BenchJob) -> tuple[JITKernel, ProfileArgs, list, list | None, 
     if profile.ref_prog is not None:
         with _stage(REF_PROG):
             refs = _reference(profile, inputs, kernel, job)
-            with _timing_lock(job.lock_path):
-                ref_samples, _ = time_fn(lambda: profile.ref_prog(*inputs), profile, job.device)
+            if _timed_ref(profile):
+                with _timing_lock(job.lock_path):
+                    ref_samples, _ = time_fn(lambda: profile.ref_prog(*inputs), profile, job.device)
     if profile.cache_input_tensors:
         _INPUTS[memo_key] = (inputs, refs, ref_samples)
         while len(_INPUTS) > _INPUTS_KEPT:
             _INPUTS.popitem(last=False)
     return kernel, profile, inputs, refs, ref_samples
+
+
+def _timed_ref(profile: ProfileArgs) -> bool:
+    """A reference config's kernel (``reference_config.ReferenceKernel``) checks, but is no ref_prog to time."""
+    return profile.ref_prog is not None and not getattr(profile.ref_prog, "tl_untimed", False)
 
 
 def signature(kernel: JITKernel) -> str:
@@ -506,7 +512,7 @@ def _confirm(jobs: list[BenchJob], rounds: int, with_ref: bool, clock: str) -> d
     prepared = [_prepare(job) for job in jobs]
     _, profile, inputs, _, _ = prepared[0]
     fns = {job.kernel_dir: (lambda k=kernel, ins=ins: k(*ins)) for job, (kernel, _, ins, _, _) in zip(jobs, prepared)}
-    if with_ref and profile.ref_prog is not None:
+    if with_ref and _timed_ref(profile):
         fns["ref"] = lambda: profile.ref_prog(*inputs)
     per_round = max(1, profile.rep // rounds)
     warm = max(1, profile.warmup // rounds)

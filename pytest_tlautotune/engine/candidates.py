@@ -23,23 +23,27 @@ def build_candidates(req: TuneRequest, machine: dict, pools: Pools | None = None
     (the call, not a config) fails the test once, before anything compiles.
     """
     from .failures import same_failure
+    from .reference_config import plan, seed_config
 
     problem = req.program.check_call(req.configs)
     if problem:
         raise TuneError(f"{problem} (nothing was built or compiled)")
-    results = _build_in_workers(req, pools) if pools is not None else None
+    # The reference config of the check without a ref_prog, where it is not in the space: built beside it.
+    seed = seed_config(req)
+    configs = req.configs + ([seed] if seed is not None else [])
+    results = _build_in_workers(req, pools, configs) if pools is not None else None
     if results is not None and _crashed_without_gpu(req, results, pools):
         # Every config crashed where no GPU is visible (a program that asks CUDA while it builds,
         # as TileLang's convolution example does): build, and later compile, where the GPU is.
-        again = _build_in_workers(req, pools, pools.device_compile_pool(req.device))
+        again = _build_in_workers(req, pools, configs, pools.device_compile_pool(req.device))
         if again is not None and not _crashed_without_gpu(req, again, pools):
             req.on_device = True
             results = again
-    if results is not None and _machinery_failed(results):
+    if results is not None and _machinery_failed(results[:len(req.configs)]):
         # No line of the user's code ran and every config failed alike in the workers: if the
         # program builds in this process, the fault is in how it reached them (the plugin's).
-        here = _build_here(req)
-        if not _all_failed_alike(here):
+        here = _build_here(req, configs)
+        if not _all_failed_alike(here[:len(req.configs)]):
             failure = next(r["error"] for r in results if "error" in r)
             req.built_here = f"the compile workers could not build it ({_plugin_fault(failure)}), so it was built here"
             if warn is not None:
@@ -51,36 +55,43 @@ def build_candidates(req: TuneRequest, machine: dict, pools: Pools | None = None
         req.built_here = "the program builds a different kernel where no GPU is visible, so it was built here"
         results = None
     if results is None:
-        results = _build_here(req)
+        results = _build_here(req, configs)
+    results, seed_result = results[:len(req.configs)], results[len(req.configs):]
     failures = [r["error"] for r in results if "error" in r]
     if len(failures) == len(results) and same_failure(failures):
         raise TuneError(_same_failure_message(failures[0]))
     complete_request(req, results)
     _check_out_idx(req, results)
     profile = req.profile_args.canonical()
-    cands = []
-    for i, (config, res) in enumerate(zip(req.configs, results)):
-        cand = Candidate(i, config, compile_args=_candidate_compile_args(req, config))
-        if "error" in res:
-            cand.error = res["error"]
-        else:
-            cand.func_blob, cand.ir_sha = res.get("func_blob"), res["ir_sha"]
-            if cand.func_blob is not None:
-                cand.source = cand.func_blob
-            else:
-                spec_id, blob, env, path = req.shipped
-                cand.source = (spec_id, blob, config, env, path, res["ir_sha"])
-            cand.ckey = key.candidate_key(cand.ir_sha, cand.compile_args.canonical(), profile, machine)
-        cands.append(cand)
+    cands = [_candidate(req, i, config, res, profile, machine)
+             for i, (config, res) in enumerate(zip(req.configs, results))]
+    extra = _candidate(req, len(cands), seed, seed_result[0], profile, machine) if seed is not None else None
+    req.reference = plan(req, cands, extra)
     return cands
 
 
-def _build_here(req: TuneRequest) -> list[dict]:
+def _candidate(req: TuneRequest, index: int, config: dict, res: dict, profile: dict, machine: dict) -> Candidate:
+    """One config's candidate from its build result: keyed by its IR, or carrying the build's failure."""
+    cand = Candidate(index, config, compile_args=_candidate_compile_args(req, config))
+    if "error" in res:
+        cand.error = res["error"]
+        return cand
+    cand.func_blob, cand.ir_sha = res.get("func_blob"), res["ir_sha"]
+    if cand.func_blob is not None:
+        cand.source = cand.func_blob
+    else:
+        spec_id, blob, env, path = req.shipped
+        cand.source = (spec_id, blob, config, env, path, res["ir_sha"])
+    cand.ckey = key.candidate_key(cand.ir_sha, cand.compile_args.canonical(), profile, machine)
+    return cand
+
+
+def _build_here(req: TuneRequest, configs: list[dict]) -> list[dict]:
     """Every config built in this process (the last resort: a crash here ends the session)."""
     from .failures import BUILD, describe
 
     results = []
-    for config in req.configs:
+    for config in configs:
         try:
             built = req.program.spec.build(config)
         except Exception as exc:
@@ -157,10 +168,17 @@ def _check_out_idx(req: TuneRequest, results: list[dict]) -> None:
         if bad:
             raise TuneError(f"out_idx={out_idx} is out of range: {req.program_name}'s PrimFunc has {n} parameters "
                             f"(indices 0..{n - 1}, or -{n}..-1); nothing was compiled")
+        if indices:
+            # One form for the keys: TileLang rewrites a @jit's out_idx in place when it compiles
+            # ([-1] becomes [2]), so the same kernel must not key differently before and after.
+            from dataclasses import replace
+
+            counted = [i - n if i >= 0 else i for i in indices]
+            req.compile_args = replace(req.compile_args, out_idx=counted[0] if isinstance(out_idx, int) else counted)
         return
 
 
-def _build_in_workers(req: TuneRequest, pools: Pools, pool: object = None) -> list[dict] | None:
+def _build_in_workers(req: TuneRequest, pools: Pools, configs: list[dict], pool: object = None) -> list[dict] | None:
     """Every config's build result from the compile workers; None where the program cannot be
     shipped to them (then the test process builds, as a last resort)."""
     import os
@@ -180,7 +198,7 @@ def _build_in_workers(req: TuneRequest, pools: Pools, pool: object = None) -> li
     req.shipped = (spec_id, blob, env, path)
     pool = pool or pools.compile_pool()
     futures = [pool.schedule(_build_entry, (spec_id, blob, config, env, path), timeout=req.tuner["compile_timeout"])
-               for config in req.configs]
+               for config in configs]
     results = []
     for fut in futures:
         try:

@@ -24,12 +24,21 @@ class JobFactory:
     """The timing jobs of one request: the same inputs key, profile settings and device lock."""
 
     def __init__(self, req: TuneRequest, cache: Store):
-        import cloudpickle
-
         self.req = req
         self.cache = cache
-        self.profile_blob = cloudpickle.dumps(req.profile_args)
+        self.profile_blob = profile_blob(req.profile_args)
         self.input_key = inputs_key(req.nodeid, req.program_name, req.profile_args.canonical())
+
+    def set_reference(self, cand: Any, kernel_dir: Path) -> None:
+        """Check the jobs made from now on against ``cand``'s compiled kernel (``reference.py``)."""
+        import dataclasses
+
+        from .reference_config import ReferenceKernel
+
+        ref = ReferenceKernel(str(kernel_dir), cand.compile_args, cand.config)
+        profile = dataclasses.replace(self.req.profile_args, ref_prog=ref)
+        self.profile_blob = profile_blob(profile)
+        self.input_key = inputs_key(self.req.nodeid, self.req.program_name, profile.canonical())
 
     def job(self, ckey: str, compile_args: Any, stop_above_ms: float | None = None,
             device: str | None = None) -> BenchJob:
@@ -46,6 +55,19 @@ class JobFactory:
             lock_path=self.cache.device_lock_path(device),
             stop_above_ms=stop_above_ms,
         )
+
+
+def profile_blob(profile: Any) -> bytes:
+    """The profile settings pickled for the timing workers (``shipping.dumps``: the user's
+    ``ref_prog``/``supply_prog`` closures, over an operator object that holds compiled kernels too)."""
+    from ..model import TuneError
+    from .shipping import dumps
+
+    try:
+        return dumps(profile)
+    except Exception as exc:
+        raise TuneError(f"the check and timing settings (ref_prog, supply_prog, manual_check_prog) cannot be "
+                        f"pickled for the timing workers: {type(exc).__name__}: {exc}") from None
 
 
 def confirm_top(pools: Pools, jobs: JobFactory, compile_args: list, top: list[dict],
@@ -96,15 +118,13 @@ def measure_again(pools: Pools, cache: Store, req: TuneRequest, entry: Path, clo
 
     ``clock="cpu"`` times a CPU device by CPU time (see ``bench.time_fn``).
     """
-    import cloudpickle
-
     from .bench import BenchJob, confirm
 
     job = BenchJob(
         key=remeasure_key(req.nodeid, req.program_name),
         kernel_dir=str(entry),
         compile_args=req.compile_args,
-        profile_blob=cloudpickle.dumps(req.profile_args),
+        profile_blob=profile_blob(req.profile_args),
         device=req.device,
         lock_path=cache.device_lock_path(req.device),
     )

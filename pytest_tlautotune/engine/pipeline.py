@@ -52,6 +52,10 @@ class Pipeline:
         self.devices: tuple[str, ...] = req.timing_devices
         self._waiting: list[tuple[Candidate, dict]] = []  # compiled, waiting for a free device
         self.timing_jobs = 0  # timing jobs handed out (one per measured candidate)
+        self.plan = req.reference  # reference_config.ReferencePlan: the config the candidates are checked against
+        self._compile_pool: Any = None
+        self._compiling: dict[cf.Future, int] = {}
+        self._timing: dict[cf.Future, int] = {}
 
     def best_ms(self) -> float | None:
         return min((r["median_ms"] for r in self.records.values() if r["status"] == Status.OK), default=None)
@@ -64,13 +68,17 @@ class Pipeline:
         return [self.records[i] for i in sorted(self.records)]
 
     def _loop(self, cands: list[Candidate], search: Search, deadline: float | None) -> None:
-        compile_pool = self.pools.compile_pool()
-        compiling: dict[cf.Future, int] = {}
-        timing: dict[cf.Future, int] = {}
+        self._compile_pool = compile_pool = self.pools.compile_pool()
+        compiling, timing = self._compiling, self._timing
         depth = self.pools.n_workers + 1
+        extra = self.plan.extra if self.plan is not None else None
+        every = cands + ([extra] if extra is not None else [])  # the seed reference's index follows the space's
+        if self.plan is not None and self.plan.current is not None:
+            self._start(self.plan.current, compile_pool, compiling, timing)  # compiled first: checks wait for it
         while True:
             if deadline is None or time.perf_counter() < deadline:
                 pending = set(compiling.values()) | set(timing.values()) | {c.index for c, _ in self._waiting}
+                pending.discard(len(cands))  # the seed reference is not a config of the search's space
                 for i in search.propose(self._results(), pending, depth - len(compiling)):
                     self._start(cands[i], compile_pool, compiling, timing)
             if not compiling and not timing:
@@ -82,9 +90,9 @@ class Pipeline:
             try:
                 for fut in done:
                     if fut in compiling:
-                        self._compiled(cands[compiling.pop(fut)], fut, timing, compiling)
+                        self._compiled(every[compiling.pop(fut)], fut, timing, compiling)
                     else:
-                        self._timed(cands[timing.pop(fut)], fut)
+                        self._timed(every[timing.pop(fut)], fut)
                 self._dispatch(timing)
             except TuneError:
                 for fut in [*compiling, *timing]:
@@ -109,8 +117,10 @@ class Pipeline:
             old = self.cache.read_record(cand.ckey)
             # Verdicts about the kernel itself stand; compile errors, crashes and timeouts may
             # come from the environment, so they are tried again. A pass needs its kernel.
-            status = old.get("status") if old else None
+            status = old.get("status") if old and old.get("vs") == self._vs() else None
             if status in REUSABLE_FAILURES or (status == Status.OK and self._kernel_ok(cand)):
+                if status == Status.OK and self.plan is not None and self.plan.is_current(cand):
+                    self._reference_ready(cand)
                 self._record(cand, {**old, "reused": True}, store=False)
                 return
         if self._kernel_ok(cand):
@@ -186,8 +196,41 @@ class Pipeline:
     DEVICE_DEPTH = 2
 
     def _queue_timing(self, cand: Candidate, timing: dict, **extra: Any) -> None:
+        if self.plan is not None and self.plan.is_current(cand):
+            self._reference_ready(cand)
+        if self.plan is not None and cand is self.plan.extra:
+            self._dispatch(timing)  # the seed reference is compiled to be compared with, not timed
+            return
         self._waiting.append((cand, extra))
         self._dispatch(timing)
+
+    # -- the reference config (a check without ref_prog, see reference.py) -----------------------
+
+    def _vs(self) -> str | None:
+        """The reference a verdict must have been given against to be reused (None: no reference)."""
+        return self.plan.expected if self.plan is not None else None
+
+    def _reference_ready(self, cand: Candidate) -> None:
+        self.plan.ready = cand
+        self.jobs.set_reference(cand, self.cache.kernel_dir(cand.ckey))
+
+    def _reference_failed(self, cand: Candidate, why: str) -> None:
+        """The reference could not be built or compiled: the next config in the plan's order is."""
+        nxt = self.plan.failed(cand, why)
+        while nxt is not None:
+            old = self.records.get(nxt.index)
+            if old is not None and old["status"] == Status.OK and self._kernel_ok(nxt):
+                self._reference_ready(nxt)
+                return
+            if old is not None:
+                nxt = self.plan.failed(nxt, old["status"])
+                continue
+            if any(c is nxt for c, _ in self._waiting):
+                self._reference_ready(nxt)
+                return
+            if nxt.index not in self._compiling.values():
+                self._start(nxt, self._compile_pool, self._compiling, self._timing)
+            return
 
     def _dispatch(self, timing: dict) -> None:
         """Hand waiting candidates to the least busy devices. A job goes to a device only when it
@@ -195,6 +238,8 @@ class Pipeline:
         bound is taken as late as possible (from the best time so far)."""
         from .bench import check_and_time
 
+        if self.plan is not None and self.plan.waiting:
+            return  # no check before the reference config's kernel is there
         while self._waiting:
             busy = Counter(extra["timed_on"] for extra in self._extra.values())
             device = min(self.devices, key=lambda d: (busy[d], self.devices.index(d)))
@@ -229,9 +274,16 @@ class Pipeline:
         if out.get("ref_samples") and not self.ref_samples:
             self.ref_samples = out["ref_samples"]
         out.pop("ref_samples", None)
+        if self.plan is not None and self.plan.ready is not None:
+            extra["vs"] = self.plan.ready.ckey  # the verdict holds against this reference only
         self._record(cand, {**out, **extra})
 
     def _record(self, cand: Candidate, fields: dict, store: bool = True) -> None:
+        if self.plan is not None and (cand is self.plan.extra or self.plan.is_current(cand)):
+            if fields.get("status") != Status.OK:
+                self._reference_failed(cand, fields.get("reason") or fields.get("status"))
+            if cand is self.plan.extra:
+                return  # the seed is no config of the space: no record
         record = {"ckey": cand.ckey, "index": cand.index, "config": cand.config, "reason": None, **fields}
         record["index"], record["config"] = cand.index, cand.config
         self.records[cand.index] = record

@@ -65,7 +65,8 @@ class Built:
 
 @dataclass
 class BuildSpec:
-    """What builds one config's PrimFunc, in any process: ``target(*args, **kwargs, **config)``.
+    """What builds one config's PrimFunc, in any process: ``target(*args, **kwargs, **config)``, the
+    config's values over ``kwargs`` where both name one (as TileLang merges them).
 
     Picklable (see ``shipping.dumps``): compile workers build the candidates, so a config
     that crashes TVM (a segfault in ``T.ceildiv(N, None)``) is a record, not the end of the
@@ -84,7 +85,7 @@ class BuildSpec:
             if _is_jit_impl(self.target):
                 func, mode = _jit_tir(self.target, self.args, self.kwargs, config, self.device_target)
             else:
-                func, mode = self.target(*self.args, **self.kwargs, **config), "plain"
+                func, mode = self.target(*self.args, **{**self.kwargs, **config}), "plain"
         if _is_jit_kernel(func):
             raise ProgramError(_KERNEL_RETURNED)
         if not _is_prim_func(func):
@@ -126,8 +127,7 @@ class Program:
         errors = set()
         for config in configs:
             try:
-                self.signature.bind(*self.spec.args, **self.spec.kwargs,
-                                    **{k: v for k, v in config.items() if k != PASS_CONFIGS})
+                self.signature.bind(*self.spec.args, **_with_config(self.spec.kwargs, config))
             except TypeError as exc:
                 errors.add(str(exc))
         if errors and len(errors) == 1 and len(configs) > 0 and _all_fail_bind(self, configs):
@@ -138,12 +138,17 @@ class Program:
 def _all_fail_bind(prog: Program, configs: list[dict]) -> bool:
     for config in configs:
         try:
-            prog.signature.bind(*prog.spec.args, **prog.spec.kwargs,
-                                **{k: v for k, v in config.items() if k != PASS_CONFIGS})
+            prog.signature.bind(*prog.spec.args, **_with_config(prog.spec.kwargs, config))
             return False
         except TypeError:
             continue
     return True
+
+
+def _with_config(kwargs: dict, config: dict) -> dict:
+    """The call's keyword arguments with one config's values over them (TileLang's merge: a config
+    overrides the seed values a caller passes for the tunables, e.g. with ``do_not_specialize``)."""
+    return {**kwargs, **{k: v for k, v in config.items() if k != PASS_CONFIGS}}
 
 
 def _signature_text(sig: inspect.Signature) -> str:
@@ -205,7 +210,7 @@ def _jit_tir(jit: JITImpl, args: tuple, kwargs: dict, config: dict,
     if device_target is not None and (saved is None or str(saved).strip() == "auto"):
         jit.target = device_target
     try:
-        func = jit.get_tir(*args, **kwargs, **config)
+        func = jit.get_tir(*args, **{**kwargs, **config})
     finally:
         jit.target = saved
     return func, jit.mode

@@ -4,7 +4,8 @@ What lives in a module goes by reference (``module:attribute.path``, looked up o
 side): a ``@tilelang.jit`` or ``@tilelang.autotune`` function that is a module global, or is
 reachable from one (``vecadd.jit_impl``, an attribute of a class or of an instance that is a
 module global). Everything else (closures, factories, lambdas, bound methods of objects made in
-a test) goes by value through cloudpickle, with one change: a code object travels as
+a test) goes by value through cloudpickle, a TileLang function without the kernels it compiled
+in this process, and with one change: a code object travels as
 :mod:`marshal` writes it, so it keeps its file name and line numbers, together with the lines of
 that file as this process's :mod:`linecache` has them. The worker registers those lines, so
 TileLang and TVMScript, which read a kernel's source (``inspect.getsourcelines``) to tell lazy
@@ -51,6 +52,7 @@ def _pickler() -> type:
                 ref = module_ref(obj)
                 if ref is not None:
                     return _lookup, ref
+                return _without_caches, (type(obj), _state_without_caches(obj))
             return super().reducer_override(obj)
 
         def _sources_of(self, code: types.CodeType) -> dict[str, tuple[str, ...]]:
@@ -66,6 +68,24 @@ def _pickler() -> type:
             return out
 
     return ShippingPickler
+
+
+#: What a TileLang function object holds that is this process's alone: compiled kernels (ctypes
+#: handles, which do not pickle) and a lock. ``__post_init__`` makes them anew on the other side.
+_PROCESS_STATE = ("_kernel_cache", "_call_form_cache", "_tuner_cache", "_pass_configs_lock")
+
+
+def _state_without_caches(obj: object) -> dict:
+    """A ``@tilelang.jit``/``@tilelang.autotune`` function by value: its fields, not the kernels it
+    compiled here (an operator object that compiled its kernel before tuning still ships)."""
+    return {k: v for k, v in vars(obj).items() if k not in _PROCESS_STATE}
+
+
+def _without_caches(cls: type, state: dict) -> object:
+    obj = cls.__new__(cls)
+    obj.__dict__.update(state)
+    obj.__post_init__()  # fresh caches (and lock), as the decorator made them
+    return obj
 
 
 def _filenames(code: types.CodeType) -> set[str]:

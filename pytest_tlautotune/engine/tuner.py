@@ -58,6 +58,8 @@ class Tuner:
         winner, samples, ref_samples, info = confirm_top(
             self.pools, self.jobs, [cands[r["index"]].compile_args for r in top], top, self.pipeline.ref_samples)
         phases = self._phases(records, t_search - t0, time.perf_counter() - t_search)
+        if self.req.reference is not None:
+            self.pipeline.notes.extend(self.req.reference.notes)
         for device, why in self.pools.fallbacks.items():
             self.pipeline.notes.append(f"the timing worker of {device} was spawned: one forked from the fork "
                                        f"server could not use the GPU ({why})")
@@ -143,6 +145,9 @@ class Tuner:
             "winner_ir_sha": cand.ir_sha,
             "built_here": self.req.built_here,
         }
+        if self.req.reference is not None:
+            # What every candidate's outputs were compared with (no ref_prog): the summary's "vs <config>".
+            record["reference"] = self.req.reference.describe()
         return AutotuneResult(
             latency=statistics.median(samples),
             config=cand.config,

@@ -30,6 +30,9 @@ def first_line(text: object) -> str:
     return lines[0] if lines else ""
 
 
+VS = "vs "  # checked against a reference config's outputs: "vs {...}"
+
+
 def canonical_json(value: object) -> str:
     """``key.canonical_json``, imported on use (``key`` loads hashlib; ``--help`` needs none of it)."""
     from ..key import canonical_json as dump
@@ -70,7 +73,7 @@ def record_outcome(item: pytest.Item, req: TuneRequest, outcome: Outcome, machin
         "n_configs": len(req.configs),
         "n_measured": len(records),
         "n_passed": sum(r.get("status") == Status.OK for r in records),
-        "check": check_kind(req.profile_args),
+        "check": check_kind(req.profile_args, result.record.get("reference")),
         "samples": list(result.samples),
         "loops": result.record.get("loops"),  # calls per sample, when this run re-timed the winner
         "host_ms": result.record.get("host_ms"),  # host time to launch one call (CUDA, re-timed runs)
@@ -163,8 +166,11 @@ def record_failure(item: pytest.Item, message: str, program: object, req: TuneRe
     return row
 
 
-def check_kind(profile_args: ProfileArgs) -> str:
-    """``unchecked`` when nothing compares a candidate's output (no ref_prog, no manual_check_prog)."""
+def check_kind(profile_args: ProfileArgs, reference: dict | None = None) -> str:
+    """``unchecked`` when nothing compares a candidate's output (no ref_prog, no manual_check_prog),
+    ``vs <config>`` when a reference config's outputs did (``engine/reference_config.py``)."""
+    if reference and not profile_args.skip_check:
+        return f"{VS}{canonical_json(reference.get('config'))}"
     checked = (profile_args.ref_prog is not None or profile_args.manual_check_prog is not None) \
         and not profile_args.skip_check
     return CHECKED if checked else UNCHECKED

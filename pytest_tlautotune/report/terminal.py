@@ -12,7 +12,7 @@ from ..gate import ms_text, row_ids
 from ..model import RowStatus, Status
 from ..stash import CACHE_HIT, LOGGED_AT_KEY, PENDING_KEY
 from .files import change_text, p_text
-from .rows import SPEEDUP_LEGEND, UNCHECKED, canonical_json, first_line
+from .rows import SPEEDUP_LEGEND, UNCHECKED, VS, canonical_json, first_line
 
 
 def text_table(rows: Sequence[Sequence[object]]) -> list[str]:
@@ -87,7 +87,7 @@ def _cells(row: dict) -> tuple:
         _fmt(row["speedup"], ".2f", "x"),
         row["cache"],
         _fmt(row["tuning_s"], ".1f", " s"),
-        passed + (" unchecked" if row.get("check") == UNCHECKED else ""),
+        passed + _check_text(row.get("check")),
     )
 
 
@@ -124,6 +124,13 @@ def summary_lines(rows: list[dict], verbose: int = 0) -> list[str]:
                 lines.append(f"  {name}: {reused} of {len(row['candidates'])} verdicts reused from earlier "
                              f"runs (same kernel IR, reference code and machine); --tl-retune measures them again")
     return lines
+
+
+def _check_text(check: str | None) -> str:
+    """What the passed column adds: ``unchecked``, or ``vs <config>`` (checked against a reference config)."""
+    if check == UNCHECKED or (check or "").startswith(VS):
+        return f" {check}"
+    return ""
 
 
 def gate_lines(rows: list[dict]) -> list[str]:
