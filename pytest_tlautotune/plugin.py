@@ -338,10 +338,11 @@ class Collector:
         self._check_matched(session)
         from .report.files import write_files
 
-        write_files(self.config, self.rows, self.gate_notes)
         url = get_option(self.config, "tl_history")
-        if url and self.rows:
+        if url and self.rows:  # first, so the reports' trends end with this run
             self.history_note = _append_history(self.config, url, self.rows)
+            _attach_trends(self.config, url, self.rows)
+        write_files(self.config, self.rows, self.gate_notes)
         report_dir = get_option(self.config, "tl_report")
         if report_dir:  # after the gate, so the page shows its verdicts
             from .report.html import write_for_session
@@ -404,6 +405,30 @@ def _append_history(config: pytest.Config, url: str, rows: list[dict]) -> str:
         return f"tlautotune history: this run's {len(rows)} row(s) were not recorded: {exc}"
     where = f"commit {run.commit[:12]}" if run.commit else "no git commit"
     return f"tlautotune history: {len(rows)} row(s) appended to {history.url} ({where})"
+
+
+def _attach_trends(config: pytest.Config, url: str, rows: list[dict]) -> None:
+    """Each row's runs on its machine within the window (``history``) and their one-line trend
+    (``trend``), for the Markdown and the HTML report; a history that cannot be read adds none."""
+    import time
+
+    from .history import HistoryError, machine_id, open_history
+    from .history.trend import DAY_S, series, trend_line
+
+    try:
+        history = open_history(url, get_option(config, "tl_store_timeout"))
+        try:
+            runs = history.read(since=time.time() - get_option(config, "tl_history_window") * DAY_S)
+        finally:
+            history.close()
+    except (HistoryError, OSError):
+        return
+    for row in rows:
+        mine = series(runs, row.get("id") or row["nodeid"], machine_id(row.get("machine")))
+        if mine:
+            row["trend"] = trend_line(mine)
+            row["history"] = [{k: r.get(k) for k in ("date", "commit", "samples", "latency_ms", "machine",
+                                                     "device_name")} for r in mine[-30:]]
 
 
 def cache_dir(config: pytest.Config) -> str:

@@ -254,3 +254,17 @@ def test_bad(autotune):
     props = {p.get("name"): p.get("value") for p in case.iter("property")}
     assert float(props["tl_tflops"]) == pytest.approx(float(props["expected_tflops"]), rel=1e-3)
     assert float(props["tl_gbps"]) > 0
+
+
+def test_reports_show_each_tests_trend(project, cache):
+    project.makefile(".ini", pytest="[pytest]\ntl_history = hist.db\n")
+    for _ in range(2):
+        run(project, cache, "-k", "test_gemm").assert_outcomes(passed=1)
+    result = run(project, cache, "-k", "test_gemm", "--tl-markdown", "sum.md", "--tl-report", "report")
+    result.assert_outcomes(passed=1)
+    md = (project.path / "sum.md").read_text()
+    assert "| trend (run medians) |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| `test_k.py::test_gemm`"))
+    assert "(3 runs)" in row and "→" in row
+    page = (project.path / "report" / "index.html").read_text()
+    assert 'alt="history of test_k.py::test_gemm" src="data:image/png;base64,' in page

@@ -46,6 +46,7 @@ def add_commands(groups: argparse._SubParsersAction) -> None:
     p = commands.add_parser("plot", parents=[common], help="a PNG of one test's run medians")
     p.add_argument("test", help="a test id")
     p.add_argument("-o", "--output", metavar="FILE", default=None, help="the PNG (default: <test>.png)")
+    p.add_argument("--threshold", metavar="PCT", type=float, default=10.0, help="a step worth marking (default 10)")
     p.set_defaults(func=cmd_plot)
 
 
@@ -139,7 +140,8 @@ def cmd_plot(rows: list[dict], args: argparse.Namespace, out: TextIO) -> int:
     path = args.output or (test.replace("/", "_").replace("::", "-") + ".png")
     from .plot import plot_series
 
-    plot_series(measured([r for r in rows if r["test"] == test]), test, path)
+    with open(path, "wb") as f:
+        f.write(plot_series(measured([r for r in rows if r["test"] == test]), test, args.threshold))
     out.write(f"{path}\n")
     return 0
 

@@ -1,19 +1,22 @@
 """One test's history as a PNG: each run's median (with its samples' spread) over time, per machine,
-and the level step when there is one."""
+and the level step when there is one. matplotlib's Agg canvas, no pyplot (no global state)."""
 
 from __future__ import annotations
+
+import io
+import warnings
 
 from .trend import find_step, median_ms
 
 
-def plot_series(runs: list[dict], title: str, path: str, threshold_pct: float = 10.0) -> str:
-    """Write the plot of ``runs`` (measured rows, oldest first) to ``path``; returns ``path``."""
-    import matplotlib
+def plot_series(runs: list[dict], title: str, threshold_pct: float = 10.0) -> bytes:
+    """The plot of ``runs`` (measured rows, oldest first) as PNG bytes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3.2), dpi=110)
+    fig = Figure(figsize=(8, 3.2), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     for machine in sorted({r.get("machine") for r in runs}, key=str):
         mine = [r for r in runs if r.get("machine") == machine]
         xs = list(range(1, len(mine) + 1))
@@ -32,11 +35,14 @@ def plot_series(runs: list[dict], title: str, path: str, threshold_pct: float = 
         ax.set_xticklabels([(r.get("commit") or "")[:7] or str(i) for i, r in zip(xs, mine)], rotation=45,
                            fontsize=7, ha="right")
     ax.set_ylabel("median latency (ms)")
+    ax.set_xlabel("run (commit)")
     ax.set_title(title, fontsize=9)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    buf = io.BytesIO()
+    with warnings.catch_warnings():  # a plotting library's deprecation noise is no failure of the run
+        warnings.simplefilter("ignore")
+        fig.savefig(buf, format="png")
+    return buf.getvalue()

@@ -69,9 +69,12 @@ def markdown_lines(rows: list[dict], notes: Sequence[str] = ()) -> list[str]:
     """A Markdown table of results (and gate decisions when there are any); a failed call's row
     says so and why, and the gate's notes on the whole run follow the table."""
     gated = any("gate" in r for r in rows)
+    trends = any(r.get("trend") for r in rows)
     header = ["test", "config", "latency", "ref", "speedup", "cache"]
     if gated:
         header += ["baseline", "change [CI]", "p", "gate"]
+    if trends:
+        header.append("trend (run medians)")
     lines = ["### tlautotune", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for rid, row in sorted(zip(row_ids(rows), rows, strict=True)):
         if row.get("status") == RowStatus.FAILED:
@@ -88,6 +91,8 @@ def markdown_lines(rows: list[dict], notes: Sequence[str] = ()) -> list[str]:
             icon = {FAIL: "❌ ", IMPROVED: "🚀 ", PASS: "✅ ", SKIPPED: "⚠️ ", UNDETECTABLE: "〰️ "}.get(status, "")
             cells += [ms_text(d.get("baseline_ms")), change_text(d), p_text(d), f"{icon}{status}"
                       + (f" ({d['reason']})" if d.get("reason") and status != PASS else "")]
+        if trends:
+            cells.append(row.get("trend") or "-")
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     if any(row.get("speedup") is not None for row in rows):
         lines += ["", SPEEDUP_LEGEND]

@@ -316,6 +316,19 @@ def _plot(row: dict) -> tuple[str | None, str | None]:
     return (base64.b64encode(png).decode("ascii") if png else None), None
 
 
+def _trend_plot(row: dict) -> str | None:
+    """The test's history as a base64 PNG (``--tl-history``), or None."""
+    if not row.get("history"):
+        return None
+    from ..history.plot import plot_series
+
+    try:
+        return base64.b64encode(plot_series(row["history"], f"{row.get('id') or row.get('nodeid')}: history")
+                                ).decode("ascii")
+    except Exception:  # a plot that fails costs the plot, never the report
+        return None
+
+
 def _summary(row: dict) -> list[tuple[str, dict]]:
     passed = (f"{row.get('n_passed', 0)} of {row.get('n_measured', 0)} measured "
               f"({row['n_configs'] if row.get('n_configs') is not None else '?'} configs)")
@@ -362,6 +375,8 @@ def _test_view(row: dict, with_plots: bool, anchor: str) -> dict:
         "other": _other_pairs(row),
         "plot": plot,
         "plot_error": plot_error,
+        "trend": row.get("trend") or "",
+        "trend_plot": _trend_plot(row) if with_plots else None,
         "candidates": _candidates(row),
         "machine": machine,
         "machine_pairs": machine_pairs,
