@@ -14,7 +14,7 @@ out, the "tunable parameters already provided" short cut (the kernel compiled as
 ``config`` None, no tuning and no row), a callable config space called with that key's values,
 and one tuning per key and function within the test. Seed values passed for the tunables
 (``do_not_specialize``) are overridden by every config, and are the reference config the
-candidates are checked against where no ``ref_prog`` is given (``engine/reference.py``).
+candidates are checked against where no ``ref_prog`` is given (``engine/reference_config.py``).
 
 The classes are patched around the test's call phase only (``plugin.pytest_runtest_call``) and
 put back after it: collection, fixtures and plain scripts see TileLang as it is. The test's

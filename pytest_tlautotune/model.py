@@ -130,7 +130,7 @@ class TuneRequest:
     mode: str | None = None  # "lazy" | "eager" | "plain", once a config was built
     built_here: str | None = None  # why the configs were built in the test process, if they were
     shipped: tuple | None = None  # (spec_id, spec blob, env, sys.path) for the workers' builds
-    reference: Any = None  # reference.ReferencePlan: the config the candidates are checked against, if any
+    reference: Any = None  # reference_config.ReferencePlan: the config the candidates are checked against, if any
 
     @property
     def device_kind(self) -> str:

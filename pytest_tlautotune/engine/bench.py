@@ -386,7 +386,7 @@ def _prepare(job: BenchJob) -> tuple[JITKernel, ProfileArgs, list, list | None, 
 
 
 def _timed_ref(profile: ProfileArgs) -> bool:
-    """A reference config's kernel (``reference.ReferenceKernel``) checks, but is no ref_prog to time."""
+    """A reference config's kernel (``reference_config.ReferenceKernel``) checks, but is no ref_prog to time."""
     return profile.ref_prog is not None and not getattr(profile.ref_prog, "tl_untimed", False)
 
 

@@ -23,7 +23,7 @@ def build_candidates(req: TuneRequest, machine: dict, pools: Pools | None = None
     (the call, not a config) fails the test once, before anything compiles.
     """
     from .failures import same_failure
-    from .reference import plan, seed_config
+    from .reference_config import plan, seed_config
 
     problem = req.program.check_call(req.configs)
     if problem:

@@ -30,10 +30,10 @@ class JobFactory:
         self.input_key = inputs_key(req.nodeid, req.program_name, req.profile_args.canonical())
 
     def set_reference(self, cand: Any, kernel_dir: Path) -> None:
-        """Check the jobs made from now on against ``cand``'s compiled kernel (``reference.py``)."""
+        """Check the jobs made from now on against ``cand``'s compiled kernel (``reference_config.py``)."""
         import dataclasses
 
-        from .reference import ReferenceKernel
+        from .reference_config import ReferenceKernel
 
         ref = ReferenceKernel(str(kernel_dir), cand.compile_args, cand.config)
         profile = dataclasses.replace(self.req.profile_args, ref_prog=ref)

@@ -48,7 +48,7 @@ class Pipeline:
         self.devices: tuple[str, ...] = req.timing_devices
         self._waiting: list[tuple[Candidate, dict]] = []  # compiled, waiting for a free device
         self.timing_jobs = 0  # timing jobs handed out (one per measured candidate)
-        self.plan = req.reference  # reference.ReferencePlan: the config the candidates are checked against
+        self.plan = req.reference  # reference_config.ReferencePlan: the config the candidates are checked against
         self._compile_pool: Any = None
         self._compiling: dict[cf.Future, int] = {}
         self._timing: dict[cf.Future, int] = {}
@@ -200,7 +200,7 @@ class Pipeline:
         self._waiting.append((cand, extra))
         self._dispatch(timing)
 
-    # -- the reference config (a check without ref_prog, see reference.py) -----------------------
+    # -- the reference config (a check without ref_prog, see reference_config.py) ----------------
 
     def _vs(self) -> str | None:
         """The reference a verdict must have been given against to be reused (None: no reference)."""

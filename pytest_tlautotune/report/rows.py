@@ -94,7 +94,7 @@ def record_outcome(item: pytest.Item, req: TuneRequest, outcome: Outcome, machin
 
 def check_kind(profile_args: ProfileArgs, reference: dict | None = None) -> str:
     """``unchecked`` when nothing compares a candidate's output (no ref_prog, no manual_check_prog),
-    ``vs <config>`` when a reference config's outputs did (``engine/reference.py``)."""
+    ``vs <config>`` when a reference config's outputs did (``engine/reference_config.py``)."""
     if reference and not profile_args.skip_check:
         return f"{VS}{canonical_json(reference.get('config'))}"
     checked = (profile_args.ref_prog is not None or profile_args.manual_check_prog is not None) \
