@@ -30,7 +30,7 @@ class JobFactory:
         self.input_key = inputs_key(req.nodeid, req.program_name, req.profile_args.canonical())
 
     def set_reference(self, cand: Any, kernel_dir: Path) -> None:
-        """Check the jobs made from now on against ``cand``'s compiled kernel (``reference.py``)."""
+        """Check the jobs made from now on against ``cand``'s compiled kernel (``reference_config.py``)."""
         import dataclasses
 
         from .reference_config import ReferenceKernel

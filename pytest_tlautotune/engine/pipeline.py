@@ -204,7 +204,7 @@ class Pipeline:
         self._waiting.append((cand, extra))
         self._dispatch(timing)
 
-    # -- the reference config (a check without ref_prog, see reference.py) -----------------------
+    # -- the reference config (a check without ref_prog, see reference_config.py) ----------------
 
     def _vs(self) -> str | None:
         """The reference a verdict must have been given against to be reused (None: no reference)."""
