@@ -165,7 +165,13 @@ _CHECKS: dict[str, Callable[[Any], None]] = {  # Any: each check narrows the mar
 
 
 def validate_configs(configs: object) -> list[dict] | Callable[..., object] | None:
-    """A non-empty list of dicts with str keys and JSON values, or a callable returning one."""
+    """A non-empty list of dicts with str keys and JSON values, or a callable returning one.
+
+    Each value must come back from the cache as it is (``store.typed``): a hit gives the test
+    the config the miss gave it, tuples and enum members included.
+    """
+    from .store.typed import problem
+
     if configs is None or callable(configs):
         return configs
     if isinstance(configs, dict) or not isinstance(configs, (list, tuple)):
@@ -185,6 +191,10 @@ def validate_configs(configs: object) -> list[dict] | Callable[..., object] | No
                     f"argument 'configs'[{i}][{k!r}] = {v!r} cannot be serialised to JSON "
                     f"(use ints, floats, strings, bools, None or lists of them)"
                 ) from None
+            why = problem(v)
+            if why:
+                raise SettingsError(f"argument 'configs'[{i}][{k!r}] = {v!r} would not come back from the cache "
+                                    f"as it is: {why}")
     return list(configs)
 
 
