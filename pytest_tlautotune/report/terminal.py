@@ -95,8 +95,9 @@ def summary_lines(rows: list[dict], verbose: int = 0) -> list[str]:
     if verbose > 0:
         for row in rows:
             if row.get("check") == UNCHECKED:
-                lines.append(f"  {row['nodeid']}: unchecked: no ref_prog or manual_check_prog (or skip_check), "
-                             f"so candidates were timed without checking their output")
+                why = row.get("unchecked_why") or "no ref_prog or manual_check_prog (or skip_check), so candidates " \
+                                                  "were timed without checking their output"
+                lines.append(f"  {row['nodeid']}: unchecked: {why}")
             failed = [c for c in row["candidates"] if c["status"] != Status.OK]
             name = row.get("id", row["nodeid"])
             for c in failed:
