@@ -54,6 +54,7 @@ class CandidateRecord(TypedDict, total=False):
     config: dict
     status: str  # a Status value
     reason: str | None
+    compared: list[str]  # what the check compared ("output 0", "input A (in place)"); empty: nothing
     failure: dict  # failures.describe()
     median_ms: float
     samples: list[float]

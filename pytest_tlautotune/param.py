@@ -115,6 +115,9 @@ class ProfileArgs:
         skip_check: time without checking.
         manual_check_prog: ``manual_check_prog(outputs, ref_outputs)`` replaces the check.
         cache_input_tensors: generate inputs once per key and reuse them.
+        inplace: the inputs that are results of the kernel (parameter names or indices), compared
+            after the kernel ran with the same inputs after ``ref_prog``; None: the inputs the
+            kernel or ``ref_prog`` changes (``engine.check``).
     """
 
     warmup: int = 25
@@ -130,12 +133,17 @@ class ProfileArgs:
     skip_check: bool = False
     manual_check_prog: Callable | None = None
     cache_input_tensors: bool = True
+    inplace: list[str | int] | None = None
 
     def canonical(self) -> dict:
         """JSON-able form; callables appear as qualified name + source hash. The fields are read,
         not deep-copied (``asdict`` would copy a ``supply_prog``'s tensors, and autograd refuses to
         copy a tensor that is not a graph leaf)."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.inplace is None:
+            del data["inplace"]  # absent when unset: the keys of tests that do not set it stay stable
+        else:
+            data["inplace"] = list(self.inplace)
         data["supply_type"] = str(self.supply_type)
         for name in ("ref_prog", "supply_prog", "manual_check_prog"):
             fn = getattr(self, name)

@@ -309,12 +309,13 @@ class TuneSession:
         with the stored one: the PrimFunc when they match, else None. Also settles what only a
         build tells (an eager kernel's outputs)."""
         from .engine.candidates import complete_request
-        from .store.manifest import BEST_CONFIG_PATH, RECORD_PATH
+        from .store.artifacts import read_config
+        from .store.manifest import RECORD_PATH
 
         try:
             record = json.loads((entry / RECORD_PATH).read_text())
-            config = json.loads((entry / BEST_CONFIG_PATH).read_text())
-        except (OSError, ValueError):
+            config = read_config(entry)  # as the test gave it: the program builds what it built then
+        except (OSError, ValueError, AttributeError):
             return None
         stored = record.get("winner_ir_sha")
         if not stored:

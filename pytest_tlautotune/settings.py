@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 COMPILE_FIELDS = ("out_idx", "execution_backend", "target", "target_host", "verbose", "pass_configs")
 PROFILE_FIELDS = (
     "warmup", "rep", "timeout", "backend", "supply_type", "ref_prog", "supply_prog", "rtol", "atol",
-    "max_mismatched_ratio", "skip_check", "manual_check_prog", "cache_input_tensors",
+    "max_mismatched_ratio", "skip_check", "manual_check_prog", "cache_input_tensors", "inplace",
 )
 # Plugin settings beside the seed's two dataclasses, with their defaults.
 TUNER_DEFAULTS: dict[str, Any] = {
@@ -134,6 +134,18 @@ def _check_target(value: object) -> None:
         _expect("target", kind in TARGETS, f"one of {', '.join(TARGETS)} (or a TVM target)", value)
 
 
+def _check_inplace(value: object) -> None:
+    """A list of parameter names or indices; whether they name inputs of the kernel is known once
+    a config is built (``candidates.build_candidates``)."""
+    ok = value is None or (isinstance(value, (list, tuple)) and all(isinstance(i, str) or _is_int(i) for i in value))
+    _expect("inplace", ok, "a list of parameter names or indices", value)
+    seen = set()
+    for item in value or ():
+        if item in seen:
+            raise SettingsError(f"argument 'inplace' names {item!r} twice")
+        seen.add(item)
+
+
 def _check_out_idx(value: object) -> None:
     ok = value is None or _is_int(value) or (isinstance(value, (list, tuple)) and all(_is_int(i) for i in value))
     _expect("out_idx", ok, "None, an int or a list of ints", value)
@@ -161,6 +173,7 @@ _CHECKS: dict[str, Callable[[Any], None]] = {  # Any: each check narrows the mar
                                               "a number between 0 and 1", v),
     "skip_check": lambda v: _expect("skip_check", isinstance(v, bool), "a bool", v),
     "cache_input_tensors": lambda v: _expect("cache_input_tensors", isinstance(v, bool), "a bool", v),
+    "inplace": _check_inplace,
     "strategy": lambda v: _expect("strategy", v in STRATEGIES, f"one of {', '.join(STRATEGIES)}", v),
     "max_trials": lambda v: _expect("max_trials", v is None or (_is_int(v) and v >= 1), "None or an int >= 1", v),
     "max_tuning_s": lambda v: _expect("max_tuning_s", v is None or (_is_number(v) and v > 0), "None or seconds > 0", v),
@@ -191,7 +204,13 @@ def _check_reference(value: object) -> None:
 
 
 def validate_configs(configs: object) -> list[dict] | Callable[..., object] | None:
-    """A non-empty list of dicts with str keys and JSON values, or a callable returning one."""
+    """A non-empty list of dicts with str keys and JSON values, or a callable returning one.
+
+    Each value must come back from the cache as it is (``store.typed``): a hit gives the test
+    the config the miss gave it, tuples and enum members included.
+    """
+    from .store.typed import problem
+
     if configs is None or callable(configs):
         return configs
     if isinstance(configs, dict) or not isinstance(configs, (list, tuple)):
@@ -211,6 +230,10 @@ def validate_configs(configs: object) -> list[dict] | Callable[..., object] | No
                     f"argument 'configs'[{i}][{k!r}] = {v!r} cannot be serialised to JSON "
                     f"(use ints, floats, strings, bools, None or lists of them)"
                 ) from None
+            why = problem(v)
+            if why:
+                raise SettingsError(f"argument 'configs'[{i}][{k!r}] = {v!r} would not come back from the cache "
+                                    f"as it is: {why}")
     return list(configs)
 
 

@@ -1,9 +1,10 @@
 """Check and time candidates. Runs inside a timing worker process.
 
-Each job loads a compiled candidate from its artifact directory, feeds it the
-same inputs as ``ref_prog``, compares the outputs and times it. A candidate that
-crashes the process or hangs only takes this worker down (the pool kills and
-replaces it); the parent records the failure against that config.
+Each job loads a compiled candidate from its artifact directory, runs it and ``ref_prog`` on
+copies of the same inputs, compares their results (``check.py``: outputs and in-place inputs)
+and times it on inputs that are put back before each sample. A candidate that crashes the
+process or hangs only takes this worker down (the pool kills and replaces it); the parent
+records the failure against that config.
 """
 
 from __future__ import annotations
@@ -27,8 +28,21 @@ from ..key import sha256_hex
 from ..model import Status
 from ..param import CompileArgs, ProfileArgs
 from ..store.artifacts import load_kernel
+from .check import (
+    Run,
+    as_list,
+    changed,
+    compare,
+    copy_inputs,
+    inplace_indices,
+    pair,
+    param_names,
+    reference,
+    restoring,
+    run_on_copies,
+)
 from .failures import CHECK, CUDA_FAULT_EXIT, REF_PROG, RUN, SUPPLY_PROG, StageError, describe, reason
-from .reference import call_reference
+from .reference import check_call, check_outputs
 
 if TYPE_CHECKING:
     from tilelang.jit.kernel import JITKernel
@@ -38,9 +52,10 @@ OutIdx = list[int] | int | None
 
 L2_FLUSH_BYTES = 256 * 1024 * 1024
 
-# Per-process memo: inputs and reference outputs per input key and kernel signature
+# Per-process memo: inputs and the reference's run per input key and kernel signature
 # (cache_input_tensors); the few most recent only, so a test sweeping shapes does not pin them all.
-_INPUTS: OrderedDict[str, tuple[list, list | None, list[float]]] = OrderedDict()
+# Timing puts the inputs back as they were (check.restoring), so they stay as supplied.
+_INPUTS: OrderedDict[str, tuple[list, Run | None, list[float]]] = OrderedDict()
 _INPUTS_KEPT = 4
 
 
@@ -86,45 +101,19 @@ def make_inputs(kernel: JITKernel, profile: ProfileArgs, out_idx: OutIdx, device
     return [t.to(device) if isinstance(t, torch.Tensor) else t for t in tensors]
 
 
-def _as_list(out: object) -> list:
-    if out is None:
-        return []
-    return list(out) if isinstance(out, (list, tuple)) else [out]
+def input_names(kernel: JITKernel, out_idx: OutIdx) -> list[str]:
+    """The names of the kernel's inputs (its non-output parameters), in call order."""
+    names = param_names(kernel.prim_func)
+    return [names[i] for i in _input_indices(kernel, out_idx)]
 
 
-# ----------------------------------------------------------------------------- check
-
-
-def compare(outs: list, refs: list, profile: ProfileArgs) -> str | None:
-    """None when outputs match; else a message with the mismatch ratio and the worst element."""
-    if len(outs) != len(refs):
-        return f"kernel returned {len(outs)} output(s), ref_prog {len(refs)}"
-    for n, (out, ref) in enumerate(zip(outs, refs)):
-        if not isinstance(ref, torch.Tensor):
-            ref = torch.as_tensor(ref)
-        if tuple(out.shape) != tuple(ref.shape):
-            return f"output {n}: shape {tuple(out.shape)} but ref_prog gave {tuple(ref.shape)}"
-        # Compared where the output lives: copying a large GPU output to the host in float64
-        # took longer than timing the candidate.
-        o = out.detach().to(torch.float64)
-        r = ref.detach().to(o.device, torch.float64)
-        diff = (o - r).abs()
-        tol = profile.atol + profile.rtol * r.abs()
-        finite_ref = torch.isfinite(r)
-        bad = (diff > tol) & finite_ref
-        bad |= ~torch.isfinite(o) & finite_ref
-        bad |= ~finite_ref & ~((o == r) | (torch.isnan(o) & torch.isnan(r)))
-        count = int(bad.sum())
-        ratio = count / max(1, bad.numel())
-        if ratio > profile.max_mismatched_ratio:
-            excess = torch.where(bad, torch.nan_to_num(diff - tol, nan=float("inf")), torch.zeros_like(diff))
-            worst = tuple(int(i) for i in torch.unravel_index(torch.argmax(excess), excess.shape))
-            return (
-                f"output {n}: {count}/{bad.numel()} elements mismatch ({ratio:.2%} > max_mismatched_ratio "
-                f"{profile.max_mismatched_ratio:.2%}); worst at {worst}: got {o[worst].item():.6g}, "
-                f"expected {r[worst].item():.6g} (rtol={profile.rtol}, atol={profile.atol})"
-            )
-    return None
+def inplace_positions(kernel: JITKernel, profile: ProfileArgs, out_idx: OutIdx) -> list[int] | None:
+    """The positions among the kernel's inputs that ``profile.inplace`` names (None when unset)."""
+    if profile.inplace is None:
+        return None
+    indices = inplace_indices(profile.inplace, param_names(kernel.prim_func), _output_indices(kernel, out_idx))
+    inputs = _input_indices(kernel, out_idx)
+    return [inputs.index(i) for i in indices]
 
 
 # ----------------------------------------------------------------------------- timing
@@ -213,7 +202,8 @@ def _batch_s(fn: Callable, loops: int, kind: str) -> tuple[float, float]:
 
 def time_fn(fn: Callable[[], object], profile: ProfileArgs, device: str, rep: int | None = None,
             warmup: int | None = None, stop_above_ms: float | None = None,
-            clock: str = "wall", loops: int | None = None) -> tuple[list[float], bool]:
+            clock: str = "wall", loops: int | None = None,
+            before: Callable[[], None] | None = None) -> tuple[list[float], bool]:
     """Run ``fn`` warmup times, then take ``rep`` samples; every sample in ms per call.
 
     Each sample times ``loops`` calls back to back and divides by ``loops``; by default
@@ -221,7 +211,8 @@ def time_fn(fn: Callable[[], object], profile: ProfileArgs, device: str, rep: in
     jitter (a 15 us kernel timed alone is mostly clock). With ``stop_above_ms``, the first
     few samples decide whether the rest are worth taking: returns (samples, stopped_early).
     ``clock="cpu"`` times a CPU device by the process's CPU time instead of wall time
-    (CUDA ignores it).
+    (CUDA ignores it). ``before`` runs before each sample, outside its time (putting back the
+    inputs a kernel writes, ``check.restoring``).
     """
     rep = profile.rep if rep is None else rep
     warmup = profile.warmup if warmup is None else warmup
@@ -236,18 +227,24 @@ def time_fn(fn: Callable[[], object], profile: ProfileArgs, device: str, rep: in
         timer = _cuda_timer(profile.backend)
     else:
         timer = _cpu_time_samples if clock == "cpu" else _wall_samples
-    samples = timer(fn, probe, device, loops)
+    samples = timer(fn, probe, device, loops, before)
     if stop_above_ms and statistics.median(samples) > stop_above_ms:
         return samples, True
     if rep > probe:
-        samples += timer(fn, rep - probe, device, loops)
+        samples += timer(fn, rep - probe, device, loops, before)
     return samples, False
 
 
-def _host_samples(clock_ns: Callable[[], int], fn: Callable, n: int, loops: int) -> list[float]:
+#: What runs before each sample, outside its time (see :func:`time_fn`).
+Before = Callable[[], None] | None
+
+
+def _host_samples(clock_ns: Callable[[], int], fn: Callable, n: int, loops: int, before: Before = None) -> list[float]:
     """``n`` samples of ``loops`` calls each on ``clock_ns``, in ms per call."""
     samples = []
     for _ in range(n):
+        if before is not None:
+            before()
         t0 = clock_ns()
         for _ in range(loops):
             fn()
@@ -255,14 +252,14 @@ def _host_samples(clock_ns: Callable[[], int], fn: Callable, n: int, loops: int)
     return samples
 
 
-def _wall_samples(fn: Callable, n: int, device: str, loops: int = 1) -> list[float]:
-    return _host_samples(time.perf_counter_ns, fn, n, loops)
+def _wall_samples(fn: Callable, n: int, device: str, loops: int = 1, before: Before = None) -> list[float]:
+    return _host_samples(time.perf_counter_ns, fn, n, loops, before)
 
 
-def _cpu_time_samples(fn: Callable, n: int, device: str, loops: int = 1) -> list[float]:
+def _cpu_time_samples(fn: Callable, n: int, device: str, loops: int = 1, before: Before = None) -> list[float]:
     # CPU time leaves out the time the process waits for a core: on a shared runner that wait,
     # not the kernel, is what differs between runs (see benchmarks/gate_aa.py).
-    return _host_samples(time.process_time_ns, fn, n, loops)
+    return _host_samples(time.process_time_ns, fn, n, loops, before)
 
 
 def _cuda_timer(backend: str) -> Callable:
@@ -279,7 +276,7 @@ def _flush_buffer(device: str) -> torch.Tensor:
 HOST_MS: list[float] = []
 
 
-def _cuda_event_samples(fn: Callable, n: int, device: str, loops: int = 1) -> list[float]:
+def _cuda_event_samples(fn: Callable, n: int, device: str, loops: int = 1, before: Before = None) -> list[float]:
     # A batch of several launches (kernels under MIN_SAMPLE_S["cuda"]) starts with a cold L2;
     # its later launches find their inputs there, as the same kernel does in a real loop.
     flush = _flush_buffer(device)
@@ -287,6 +284,8 @@ def _cuda_event_samples(fn: Callable, n: int, device: str, loops: int = 1) -> li
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
     host = []
     for i in range(n):
+        if before is not None:
+            before()  # queued before the start event: not timed
         flush.zero_()  # evict the inputs from L2 so every run starts cold
         starts[i].record()
         t0 = time.perf_counter_ns()
@@ -299,7 +298,7 @@ def _cuda_event_samples(fn: Callable, n: int, device: str, loops: int = 1) -> li
     return [s.elapsed_time(e) / loops for s, e in zip(starts, ends)]
 
 
-def _cudagraph_samples(fn: Callable, n: int, device: str, loops: int = 1) -> list[float]:
+def _cudagraph_samples(fn: Callable, n: int, device: str, loops: int = 1, before: Before = None) -> list[float]:
     stream = torch.cuda.Stream()
     with torch.cuda.stream(stream):
         fn()  # warm up on the capture stream
@@ -307,26 +306,29 @@ def _cudagraph_samples(fn: Callable, n: int, device: str, loops: int = 1) -> lis
         with torch.cuda.graph(graph, stream=stream):
             fn()
     torch.cuda.synchronize()
-    return _cuda_event_samples(graph.replay, n, device, loops)
+    return _cuda_event_samples(graph.replay, n, device, loops, before)
 
 
-def _cupti_samples(fn: Callable, n: int, device: str, loops: int = 1) -> list[float]:
+def _cupti_samples(fn: Callable, n: int, device: str, loops: int = 1, before: Before = None) -> list[float]:
     from torch.profiler import ProfilerActivity, profile
 
     flush = _flush_buffer(device)
     marks = []
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for i in range(n):
+            if before is not None:
+                before()
             flush.zero_()
             torch.cuda.synchronize()
             marks.append(i)
             fn()
         torch.cuda.synchronize()
+    skip = ("zero", "fill", "memcpy", "copy")  # the L2 flush and putting back the inputs
     kernels = [e for e in prof.events() if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA
-               and "zero" not in e.name.lower() and "fill" not in e.name.lower()]
+               and not any(word in e.name.lower() for word in skip)]
     if not kernels or len(kernels) % n:
         # Could not attribute kernel records to calls: fall back to events.
-        return _cuda_event_samples(fn, n, device)
+        return _cuda_event_samples(fn, n, device, before=before)
     per_call = len(kernels) // n
     times = [getattr(k, "device_time", None) or k.cuda_time for k in kernels]
     return [sum(times[i * per_call:(i + 1) * per_call]) / 1000.0 for i in range(n)]
@@ -356,7 +358,9 @@ def _timing_lock(path: str | None):
 # ----------------------------------------------------------------------------- jobs
 
 
-def _prepare(job: BenchJob) -> tuple[JITKernel, ProfileArgs, list, list | None, list[float]]:
+def _prepare(job: BenchJob) -> tuple[JITKernel, ProfileArgs, list, Run | None, list[float]]:
+    """The kernel, the profile settings, the inputs to time on, ``ref_prog``'s run on a copy of
+    them and its samples (remembered per input key with ``cache_input_tensors``)."""
     if job.device == "cpu":
         # TileLang's CPU kernels run on one thread; a multi-threaded torch reference would
         # spin-wait against the compile workers on the other cores and time as noise.
@@ -368,22 +372,22 @@ def _prepare(job: BenchJob) -> tuple[JITKernel, ProfileArgs, list, list | None, 
     memo_key = f"{job.key}:{job.device}:{signature(kernel)}"
     if profile.cache_input_tensors and memo_key in _INPUTS:
         _INPUTS.move_to_end(memo_key)
-        inputs, refs, ref_samples = _INPUTS[memo_key]
-        return kernel, profile, inputs, refs, ref_samples
+        inputs, ref, ref_samples = _INPUTS[memo_key]
+        return kernel, profile, inputs, ref, ref_samples
     with _stage(SUPPLY_PROG if profile.supply_prog is not None else RUN):
         inputs = make_inputs(kernel, profile, job.compile_args.out_idx, job.device)
-    refs, ref_samples = None, []
+    ref, ref_samples = None, []
     if profile.ref_prog is not None:
         with _stage(REF_PROG):
-            refs = _reference(profile, inputs, kernel, job)
+            ref = _reference(profile, inputs, kernel, job)
             if _timed_ref(profile):
-                with _timing_lock(job.lock_path):
-                    ref_samples, _ = time_fn(lambda: profile.ref_prog(*inputs), profile, job.device)
+                with _timing_lock(job.lock_path), restoring(inputs, ref.changed) as before:
+                    ref_samples, _ = time_fn(lambda: profile.ref_prog(*inputs), profile, job.device, before=before)
     if profile.cache_input_tensors:
-        _INPUTS[memo_key] = (inputs, refs, ref_samples)
+        _INPUTS[memo_key] = (inputs, ref, ref_samples)
         while len(_INPUTS) > _INPUTS_KEPT:
             _INPUTS.popitem(last=False)
-    return kernel, profile, inputs, refs, ref_samples
+    return kernel, profile, inputs, ref, ref_samples
 
 
 def _timed_ref(profile: ProfileArgs) -> bool:
@@ -396,8 +400,9 @@ def signature(kernel: JITKernel) -> str:
     return ";".join(f"{[str(d) for d in p.shape]}:{p.dtype}" for p in kernel.params)
 
 
-def _check_inputs(kernel: JITKernel, profile: ProfileArgs, job: BenchJob, inputs: list, refs: list | None):
-    """Fresh inputs (and reference outputs) for checking this one candidate.
+def _check_inputs(kernel: JITKernel, profile: ProfileArgs, job: BenchJob, inputs: list,
+                  ref: Run | None) -> tuple[list, Run | None]:
+    """Fresh inputs (and ``ref_prog``'s run on them) for checking this one candidate.
 
     A kernel that writes nothing returns whatever its freshly allocated output held: on
     the CPU that can be a freed buffer with the right answer for the shared inputs (from
@@ -405,47 +410,74 @@ def _check_inputs(kernel: JITKernel, profile: ProfileArgs, job: BenchJob, inputs
     holds the answer, so such a kernel cannot pass whatever the allocator does.
     """
     if profile.skip_check or profile.ref_prog is None or profile.supply_prog is not None:
-        return inputs, refs
+        return inputs, ref
     seed = int(sha256_hex(job.kernel_dir)[:8], 16)
     fresh = make_inputs(kernel, profile, job.compile_args.out_idx, job.device, seed=seed)
     with _stage(REF_PROG):
         return fresh, _reference(profile, fresh, kernel, job)
 
 
-def _reference(profile: ProfileArgs, inputs: list, kernel: JITKernel, job: BenchJob) -> list:
-    """ref_prog's outputs for ``inputs``; a reference that does not fit the kernel raises (``reference``)."""
+def _reference(profile: ProfileArgs, inputs: list, kernel: JITKernel, job: BenchJob) -> Run:
+    """ref_prog run on copies of ``inputs``; a reference that does not fit the kernel raises
+    (``reference.py``), one that returns and changes nothing too (``check.reference``)."""
     out_idx = job.compile_args.out_idx
-    checked = not profile.skip_check and profile.manual_check_prog is None
-    return call_reference(profile.ref_prog, inputs, kernel, _output_indices(kernel, out_idx), out_idx, checked)
+    outs = _output_indices(kernel, out_idx)
+    check_call(profile.ref_prog, inputs, kernel, outs, out_idx)
+    run = reference(profile, inputs)
+    if not profile.skip_check and profile.manual_check_prog is None:
+        check_outputs(run.returned, kernel, outs, out_idx)
+    return run
+
+
+def _check(kernel: JITKernel, profile: ProfileArgs, job: BenchJob, run: Run,
+           ref: Run | None) -> tuple[str | None, list]:
+    """(why the candidate's results disagree with ``ref_prog``'s or None, what was compared)."""
+    if profile.skip_check or (ref is None and profile.manual_check_prog is None):
+        return None, []
+    out_idx = job.compile_args.out_idx
+    paired = pair(run, ref, inplace_positions(kernel, profile, out_idx), input_names(kernel, out_idx)) \
+        if ref is not None else None
+    if profile.manual_check_prog is not None:
+        outs, refs = paired[:2] if isinstance(paired, tuple) else (run.returned, ref and ref.returned)
+        with _stage(CHECK, passes=AssertionError):
+            profile.manual_check_prog(outs, refs)
+        return None, ["manual_check_prog"]
+    if isinstance(paired, str):
+        return paired, []
+    got, want, labels = paired
+    return compare(got, want, profile, labels), labels
 
 
 def check_and_time(job: BenchJob) -> dict:
-    """Check one candidate against ref_prog, then time it. Returns its record fields."""
+    """Check one candidate against ref_prog, then time it. Returns its record fields; ``compared``
+    says what the check compared (empty: nothing, the candidate is unchecked)."""
     t0 = time.perf_counter()
     try:
         if job.device.startswith("cuda"):
             torch.cuda.set_device(torch.device(job.device))
-        kernel, profile, inputs, refs, ref_samples = _prepare(job)
-        check_inputs, check_refs = _check_inputs(kernel, profile, job, inputs, refs)
+        kernel, profile, inputs, ref, ref_samples = _prepare(job)
+        check_inputs, check_ref = _check_inputs(kernel, profile, job, inputs, ref)
+        copies = copy_inputs(check_inputs)
         _poison_allocator(kernel, job)
         with _stage(RUN):
-            outs = _as_list(kernel(*check_inputs))
+            returned = as_list(kernel(*copies))
             _sync(job.device)
-        if not profile.skip_check:
-            if profile.manual_check_prog is not None:
-                with _stage(CHECK, passes=AssertionError):
-                    profile.manual_check_prog(outs, check_refs)
-            elif check_refs is not None:
-                error = compare(outs, check_refs, profile)
-                if error:
-                    return {"status": Status.MISMATCH, "reason": error, "bench_s": time.perf_counter() - t0,
-                            "ref_samples": ref_samples}
-        with _timing_lock(job.lock_path):
+        run = Run(returned, copies, changed(copies, check_inputs))
+        error, compared = _check(kernel, profile, job, run, check_ref)
+        if error:
+            return {"status": Status.MISMATCH, "reason": error, "compared": compared,
+                    "bench_s": time.perf_counter() - t0, "ref_samples": ref_samples}
+        # The inputs it writes are put back before each sample and at the end (the next
+        # candidate is timed on the same inputs).
+        written = run.changed | set(inplace_positions(kernel, profile, job.compile_args.out_idx) or ())
+        with _timing_lock(job.lock_path), restoring(inputs, written) as before:
             fn = lambda: kernel(*inputs)  # noqa: E731
             loops = calibrate_loops(fn, job.device, backend=profile.backend)
-            samples, stopped = time_fn(fn, profile, job.device, stop_above_ms=job.stop_above_ms, loops=loops)
+            samples, stopped = time_fn(fn, profile, job.device, stop_above_ms=job.stop_above_ms, loops=loops,
+                                       before=before)
     except AssertionError as exc:  # manual_check_prog's way of saying no
-        return {"status": Status.MISMATCH, "reason": f"manual_check_prog: {exc}", "bench_s": time.perf_counter() - t0}
+        return {"status": Status.MISMATCH, "reason": f"manual_check_prog: {exc}", "compared": ["manual_check_prog"],
+                "bench_s": time.perf_counter() - t0}
     except BaseException as exc:  # noqa: BLE001 - TileLang's errors do not pickle: send data back
         if job.device.startswith("cuda") and _poisons_context(exc):
             # An illegal address poisons this process's CUDA context for good: die, so the pool
@@ -459,6 +491,7 @@ def check_and_time(job: BenchJob) -> dict:
         "status": Status.EARLY_STOP if stopped else Status.OK,
         "reason": f"stopped after {len(samples)} samples: median {statistics.median(samples):.4g} ms "
                   f"> {job.stop_above_ms:.4g} ms" if stopped else None,
+        "compared": compared,
         "samples": samples,
         "loops": loops,  # calls per sample (short kernels are batched)
         "median_ms": statistics.median(samples),
@@ -510,20 +543,32 @@ def _confirm(jobs: list[BenchJob], rounds: int, with_ref: bool, clock: str) -> d
     if job0.device.startswith("cuda"):
         torch.cuda.set_device(torch.device(job0.device))
     prepared = [_prepare(job) for job in jobs]
-    _, profile, inputs, _, _ = prepared[0]
+    _, profile, inputs, ref, _ = prepared[0]
     fns = {job.kernel_dir: (lambda k=kernel, ins=ins: k(*ins)) for job, (kernel, _, ins, _, _) in zip(jobs, prepared)}
+    uses = {job.kernel_dir: ins for job, (_, _, ins, _, _) in zip(jobs, prepared)}
+    # What each writes of its inputs (one call on copies): put back before each sample, since the
+    # candidates and ref_prog take turns on the same inputs.
+    written: dict[int, set[int]] = {}
+    for kernel, _, ins, _, _ in prepared:
+        with _stage(RUN):
+            written.setdefault(id(ins), set()).update(run_on_copies(kernel, ins).changed)
     if with_ref and _timed_ref(profile):
         fns["ref"] = lambda: profile.ref_prog(*inputs)
+        uses["ref"] = inputs
+        written.setdefault(id(inputs), set()).update(ref.changed if ref is not None else ())
     per_round = max(1, profile.rep // rounds)
     warm = max(1, profile.warmup // rounds)
     samples: dict[str, list[float]] = {name: [] for name in fns}
     host: dict[str, list[float]] = {name: [] for name in fns}
-    with _timing_lock(job0.lock_path):
+    with _timing_lock(job0.lock_path), contextlib.ExitStack() as stack:
+        restore = {key: stack.enter_context(restoring(ins, written.get(id(ins), ())))
+                   for key, ins in {id(ins): ins for ins in uses.values()}.items()}
+        before = {name: restore[id(ins)] for name, ins in uses.items()}
         loops = {name: calibrate_loops(fn, job0.device, clock, profile.backend) for name, fn in fns.items()}
         for _ in range(rounds):
             for name, fn in fns.items():
                 samples[name] += time_fn(fn, profile, job0.device, rep=per_round, warmup=warm, clock=clock,
-                                         loops=loops[name])[0]
+                                         loops=loops[name], before=before[name])[0]
                 host[name] += HOST_MS
     host_ms = {name: statistics.median(h) for name, h in host.items() if h}
     return {"samples": samples, "loops": loops, "host_ms": host_ms, "device_info": device_info(job0.device)}

@@ -62,6 +62,7 @@ def build_candidates(req: TuneRequest, machine: dict, pools: Pools | None = None
         raise TuneError(_same_failure_message(failures[0]))
     complete_request(req, results)
     _check_out_idx(req, results)
+    _check_inplace(req, results)
     profile = req.profile_args.canonical()
     cands = [_candidate(req, i, config, res, profile, machine)
              for i, (config, res) in enumerate(zip(req.configs, results))]
@@ -176,6 +177,23 @@ def _check_out_idx(req: TuneRequest, results: list[dict]) -> None:
             counted = [i - n if i >= 0 else i for i in indices]
             req.compile_args = replace(req.compile_args, out_idx=counted[0] if isinstance(out_idx, int) else counted)
         return
+
+
+def _check_inplace(req: TuneRequest, results: list[dict]) -> None:
+    """``inplace`` must name inputs of the PrimFunc: said once, before anything compiles."""
+    from .check import inplace_indices
+
+    inplace = req.profile_args.inplace
+    built = next((r for r in results if "error" not in r and "params" in r), None)
+    if inplace is None or built is None:
+        return
+    out_idx = req.compile_args.out_idx
+    n = len(built["params"])
+    outputs = [] if out_idx is None else [out_idx % n] if isinstance(out_idx, int) else [i % n for i in out_idx]
+    try:
+        inplace_indices(inplace, built["params"], outputs, req.program_name)
+    except ValueError as exc:
+        raise TuneError(f"inplace={list(inplace)!r}: {exc}; nothing was compiled") from None
 
 
 def _build_in_workers(req: TuneRequest, pools: Pools, configs: list[dict], pool: object = None) -> list[dict] | None:

@@ -116,8 +116,10 @@ class Pipeline:
         if self.reuse_records:
             old = self.cache.read_record(cand.ckey)
             # Verdicts about the kernel itself stand; compile errors, crashes and timeouts may
-            # come from the environment, so they are tried again. A pass needs its kernel.
-            status = old.get("status") if old and old.get("vs") == self._vs() else None
+            # come from the environment, so they are tried again. A pass needs its kernel. A
+            # record without ``compared`` was made by a check that did not compare in-place
+            # results: measured again; one checked against another reference config too.
+            status = old.get("status") if old and "compared" in old and old.get("vs") == self._vs() else None
             if status in REUSABLE_FAILURES or (status == Status.OK and self._kernel_ok(cand)):
                 if status == Status.OK and self.plan is not None and self.plan.is_current(cand):
                     self._reference_ready(cand)

@@ -59,8 +59,10 @@ class Built:
 
     def summary(self) -> dict:
         """The build as plain data (it crosses processes; the PrimFunc itself does not)."""
+        from .check import param_names
+
         return {"ir_sha": self.ir_sha, "mode": self.mode, "out_idx": self.out_idx, "symbolic": self.symbolic,
-                "n_params": len(self.func.params)}
+                "n_params": len(self.func.params), "params": param_names(self.func)}
 
 
 @dataclass

@@ -46,11 +46,9 @@ def _layout(kernel: JITKernel, outs: Sequence[int], out_idx: object) -> str:
     return f"out_idx={out_idx!r}: the kernel takes {inputs} and returns {outputs}"
 
 
-def call_reference(ref_prog: Callable, inputs: list, kernel: JITKernel, outs: Sequence[int], out_idx: object,
-                   check_outputs: bool) -> list:
-    """``ref_prog(*inputs)`` as a list of outputs. ``outs``: the indices of the kernel's output
-    parameters; ``check_outputs``: whether the outputs are compared with the kernel's (not with
-    ``manual_check_prog``, not under ``skip_check``), so their number and shapes must match."""
+def check_call(ref_prog: Callable, inputs: list, kernel: JITKernel, outs: Sequence[int], out_idx: object) -> None:
+    """Raise :class:`ReferenceMismatch` when ``ref_prog`` cannot take the kernel's inputs.
+    ``outs``: the indices of the kernel's output parameters."""
     try:
         inspect.signature(ref_prog).bind(*inputs)
     except TypeError as exc:
@@ -59,19 +57,22 @@ def call_reference(ref_prog: Callable, inputs: list, kernel: JITKernel, outs: Se
                                 f"it one parameter per input, or name the outputs in out_idx") from None
     except ValueError:
         pass  # no signature to read (a builtin): the call itself says what is wrong
-    out = ref_prog(*inputs)
-    refs = [] if out is None else (list(out) if isinstance(out, (list, tuple)) else [out])
-    if not check_outputs or not outs:
-        return refs
-    if len(refs) != len(outs):
+
+
+def check_outputs(refs: list, kernel: JITKernel, outs: Sequence[int], out_idx: object) -> None:
+    """Raise :class:`ReferenceMismatch` when ``ref_prog``'s outputs cannot be the kernel's: fewer
+    than the kernel returns, or of another shape. More are allowed: the new values of inputs an
+    in-place kernel writes follow its outputs."""
+    if not outs:
+        return
+    if len(refs) < len(outs):
         raise ReferenceMismatch(f"ref_prog returned {len(refs)} output(s) but the kernel returns {len(outs)}; "
                                 f"{_layout(kernel, outs, out_idx)}")
     names = _names(kernel)
-    for n, (ref, i) in enumerate(zip(refs, outs, strict=True)):
+    for n, (ref, i) in enumerate(zip(refs, outs)):
         got = [int(d) for d in ref.shape] if hasattr(ref, "shape") else None
         want = _shape(kernel, i)
         fixed = all(isinstance(d, int) for d in want)
         if got is not None and fixed and got != want:
             raise ReferenceMismatch(f"ref_prog's output {n} has shape {got} but the kernel's output {names[i]} "
                                     f"has {want}; {_layout(kernel, outs, out_idx)}")
-    return refs

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..key import canonical_json
 from ..model import Candidate, Status, TuneError, TuneRequest
+from ..store import typed
 from .measure import JobFactory, confirm_top, to_confirm
 from .pipeline import Pipeline
 
@@ -150,14 +151,14 @@ class Tuner:
             record["reference"] = self.req.reference.describe()
         return AutotuneResult(
             latency=statistics.median(samples),
-            config=cand.config,
+            config=cand.config,  # the config the test gave; a hit reads it back alike (store/typed.py)
             ref_latency=statistics.median(ref_samples) if ref_samples else None,
             libcode=kernel.get_kernel_source(),
             func=func,
             kernel=kernel,
             samples=tuple(samples),
             ref_samples=tuple(ref_samples),
-            record=record,
+            record=typed.as_stored(record),  # what a hit reads back: plain data, tuples and enum members kept
         )
 
     def _failure_message(self, records: list[dict]) -> str:

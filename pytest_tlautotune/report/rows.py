@@ -73,7 +73,8 @@ def record_outcome(item: pytest.Item, req: TuneRequest, outcome: Outcome, machin
         "n_configs": len(req.configs),
         "n_measured": len(records),
         "n_passed": sum(r.get("status") == Status.OK for r in records),
-        "check": check_kind(req.profile_args, result.record.get("reference")),
+        "check": check_kind(req.profile_args, records, result.record.get("reference")),
+        "unchecked_why": unchecked_why(req.profile_args, records, result.record.get("reference")),
         "samples": list(result.samples),
         "loops": result.record.get("loops"),  # calls per sample, when this run re-timed the winner
         "host_ms": result.record.get("host_ms"),  # host time to launch one call (CUDA, re-timed runs)
@@ -166,11 +167,23 @@ def record_failure(item: pytest.Item, message: str, program: object, req: TuneRe
     return row
 
 
-def check_kind(profile_args: ProfileArgs, reference: dict | None = None) -> str:
-    """``unchecked`` when nothing compares a candidate's output (no ref_prog, no manual_check_prog),
-    ``vs <config>`` when a reference config's outputs did (``engine/reference_config.py``)."""
+def check_kind(profile_args: ProfileArgs, records: list[dict] = (), reference: dict | None = None) -> str:
+    """``unchecked`` when nothing was compared: no ref_prog or manual_check_prog (or skip_check),
+    or the candidates that passed compared nothing (no output, no in-place input); ``vs <config>``
+    when a reference config's outputs did (``engine/reference_config.py``)."""
     if reference and not profile_args.skip_check:
         return f"{VS}{canonical_json(reference.get('config'))}"
-    checked = (profile_args.ref_prog is not None or profile_args.manual_check_prog is not None) \
-        and not profile_args.skip_check
-    return CHECKED if checked else UNCHECKED
+    return UNCHECKED if unchecked_why(profile_args, records) else CHECKED
+
+
+def unchecked_why(profile_args: ProfileArgs, records: list[dict] = (), reference: dict | None = None) -> str | None:
+    """Why the candidates were timed without checking them, or None when they were checked."""
+    if reference and not profile_args.skip_check:
+        return None
+    if (profile_args.ref_prog is None and profile_args.manual_check_prog is None) or profile_args.skip_check:
+        return "no ref_prog or manual_check_prog (or skip_check), so candidates were timed without checking " \
+               "their output"
+    passed = [r for r in records if r.get("status") == Status.OK and "compared" in r]
+    if passed and not any(r["compared"] for r in passed):
+        return "nothing was compared: the kernel returns no output and no input is a result (inplace=[])"
+    return None

@@ -113,8 +113,9 @@ def summary_lines(rows: list[dict], verbose: int = 0) -> list[str]:
         for row in ordered:
             name = row.get("id", row["nodeid"])
             if row.get("check") == UNCHECKED:
-                lines.append(f"  {name}: unchecked: no ref_prog or manual_check_prog (or skip_check), "
-                             f"so candidates were timed without checking their output")
+                why = row.get("unchecked_why") or "no ref_prog or manual_check_prog (or skip_check), so candidates " \
+                                                  "were timed without checking their output"
+                lines.append(f"  {name}: unchecked: {why}")
             failed = [c for c in row["candidates"] if c["status"] != Status.OK]
             for c in failed:
                 again = " (verdict reused from an earlier run)" if c.get("reused") else ""

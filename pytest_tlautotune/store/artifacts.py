@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 import tilelang
 
-from ..key import canonical_json
+from . import typed
 from .files import atomic_write, publish_dir, staging_dir
 from .manifest import (
     BACKEND_PATH,
@@ -29,6 +29,8 @@ from .manifest import (
     LATENCY_PATH,
     PARAMS_PATH,
     RECORD_PATH,
+    TILELANG_PARAMS_PATH,
+    TYPES_PATH,
     write_manifest,
 )
 
@@ -52,7 +54,13 @@ def save_entry(result: Any, path: Path) -> None:
 
 
 def _write_result(result: Any, directory: Path) -> None:
-    atomic_write(directory / BEST_CONFIG_PATH, canonical_json(result.config))
+    # Plain JSON in the config's own key order (TileLang's loader reads it); what JSON loses of the
+    # config and the record goes beside it, so a hit returns them as the miss did.
+    config, config_types = typed.dumps(result.config)
+    record, record_types = typed.dumps(result.record)
+    atomic_write(directory / BEST_CONFIG_PATH, config)
+    atomic_write(directory / RECORD_PATH, record)
+    atomic_write(directory / TYPES_PATH, json.dumps({"config": config_types, "record": record_types}))
     latency = {
         "latency": result.latency,
         "ref_latency": result.ref_latency,
@@ -60,10 +68,10 @@ def _write_result(result: Any, directory: Path) -> None:
         "ref_samples": list(result.ref_samples),
     }
     atomic_write(directory / LATENCY_PATH, json.dumps(latency))
-    atomic_write(directory / RECORD_PATH, json.dumps(result.record, default=str))
     if result.func is not None:
         atomic_write(directory / FUNCTION_PATH, cloudpickle.dumps(result.func))
     write_kernel_artifacts(directory, result.kernel, result.func)
+    atomic_write(directory / TILELANG_PARAMS_PATH, (directory / PARAMS_PATH).read_bytes())
     write_manifest(directory, key=result.record.get("key"))
 
 
@@ -74,9 +82,9 @@ def read_entry(path: Path, compile_args: Any, func: PrimFunc | None = None) -> d
     stored one), used instead of the stored copy: TVM's serialisation does not round-trip every
     layout annotation, so a PrimFunc that crossed a file is used only where nothing better exists.
     """
-    config = json.loads((path / BEST_CONFIG_PATH).read_text())
+    config = read_config(path)
     latency = json.loads((path / LATENCY_PATH).read_text())
-    record = json.loads((path / RECORD_PATH).read_text()) if (path / RECORD_PATH).exists() else {}
+    record = _read_typed(path, RECORD_PATH, "record") if (path / RECORD_PATH).exists() else {}
     func = load_function(path) if func is None else func
     kernel = load_kernel(path, compile_args, func)
     return dict(
@@ -90,6 +98,16 @@ def read_entry(path: Path, compile_args: Any, func: PrimFunc | None = None) -> d
         ref_samples=tuple(latency.get("ref_samples", ())),
         record=record,
     )
+
+
+def read_config(path: Path) -> dict:
+    """The winner's config stored at ``path``, as the test gave it (tuples, enum members)."""
+    return _read_typed(path, BEST_CONFIG_PATH, "config")
+
+
+def _read_typed(path: Path, name: str, part: str) -> Any:
+    types = json.loads((path / TYPES_PATH).read_text()).get(part, []) if (path / TYPES_PATH).exists() else []
+    return typed.loads((path / name).read_text(), types if isinstance(types, list) else [])
 
 
 def kernel_lib_file(execution_backend: str) -> str:

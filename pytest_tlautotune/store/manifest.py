@@ -23,11 +23,15 @@ KERNEL_LIB_PATH = "kernel_lib.so"
 KERNEL_CUBIN_PATH = "kernel.cubin"
 KERNEL_PY_PATH = "kernel.py"
 PARAMS_PATH = "params.pkl"
-# Ours: the PrimFunc as TVM JSON (loads without unpickling), the manifest, the tuning record.
+# TileLang 0.1.15's name of the kernel's parameters (its AutotuneResult.load_from_disk reads it).
+TILELANG_PARAMS_PATH = "params.json"
+# Ours: the PrimFunc as TVM JSON (loads without unpickling), the manifest, the tuning record, and
+# what the JSON files lose (tuples, enum members: store/typed.py).
 FUNCTION_JSON_PATH = "function.json"
 MANIFEST_PATH = "manifest.json"
 RECORD_PATH = "record.json"
 BACKEND_PATH = "backend.json"
+TYPES_PATH = "types.json"
 
 ENTRY_FILES = frozenset({BEST_CONFIG_PATH, LATENCY_PATH, PARAMS_PATH, HOST_KERNEL_PATH, BACKEND_PATH})
 KERNEL_FILES = frozenset({PARAMS_PATH, HOST_KERNEL_PATH, BACKEND_PATH})
