@@ -22,6 +22,7 @@ def build_candidates(req: TuneRequest, machine: dict, pools: Pools | None = None
     (the call, not a config) fails the test once, before anything compiles.
     """
     from .failures import BUILD, describe, reason, same_failure
+    from .reads import recording
 
     problem = req.program.check_call(req.configs)
     if problem:
@@ -35,12 +36,16 @@ def build_candidates(req: TuneRequest, machine: dict, pools: Pools | None = None
     if results is None:
         results = []
         for config in req.configs:
+            reads: set[str] = set()
             try:
-                built = req.program.spec.build(config)
+                with recording(req.program.spec.target) as reads:
+                    built = req.program.spec.build(config)
             except Exception as exc:
-                results.append({"error": describe(exc, BUILD, req.program.spec.target)})
+                results.append({"error": describe(exc, BUILD, req.program.spec.target), "reads": sorted(reads)})
                 continue
-            results.append({**built.summary(), "func_blob": pickle.dumps(built.func)})
+            results.append({**built.summary(), "func_blob": pickle.dumps(built.func), "reads": sorted(reads)})
+    # What the warm path's index checks before it serves this space again without building it.
+    req.reads = key.file_digests(path for r in results for path in r.get("reads", ()))
     failures = [r["error"] for r in results if "error" in r]
     if len(failures) == len(results) and same_failure(failures):
         raise TuneError(f"every config failed the same way, so the program or the call is at fault: "
