@@ -16,7 +16,7 @@ import json
 import os
 import platform
 import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -116,19 +116,31 @@ def reach_identity(fn: Callable[..., object] | None, depth: int = 4) -> str | No
     return sha256_hex(found) if found else None
 
 
-def _reach(fn: object, found: dict[str, str], seen: set[int], depth: int) -> None:
+def reach_files(fn: Callable[..., object] | None, depth: int = 4) -> set[str]:
+    """The user files whose code ``fn`` runs, as far as its names show: its own file and those
+    of the user functions, classes and modules it reaches (as ``reach_identity`` walks them)."""
+    files: set[str] = set()
+    if fn is not None:
+        _reach(fn, {}, set(), depth, files)
+    return files
+
+
+def _reach(fn: object, found: dict[str, str], seen: set[int], depth: int, files: set[str] | None = None) -> None:
     if isinstance(fn, functools.partial):
-        _reach(fn.func, found, seen, depth)
+        _reach(fn.func, found, seen, depth, files)
         return
+    fn = getattr(fn, "__func__", fn)  # a bound method: its function
     fn = inspect.unwrap(fn) if hasattr(fn, "__wrapped__") else fn
     code = getattr(fn, "__code__", None)
     if code is None or id(fn) in seen or depth < 0:
         call = getattr(type(fn), "__call__", None)  # noqa: B004 - the class's own __call__, if it has code
         if code is None and call is not None and hasattr(call, "__code__") and id(fn) not in seen:
             seen.add(id(fn))
-            _reach_class(type(fn), found)
+            _reach_class(type(fn), found, files)
         return
     seen.add(id(fn))
+    if files is not None and is_user_path(code.co_filename):
+        files.add(code.co_filename)
     globs = getattr(fn, "__globals__", {})
     values = [globs.get(name, None) for name in _names(code)]
     values += [cell.cell_contents for cell in (getattr(fn, "__closure__", None) or ()) if _cell_set(cell)]
@@ -137,27 +149,31 @@ def _reach(fn: object, found: dict[str, str], seen: set[int], depth: int) -> Non
             continue
         if isinstance(value, types.ModuleType):
             path = getattr(value, "__file__", None)
-            if path and _is_user_path(path):
+            if path and is_user_path(path):
                 found[f"module:{path}"] = _file_sha(path)
-        elif inspect.isfunction(value) and _is_user_path(getattr(value.__code__, "co_filename", "")):
+                if files is not None:
+                    files.add(path)
+        elif inspect.isfunction(value) and is_user_path(getattr(value.__code__, "co_filename", "")):
             qual = f"{value.__module__}.{value.__qualname__}"
             if qual not in found:
                 found[qual] = sha256_hex(_code_identity(value.__code__))
-                _reach(value, found, seen, depth - 1)
+                _reach(value, found, seen, depth - 1, files)
         elif inspect.isclass(value):
-            _reach_class(value, found)
+            _reach_class(value, found, files)
         elif isinstance(value, (bool, int, float, str, bytes)) or (
                 isinstance(value, tuple) and all(isinstance(v, (bool, int, float, str)) for v in value)):
             owner = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', '')}"
             found[f"const:{owner}:{_const_name(globs, value)}"] = repr(value)
 
 
-def _reach_class(cls: type, found: dict[str, str]) -> None:
+def _reach_class(cls: type, found: dict[str, str], files: set[str] | None = None) -> None:
     try:
         path = inspect.getsourcefile(cls)
     except TypeError:
         return
-    if path and _is_user_path(path):
+    if path and is_user_path(path):
+        if files is not None:
+            files.add(path)
         try:
             found[f"class:{cls.__module__}.{cls.__qualname__}"] = sha256_hex(inspect.getsource(cls))
         except (OSError, TypeError):
@@ -196,7 +212,9 @@ def _library_prefixes() -> tuple[str, ...]:
                  if paths.get(k))
 
 
-def _is_user_path(path: str) -> bool:
+@functools.lru_cache(maxsize=4096)
+def is_user_path(path: str) -> bool:
+    """Whether ``path`` is the user's code (not the standard library, site-packages or this plugin)."""
     if not path or path.startswith("<"):
         return False
     real = os.path.realpath(path)
@@ -294,36 +312,69 @@ def _cuda_driver_version() -> str | None:
 
 
 def program_identity(program: Callable[..., object]) -> dict | None:
-    """A stable identity of what the user passed to the fixture (TileLang decorators unwrapped)."""
+    """A stable identity of what the user passed to the fixture (TileLang decorators unwrapped),
+    with the plain values it carries besides its code (``bound_state``): a kernel made by a
+    factory for one shape is not the same program as the factory's kernel for another."""
     inner = getattr(program, "jit_impl", None) or getattr(program, "fn", None) or program  # AutoTuner.fn
     source = getattr(inner, "func_source", None)
     if isinstance(source, str):
         fn = getattr(inner, "func", None)
-        return {"jit": getattr(fn, "__qualname__", type(inner).__name__), "source_sha256": sha256_hex(source)}
-    return callable_identity(program)
+        identity = {"jit": getattr(fn, "__qualname__", type(inner).__name__), "source_sha256": sha256_hex(source)}
+        bound = bound_state(getattr(fn, "orig_func", None) or fn)
+    else:
+        identity = callable_identity(program)
+        bound = bound_state(program)
+    if identity is not None and bound:
+        identity["bound"] = bound
+    return identity
 
 
-def project_digest(root: str) -> str:
-    """sha256 over every loaded module file under ``root`` (outside site-packages).
+def bound_state(fn: object) -> dict | None:
+    """The plain values a callable carries besides its code: its closure's cells and its defaults
+    (a kernel a factory made for one shape, a lambda over a shape), a bound method's instance
+    attributes. Values that are not plain data appear as their type's name (never a repr with
+    an address, which differs in every process)."""
+    while isinstance(fn, functools.partial):  # its arguments are in callable_identity
+        fn = fn.func
+    out: dict[str, Any] = {}
+    owner = getattr(fn, "__self__", None)
+    if owner is not None and not isinstance(owner, types.ModuleType) and hasattr(fn, "__func__"):
+        attrs = getattr(owner, "__dict__", None)
+        if isinstance(attrs, dict):
+            out["self"] = {str(k): _plain(v) for k, v in sorted(attrs.items(), key=lambda kv: str(kv[0]))}
+        fn = fn.__func__
+    fn = inspect.unwrap(fn) if hasattr(fn, "__wrapped__") else fn
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        cells = [c.cell_contents if _cell_set(c) else None for c in getattr(fn, "__closure__", None) or ()]
+        out["closure"] = {name: _plain(v) for name, v in zip(code.co_freevars, cells)}
+        out["defaults"] = _plain(getattr(fn, "__defaults__", None))
+        out["kwdefaults"] = _plain(getattr(fn, "__kwdefaults__", None))
+    return {k: v for k, v in out.items() if v} or None
 
-    Part of the fast key: an edit to any of the project's Python files (a kernel helper
-    in another module included) sends lookups back to the IR-based key.
-    """
-    prefixes = tuple({os.path.abspath(root) + os.sep, os.path.realpath(root) + os.sep})
-    files = set()
-    for module in list(__import__("sys").modules.values()):
-        path = getattr(module, "__file__", None)
-        # A cheap prefix test first: thousands of modules are loaded, few are the project's.
-        if isinstance(path, str) and path.startswith(prefixes) and path.endswith(".py") and "site-packages" not in path:
-            files.add(os.path.realpath(path))
-    digest = hashlib.sha256()
-    for path in sorted(files):
-        try:
-            with open(path, "rb") as f:
-                digest.update(path.encode() + b"\0" + hashlib.sha256(f.read()).digest())
-        except OSError:
-            digest.update(path.encode() + b"\0missing")
-    return digest.hexdigest()
+
+def _plain(value: object, depth: int = 3) -> Any:
+    """``value`` as plain data where it is (numbers, strings, their lists and dicts, a tensor's
+    shape and dtype, a dtype), else its type's name."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, enum.Enum):
+        return f"{type(value).__name__}.{value.name}"
+    if depth > 0 and isinstance(value, (list, tuple)):
+        return [_plain(v, depth - 1) for v in value]
+    if depth > 0 and isinstance(value, dict):
+        return {str(k): _plain(v, depth - 1) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return {"tensor": [int(d) for d in value.shape], "dtype": str(value.dtype)}
+    if type(value).__name__ == "dtype":  # torch.float16, numpy dtypes
+        return str(value)
+    name = getattr(value, "__qualname__", None) if callable(value) else None
+    return f"<{type(value).__qualname__}{' ' + name if isinstance(name, str) else ''}>"
+
+
+def file_digests(paths: Iterable[str]) -> dict[str, str]:
+    """{path: sha256 of its bytes (``missing`` when it cannot be read)} for ``paths``."""
+    return {path: _file_sha(path) for path in sorted(set(paths))}
 
 
 def args_identity(args: tuple, kwargs: dict) -> dict[str, list | dict]:
@@ -387,12 +438,14 @@ def entry_key(candidates: Sequence[tuple[str | None, dict | None]], configs: lis
 
 
 def fast_key(program: dict | None, args: dict, configs: list[dict], compile: dict, profile: dict,
-             tuner: Mapping[str, object], machine: dict, project: str) -> str:
-    """A key that needs no PrimFunc: the program's identity (``program_identity``), its arguments
-    (``args_identity``), the settings, the machine and a digest of the project's loaded files
-    (``project_digest``). It only finds the entry key stored before (the warm path)."""
+             tuner: Mapping[str, object], machine: dict) -> str:
+    """A key that needs no PrimFunc: the program's identity (``program_identity``, its bound
+    values included), its arguments (``args_identity``), the settings and the machine: one per
+    call signature. It only finds the entry key stored before (the warm path), which the index
+    serves while the files the builds read are unchanged (``Store.read_index``)."""
     return sha256_hex({
         "format": FORMAT_VERSION,
+        "index": 2,  # the index entry holds the digests of the files the builds read
         "program": program,
         "args": args,
         "configs": configs,
@@ -400,7 +453,6 @@ def fast_key(program: dict | None, args: dict, configs: list[dict], compile: dic
         "profile": profile,
         "tuner": _tuner_part(tuner),
         "machine": machine,
-        "project": project,
     })
 
 

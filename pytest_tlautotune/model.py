@@ -8,7 +8,7 @@ module, which imports TileLang).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict
 
@@ -74,6 +74,19 @@ class CandidateRecord(TypedDict, total=False):
 # the code it reaches, the inputs, the machine). Early stops and timeouts come from one noisy
 # moment: a later search re-times them (their kernel is cached, so no compile).
 REUSABLE_FAILURES = (Status.MISMATCH,)
+
+
+def cut_list(items: Iterable[object], limit: int = 10, text: Callable[[object], str] = repr) -> str:
+    """``items`` for a message, comma-separated: a long list shows its first ``limit`` and how
+    many more (``'k0', 'k1', ... and 9,990 more``), so one bad argument never prints a page."""
+    items = list(items)
+    shown = ", ".join(text(i) for i in items[:limit])
+    return shown if len(items) <= limit else f"{shown}, ... and {len(items) - limit:,} more"
+
+
+def cut_text(text: str, limit: int = 200) -> str:
+    """``text`` for a message: a long one keeps its start and says how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 class TLAutotuneError(Exception):
@@ -155,6 +168,7 @@ class TuneRequest:
     shipped: tuple | None = None  # (spec_id, spec blob, env, sys.path) for the workers' builds
     on_device: bool | None = None  # True: it builds only where the GPU is visible, so compile it there too
     reference: Any = None  # reference_config.ReferencePlan: the config the candidates are checked against, if any
+    reads: dict[str, str] | None = None  # {file: digest} of what the configs' builds read (engine/reads.py)
 
     @property
     def device_kind(self) -> str:

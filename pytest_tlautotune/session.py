@@ -60,7 +60,6 @@ class TuneSession:
         self._pools = None
         self._machine: dict[str, dict] = {}
         self._device_compiler: str | None = None
-        self._digest: str | None = None
         self.baseline: tuple[str, dict] | None = None  # (path, the baseline file), read by the plugin on first use
         self.prestarted = False
         self.primed_ahead = False  # the fork server writes the remembered PCHs as it starts
@@ -76,7 +75,8 @@ class TuneSession:
         if self._cache is None:
             from .store.local import Store
 
-            self._cache = Store(self.cache_dir, remote_record=self.store.get_record, make_result=_make_result)
+            self._cache = Store(self.cache_dir, remote_record=self.store.get_record, make_result=_make_result,
+                                warn=self.warn)
         return self._cache
 
     @property
@@ -158,6 +158,8 @@ class TuneSession:
     def close(self) -> None:
         if self._pools is not None:
             self._pools.close()
+        if self._cache is not None:
+            self._cache.close()
 
     # -- the fixture's body --------------------------------------------------------
 
@@ -229,15 +231,14 @@ class TuneSession:
                            device=devices[0], devices=tuple(devices))
 
     def _fast_key(self, req: TuneRequest, program: Callable[..., object], args: tuple, kwargs: dict) -> str:
-        """A key that needs no PrimFunc: the program's source, its arguments, the settings and
-        a digest of every project file loaded. It only finds the IR-based key stored before."""
-        from .key import args_identity, fast_key, program_identity, project_digest
+        """A key that needs no PrimFunc: the program (its bound values included), its arguments
+        and the settings. It only finds the IR-based key stored before, while the files the
+        builds read are unchanged (``Store.read_index``)."""
+        from .key import args_identity, fast_key, program_identity
 
-        if self._digest is None:
-            self._digest = project_digest(str(self.config.rootpath))
         return fast_key(program_identity(program), args_identity(args, kwargs), req.configs,
                         req.compile_args.canonical(), req.profile_args.canonical(), req.tuner,
-                        self.machine(req.device_kind), self._digest)
+                        self.machine(req.device_kind))
 
     def _tune(self, req: TuneRequest, fast: str | None = None) -> Outcome:
 
@@ -254,8 +255,8 @@ class TuneSession:
                 if result is not None:
                     return _hit(result, key)
         outcome = self._tune_ir(req, machine, t0)
-        if fast:
-            self.cache.write_index(fast, outcome.key)
+        if fast and req.reads is not None:
+            self.cache.write_index(fast, outcome.key, req.reads)
         return outcome
 
     def _tune_ir(self, req: TuneRequest, machine: dict, t0: float) -> Outcome:
@@ -293,11 +294,12 @@ class TuneSession:
             result, records = tuner.run(cands, key)
             result.record.setdefault("phases", {}).update(prepare_s=prepare_s, prepare_built_s=built_s)
             try:
-                self.cache.save(result, entry)
+                # A full disk or read-only mount costs the cache, not the test (the store warns once).
+                stored = self.cache.save(result, entry)
             except OSError as exc:
-                # A cache write failure (full disk, read-only mount) costs the cache, not the test.
+                stored = False
                 self.warn(TuneWarning(f"{req.nodeid}: could not store the tuned result in {entry}: {exc}"))
-            else:
+            if stored:
                 self.store.push(key, entry)
                 # The kernel as later runs will load it: a broken save shows now, not on the next hit.
                 saved = self.cache.load(entry, req.compile_args, quarantine=False, func=result.func)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .model import cut_text
 from .project import ini_value
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ def _is_number(v: object) -> bool:
 
 def _expect(name: str, ok: bool, wanted: str, value: object) -> None:
     if not ok:
-        raise SettingsError(f"argument {name!r} must be {wanted}, got {value!r}")
+        raise SettingsError(f"argument {name!r} must be {wanted}, got {cut_text(repr(value))}")
 
 
 def target_kind(target: TargetLike) -> str:
@@ -222,13 +223,13 @@ def validate_configs(configs: object) -> list[dict] | Callable[..., object] | No
             raise SettingsError(f"argument 'configs'[{i}] must be a dict, got {type(config).__name__}")
         for k, v in config.items():
             if not isinstance(k, str):
-                raise SettingsError(f"argument 'configs'[{i}] has a non-string key {k!r}")
+                raise SettingsError(f"argument 'configs'[{i}] has a non-string key {cut_text(repr(k))}")
             try:
                 json.dumps(v, allow_nan=False)
             except (TypeError, ValueError):
                 raise SettingsError(
-                    f"argument 'configs'[{i}][{k!r}] = {v!r} cannot be serialised to JSON "
-                    f"(use ints, floats, strings, bools, None or lists of them)"
+                    f"argument 'configs'[{i}][{cut_text(repr(k), 80)}] = {cut_text(repr(v))} cannot be serialised "
+                    f"to JSON (use ints, floats, strings, bools, None or lists of them)"
                 ) from None
             why = problem(v)
             if why:
@@ -253,7 +254,7 @@ def parse_marker(args: tuple, kwargs: dict) -> TuneSettings:
 
         close = difflib.get_close_matches(k, SETTINGS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise SettingsError(f"unknown argument {k!r}{hint} (known: {', '.join(SETTINGS)})")
+        raise SettingsError(f"unknown argument {cut_text(repr(k), 80)}{hint} (known: {', '.join(SETTINGS)})")
     for name, value in kwargs.items():
         if name == "configs":
             kwargs[name] = validate_configs(value)

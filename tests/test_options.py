@@ -372,3 +372,41 @@ def test_only_a_module_that_mentions_autotune_starts_the_fork_server_at_collecti
     pytester.makepyfile(test_b="import pytest\n\n\n@pytest.mark.autotune(configs=[{}])\ndef test_b():\n    pass\n")
     result = pytester.runpytest("-p", "no:benchmark", "-s", "-k", "test_a")
     result.stdout.fnmatch_lines(["*PRESTARTED True*"])
+
+
+
+WIDE_CONFIG = """
+import pytest, kernels
+
+WIDE = {f"k{i}": 1 for i in range(10_000)}
+
+
+@pytest.mark.autotune(configs=[WIDE], target="c", out_idx=[-1])
+def test_wide(autotune):
+    autotune(kernels.gemm, 32, 32, 32)
+"""
+
+UNSERIALISABLE = """
+import pytest
+
+
+@pytest.mark.autotune(configs=[dict(bm=16, table=[object()] * 10_000)], target="c", out_idx=[-1])
+def test_table(autotune):
+    pass
+"""
+
+
+def test_long_lists_in_messages_are_cut(tl, pytester):
+    # A config of 10,000 unknown keys printed them all, on one line of 89 KB.
+    pytester.makepyfile(test_w=WIDE_CONFIG)
+    result = tl.run()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "test_w.py::test_wide: config key(s) 'k0', 'k1', 'k10', 'k100', 'k1000', *, ... and 9,990 more are not "
+        "parameters of gemm(M: int, N: int, K: int, *"])
+    assert max(map(len, result.outlines)) < 1000
+    pytester.makepyfile(test_w=UNSERIALISABLE)
+    result = tl.run()
+    usage_error(result, "*test_w.py::test_table: @pytest.mark.autotune: argument 'configs'[[]0[]][[]'table'[]] = "
+                        "[[]<object object at 0x*... (350,000 characters) cannot be serialised to JSON*")
+    assert max(map(len, result.errlines)) < 1000

@@ -1,6 +1,9 @@
 """A hit is never a stale kernel, a reused verdict is never stale (issue "Trust")."""
 
 import json
+import os
+
+import pytest
 
 SCALED = '''
 import os
@@ -35,7 +38,7 @@ def test_an_edit_outside_the_rootdir_is_never_served_stale(tl, pytester, tmp_pat
     lib = tmp_path / "lib"  # a kernel library on PYTHONPATH, outside the rootdir (a monorepo, an install)
     lib.mkdir()
     (lib / "kern.py").write_text(SCALED)
-    monkeypatch.setenv("PYTHONPATH", str(lib))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(lib), os.environ.get("PYTHONPATH", "")]))
     pytester.makepyfile(test_s=SCALED_TEST)
     tl.run().assert_outcomes(passed=1)
     tl.run().assert_outcomes(passed=1)
@@ -129,3 +132,116 @@ def test_early_stop_verdicts_are_timed_again_when_reused(tl, pytester):
     assert by_config['{"repeat": 30}']["compile_s"] == 0.0  # re-timed from its cached kernel
     assert by_config["{}"].get("reused")
     result.stdout.fnmatch_lines(["*test_gemm: 1 of 3 verdicts reused from earlier runs*--tl-retune*"])
+
+
+# A kernel whose every build is logged, with a helper it imports lazily (each build) from a
+# directory outside the rootdir: the warm path's index must cover exactly what the builds read.
+COUNTED = '''
+import kernels
+
+LOG = {log!r}
+
+
+def gemm(M, N, K, bm=16):
+    import helper  # lazily: the test process never imports it before a build does
+
+    with open(LOG, "a") as f:
+        f.write(f"{{M}} {{bm}}\\n")
+    return kernels.gemm(M, N, K, bm=bm, bn=16, bk=16, repeat=helper.repeat(bm))
+'''
+
+HELPER = "def repeat(bm):\n    return {repeats}[bm]\n"
+
+COUNTED_TEST = '''
+import pytest
+import kern
+
+CONFIGS = [dict(bm=bm) for bm in (4, 8, 16, 32)]
+
+
+@pytest.mark.autotune(configs=CONFIGS, target="c", out_idx=[-1], ref_prog=lambda A, B: A @ B,
+                      warmup=1, rep=5, early_stop_factor=0)
+def test_gemm(autotune):
+    autotune(kern.gemm, 32, 32, 32)
+'''
+
+
+class Counted:
+    """The kernel module, its helper outside the rootdir, and the log of builds."""
+
+    def __init__(self, pytester, tmp_path, monkeypatch):
+        self.log = tmp_path / "builds.log"
+        self.log.write_text("")
+        self.lib = tmp_path / "lib"
+        self.lib.mkdir()
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(self.lib), os.environ.get("PYTHONPATH", "")]))
+        self.helper({4: 16, 8: 16, 16: 2, 32: 16})
+        pytester.makepyfile(kern=COUNTED.format(log=str(self.log)))
+        self.seen = 0
+
+    def helper(self, repeats):
+        (self.lib / "helper.py").write_text(HELPER.format(repeats=repeats))
+
+    def builds(self):
+        """The builds since the last call."""
+        lines = self.log.read_text().splitlines()
+        new, self.seen = lines[self.seen:], len(lines)
+        return new
+
+
+@pytest.fixture
+def counted(tl, pytester, tmp_path, monkeypatch):
+    return Counted(pytester, tmp_path, monkeypatch)
+
+
+def test_a_comment_in_the_test_file_does_not_rebuild_the_space(counted, tl, pytester):
+    pytester.makepyfile(test_c=COUNTED_TEST)
+    tl.run().assert_outcomes(passed=1)
+    assert len(counted.builds()) >= 4  # cold: every config was built
+    pytester.makepyfile(test_c="# Tiles tuned on the CPU target.\n" + COUNTED_TEST)
+    tl.run().assert_outcomes(passed=1)
+    assert tl.prop("test_gemm", "tl_cache") == ["hit"]
+    # The stored winner is built to check its IR; the space is not built again.
+    assert len(counted.builds()) <= 2
+
+
+def test_an_edit_to_a_lazily_imported_helper_outside_the_rootdir_tunes_again(counted, tl, pytester):
+    pytester.makepyfile(test_c=COUNTED_TEST)
+    tl.run().assert_outcomes(passed=1)
+    assert tl.prop("test_gemm", "tl_config") == ['{"bm":16}']
+    # The edit leaves the winner's kernel as it was and makes another config the fastest.
+    counted.helper({4: 16, 8: 16, 16: 2, 32: 0})
+    tl.run().assert_outcomes(passed=1)
+    assert tl.prop("test_gemm", "tl_cache") == ["miss"]
+    assert tl.prop("test_gemm", "tl_config") == ['{"bm":32}']
+
+
+SHAPES_TEST = '''
+import pytest
+import kern
+
+
+def gemm_of(size):
+    def build(bm=16):
+        return kern.gemm(size, size, size, bm=bm)
+    return build
+
+
+@pytest.mark.autotune(configs=[dict(bm=bm) for bm in (4, 8, 16, 32)], target="c", out_idx=[-1],
+                      ref_prog=lambda A, B: A @ B, warmup=1, rep=3)
+@pytest.mark.parametrize("size", [32, 64])
+def test_gemm(autotune, size):
+    autotune(gemm_of(size))
+'''
+
+
+def test_each_shape_of_a_parametrized_test_keeps_its_own_index_entry(counted, tl, pytester):
+    pytester.makepyfile(test_s=SHAPES_TEST)
+    tl.run().assert_outcomes(passed=2)
+    counted.builds()
+    assert len(list((tl.cache_dir / "index").iterdir())) == 2
+    tl.run().assert_outcomes(passed=2)
+    assert tl.prop("test_gemm[32]", "tl_cache") == tl.prop("test_gemm[64]", "tl_cache") == ["hit"]
+    # Each shape found its own entry through the index: its winner built, nothing else.
+    builds = counted.builds()
+    assert len(builds) <= 4 and {b.split()[0] for b in builds} == {"32", "64"}, builds

@@ -56,6 +56,8 @@ def build_candidates(req: TuneRequest, machine: dict, pools: Pools | None = None
         results = None
     if results is None:
         results = _build_here(req, configs)
+    # What the warm path's index checks before it serves this space again without building it.
+    req.reads = key.file_digests(path for r in results for path in r.get("reads", ()))
     results, seed_result = results[:len(req.configs)], results[len(req.configs):]
     failures = [r["error"] for r in results if "error" in r]
     if len(failures) == len(results) and same_failure(failures):
@@ -90,15 +92,18 @@ def _candidate(req: TuneRequest, index: int, config: dict, res: dict, profile: d
 def _build_here(req: TuneRequest, configs: list[dict]) -> list[dict]:
     """Every config built in this process (the last resort: a crash here ends the session)."""
     from .failures import BUILD, describe
+    from .reads import recording
 
     results = []
     for config in configs:
+        reads: set[str] = set()
         try:
-            built = req.program.spec.build(config)
+            with recording(req.program.spec.target) as reads:
+                built = req.program.spec.build(config)
         except Exception as exc:
-            results.append({"error": describe(exc, BUILD, req.program.spec.target)})
+            results.append({"error": describe(exc, BUILD, req.program.spec.target), "reads": sorted(reads)})
             continue
-        results.append({**built.summary(), "func_blob": pickle.dumps(built.func)})
+        results.append({**built.summary(), "func_blob": pickle.dumps(built.func), "reads": sorted(reads)})
     return results
 
 

@@ -39,48 +39,55 @@ def private_tempdir():
         remove_tree(private, ignore_errors=True)
 
 
-_SPECS: dict[str, Any] = {}  # per worker: the unpickled BuildSpec of each request
+_SPECS: dict[str, tuple[Any, set[str]]] = {}  # per worker: each request's unpickled BuildSpec, files it read
 
 
 def build_candidate(spec_id: str, spec_blob: bytes, config: dict, env: dict, sys_path: list[str],
                     keep: bool = False) -> dict:
-    """Build one config's PrimFunc (the user's code) and describe it (worker side); ``keep`` adds
-    the PrimFunc itself (for a compile in this process)."""
+    """Build one config's PrimFunc (the user's code) and describe it (worker side), with the
+    user files loading the program and building it read (``reads``); ``keep`` adds the PrimFunc
+    itself (for a compile in this process)."""
     import pickle
 
     from .failures import BUILD, describe
+    from .reads import recording
 
     with _environment(env, sys_path):
         try:
-            spec = _SPECS.get(spec_id)
-            if spec is None:
-                spec = _SPECS[spec_id] = pickle.loads(spec_blob)
+            if spec_id not in _SPECS:
+                with recording() as loading:
+                    spec = pickle.loads(spec_blob)
+                _SPECS[spec_id] = (spec, loading)
+            spec, loading = _SPECS[spec_id]
         except BaseException as exc:  # noqa: BLE001 - the program cannot be loaded here at all
             return {"spec_error": describe(exc, BUILD)}
+        reads: set[str] = set()
         try:
-            with _captured_output():
+            with _captured_output(), recording(spec.target) as reads:
                 built = spec.build(config)
             # The PrimFunc itself stays here: TVM's serialisation does not round-trip every layout
             # annotation (a swizzled shared layout came back as `_i // 8 + 1` and failed to lower),
             # so the compile job builds it again where it compiles it.
-            out = built.summary()
+            out = {**built.summary(), "reads": sorted(loading | reads)}
             if keep:
                 out["func"] = built.func
             return out
         except BaseException as exc:  # noqa: BLE001 - every failure is a record on this config
-            return {"error": describe(exc, BUILD, spec.target)}
+            return {"error": describe(exc, BUILD, spec.target), "reads": sorted(loading | reads)}
 
 
-def compile_candidate(source: Any, compile_args: Any, out_dir: str) -> dict:
+def compile_candidate(source: Any, compile_args: Any, out_dir: str, fallback_dir: str | None = None) -> dict:
     """Build (see ``build_candidate``) and compile one candidate, publish its artifacts at
     ``out_dir`` (worker side). ``source`` is a pickled PrimFunc (built in the test process) or
-    ``(spec_id, spec_blob, config, env, sys_path, ir_sha)``.
+    ``(spec_id, spec_blob, config, env, sys_path, ir_sha)``. Where the cache's filesystem refuses
+    them (full, read-only: ``store.faults``), they go to ``fallback_dir``, and the answer says
+    so (``kept_at``, ``refused``): the cache's fault is not the kernel's.
 
     What the compiler prints goes into the failure, not through pytest's capture.
     """
     import pickle
 
-    from .failures import BUILD, LOWER, describe, trim
+    from .failures import BUILD, LOWER, SAVE, describe, trim
 
     if isinstance(source, bytes):
         func = pickle.loads(source)
@@ -97,7 +104,9 @@ def compile_candidate(source: Any, compile_args: Any, out_dir: str) -> dict:
     output = None
     try:
         with _captured_output() as output:
-            return _compile(func, compile_args, out_dir)
+            return _compile(func, compile_args, out_dir, fallback_dir)
+    except _NotKept as exc:
+        return {"error": describe(exc.__cause__, SAVE)}
     except BaseException as exc:  # noqa: BLE001 - every failure is a record on this config
         failure = describe(exc, LOWER)
         printed = output.text() if output is not None else ""
@@ -106,19 +115,35 @@ def compile_candidate(source: Any, compile_args: Any, out_dir: str) -> dict:
         return {"error": failure}
 
 
-def _compile(func: Any, compile_args: Any, out_dir: str) -> dict:
+class _NotKept(Exception):
+    """The compiled kernel could be kept neither in the cache nor in the fallback directory."""
+
+
+def _compile(func: Any, compile_args: Any, out_dir: str, fallback_dir: str | None = None) -> dict:
     from ..store.artifacts import save_kernel
+    from ..store.faults import is_refusal
 
     started_at, t0 = time.time(), time.perf_counter()
+    kept: dict = {}
     with private_tempdir():
         kernel = compile_args.compile_program(func)
         t_compiled = time.perf_counter()
-        save_kernel(kernel, func, Path(out_dir))
+        try:
+            save_kernel(kernel, func, Path(out_dir))
+        except OSError as exc:
+            if not is_refusal(exc) or not fallback_dir or fallback_dir == out_dir:
+                raise _NotKept() from exc
+            try:
+                save_kernel(kernel, func, Path(fallback_dir))
+            except OSError as again:
+                raise _NotKept() from again
+            kept = {"kept_at": fallback_dir,
+                    "refused": {"errno": exc.errno, "strerror": exc.strerror, "filename": exc.filename}}
     # compile_s covers the whole job (compile and save); save_s the artifacts alone.
     end = time.perf_counter()
     from .device_compile import last
 
-    out = {"compile_s": end - t0, "save_s": end - t_compiled, "pid": os.getpid(), "started_at": started_at}
+    out = {"compile_s": end - t0, "save_s": end - t_compiled, "pid": os.getpid(), "started_at": started_at, **kept}
     if last:  # which compiler built the device code (NVRTC, or nvcc and why)
         out["device_compiler"] = dict(last)
         last.clear()

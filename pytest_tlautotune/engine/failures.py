@@ -21,6 +21,7 @@ RUN = "run"  # the kernel at run time
 REF_PROG = "ref_prog"
 SUPPLY_PROG = "supply_prog"
 CHECK = "manual_check_prog"
+SAVE = "save"  # keeping a compiled kernel's files (the cache and the temporary directory refused them)
 
 STAGE_WORDS = {
     BUILD: "building the config",
@@ -30,6 +31,7 @@ STAGE_WORDS = {
     REF_PROG: "ref_prog",
     SUPPLY_PROG: "supply_prog",
     CHECK: "manual_check_prog",
+    SAVE: "keeping the compiled kernel",
 }
 
 #: Exit code of a timing worker that hit a CUDA fault (see bench.check_and_time).

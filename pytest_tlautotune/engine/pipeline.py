@@ -135,7 +135,8 @@ class Pipeline:
     def _schedule_compile(self, cand: Candidate, pool: Any, compiling: dict, retry: bool = False) -> None:
         fut = pool.schedule(
             _compile_entry,
-            (cand.source, cand.compile_args, str(self.cache.kernel_dir(cand.ckey))),
+            (cand.source, cand.compile_args, str(self.cache.kernel_dir(cand.ckey)),
+             str(self.cache.fallback_dir(cand.ckey))),
             timeout=self.req.tuner["compile_timeout"],
         )
         compiling[fut] = cand.index
@@ -158,6 +159,10 @@ class Pipeline:
             status, why = classify(exc, "compile", self.req.tuner["compile_timeout"])
             self._record(cand, {"status": status, "reason": why})
             return
+        if "kept_at" in info:  # the cache's filesystem refused the kernel: it is kept for this run
+            refusal = info["refused"]
+            self.cache.kept_at(cand.ckey, info["kept_at"],
+                               OSError(refusal["errno"], refusal["strerror"], refusal["filename"]))
         if retried:
             self._learn_from_retry("error" not in info)
         if "error" in info and self._retry_on_device(retried):
@@ -303,10 +308,10 @@ def indent(text: str) -> str:
     return "\n".join("    " + line for line in text.splitlines()[:12])
 
 
-def _compile_entry(source: Any, compile_args: Any, out_dir: str) -> dict:
+def _compile_entry(source: Any, compile_args: Any, out_dir: str, fallback_dir: str | None = None) -> dict:
     from .compile_job import compile_candidate
 
-    return compile_candidate(source, compile_args, out_dir)
+    return compile_candidate(source, compile_args, out_dir, fallback_dir)
 
 
 def classify(exc: BaseException, stage: str, limit: float) -> tuple[Status, str]:

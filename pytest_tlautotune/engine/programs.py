@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from ..model import TargetLike, TLAutotuneError
+from ..model import TargetLike, TLAutotuneError, cut_list, cut_text
 
 if TYPE_CHECKING:
     import torch
@@ -124,7 +124,7 @@ class Program:
         takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         unknown = sorted({k for c in configs for k in c if k != PASS_CONFIGS and k not in params})
         if unknown and not takes_kwargs:
-            return (f"config key(s) {', '.join(map(repr, unknown))} are not parameters of {self.name}"
+            return (f"config key(s) {cut_list(unknown)} are not parameters of {self.name}"
                     f"{_signature_text(self.signature)}")
         errors = set()
         for config in configs:
@@ -155,7 +155,7 @@ def _with_config(kwargs: dict, config: dict) -> dict:
 
 def _signature_text(sig: inspect.Signature) -> str:
     try:
-        return str(sig)
+        return cut_text(str(sig), 300)
     except Exception:
         return "(...)"
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..key import canonical_json
-from ..model import Candidate, Status, TuneError, TuneRequest
+from ..model import Candidate, Status, TuneError, TuneRequest, cut_text
 from ..store import typed
 from .measure import JobFactory, confirm_top, to_confirm
 from .pipeline import Pipeline
@@ -161,11 +161,17 @@ class Tuner:
             record=typed.as_stored(record),  # what a hit reads back: plain data, tuples and enum members kept
         )
 
+    #: Configs the "no candidate passed" message names one by one (every record: -v, --tl-json).
+    FAILURES_SHOWN = 40
+
     def _failure_message(self, records: list[dict]) -> str:
         lines = [
             f"no candidate passed: {len(records)} of {len(self.req.configs)} configs measured for "
             f"{self.req.program_name}"
         ]
-        for r in records:
-            lines.append(f"  {canonical_json(r['config'])}: {r['status']}: {r.get('reason')}")
+        for r in records[:self.FAILURES_SHOWN]:
+            lines.append(f"  {cut_text(canonical_json(r['config']))}: {r['status']}: {r.get('reason')}")
+        if len(records) > self.FAILURES_SHOWN:
+            lines.append(f"  ... and {len(records) - self.FAILURES_SHOWN:,} more configs (every one's reason: "
+                         f"-v or --tl-json)")
         return "\n".join(lines)

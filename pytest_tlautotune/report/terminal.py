@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from ..gate import ms_text, row_ids
-from ..model import RowStatus, Status
+from ..model import RowStatus, Status, cut_text
 from ..stash import CACHE_HIT, LOGGED_AT_KEY, PENDING_KEY
 from .files import change_text, p_text
 from .rows import SPEEDUP_LEGEND, UNCHECKED, VS, canonical_json, first_line
@@ -81,7 +81,7 @@ def _cells(row: dict) -> tuple:
                 passed)
     return (
         row.get("id", row["nodeid"]),
-        canonical_json(row["config"]),
+        cut_text(canonical_json(row["config"]), 120),
         _fmt(row["latency_ms"], suffix=" ms"),
         _fmt(row["ref_latency_ms"], suffix=" ms"),
         _fmt(row["speedup"], ".2f", "x"),
@@ -119,7 +119,7 @@ def summary_lines(rows: list[dict], verbose: int = 0) -> list[str]:
             failed = [c for c in row["candidates"] if c["status"] != Status.OK]
             for c in failed:
                 again = " (verdict reused from an earlier run)" if c.get("reused") else ""
-                lines.append(f"  {name} {canonical_json(c['config'])}: {c['status']}: {c['reason']}{again}")
+                lines.append(f"  {name} {cut_text(canonical_json(c['config']))}: {c['status']}: {c['reason']}{again}")
             reused = sum(1 for c in row["candidates"] if c.get("reused"))
             if reused and row["cache"] != CACHE_HIT:
                 lines.append(f"  {name}: {reused} of {len(row['candidates'])} verdicts reused from earlier "

@@ -35,17 +35,12 @@ def _check(path: Path, what: str) -> None:
 
 
 def ensure_root(root: Path) -> Path:
-    """Create the cache root (mode 0700) on first use and check that it is ours."""
+    """Create the cache root (mode 0700) on first use and check that it is ours. Whether it can
+    be written is ``faults.unwritable``'s question: a read-only cache still serves its results."""
     root = Path(root)
     if not root.exists():
         root.mkdir(parents=True, mode=0o700, exist_ok=True)
     check_dir(root, "cache directory")
-    if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
-        mode = stat.S_IMODE(os.stat(root).st_mode)
-        raise PermissionError(
-            f"cache directory {root} is not readable and writable by you (mode {mode:o}); "
-            f"run `chmod u+rwx {root}` or use another --tl-cache-dir"
-        )
     return root
 
 
