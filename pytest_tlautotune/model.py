@@ -130,6 +130,9 @@ class TuneRequest:
     mode: str | None = None  # "lazy" | "eager" | "plain", once a config was built
     built_here: str | None = None  # why the configs were built in the test process, if they were
     shipped: tuple | None = None  # (spec_id, spec blob, env, sys.path) for the workers' builds
+    #: Builds done already in this call, by the config's canonical JSON: a stored winner whose build
+    #: failed on a hit (a crash, a hang) is that config's record, not built a second time.
+    prebuilt: dict[str, dict] = field(default_factory=dict)
 
     @property
     def device_kind(self) -> str:
@@ -150,6 +153,8 @@ class Outcome:
     key: str
     tuning_s: float
     records: list[dict] = field(default_factory=list)
+    #: Why the stored result found for this call was not served: its winner failed today's check.
+    stale: str | None = None
 
 
 @dataclass

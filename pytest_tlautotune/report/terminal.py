@@ -97,6 +97,9 @@ def summary_lines(rows: list[dict], verbose: int = 0) -> list[str]:
     for row in rows:
         if row.get("quarantined"):
             lines.append(f"  {row['nodeid']}: the stored result was corrupt and tuned again: {row['quarantined']}")
+        if row.get("stale"):
+            lines.append(f"  {row.get('id', row['nodeid'])}: the stored result was not served and was tuned again: "
+                         f"{row['stale']}")
     if verbose > 0:
         for row in rows:
             if row.get("check") == UNCHECKED:
