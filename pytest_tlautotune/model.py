@@ -169,6 +169,9 @@ class TuneRequest:
     on_device: bool | None = None  # True: it builds only where the GPU is visible, so compile it there too
     reference: Any = None  # reference_config.ReferencePlan: the config the candidates are checked against, if any
     reads: dict[str, str] | None = None  # {file: digest} of what the configs' builds read (engine/reads.py)
+    #: Builds done already in this call, by the config's canonical JSON: a stored winner whose build
+    #: failed on a hit (a crash, a hang) is that config's record, not built a second time.
+    prebuilt: dict[str, dict] = field(default_factory=dict)
 
     @property
     def device_kind(self) -> str:
@@ -189,6 +192,8 @@ class Outcome:
     key: str
     tuning_s: float
     records: list[dict] = field(default_factory=list)
+    #: Why the stored result found for this call was not served: its winner failed today's check.
+    stale: str | None = None
 
 
 @dataclass

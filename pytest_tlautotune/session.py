@@ -122,13 +122,13 @@ class TuneSession:
     def prestart(self) -> None:
         """Autotuned tests are coming: start the compile workers' fork server now (and on a GPU
         machine the timing workers' one), so it imports TileLang while this process imports the
-        tests (nothing to start under --tl-no-tune). On a GPU machine this process's CUDA driver
-        starts now too, in the background, and where the cache directory remembers NVRTC header
-        prefixes the fork server writes their PCHs as it starts (``workers.prestart``): the first
-        tuning's compiles then find them written instead of waiting for one of them.
+        tests, and the timing worker of the likely device, which checks every hit (under
+        --tl-no-tune too). On a GPU machine this process's CUDA driver starts now too, in the
+        background, and where the cache directory remembers NVRTC header prefixes the fork server
+        writes their PCHs as it starts (``workers.prestart``): the first tuning's compiles then find
+        them written instead of waiting for one of them.
 
-        With a baseline in play every test re-times its kernel, so the timing worker of the
-        likely device starts now too.
+        With a baseline in play every test re-times its kernel, so the compile workers start now too.
         """
         if self.prestarted:
             return
@@ -139,13 +139,11 @@ class TuneSession:
         if gpus:
             init_cuda_driver()
         gate = wants_fresh_numbers(self.config)
-        if not self.no_tune or gate:
-            # The option's choice, not resolved here (that imports TileLang): nvcc never needs a PCH.
-            nvrtc_may = gpus and not self.no_tune and get_option(self.config, "tl_device_compiler") != "nvcc"
-            self.primed_ahead = prestart(cuda=gpus, pch_book=self.pch_book if nvrtc_may else None,
-                                         n_workers=self.n_workers)
-        if gate:
-            self.pools.warm_up(self._likely_devices(), compile=not self.no_tune)
+        # The option's choice, not resolved here (that imports TileLang): nvcc never needs a PCH.
+        nvrtc_may = gpus and not self.no_tune and get_option(self.config, "tl_device_compiler") != "nvcc"
+        self.primed_ahead = prestart(cuda=gpus, pch_book=self.pch_book if nvrtc_may else None,
+                                     n_workers=self.n_workers)
+        self.pools.warm_up(self._likely_devices(), compile=gate and not self.no_tune)
 
     def _likely_devices(self) -> list[str]:
         """The devices a ``target="auto"`` test would time on (this process's GPUs, else the CPU)."""
@@ -244,22 +242,26 @@ class TuneSession:
 
         t0 = time.perf_counter()
         machine = self.machine(req.device_kind)
+        stale = None
         if fast and not self.retune:
             # Warm path: the stored key of this exact program, arguments and project source,
-            # used only once the winner, built now, is the kernel stored (an edit outside the
+            # used only once the winner, built again, is the kernel stored (an edit outside the
             # project, an environment variable read at build time, a changed dependency).
             key = self.cache.read_index(fast)
             func = self._winner_still_built(self.cache.entry(key), req) if key else None
-            if func is not None:
-                result = self.cache.load(self.cache.entry(key), req.compile_args, func=func)
-                if result is not None:
+            result = self.cache.load(self.cache.entry(key), req.compile_args, func=func) if func is not None else None
+            if result is not None:
+                stale = self._stale(req, self.cache.entry(key), result)
+                if stale is None:
                     return _hit(result, key)
-        outcome = self._tune_ir(req, machine, t0)
+        outcome = self._tune_ir(req, machine, t0, stale)
         if fast and req.reads is not None:
             self.cache.write_index(fast, outcome.key, req.reads)
         return outcome
 
-    def _tune_ir(self, req: TuneRequest, machine: dict, t0: float) -> Outcome:
+    def _tune_ir(self, req: TuneRequest, machine: dict, t0: float, stale: str | None = None) -> Outcome:
+        """The IR key's stored result (checked), or a tuning. ``stale``: why a stored result of
+        this call failed today's check; then every config is measured again (no verdict reused)."""
         from .engine.candidates import build_candidates, entry_key
         from .engine.tuner import Tuner
         from .model import Outcome, TuneError
@@ -268,30 +270,44 @@ class TuneSession:
         if not self.no_tune:
             # Start the workers now: they import TileLang while this process builds the PrimFuncs.
             self.pools.warm_up(req.timing_devices, arch=_cuda_arch(req.compile_args.target))
-        cands = build_candidates(req, machine, None if self.no_tune else self.pools, self.warn)
+        cands = build_candidates(req, machine, self.pools, self.warn)
         built_s = time.perf_counter() - t0
         key = entry_key(req, cands, machine)
         try:
             entry = self.cache.entry(key)
         except (UnsafeCache, OSError) as exc:
             raise TuneError(f"cache directory refused: {exc}") from None
-        if not self.retune:
+        if not self.retune and stale is None:
             # A local miss asks the shared store (a no-op without --tl-store).
             result = self.cache.load(entry, req.compile_args) or self.store.fetch(self, req, cands, key, entry)
-            if result is not None:
+            stale = self._stale(req, entry, result) if result is not None else None
+            if result is not None and stale is None:
                 return _hit(result, key)
+        retune = self.retune or stale is not None
         if self.no_tune:
+            if stale:
+                raise TuneError(f"{stale}; --tl-no-tune forbids tuning it again: run `pytest {req.nodeid}` without "
+                                f"--tl-no-tune to tune it against today's reference")
             raise TuneError(f"no stored result for this test (key {key[:12]}) and --tl-no-tune forbids tuning; "
                             f"run `pytest {req.nodeid}` without --tl-no-tune on a machine like this one "
                             f"({machine.get('device')}) to tune it, and keep its cache dir ({self.cache_dir})")
         with self.cache.lock(key), self.store.tuning(self, req, cands, key, entry) as fetched:
             # Another process (or machine) may have tuned this key while we waited for the lock.
             result = self.cache.load(entry, req.compile_args) or fetched
-            if result is not None and (not self.retune or result.record.get("tuned_at", 0) >= self.started):
-                return _hit(result, key)
-            tuner = Tuner(req, self.cache, self.pools, reuse_records=not self.retune, progress=self._progress(req))
+            if result is not None and (not retune or result.record.get("tuned_at", 0) >= self.started):
+                why = self._stale(req, entry, result)
+                if why is None:
+                    return _hit(result, key)
+                stale, retune = why, True
+            # Verdicts measured against another reference are not reused when the stored winner failed today's.
+            tuner = Tuner(req, self.cache, self.pools, reuse_records=not retune, progress=self._progress(req))
             prepare_s = time.perf_counter() - t0  # fast key, PrimFuncs, IR key, lock
-            result, records = tuner.run(cands, key)
+            try:
+                result, records = tuner.run(cands, key)
+            except TuneError as exc:
+                if stale is None:
+                    raise
+                raise TuneError(f"{stale}; tuned again: {exc}") from None
             result.record.setdefault("phases", {}).update(prepare_s=prepare_s, prepare_built_s=built_s)
             try:
                 # A full disk or read-only mount costs the cache, not the test (the store warns once).
@@ -304,13 +320,29 @@ class TuneSession:
                 # The kernel as later runs will load it: a broken save shows now, not on the next hit.
                 saved = self.cache.load(entry, req.compile_args, quarantine=False, func=result.func)
                 result = replace(result, kernel=saved.kernel) if saved is not None else result
-        return Outcome(result, CACHE_RETUNE if self.retune else CACHE_MISS, key, time.perf_counter() - t0, records)
+        return Outcome(result, CACHE_RETUNE if retune else CACHE_MISS, key, time.perf_counter() - t0, records,
+                       stale=stale)
+
+    def _stale(self, req: TuneRequest, entry: Path, result: AutotuneResult) -> str | None:
+        """Why a stored result may not be served: its winner fails today's check (one kernel call
+        and one reference call in the timing worker); None when it passes, was measured in this
+        run, or nothing checks the output. A reference whose behaviour comes from data (a file, a
+        module's dict, an object's attribute) changes while every key stays the same."""
+        from .engine.measure import check_stored, checks_output
+        from .key import canonical_json
+
+        if result.record.get("tuned_at", 0) >= self.started or not checks_output(req.profile_args):
+            return None
+        why = check_stored(self.pools, self.cache, req, entry, result)
+        return None if why is None else f"the stored winner {canonical_json(result.config)} fails today's check: {why}"
 
     def _winner_still_built(self, entry: Path, req: TuneRequest) -> PrimFunc | None:
-        """Build the stored winner's config here (one PrimFunc, milliseconds) and compare its IR
-        with the stored one: the PrimFunc when they match, else None. Also settles what only a
-        build tells (an eager kernel's outputs)."""
-        from .engine.candidates import complete_request
+        """Build the stored winner's config again and compare its IR with the stored one: the
+        PrimFunc when they match, else None. The build runs in the device's timing worker first
+        (the user's code: a crash or a hang past ``compile_timeout`` is a failed build, kept as
+        that config's record), then, as the cold path builds its winner, here. Also settles what
+        only a build tells (an eager kernel's outputs)."""
+        from .engine.candidates import build_winner, complete_request
         from .store.artifacts import read_config
         from .store.manifest import RECORD_PATH
 
@@ -320,16 +352,14 @@ class TuneSession:
         except (OSError, ValueError, AttributeError):
             return None
         stored = record.get("winner_ir_sha")
-        if not stored:
-            return None
-        try:
-            built = req.program.spec.build(config)
-        except Exception:
+        if not stored or "error" in (built := build_winner(req, config, self.pools)) or built["ir_sha"] != stored:
             return None  # the full path builds every config where a failure is a record
-        if built.ir_sha != stored:
+        complete_request(req, [built])
+        try:
+            here = req.program.spec.build(config)
+        except Exception:
             return None
-        complete_request(req, [built.summary()])
-        return built.func
+        return here.func if here.ir_sha == stored else None
 
     def tune_one(self, req: TuneRequest, cand: Candidate,
                  key: str) -> tuple[AutotuneResult, list[CandidateRecord]] | str:

@@ -411,8 +411,7 @@ def _check_inputs(kernel: JITKernel, profile: ProfileArgs, job: BenchJob, inputs
     """
     if profile.skip_check or profile.ref_prog is None or profile.supply_prog is not None:
         return inputs, ref
-    seed = int(sha256_hex(job.kernel_dir)[:8], 16)
-    fresh = make_inputs(kernel, profile, job.compile_args.out_idx, job.device, seed=seed)
+    fresh = make_inputs(kernel, profile, job.compile_args.out_idx, job.device, seed=check_seed(job.kernel_dir))
     with _stage(REF_PROG):
         return fresh, _reference(profile, fresh, kernel, job)
 
@@ -446,6 +445,11 @@ def _check(kernel: JITKernel, profile: ProfileArgs, job: BenchJob, run: Run,
         return paired, []
     got, want, labels = paired
     return compare(got, want, profile, labels), labels
+
+
+def check_seed(kernel_dir: str) -> int:
+    """The seed of the inputs a candidate is checked on (those ``_check_inputs`` makes)."""
+    return int(sha256_hex(kernel_dir)[:8], 16)
 
 
 def check_and_time(job: BenchJob) -> dict:
@@ -499,6 +503,49 @@ def check_and_time(job: BenchJob) -> dict:
         "bench_s": time.perf_counter() - t0,
         "device_info": device_info(job.device),
     }
+
+
+def check_once(job: BenchJob, checked_as: str) -> dict:
+    """Check a stored kernel against today's reference, nothing timed: one ref_prog call and one
+    kernel call on inputs made now, compared as a candidate's check compares.
+
+    A hit runs this before the test gets the kernel: a reference whose behaviour comes from data
+    (a file, a module's dict, an object's attribute) may have changed while every key stayed.
+    The inputs are drawn as those the winner passed on when it was tuned as the candidate at
+    ``checked_as`` (its kernel directory then; supply_prog's or seed 0's where its check used
+    the timing inputs): an unchanged reference gives the verdict it gave, never a tolerance's
+    coin flip on other random inputs, which would tune the key again on a later run.
+    Returns ``{"status": ok | mismatch | error, "reason": ..., "failure": ...}``.
+    """
+    try:
+        if job.device.startswith("cuda"):
+            torch.cuda.set_device(torch.device(job.device))
+        profile: ProfileArgs = cloudpickle.loads(job.profile_blob)
+        kernel = load_kernel(Path(job.kernel_dir), job.compile_args)
+        fresh = profile.ref_prog is not None and profile.supply_prog is None  # as _check_inputs
+        seed = check_seed(checked_as) if fresh else 0
+        with _stage(SUPPLY_PROG if profile.supply_prog is not None else RUN):
+            inputs = make_inputs(kernel, profile, job.compile_args.out_idx, job.device, seed=seed)
+        ref = None
+        if profile.ref_prog is not None:
+            with _stage(REF_PROG):
+                ref = _reference(profile, inputs, kernel, job)
+        _poison_allocator(kernel, job)
+        copies = copy_inputs(inputs)
+        with _stage(RUN):
+            returned = as_list(kernel(*copies))
+            _sync(job.device)
+        error, _ = _check(kernel, profile, job, Run(returned, copies, changed(copies, inputs)), ref)
+        if error:
+            return {"status": Status.MISMATCH, "reason": error}
+    except AssertionError as exc:  # manual_check_prog's way of saying no
+        return {"status": Status.MISMATCH, "reason": f"manual_check_prog: {exc}"}
+    except BaseException as exc:  # noqa: BLE001 - TileLang's errors do not pickle: send data back
+        if job.device.startswith("cuda") and _poisons_context(exc):
+            os._exit(CUDA_FAULT_EXIT)
+        failure = describe(exc, RUN)
+        return {"status": Status.ERROR, "reason": reason(failure), "failure": failure}
+    return {"status": Status.OK, "reason": None}
 
 
 def _poison_allocator(kernel: JITKernel, job: BenchJob) -> None:

@@ -202,48 +202,92 @@ def _check_inplace(req: TuneRequest, results: list[dict]) -> None:
 
 
 def _build_in_workers(req: TuneRequest, pools: Pools, configs: list[dict], pool: object = None) -> list[dict] | None:
-    """Every config's build result from the compile workers; None where the program cannot be
-    shipped to them (then the test process builds, as a last resort)."""
-    import os
-    import sys
-
-    from .failures import BUILD
-    from .shipping import dumps
-
-    try:
-        blob = dumps(req.program.spec)
-    except Exception as exc:
-        req.built_here = (f"the program could not be pickled for the compile workers ({type(exc).__name__}: "
-                          f"{exc}), so it was built here")
+    """Every config's build result from the compile workers (``pool``, by default the GPU-less
+    ones; those in ``req.prebuilt`` as they are); None where the program cannot be shipped to them
+    (then the test process builds, as a last resort)."""
+    shipped = _ship(req)
+    if shipped is None:
         return None
-    spec_id = key.spec_id(blob)
-    env, path = dict(os.environ), list(sys.path)
-    req.shipped = (spec_id, blob, env, path)
     pool = pool or pools.compile_pool()
-    futures = [pool.schedule(_build_entry, (spec_id, blob, config, env, path), timeout=req.tuner["compile_timeout"])
+    futures = [None if key.canonical_json(config) in req.prebuilt else
+               pool.schedule(_build_entry, (*shipped, config), timeout=req.tuner["compile_timeout"])
                for config in configs]
     results = []
-    for fut in futures:
-        try:
-            out = fut.result()
-        except Exception as exc:
-            from .pipeline import classify  # pebble: only where workers ran
-
-            status, why = classify(exc, "build", req.tuner["compile_timeout"])
-            out = {"error": {"stage": BUILD, "type": status, "message": why, "where": None, "tail": ""}}
+    for config, fut in zip(configs, futures):
+        out = req.prebuilt[key.canonical_json(config)] if fut is None else _result(fut, req)
         if "spec_error" in out:
             for other in futures:
-                other.cancel()
-            from .failures import reason
-
-            req.built_here = (f"the program could not be loaded in the compile workers "
-                              f"({reason(out['spec_error'])}), so it was built here")
+                if other is not None:
+                    other.cancel()
+            _not_loaded(req, out)
             return None
         results.append(out)
     return results
 
 
-def _build_entry(spec_id: str, blob: bytes, config: dict, env: dict, path: list[str]) -> dict:
+def build_winner(req: TuneRequest, config: dict, pools: Pools) -> dict:
+    """One config's build result (``build_candidate``'s form) from the device's timing worker, within
+    ``compile_timeout``: a stored winner built again on a hit. The user's code runs there, as a
+    cold run's builds run in the compile workers, and the timing worker sees what this process
+    sees (the GPUs). Where the program cannot be shipped, it is built here (the cold path's last
+    resort too). A failure is kept in ``req.prebuilt``: tuning records it instead of building again."""
+    from .failures import BUILD, describe
+
+    shipped = _ship(req)
+    if shipped is not None:
+        out = _result(pools.bench_pool(req.device).schedule(_build_entry, (*shipped, config),
+                                                            timeout=req.tuner["compile_timeout"]), req)
+        if "error" in out:
+            req.prebuilt[key.canonical_json(config)] = out
+        if "spec_error" not in out:
+            return out
+        _not_loaded(req, out)
+    try:
+        return req.program.spec.build(config).summary()
+    except Exception as exc:
+        return {"error": describe(exc, BUILD, req.program.spec.target)}
+
+
+def _ship(req: TuneRequest) -> tuple | None:
+    """``(spec_id, spec blob, env, sys.path)``: what a worker builds this request's configs from
+    (kept in ``req.shipped``); None where the program cannot be pickled (``req.built_here`` says why)."""
+    import os
+    import sys
+
+    from .shipping import dumps
+
+    if req.shipped is None:
+        try:
+            blob = dumps(req.program.spec)
+        except Exception as exc:
+            req.built_here = (f"the program could not be pickled for the compile workers ({type(exc).__name__}: "
+                              f"{exc}), so it was built here")
+            return None
+        req.shipped = (key.spec_id(blob), blob, dict(os.environ), list(sys.path))
+    return req.shipped
+
+
+def _not_loaded(req: TuneRequest, out: dict) -> None:
+    from .failures import reason
+
+    req.built_here = (f"the program could not be loaded in the compile workers "
+                      f"({reason(out['spec_error'])}), so it was built here")
+
+
+def _result(fut: object, req: TuneRequest) -> dict:
+    """A build job's result, or its worker's death or timeout as a build failure."""
+    from .failures import BUILD
+
+    try:
+        return fut.result()
+    except Exception as exc:
+        from .failures import classify
+
+        status, why = classify(exc, "build", req.tuner["compile_timeout"])
+        return {"error": {"stage": BUILD, "type": status, "message": why, "where": None, "tail": ""}}
+
+
+def _build_entry(spec_id: str, blob: bytes, env: dict, path: list[str], config: dict) -> dict:
     from .compile_job import build_candidate
 
     return build_candidate(spec_id, blob, config, env, path)

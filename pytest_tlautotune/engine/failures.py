@@ -179,3 +179,29 @@ def _short(path: str) -> str:
     except ValueError:
         return path
     return rel if not rel.startswith(".." + os.sep + ".." + os.sep) else path
+
+
+def classify(exc: BaseException, stage: str, limit: float) -> tuple[str, str]:
+    """Turn a pool exception into (status, reason)."""
+    import concurrent.futures as cf
+    import signal
+
+    from pebble import ProcessExpired
+
+    from ..model import Status
+
+    if isinstance(exc, (cf.TimeoutError, TimeoutError)):
+        return Status.TIMEOUT, f"{stage} exceeded {limit:g} s and was killed"
+    if isinstance(exc, ProcessExpired):
+        code = exc.exitcode
+        sig = ""
+        if code is not None and code < 0:
+            try:
+                sig = f" ({signal.Signals(-code).name})"
+            except ValueError:
+                pass
+        if code == CUDA_FAULT_EXIT:
+            return Status.CRASH, f"{stage}: CUDA fault (e.g. illegal memory access); the timing worker was restarted"
+        return Status.CRASH, f"{stage} worker died with exit code {code}{sig}"
+    status = Status.COMPILE_ERROR if stage == "compile" else Status.ERROR
+    return status, f"{stage} failed: {type(exc).__name__}: {exc}"

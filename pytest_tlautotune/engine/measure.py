@@ -1,4 +1,5 @@
-"""Timing jobs, the top-k confirmation, and re-timing a stored winner for the gate.
+"""Timing jobs, the top-k confirmation, checking a stored winner on a hit, and re-timing one for
+the gate.
 
 Everything here runs in the device's timing worker (``bench.py``); the test process only
 schedules jobs and reads their samples.
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..key import inputs_key, remeasure_key
-from ..model import TuneRequest
+from ..model import Status, TuneRequest
 from .failures import reason
 
 if TYPE_CHECKING:
@@ -111,6 +112,43 @@ def to_confirm(passed: list[dict], top_k: int) -> list[dict]:
     best = passed[0]["median_ms"]
     suspects = [r for r in passed[top_k:] if r.get("samples") and min(r["samples"]) < best]
     return top + suspects[:top_k]
+
+
+def checks_output(profile: Any) -> bool:
+    """Whether anything compares a kernel's output (a ``ref_prog`` or ``manual_check_prog``, no ``skip_check``)."""
+    return (profile.ref_prog is not None or profile.manual_check_prog is not None) and not profile.skip_check
+
+
+def check_stored(pools: Pools, cache: Store, req: TuneRequest, entry: Path, result: Any) -> str | None:
+    """Check the winner stored at ``entry`` (``result``: the ``AutotuneResult`` loaded from it)
+    against today's reference in the device's timing worker (one kernel call, one ``ref_prog``
+    call, within ``timeout``; see ``bench.check_once``): None when it passes, else why not. A crash
+    or a hang there (the kernel's, the reference's, supply_prog's) is a reason, never the end of
+    this process.
+    """
+    import cloudpickle
+
+    from .bench import BenchJob, check_once
+
+    # The winner's candidate directory names the inputs it was checked on when it was tuned.
+    winner = next((c.get("ckey") for c in result.record.get("candidates") or []
+                   if c.get("status") == Status.OK and c.get("ckey") and c.get("config") == result.config), None)
+    checked_as = str(cache.kernel_dir(winner)) if winner else str(entry)
+    job = BenchJob(
+        key=remeasure_key(req.nodeid, req.program_name),
+        kernel_dir=str(entry),
+        compile_args=req.compile_args,
+        profile_blob=cloudpickle.dumps(req.profile_args),
+        device=req.device,
+    )
+    timeout = req.profile_args.timeout
+    try:
+        out = pools.bench_pool(req.device).schedule(check_once, (job, checked_as), timeout=timeout).result()
+    except Exception as exc:  # noqa: BLE001 - the worker died or was killed: the check failed
+        from .failures import classify
+
+        return classify(exc, "check", timeout)[1]
+    return None if out["status"] == Status.OK else out["reason"]
 
 
 def measure_again(pools: Pools, cache: Store, req: TuneRequest, entry: Path, clock: str = "wall") -> dict:

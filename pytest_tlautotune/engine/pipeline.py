@@ -9,16 +9,13 @@ failure is a record on its config.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import signal
 import time
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pebble import ProcessExpired
-
 from ..model import REUSABLE_FAILURES, Candidate, CandidateRecord, Status, TuneError, TuneRequest
-from .failures import CUDA_FAULT_EXIT, REF_PROG, SUPPLY_PROG, definition, reason
+from .failures import REF_PROG, SUPPLY_PROG, classify, definition, reason
 from .measure import JobFactory
 
 if TYPE_CHECKING:
@@ -312,22 +309,3 @@ def _compile_entry(source: Any, compile_args: Any, out_dir: str, fallback_dir: s
     from .compile_job import compile_candidate
 
     return compile_candidate(source, compile_args, out_dir, fallback_dir)
-
-
-def classify(exc: BaseException, stage: str, limit: float) -> tuple[Status, str]:
-    """Turn a pool exception into (status, reason)."""
-    if isinstance(exc, (cf.TimeoutError, TimeoutError)):
-        return Status.TIMEOUT, f"{stage} exceeded {limit:g} s and was killed"
-    if isinstance(exc, ProcessExpired):
-        code = exc.exitcode
-        sig = ""
-        if code is not None and code < 0:
-            try:
-                sig = f" ({signal.Signals(-code).name})"
-            except ValueError:
-                pass
-        if code == CUDA_FAULT_EXIT:
-            return Status.CRASH, f"{stage}: CUDA fault (e.g. illegal memory access); the timing worker was restarted"
-        return Status.CRASH, f"{stage} worker died with exit code {code}{sig}"
-    status = Status.COMPILE_ERROR if stage == "compile" else Status.ERROR
-    return status, f"{stage} failed: {type(exc).__name__}: {exc}"

@@ -95,6 +95,9 @@ def record_outcome(item: pytest.Item, req: TuneRequest, outcome: Outcome, machin
     if quarantined:
         row["quarantined"] = quarantined
         props.append(("tl_quarantined", quarantined))
+    if outcome.stale:  # the stored winner failed today's check: tuned again
+        row["stale"] = outcome.stale
+        props.append(("tl_stale", outcome.stale))
     item.user_properties.extend(props)
     if quarantined:  # after tuning and saving: under filterwarnings=error the new result is kept
         warn(QuarantineWarning(f"{item.nodeid}: the stored result {outcome.key[:12]} was corrupt "

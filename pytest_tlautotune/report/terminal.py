@@ -109,6 +109,9 @@ def summary_lines(rows: list[dict], verbose: int = 0) -> list[str]:
             lines.append(f"  {name}: tuning failed: {first_line(row.get('reason'))}")
         if row.get("quarantined"):
             lines.append(f"  {name}: the stored result was corrupt and tuned again: {row['quarantined']}")
+        if row.get("stale"):
+            lines.append(f"  {name}: the stored result was not served and was tuned again: "
+                         f"{row['stale']}")
     if verbose > 0:
         for row in ordered:
             name = row.get("id", row["nodeid"])
