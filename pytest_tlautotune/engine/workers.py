@@ -9,7 +9,8 @@ import. A compile worker (and the CPU timing worker) hides every GPU as it start
 worker takes the test process's GPUs and creates its own context. Where a forked CUDA worker cannot
 use its GPU, timing workers are spawned instead. Where the fork server was started before the plugin
 could preload it (by the tests' own code), each worker imports TileLang itself and the tuning
-record's notes say so. Only multiprocessing's public API is used, so no Python version is singled
+record's notes say so. Only public names of multiprocessing are used (the documented context API,
+and ``forkserver.ensure_running`` of that module's ``__all__``), so no Python version is singled
 out. Pool tasks with a timeout are killed by pebble, not abandoned in a thread that keeps running
 and disturbs later timings.
 """
@@ -45,7 +46,7 @@ START_ENV = "TL_AUTOTUNE_WORKER_START"
 _SERVER: dict[str, Any] = {}
 #: In a worker: how it started (``_init_worker``), for ``_origin``.
 _ORIGIN: dict[str, Any] = {}
-#: ``Pools.started`` values: how a pool's workers started.
+#: What ``Pools.origin`` says of how a pool's workers started (its ``started``).
 FORKED, FORKED_IMPORTING, SPAWNED = "forked", "forked, each importing TileLang", "spawned"
 #: The tuning record's note where workers could not fork from a fork server with TileLang preloaded.
 NOTE_NOT_PRELOADED = ("compile workers each imported TileLang (a slower start): this process's fork "
