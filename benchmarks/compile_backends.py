@@ -5,7 +5,7 @@ whether the kernels are the same (same check, same latency).
 
 On the GPU machine. For each backend, the same configs of the 48-config 4096^3 fp16 GEMM are
 built and compiled the way the plugin does it (in a pool of compile workers forked from the
-GPU-less fork server, the device's arch written into the target), and each job reports the CPU
+fork server, GPUs hidden, the device's arch written into the target), and each job reports the CPU
 seconds it used, its own and its child processes' (nvcc, g++). Then every kernel is loaded
 here, checked against ``torch.matmul`` and timed with CUDA events (median of 200, interleaved
 over backends so clock drift hits them alike). The last stdout line is JSON.

@@ -6,7 +6,7 @@ On the GPU machine. For a few configs of the 48-config GEMM space it times, in t
 process: building the PrimFunc, ``tilelang.compile`` (split into the external compiler
 processes it starts, e.g. nvcc, and the rest: lowering, codegen, loading), and writing the
 cache artifacts. Then it compiles the same configs the way the plugin does — in compile
-workers forked from a fork server that sees no GPU, with the device's arch written into
+workers forked from the fork server that see no GPU, with the device's arch written into
 the target — loads each kernel here and checks it against torch.matmul.
 """
 

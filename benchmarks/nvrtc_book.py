@@ -7,7 +7,7 @@ more; this script does it at any count, to measure both sides of that line.
 
 Needs NVRTC and the CUDA headers (``pip install pytest-tlautotune[nvrtc]``; a GPU is not
 needed: NVRTC compiles for any arch). Each round runs two compile sessions of the same GEMM
-configs, the way the plugin compiles candidates (a pool forked from the GPU-less fork server,
+configs, the way the plugin compiles candidates (a pool forked from the fork server, GPUs hidden,
 NVRTC with one shared PCH): one whose cache directory remembers no header prefix (its first
 candidate writes the PCH while the others wait), and one whose book was filled by an earlier
 session (its first compile job writes the PCH ahead of the candidates: ``device_compile.prime``).

@@ -120,13 +120,12 @@ class TuneSession:
         return self._device_compiler
 
     def prestart(self) -> None:
-        """Autotuned tests are coming: start the compile workers' fork server now (and on a GPU
-        machine the timing workers' one), so it imports TileLang while this process imports the
-        tests, and the timing worker of the likely device, which checks every hit (under
-        --tl-no-tune too). On a GPU machine this process's CUDA driver starts now too, in the
-        background, and where the cache directory remembers NVRTC header prefixes the fork server
-        writes their PCHs as it starts (``workers.prestart``): the first tuning's compiles then find
-        them written instead of waiting for one of them.
+        """Autotuned tests are coming: start the workers' fork server now, so it imports TileLang
+        while this process imports the tests, and the timing worker of the likely device, which
+        checks every hit (under --tl-no-tune too). On a GPU machine this process's CUDA driver
+        starts now too, in the background, and where the cache directory remembers NVRTC header
+        prefixes the fork server writes their PCHs as it starts (``workers.prestart``): the first
+        tuning's compiles then find them written instead of waiting for one of them.
 
         With a baseline in play every test re-times its kernel, so the compile workers start now too.
         """
@@ -141,8 +140,7 @@ class TuneSession:
         gate = wants_fresh_numbers(self.config)
         # The option's choice, not resolved here (that imports TileLang): nvcc never needs a PCH.
         nvrtc_may = gpus and not self.no_tune and get_option(self.config, "tl_device_compiler") != "nvcc"
-        self.primed_ahead = prestart(cuda=gpus, pch_book=self.pch_book if nvrtc_may else None,
-                                     n_workers=self.n_workers)
+        self.primed_ahead = prestart(pch_book=self.pch_book if nvrtc_may else None, n_workers=self.n_workers)
         self.pools.warm_up(self._likely_devices(), compile=gate and not self.no_tune)
 
     def _likely_devices(self) -> list[str]:

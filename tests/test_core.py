@@ -319,7 +319,8 @@ def test_0_fork_server_started_at_collection():
 
 
 def test_1_own_forkserver_processes_keep_their_environment():
-    # The plugin's fork server hides GPUs from compile workers, not from the tests' processes.
+    # Compile workers hide the GPUs as they start; the fork server, which the tests' forkserver
+    # processes come from too, keeps them.
     ctx = multiprocessing.get_context("forkserver")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
         assert pool.submit(os.getenv, "CUDA_VISIBLE_DEVICES", "unset").result() == "unset"
@@ -347,11 +348,45 @@ def test_compile_workers_start_at_collection_and_serve_every_test(tl, pytester, 
     pids = [{c["pid"] for c in r["candidates"] if c.get("pid")} for r in records]
     # Two tests, four compiles, one pool of two workers: the second test reused the first's.
     assert all(pids) and len(pids[0] | pids[1]) <= 2, pids
+    from pytest_tlautotune.engine import workers
+
+    for r in records:
+        # Forked from the fork server the plugin started with TileLang preloaded (no import of their own).
+        assert r["phases"]["compile_workers"] == workers.FORKED, r["phases"]
+        assert r["notes"] == []
     for r in records:
         phases = r["phases"]
         assert 0 <= phases["first_compile_start_s"] <= phases["last_compile_end_s"] <= phases["last_timing_end_s"]
     # Compile workers keep kernels in our cache only, not a second copy in TileLang's.
     assert not [p for p in tl_cache.rglob("*") if p.is_file() and p.suffix in (".so", ".cubin")]
+
+
+FORK_SERVER_STARTED_FIRST = """
+import multiprocessing
+import os
+
+
+def pytest_configure(config):
+    # The tests' own code starts this process's fork server before the plugin does (at collection).
+    process = multiprocessing.get_context("forkserver").Process(target=os.getpid)
+    process.start()
+    process.join()
+"""
+
+
+def test_a_fork_server_the_plugin_could_not_preload_is_noted_in_the_record(tl, pytester, monkeypatch):
+    """Where the tests' code started multiprocessing's fork server before the plugin could preload
+    TileLang into it, compile workers still fork from it, each importing TileLang itself, and the
+    record's notes say so in one line (no warning, which filterwarnings=error would turn into a failure)."""
+    from pytest_tlautotune.engine import workers
+
+    pytester.makeconftest(FORK_SERVER_STARTED_FIRST)
+    pytester.makepyfile(test_w=WORKERS_TEST.format(target='"c"'))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    tl.run("--tl-workers=1", "-k", "test_gemm and 32", subprocess=True).assert_outcomes(passed=1, warnings=0)
+    (record,) = [json.loads(p.read_text()) for p in tl.cache_dir.glob("entries/*/record.json")]
+    assert record["phases"]["compile_workers"] == workers.FORKED_IMPORTING, record["phases"]
+    assert record["notes"] == [workers.NOTE_NOT_PRELOADED]
 
 
 def test_no_tune_starts_the_fork_server_too(tl, pytester):
@@ -367,18 +402,18 @@ from pytest_tlautotune.engine import workers
 
 pools = workers.Pools(1)
 try:
-    pool = pools.bench_pool("cuda:0")  # forked from the CUDA fork server: no GPU here, so it fails
+    pool = pools.bench_pool("cuda:0")  # forked from the fork server: no GPU here, so it fails
     print("FALLBACK", "cuda:0" in pools.fallbacks)
     print("REASON", pools.fallbacks.get("cuda:0") or "none")
     print("PARENT_IS_US", pool.schedule(os.getppid).result(timeout=300) == os.getpid())
-    print("SERVER", workers.server_running("cuda"), workers.server_running("cpu"))
+    print("SERVER", workers.server_running())
 finally:
     pools.close()
 """
 
 
 def test_forked_cuda_timing_worker_that_cannot_use_its_gpu_is_spawned_instead():
-    """A CUDA timing worker forked from the CUDA fork server must create its context before it gets
+    """A CUDA timing worker forked from the fork server must create its context before it gets
     a candidate; where it cannot, its device's worker is spawned by this process and the reason kept."""
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
@@ -389,7 +424,7 @@ def test_forked_cuda_timing_worker_that_cannot_use_its_gpu_is_spawned_instead():
     assert lines.get("FALLBACK") == "True", out
     assert lines["REASON"] != "none"  # the reason is kept (here: torch has no CUDA, or no GPU)
     assert lines["PARENT_IS_US"] == "True"  # the replacement was spawned here, not forked by the server
-    assert lines["SERVER"] == "True False"  # the CUDA fork server ran; nothing started the compile one
+    assert lines["SERVER"] == "True"  # the first worker was forked from the fork server
 
 
 def test_gpus_are_not_looked_for_where_cuda_visible_devices_hides_them(monkeypatch):

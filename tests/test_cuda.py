@@ -36,9 +36,11 @@ def test_cuda_tunes_and_hits(cuda_tl, pytester, backend):
     cuda_tl.run().assert_outcomes(passed=1)
     assert cuda_tl.prop("test_add", "tl_cache") == ["miss"]
     assert float(cuda_tl.prop("test_add", "tl_latency_ms")[0]) > 0
-    # The timing worker was forked from the CUDA fork server and could use its GPU (not spawned).
+    # The timing worker was forked from the fork server and could use its GPU (not spawned); the
+    # compile workers were forked from it too, TileLang preloaded.
     [record] = [json.loads(p.read_text()) for p in cuda_tl.cache_dir.glob("entries/*/record.json")]
     assert "ready_s_cuda:0" in record["phases"]
+    assert record["phases"]["compile_workers"] == "forked", record["phases"]
     assert not [note for note in record["notes"] if "was spawned" in note], record["notes"]
     cuda_tl.run().assert_outcomes(passed=1)
     assert cuda_tl.prop("test_add", "tl_cache") == ["hit"]

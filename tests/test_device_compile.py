@@ -4,6 +4,7 @@ arch on a CPU-only machine. Skips where cuda-python, libnvrtc or the CUDA header
 import ctypes
 import hashlib
 import json
+import pickle
 import shutil
 import subprocess
 import sys
@@ -54,13 +55,30 @@ def _symbols(library: Path) -> list[str]:
     return sorted(line.split(maxsplit=1)[1] for line in lines if line.strip())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def own_fork_server():
-    """The tests count the PCHs their compiles write: a fork server this process started before them
-    (the plugin's, at collection, on a GPU machine) may have written the book's or the seeds' already."""
-    from pytest_tlautotune.engine import workers
+HERE = Path(__file__).resolve().parent
 
-    workers.stop_server()
+
+def in_own_process(name: str, *args):
+    """``name(*args)``, a function of this module, in a new Python process: its workers fork from a
+    fork server of its own. These tests count the PCHs their compiles write, and this process's
+    server (the plugin's, started at collection on a GPU machine) may have written the book's or the
+    seeds' already. Skips where the function does."""
+    code = ("import pickle, sys\n"
+            f"sys.path[:0] = [{str(HERE)!r}, {str(HERE.parent)!r}]\n"
+            "from _pytest.outcomes import Skipped\n"
+            "import test_device_compile as module\n"
+            "try:\n"
+            f"    out = ('done', module.{name}(*pickle.loads(bytes.fromhex(sys.argv[1]))))\n"
+            "except Skipped as exc:\n"
+            "    out = ('skip', exc.msg)\n"
+            "print(pickle.dumps(out).hex())\n")
+    proc = subprocess.run([sys.executable, "-c", code, pickle.dumps(args).hex()], capture_output=True, text=True,
+                          timeout=900, cwd=HERE.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    how, out = pickle.loads(bytes.fromhex(proc.stdout.strip().splitlines()[-1]))
+    if how == "skip":
+        pytest.skip(out)
+    return out
 
 
 @pytest.fixture
@@ -74,21 +92,28 @@ def headers_ok():
         pytest.skip(f"no CUDA headers under CUDA_HOME={CUDA_HOME}")
 
 
-def test_compile_workers_share_one_precompiled_header(headers_ok):
+def compile_in_two_workers(out: Path) -> tuple[list[dict], list[str], bool]:
+    """Two NVRTC compile workers compile the four configs (``in_own_process``): their results, what
+    the fork server's PCH directory then holds, and whether it is left once the pools close."""
     from pytest_tlautotune.engine import workers
-    from pytest_tlautotune.store.artifacts import PACKED_SYMBOL
 
     pools = workers.Pools(2, "nvrtc")
-    out = Path(tempfile.mkdtemp(prefix="tl-nvrtc-test-"))
     try:
         futs = [pools.compile_pool().schedule(compile_gemm, (c, str(out / str(i)))) for i, c in enumerate(CONFIGS)]
         results = [f.result(timeout=600) for f in futs]
-        assert workers.server_running()
-        server_dir = device_compile.pch_dir(workers.server_pid())
+        server_dir = device_compile.pch_dir(pools.origin()["server"])
         written = [p.suffix for p in server_dir.iterdir() if p.name != device_compile.HEAP_PCH]
     finally:
         pools.close()
-    assert not server_dir.exists()  # the session's PCHs go with its pools
+    return results, written, server_dir.exists()
+
+
+def test_compile_workers_share_one_precompiled_header(headers_ok):
+    from pytest_tlautotune.store.artifacts import PACKED_SYMBOL
+
+    out = Path(tempfile.mkdtemp(prefix="tl-nvrtc-test-"))
+    results, written, left = in_own_process("compile_in_two_workers", out)
+    assert not left  # the session's PCHs go with its pools
     if any(r.get("device_compiler", {}).get("compiler") != "nvrtc" for r in results):
         pytest.skip(f"NVRTC could not compile here: {results[0].get('device_compiler')}")
     assert written == [".pch"]  # one PCH, nothing half-written
@@ -152,7 +177,7 @@ def test_precompiled_header_gives_the_same_cubin(headers_ok, monkeypatch, tmp_pa
 
 def remember_one_prefix(book: str, tmp_path: Path) -> None:
     """A session with one compile worker compiles a GEMM, writing its PCH and remembering the
-    header prefix in ``book`` (skips where NVRTC cannot compile)."""
+    header prefix in ``book`` (skips where NVRTC cannot compile; run ``in_own_process``)."""
     from pytest_tlautotune.engine import workers
 
     pools = workers.Pools(1, "nvrtc", pch_book=book)
@@ -181,7 +206,7 @@ def primed_session(book: str, config: dict, out: Path, archs: tuple[int, ...] = 
     """A session with enough compile workers that one writes the PCHs ahead (``warm_up`` for each
     of ``archs``) compiles one GEMM config once the prime jobs are done (in a run the candidates
     start beside them and wait for a PCH being written; the order is the benchmarks' to time, the
-    PCH's use is the test's): what each arch's prime job did, and the compile."""
+    PCH's use is the test's): what each arch's prime job did, and the compile (run ``in_own_process``)."""
     from pytest_tlautotune.engine import workers
 
     pools = workers.Pools(workers.PRIME_MIN_WORKERS, "nvrtc", pch_book=book)
@@ -202,12 +227,12 @@ def test_a_later_session_writes_the_remembered_pch_before_its_first_compile(head
     the candidates, so its first candidate uses it instead of writing it."""
 
     book = tmp_path / "book"
-    remember_one_prefix(str(book), tmp_path)
+    in_own_process("remember_one_prefix", str(book), tmp_path)
     [entry] = [json.loads(p.read_text()) for p in book.glob("*.json")]
     assert "--gpu-architecture=sm_90a" in entry["options"] and "#include" in entry["prefix"]
 
     # The next session (its PCH directory is new); nothing remembered for sm_80: nothing written.
-    primed, second = primed_session(str(book), CONFIGS[1], tmp_path / "b", archs=(80, 90))
+    primed, second = in_own_process("primed_session", str(book), CONFIGS[1], tmp_path / "b", (80, 90))
     assert primed == {80: [], 90: ["created"]}
     assert second["device_compiler"]["pch"] == "used", second["device_compiler"]
 
@@ -230,7 +255,7 @@ def test_a_machines_first_tuning_writes_the_shipped_seeds_pch_ahead(headers_ok, 
         pytest.skip("no seeds for the installed TileLang")
     seeds = json.loads(device_compile.SEEDS.read_text())["seeds"]
     book = tmp_path / "book"
-    primed, first = primed_session(str(book), CONFIGS[0], tmp_path / "a")
+    primed, first = in_own_process("primed_session", str(book), CONFIGS[0], tmp_path / "a")
     if first.get("device_compiler", {}).get("compiler") != "nvrtc":
         pytest.skip(f"NVRTC could not compile here: {first.get('device_compiler')}")
     assert primed[90] == ["created"] * len([s for s in seeds if 90 in s["archs"]])
@@ -299,10 +324,10 @@ def test_a_machine_that_tuned_before_writes_the_pch_ahead_whatever_the_cache_dir
 
 
     user, job1, job2 = tmp_path / "user", tmp_path / "job1", tmp_path / "job2"
-    remember_one_prefix(f"{job1}{os.pathsep}{user}", tmp_path)
+    in_own_process("remember_one_prefix", f"{job1}{os.pathsep}{user}", tmp_path)
     assert [p.name for p in job1.glob("*.json")] == [p.name for p in user.glob("*.json")] != []
 
-    primed, second = primed_session(f"{job2}{os.pathsep}{user}", CONFIGS[1], tmp_path / "b")
+    primed, second = in_own_process("primed_session", f"{job2}{os.pathsep}{user}", CONFIGS[1], tmp_path / "b")
     assert primed[90] == ["created"]
     assert second["device_compiler"]["pch"] == "used", second["device_compiler"]
 

@@ -363,7 +363,7 @@ def test_a(request):
 
 
 def test_only_a_module_that_mentions_autotune_starts_the_fork_server_at_collection(pytester):
-    """Collecting a module that mentions the marker or fixture starts the compile workers' fork server
+    """Collecting a module that mentions the marker or fixture starts the workers' fork server
     (its TileLang import runs beside the test process's); one that only imports this package (its own
     tests) starts nothing."""
     pytester.makepyfile(test_a=PRESTART_PROBE)

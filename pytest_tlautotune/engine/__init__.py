@@ -5,12 +5,12 @@
     measure.py   timing jobs, the top-k confirmation, re-timing a stored winner
     search.py    which configs to measure next (exhaustive, random, guided)
     programs.py  what a program is: TileLang's decorators, configs, example inputs
-    workers.py   the worker processes: fork servers, the compile pool, one timing worker per device
+    workers.py   the worker processes: the fork server, the compile pool, one timing worker per device
     compile_job.py  build, compile and save one candidate in a compile worker
     device_compile.py  CUDA device code through NVRTC, one shared precompiled header
     bench.py     check and time one kernel in a timing worker
     failures.py  who failed and where, as a record
-    hide_gpus.py, no_cuda_init.py, nvrtc_preload.py  what the fork servers import first or last
+    no_cuda_init.py, nvrtc_preload.py  what the fork server imports before TileLang
 
-Nothing is imported here: the fork server imports ``engine.hide_gpus`` before anything else.
+Nothing is imported here: the fork server imports ``engine.no_cuda_init`` before anything else.
 """

@@ -420,16 +420,14 @@ def seed_entries(archs: list[int]) -> list[tuple[str, list[str]]]:
 
 def visible_archs(shown: str | None = None) -> list[int]:
     """The archs (``sm_<arch>``) of the GPUs a process with ``CUDA_VISIBLE_DEVICES=shown`` sees
-    (the fork server's test process's where None: ``hide_gpus.SHOWN``; every GPU where it names
-    none by index), distinct, in that order, asked of ``nvidia-smi``: the CUDA driver must not be
-    initialised in the fork server's children (``cuInit`` there crashes: seen on a 2xH200 host).
-    Empty where it cannot say."""
+    (this process's where None; the fork server's is the test process's as it started the server;
+    every GPU where it names none by index), distinct, in that order, asked of ``nvidia-smi``: the
+    CUDA driver must not be initialised in the fork server's children (``cuInit`` there crashed on a
+    2xH200 host). Empty where it cannot say."""
     import subprocess
-    import sys
 
     if shown is None:
-        hide = sys.modules.get(__package__ + ".hide_gpus")
-        shown = hide.SHOWN if hide is not None else os.environ.get("CUDA_VISIBLE_DEVICES")
+        shown = os.environ.get("CUDA_VISIBLE_DEVICES")
     query = ["nvidia-smi", "--query-gpu=index,compute_cap", "--format=csv,noheader"]
     try:
         lines = subprocess.run(query, capture_output=True, text=True, timeout=30, check=True).stdout.splitlines()

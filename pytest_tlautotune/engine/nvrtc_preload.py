@@ -1,4 +1,4 @@
-"""Imported by the compile workers' fork server, before TileLang: load NVRTC before any worker is
+"""Imported by the workers' fork server, before TileLang: load NVRTC before any worker is
 forked, and where ``workers.prestart`` handed it a book of header prefixes, write their PCHs in
 the background meanwhile (``device_compile.prime_detached``).
 

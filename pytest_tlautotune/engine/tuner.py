@@ -64,6 +64,9 @@ class Tuner:
         for device, why in self.pools.fallbacks.items():
             self.pipeline.notes.append(f"the timing worker of {device} was spawned: one forked from the fork "
                                        f"server could not use the GPU ({why})")
+        note = self.pools.start_note()
+        if note:
+            self.pipeline.notes.append(note)
         result = self._result(cands[winner["index"]], winner, samples, ref_samples, info, records, key,
                               time.perf_counter() - t0, phases, self.pipeline.notes)
         return result, records
@@ -79,6 +82,8 @@ class Tuner:
             "timed": self.pipeline.timing_jobs,
             "reused": sum(1 for r in records if r.get("reused")),
             "workers": self.pools.n_workers,
+            # FORKED (from the fork server, TileLang preloaded), FORKED_IMPORTING or SPAWNED
+            "compile_workers": self.pools.origin("compile", timeout=60).get("started"),
             **self._timeline(records, self.pipeline.t0_wall),
         }
 

@@ -1,19 +1,24 @@
 """Worker processes: a compile pool and one timing worker per device (the jobs they run are
 ``compile_job.py``'s and ``bench.py``'s).
 
-Both pools start once per session and are reused by every test. Workers fork from fork servers
-of our own that imported TileLang once: compile workers (and CPU timing workers) from one that
-hides every GPU, CUDA timing workers from one that sees them and never initialises CUDA (each
-worker creates its own context on its GPU). A new worker, or the replacement of one killed for a
-timeout, a crash or a CUDA fault, costs a fork, not a TileLang import. Where a forked CUDA worker
-cannot use its GPU, timing workers are spawned instead. Pool tasks with a timeout are killed by
-pebble, not abandoned in a thread that keeps running and disturbs later timings.
+Both pools start once per session and are reused by every test. Workers fork from
+multiprocessing's fork server of this process, which the plugin starts (``prestart``) with TileLang
+preloaded (``set_forkserver_preload``) and CUDA never initialised there: a new worker, or the
+replacement of one killed for a timeout, a crash or a CUDA fault, costs a fork, not a TileLang
+import. A compile worker (and the CPU timing worker) hides every GPU as it starts; a CUDA timing
+worker takes the test process's GPUs and creates its own context. Where a forked CUDA worker cannot
+use its GPU, timing workers are spawned instead. Where the fork server was started before the plugin
+could preload it (by the tests' own code), each worker imports TileLang itself and the tuning
+record's notes say so. Only public names of multiprocessing are used (the documented context API,
+and ``forkserver.ensure_running`` of that module's ``__all__``), so no Python version is singled
+out. Pool tasks with a timeout are killed by pebble, not abandoned in a thread that keeps running
+and disturbs later timings.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
-import io
 import logging
 import multiprocessing
 import os
@@ -21,127 +26,85 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from multiprocessing import context as mp_context
-from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
 from pathlib import Path
 from typing import Any
 
 from ..store.files import process_gone, remove_tree
 from .device_compile import BOOK_ENV, NVCC, book_has_entries, has_seeds
 
-_FORKSERVERS: dict[str, Any] = {}  # "cpu" (GPUs hidden) and "cuda" (GPUs visible): see _forkserver
-#: What the compile workers' fork server imports before it forks: CUDA kept uninitialised and the
-#: GPUs hidden (NVRTC compile workers initialise the driver themselves), then NVRTC (its PCH heap
-#: shared by every worker; the remembered PCHs written meanwhile, see ``prestart``), then TileLang.
-PRELOAD = ["pytest_tlautotune.engine.no_cuda_init", "pytest_tlautotune.engine.hide_gpus",
-           "pytest_tlautotune.engine.nvrtc_preload", "tilelang", "pytest_tlautotune.engine.bench"]
-#: What the CUDA timing workers' fork server imports: the same without hiding the GPUs; it never
-#: initialises CUDA either, so each forked worker creates its own context.
-PRELOAD_CUDA = ["pytest_tlautotune.engine.no_cuda_init", "tilelang", "pytest_tlautotune.engine.bench"]
+#: What the workers' fork server imports before it forks: CUDA kept uninitialised (NVRTC compile
+#: workers initialise the driver themselves, a CUDA timing worker creates its context), then NVRTC
+#: (its PCH heap shared by every worker; the remembered PCHs written meanwhile, see ``prestart``),
+#: then TileLang. The GPUs stay visible there: processes the tests start with the forkserver method
+#: (the default from Python 3.14) fork from this server too, and keep them.
+PRELOAD = ["pytest_tlautotune.engine.no_cuda_init", "pytest_tlautotune.engine.nvrtc_preload", "tilelang",
+           "pytest_tlautotune.engine.bench"]
+#: ``TL_AUTOTUNE_WORKER_START=spawn`` spawns every worker (each imports TileLang itself, sees the GPUs).
+START_ENV = "TL_AUTOTUNE_WORKER_START"
+#: This process's fork server as the plugin knows it: ``started`` once the plugin asked for it (with
+#: its preload), ``pid`` once a worker forked from it said which process that is (``_origin``).
+_SERVER: dict[str, Any] = {}
+#: In a worker: how it started (``_init_worker``), for ``_origin``.
+_ORIGIN: dict[str, Any] = {}
+#: What ``Pools.origin`` says of how a pool's workers started (its ``started``).
+FORKED, FORKED_IMPORTING, SPAWNED = "forked", "forked, each importing TileLang", "spawned"
+#: The tuning record's note where workers could not fork from a fork server with TileLang preloaded.
+NOTE_NOT_PRELOADED = ("compile workers each imported TileLang (a slower start): this process's fork "
+                      "server was started before the plugin could preload it")
+NOTE_NO_FORKSERVER = "workers were spawned, each importing TileLang (a slower start): no fork server here"
 
 
-def _forkserver(kind: str = "cpu"):
-    """The fork server that compile workers and CPU timing workers (``kind="cpu"``), or CUDA
-    timing workers (``kind="cuda"``), are forked from.
-
-    The ``cpu`` one imports ``hide_gpus`` first, then TileLang: no GPU is visible in it or in its
-    children. Neither ever initialises CUDA (``no_cuda_init``), so their forks stay usable, also
-    for NVRTC, which initialises the driver in each compile worker, and for a timing worker,
-    which creates its context on its GPU. Workers start in milliseconds instead of each
-    importing TileLang (and torch).
-    They are fork servers of our own, not multiprocessing's per-process one: processes the
-    tests start with the forkserver method (the default from Python 3.14) keep their GPUs.
-    """
-    if kind not in _FORKSERVERS:
-        server = forkserver.ForkServer()
-        server.set_forkserver_preload(PRELOAD if kind == "cpu" else PRELOAD_CUDA)
-        ctx = _ForkServerContext()
-        ctx.Process = _ForkServerProcess if kind == "cpu" else _CudaForkServerProcess
-        ctx.server = server
-        _FORKSERVERS[kind] = ctx
-    return _FORKSERVERS[kind]
+def _forking() -> bool:
+    """Whether workers fork from the fork server (else they are spawned)."""
+    return os.environ.get(START_ENV) != "spawn" and "forkserver" in multiprocessing.get_all_start_methods()
 
 
-#: Python versions whose private ``popen_forkserver.Popen._launch`` _ForkServerPopen copies was
-#: checked against; on any other the workers are spawned (slower start, same results).
-FORK_SERVER_CHECKED = ((3, 11), (3, 12), (3, 13))
+def _start_server(pch_book: str | None = None) -> None:
+    """Ask for this process's fork server with the plugin's preload (a server already running stays
+    as it is: see ``NOTE_NOT_PRELOADED``). It starts now, with this process's environment, and
+    imports TileLang in the background; with ``pch_book`` it writes the book's PCHs meanwhile."""
+    from multiprocessing import forkserver  # ensure_running: in the module's __all__
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD)
+    if pch_book:
+        os.environ[BOOK_ENV] = pch_book  # read by the server as it starts, not left to this process
+    try:
+        forkserver.ensure_running()
+    finally:
+        if pch_book:
+            del os.environ[BOOK_ENV]
+    _SERVER["started"] = True
 
 
-def _use_own_fork_server() -> bool:
-    return sys.version_info[:2] in FORK_SERVER_CHECKED and os.environ.get("TL_AUTOTUNE_WORKER_START") != "spawn"
-
-
-class _ForkServerPopen(popen_forkserver.Popen):
-    def __init__(self, process_obj: Any, server: Any):
-        self._server = server
-        super().__init__(process_obj)
-
-    def _launch(self, process_obj: Any) -> None:
-        # popen_forkserver.Popen._launch (the same in Python 3.11 to 3.13), with our server in
-        # place of the module-wide one.
-        prep_data = spawn.get_preparation_data(process_obj._name)
-        buf = io.BytesIO()
-        mp_context.set_spawning_popen(self)
-        try:
-            reduction.dump(prep_data, buf)
-            reduction.dump(process_obj, buf)
-        finally:
-            mp_context.set_spawning_popen(None)
-        self.sentinel, w = self._server.connect_to_new_process(self._fds)
-        _parent_w = os.dup(w)
-        self.finalizer = util.Finalize(self, util.close_fds, (_parent_w, self.sentinel))
-        with open(w, "wb", closefd=True) as f:
-            f.write(buf.getbuffer())
-        self.pid = forkserver.read_signed(self.sentinel)
-
-
-class _ForkServerProcess(mp_context.ForkServerProcess):
-    _kind = "cpu"
-
-    @classmethod
-    def _Popen(cls, process_obj: Any) -> _ForkServerPopen:
-        return _ForkServerPopen(process_obj, _forkserver(cls._kind).server)
-
-
-class _CudaForkServerProcess(_ForkServerProcess):
-    _kind = "cuda"
-
-
-class _ForkServerContext(mp_context.ForkServerContext):
-    """``forkserver`` processes from our server (see ``_forkserver``)."""
-
-
-def _context(device: str = "cpu", forked: bool = True):
-    """Forked from our fork servers (see ``_forkserver``), or spawned where ``forked`` is false.
-
-    ``TL_AUTOTUNE_WORKER_START=spawn`` spawns every worker (each imports TileLang itself).
-    """
-    if not forked or not _use_own_fork_server():
+def _context(forked: bool = True):
+    """Forked from the fork server (started here if need be), or spawned where ``forked`` is false
+    or workers are not forked here (``_forking``)."""
+    if not forked or not _forking():
         return multiprocessing.get_context("spawn")
-    return _forkserver("cpu" if device == "cpu" else "cuda")
+    if not _SERVER.get("started"):
+        _start_server()
+    return multiprocessing.get_context("forkserver")
 
 
-def server_running(kind: str = "cpu") -> bool:
-    """Whether this process started its ``kind`` fork server (``_forkserver``)."""
-    return kind in _FORKSERVERS and _FORKSERVERS[kind].server._forkserver_pid is not None
+def server_running() -> bool:
+    """Whether this process started its fork server (``prestart`` or a forked pool); it runs until
+    this process exits."""
+    return bool(_SERVER.get("started"))
 
 
-def server_pid(kind: str = "cpu") -> int | None:
-    return _FORKSERVERS[kind].server._forkserver_pid if server_running(kind) else None
+def server_pid() -> int | None:
+    """The fork server's pid, once a worker forked from it has said (``Pools.origin``)."""
+    return _SERVER.get("pid")
 
 
-def stop_server(kind: str = "cpu") -> None:
-    """Stop this process's ``kind`` fork server (close its pools first) and remove its PCH directory:
-    the next pool starts a new server, which imports TileLang again. For a process that needs a
-    server of its own making (one started at collection may have written the book's PCHs)."""
-    if server_running(kind):
-        remove_pch_dir(kind)  # while its pid is known; its pools are closed, nothing writes there now
-        _FORKSERVERS[kind].server._stop()
+def _origin() -> dict[str, Any]:
+    """In a worker: how it started (``Pools.origin``)."""
+    return dict(_ORIGIN)
 
 
 def gpus_present() -> bool:
     """Whether this machine shows NVIDIA GPUs to this process, asked without importing torch or
-    starting CUDA (device files and CUDA_VISIBLE_DEVICES): whether a CUDA fork server may be used."""
+    starting CUDA (device files and CUDA_VISIBLE_DEVICES)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1"):
         return False
@@ -161,29 +124,19 @@ def init_cuda_driver() -> None:
     threading.Thread(target=run, name="tlautotune-cuinit", daemon=True).start()
 
 
-def prestart(cuda: bool = False, pch_book: str | None = None, n_workers: int | None = None) -> bool:
-    """Start the fork server now (and the CUDA one with ``cuda``); they import TileLang in the
-    background (returns at once; a server already running is left as it is).
+def prestart(pch_book: str | None = None, n_workers: int | None = None) -> bool:
+    """Start the fork server now; it imports TileLang in the background (returns at once; a server
+    already running is left as it is).
 
     With ``pch_book`` (NVRTC may compile: a GPU machine) and ``n_workers`` compile workers to
     come (``Pools``' meaning), at least ``PRIME_MIN_WORKERS``, the server writes the PCHs of the
     header prefixes the book remembers while it imports TileLang (``nvrtc_preload``), so the
     first candidates find them written. Returns whether it was asked to."""
-    if not _use_own_fork_server():
+    if not _forking():
         return False
-    server = _forkserver("cpu").server
     prime = (pch_book is not None and not server_running() and worker_count(n_workers) >= PRIME_MIN_WORKERS
              and (book_has_entries(pch_book) or has_seeds()))
-    if not prime:
-        server.ensure_running()
-    else:
-        os.environ[BOOK_ENV] = pch_book  # read by the server as it starts, not left to this process
-        try:
-            server.ensure_running()
-        finally:
-            del os.environ[BOOK_ENV]
-    if cuda:
-        _forkserver("cuda").server.ensure_running()
+    _start_server(pch_book if prime else None)
     return prime
 
 
@@ -202,7 +155,7 @@ def _watch_parent(pid: int) -> None:
     threading.Thread(target=watch, name="tlautotune-parent-watch", daemon=True).start()
 
 
-#: ``_init_worker``'s ``gpus`` for a worker that keeps its fork server's CUDA_VISIBLE_DEVICES.
+#: ``_init_worker``'s ``gpus`` for a worker that keeps the CUDA_VISIBLE_DEVICES it started with.
 NO_GPUS = "-"
 #: Seconds a CUDA timing worker may take to create its context (``cuda_ready``).
 CUDA_READY_S = 120.0
@@ -243,9 +196,14 @@ def _prime_entry(book: str, arch: int) -> list[str]:
 def _init_worker(sys_path: list[str], log_level: int, parent_pid: int | None = None,
                  device_compiler: str = "nvcc", gpus: str | None = NO_GPUS, nice: int = 0,
                  pch_book: str | None = None) -> None:
+    # Before anything is imported here: whether the fork server had imported TileLang for us.
+    forked = parent_pid is not None and os.getppid() != parent_pid
+    _ORIGIN.update(server=os.getppid() if forked else None,
+                   started=(FORKED if all(m in sys.modules for m in PRELOAD) else FORKED_IMPORTING)
+                   if forked else SPAWNED)
     if nice:
         os.nice(nice)
-    if gpus != NO_GPUS:  # a CUDA worker: the test process's GPUs, set before CUDA starts here
+    if gpus != NO_GPUS:  # the GPUs this worker sees (none: ""), set before CUDA starts here
         if gpus is None:
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
         else:
@@ -317,15 +275,18 @@ class Pools:
         self.fallbacks: dict[str, str] = {}
         #: When each pool warm_up started could first run a job ("compile" or a device), epoch seconds.
         self.ready_at: dict[str, float] = {}
+        self._origins: dict[str, concurrent.futures.Future] = {}  # per pool: what ``origin`` says
 
     def _pool(self, n: int, device: str = "cpu", forked: bool = True, nice: int = 0):
         import pebble
 
-        # A CUDA worker takes the test process's CUDA_VISIBLE_DEVICES as it is now, not as it was
-        # when its fork server started.
-        gpus = NO_GPUS if device == "cpu" else os.environ.get("CUDA_VISIBLE_DEVICES")
+        forked = forked and _forking()
+        if device == "cpu":  # forked: no GPU; spawned: the test process's (what START_ENV promises)
+            gpus = "" if forked else NO_GPUS
+        else:  # the test process's CUDA_VISIBLE_DEVICES as it is now, not as when the server started
+            gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
         return pebble.ProcessPool(
-            max_workers=n, context=_context(device, forked), initializer=_init_worker,
+            max_workers=n, context=_context(forked), initializer=_init_worker,
             initargs=(list(sys.path), logging.WARNING, os.getpid(), self.device_compiler, gpus, nice,
                       self.pch_book),
         )
@@ -340,12 +301,12 @@ class Pools:
 
     @property
     def hides_gpus(self) -> bool:
-        """Whether compile workers run without the GPUs (forked from the GPU-less fork server)."""
-        return _use_own_fork_server()
+        """Whether compile workers run without the GPUs (forked ones hide them as they start)."""
+        return _forking()
 
     def device_compile_pool(self, device: str):
-        """Compile workers that see the GPUs (spawned; each imports TileLang): for kernels whose
-        lowering asks the device. Started on first use."""
+        """Compile workers that see the test process's GPUs: for kernels whose lowering asks the
+        device. Started on first use."""
         if self._device_compile is None:
             self._device_compile = self._pool(self.n_workers, device, nice=COMPILE_NICE)
         return self._device_compile
@@ -368,7 +329,7 @@ class Pools:
     def _timing_worker(self, device: str) -> Any:
         if device == "cpu":
             return self._pool(1, device)
-        forked = _use_own_fork_server() and not self.fallbacks
+        forked = _forking() and not self.fallbacks
         pool = self._pool(1, device, forked)
         # pebble starts the worker in its first schedule: this waits for the fork server
         probe = pool.schedule(_cuda_ready_entry, (device,), timeout=CUDA_READY_S)
@@ -400,8 +361,8 @@ class Pools:
                 self.primed[arch] = []
                 job = pool.schedule(_prime_entry, (self.pch_book, arch))
                 job.add_done_callback(lambda fut: self._primed(arch, fut))
-        starts = [("compile", self._start_compile)] if compile else []
-        starts += [(d, self.bench_pool if d != "cpu" else self._start_cpu_bench) for d in devices]
+        starts = [("compile", self.origin)] if compile else []
+        starts += [(d, self.bench_pool if d != "cpu" else self.origin) for d in devices]
         for name, start in starts:  # started once; later calls have nothing to start
             if name not in self._warmed:
                 self._warmed.add(name)
@@ -411,18 +372,45 @@ class Pools:
         self.primed[arch] = _outcome(fut)
         self.ready_at[f"pch_sm_{arch}"] = time.time()
 
-    def _start_compile(self, name: str) -> None:
-        self._first_job(name, self.compile_pool())
-
-    def _start_cpu_bench(self, name: str) -> None:
-        self._first_job(name, self.bench_pool(name))
-
-    def _first_job(self, name: str, pool: Any) -> None:
+    def origin(self, name: str = "compile", timeout: float | None = None) -> dict[str, Any]:
+        """How the workers of pool ``name`` ("compile" or a device) started, as one of them says:
+        ``started`` (``FORKED``: from the fork server, TileLang preloaded; ``FORKED_IMPORTING``: from
+        one the plugin did not preload; ``SPAWNED``) and ``server`` (the fork server's pid, where
+        forked). Asked once per pool, as its first job (``warm_up`` asks in the background; the
+        first schedule starts a pebble pool's workers); waits ``timeout`` seconds at most for the
+        answer, ``{}`` without one."""
+        with self._lock:
+            fut = self._origins.get(name)
+            ask = fut is None
+            if ask:
+                fut = self._origins[name] = concurrent.futures.Future()
+        if ask:
+            try:
+                pool = self.compile_pool() if name == "compile" else self.bench_pool(name)
+                origin = pool.schedule(_origin).result()
+            except Exception as exc:  # noqa: BLE001 - the pool's first real job reports what is wrong
+                fut.set_exception(exc)
+            else:
+                self.ready_at[name] = time.time()
+                if origin.get("server"):
+                    _SERVER["pid"] = origin["server"]
+                if name == "compile" and origin.get("started") == FORKED_IMPORTING:
+                    self.primed_ahead = False  # the book was handed to a server that did not read it
+                fut.set_result(origin)
         try:
-            pool.schedule(os.getpid).result()  # the first schedule starts a pebble pool's workers
-        except Exception:  # noqa: BLE001 - the pool's first real job reports what is wrong
-            return
-        self.ready_at[name] = time.time()
+            return fut.result(timeout)
+        except Exception:  # noqa: BLE001 - no answer (in time)
+            return {}
+
+    def start_note(self) -> str | None:
+        """The tuning record's note where the compile workers did not fork from the fork server with
+        TileLang preloaded, for a reason other than ``TL_AUTOTUNE_WORKER_START=spawn``."""
+        started = self.origin("compile", timeout=60).get("started")
+        if started == FORKED_IMPORTING:
+            return NOTE_NOT_PRELOADED
+        if started == SPAWNED and os.environ.get(START_ENV) != "spawn":
+            return NOTE_NO_FORKSERVER
+        return None
 
     def close(self) -> None:
         for pool in [self._compile, self._device_compile, *self._bench.values()]:
@@ -432,17 +420,18 @@ class Pools:
         self._compile = self._device_compile = None
         self._bench.clear()
         self._warmed.clear()
+        self._origins.clear()
         remove_pch_dir()
 
 
-def remove_pch_dir(kind: str = "cpu") -> None:
-    """Remove the shared NVRTC PCHs (a few hundred MB each) of this process's ``kind`` fork server, if
-    it started one (when its pools close or it stops; the server removes it as it exits, see
-    ``device_compile.load_library``)."""
-    if server_running(kind):
+def remove_pch_dir() -> None:
+    """Remove the shared NVRTC PCHs (a few hundred MB each) of this process's fork server, once a
+    worker has named it (as its pools close: a later pool's workers write them again; the server
+    removes it as it exits, see ``device_compile.load_library``)."""
+    if server_pid() is not None:
         from .device_compile import pch_dir
 
-        remove_tree(pch_dir(server_pid(kind)), ignore_errors=True)
+        remove_tree(pch_dir(server_pid()), ignore_errors=True)
 
 
 def _remove_orphan_tempdirs() -> None:
