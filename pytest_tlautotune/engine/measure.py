@@ -126,8 +126,6 @@ def check_stored(pools: Pools, cache: Store, req: TuneRequest, entry: Path, resu
     or a hang there (the kernel's, the reference's, supply_prog's) is a reason, never the end of
     this process.
     """
-    import cloudpickle
-
     from .bench import BenchJob, check_once
 
     # The winner's candidate directory names the inputs it was checked on when it was tuned.
@@ -138,7 +136,7 @@ def check_stored(pools: Pools, cache: Store, req: TuneRequest, entry: Path, resu
         key=remeasure_key(req.nodeid, req.program_name),
         kernel_dir=str(entry),
         compile_args=req.compile_args,
-        profile_blob=cloudpickle.dumps(req.profile_args),
+        profile_blob=profile_blob(req.profile_args),
         device=req.device,
     )
     timeout = req.profile_args.timeout
