@@ -81,6 +81,7 @@ def cli(pytester, *args) -> subprocess.CompletedProcess:
 # ----------------------------------------------------------------------------- inner runs
 
 
+@pytest.mark.slow  # several inner runs, each tuning
 def test_every_run_is_appended_with_commit_and_machine(project, cache):
     sha = commit(project, "first")
     project.makefile(".ini", pytest="[pytest]\ntl_history = hist.db\n")  # relative to the ini file
@@ -102,6 +103,7 @@ def test_every_run_is_appended_with_commit_and_machine(project, cache):
     assert one.returncode == 0 and one.stdout.count(sha[:10]) == 2
 
 
+@pytest.mark.slow  # several inner runs, each tuning
 def test_gate_against_history_fails_a_slowdown_and_names_the_history(project, cache, monkeypatch):
     project.makefile(".ini", pytest="[pytest]\ntl_history = hist.db\n")
     run(project, cache).assert_outcomes(passed=2)
@@ -113,6 +115,7 @@ def test_gate_against_history_fails_a_slowdown_and_names_the_history(project, ca
     assert len(rows(project.path / "hist.db")) == 6  # the failing run is history too
 
 
+@pytest.mark.slow  # several inner runs, each tuning
 def test_an_unreadable_history_never_fails_a_test(project, cache):
     (project.path / "hist.db").write_bytes(b"SQLite format 3\x00" + b"\x07" * 300)  # a truncated file
     result = run(project, cache, "--tl-history", "hist.db", "--tl-gate-against", "history", "-W", "error")
@@ -127,6 +130,7 @@ def test_an_unreadable_history_never_fails_a_test(project, cache):
     unreachable.stdout.fnmatch_lines(["tlautotune history: this run's 2 row(s) were not recorded: *127.0.0.1:1*"])
 
 
+@pytest.mark.slow  # several inner runs, each tuning
 def test_redis_history(project, cache, store):
     result = run(project, cache, "--tl-history", store.url, "-n", "2")
     result.assert_outcomes(passed=2)
@@ -222,6 +226,7 @@ def test_find_step_is_the_first_run_at_the_new_level():
     assert find_step(runs([2.0] * 4 + [1.0] * 4), 10).change_pct == pytest.approx(-50, abs=1)
 
 
+@pytest.mark.slow  # several inner runs, each tuning
 def test_throughput_from_the_work_the_marker_gives(pytester, cache):
     pytester.makepyfile(kernels=KERNELS, test_w='''
 import pytest
@@ -256,6 +261,7 @@ def test_bad(autotune):
     assert float(props["tl_gbps"]) > 0
 
 
+@pytest.mark.slow  # several inner runs, each tuning
 def test_reports_show_each_tests_trend(project, cache):
     project.makefile(".ini", pytest="[pytest]\ntl_history = hist.db\n")
     for _ in range(2):
