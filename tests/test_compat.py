@@ -527,6 +527,8 @@ def runs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", PASSING)
+@pytest.mark.slow
+@pytest.mark.xdist_group("compat_runs")
 def test_style_tunes_passes_and_hits(runs, name):
     _, (proc, cold), (_, warm) = runs
     outcome, props, case = cold[name]
@@ -537,6 +539,8 @@ def test_style_tunes_passes_and_hits(runs, name):
     assert props.get("tl_cache") == "hit", props
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("compat_runs")
 def test_failures_name_who_raised_and_where(runs):
     path, (proc, cold), _ = runs
     out = proc.stdout
@@ -555,6 +559,8 @@ def test_failures_name_who_raised_and_where(runs):
     assert len(crashed) == 1 and "SIGSEGV" in crashed[0]["reason"], crashed
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("compat_runs")
 def test_a_failure_of_the_call_fails_once_before_any_compile(runs):
     _, (proc, cold), _ = runs
     out = proc.stdout
@@ -576,6 +582,8 @@ def test_a_failure_of_the_call_fails_once_before_any_compile(runs):
     assert "mismatch" not in ref
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("compat_runs")
 def test_the_space_a_callable_produces_is_in_the_key(runs):
     path, _, _ = runs
     _, other = _run(path, "arch_b", "-k", "device_dependent", env={"COMPAT_ARCH": "b"})

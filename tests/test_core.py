@@ -49,6 +49,7 @@ def test_tunes_then_hits_then_retunes(tl, pytester):
     assert tl.prop("test_gemm", "tl_cache") == ["retune"]
 
 
+@pytest.mark.slow
 def test_each_candidate_is_compiled_and_timed_once_when_timing_is_the_bottleneck(tl, pytester):
     """Timing slower than compiling: compiled candidates queue for the timing worker. A queued
     candidate must not be proposed, compiled-checked and queued again (a bug that timed the same
@@ -206,6 +207,7 @@ def test_seed_hashes_are_stable_across_processes():
     assert len(runs) == 1
 
 
+@pytest.mark.slow
 def test_crashing_and_hanging_candidates_are_records_not_failures(tl, pytester):
     # offset writes past C: TileLang drops a store it can prove out of range, so C is never
     # written and the NaN-poisoned output mismatches (tests/test_reliability.py has a real segfault);
@@ -231,6 +233,7 @@ def test_gemm(autotune):
     assert re.search(r'"offset":16777216}: (crash|mismatch): ', result.stdout.str())
 
 
+@pytest.mark.slow
 def test_editing_a_helper_module_the_kernel_uses_invalidates(tl, pytester):
     # The factory lives in the test module; the loop count comes from a helper module.
     pytester.makepyfile(tiles="def steps(K, bk):\n    return K // bk\n")

@@ -133,6 +133,7 @@ def test_other_device_is_skipped_with_warning_or_fails_strict(pytester, cache):
     strict.stdout.fnmatch_lines(["*test_a*Imaginary Accelerator 9000*--tl-strict-baseline*"])
 
 
+@pytest.mark.slow
 def test_speedup_metric_under_xdist(pytester, cache):
     """Baseline written by the controller only; failures and gate rows cross from the workers."""
     write(pytester, ("test_a", 0, ""), ("test_b", 0, ""))

@@ -65,6 +65,7 @@ def test_ini_and_environment_twins_are_checked_too(pytester, monkeypatch):
                                                               "true, yes, on, 0, false, no, off*")
 
 
+@pytest.mark.slow
 def test_all_cores_workers_tune(tl, pytester):
     # -1 reached pebble as max_workers=-1 and the run hung without a line of output.
     pytester.makepyfile(test_k=add_test())
@@ -133,6 +134,7 @@ def test_unchecked(autotune):
 """
 
 
+@pytest.mark.slow
 def test_log_output_keeps_pytests_lines_and_says_unchecked(tl, pytester):
     # pytester's output is not a terminal, as a CI log is not.
     pytester.makepyfile(test_k=TWO_ADDS)
@@ -178,6 +180,7 @@ def pytest_unconfigure(config):
     assert "(still tuning)" not in result.stdout.str()
 
 
+@pytest.mark.slow
 def test_tuning_leaves_nothing_in_tmpdir(tl, pytester, tmp_path, monkeypatch):
     # TileLang's C backend writes tmp*.cpp / tmp*.so per compile in the temp directory and keeps them.
     # A short path: the fork server's socket lives there (AF_UNIX paths are limited to 108 bytes).

@@ -23,6 +23,7 @@ def test_gemm(autotune, request):
 '''
 
 
+@pytest.mark.slow
 def test_torchrun_ranks_tune_once_and_share(tl, pytester):
     pytester.makepyfile(test_ranks=TEST)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(pytester.path), os.environ.get("PYTHONPATH", "")]))

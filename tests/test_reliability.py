@@ -77,6 +77,7 @@ def verify_entry_in_subprocess(entry: Path) -> None:
 # ----------------------------------------------------------------------------- xdist
 
 
+@pytest.mark.slow
 def test_eight_xdist_workers_on_one_cold_key_tune_once(tl, pytester):
     pytest.importorskip("xdist")
     test = one_test(configs="[dict(bm=16, bn=16, bk=16)]", params=", copy")
@@ -95,6 +96,7 @@ def test_eight_xdist_workers_on_one_cold_key_tune_once(tl, pytester):
 # ----------------------------------------------------------------------------- SIGKILL
 
 
+@pytest.mark.slow
 def test_sigkill_while_tuning_and_saving_leaves_nothing_corrupt(tmp_path):
     # Three trials: two kills spread over tuning, one inside save_to_disk (see the script).
     out = tmp_path / "fault.json"
@@ -205,6 +207,8 @@ def tuned(tmp_path_factory):
 
 
 @pytest.mark.parametrize("kind", list(CORRUPTIONS))
+@pytest.mark.slow
+@pytest.mark.xdist_group("corrupt_entries")
 def test_load_from_disk_refuses_each_corruption(tuned, tmp_path, kind):
     from pytest_tlautotune.param import AutotuneResult, CompileArgs
     from pytest_tlautotune.store import safety
@@ -224,6 +228,8 @@ def test_load_from_disk_refuses_each_corruption(tuned, tmp_path, kind):
     assert AutotuneResult.load_from_disk(entry, compile_args) is None
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("corrupt_entries")
 def test_every_corrupt_entry_is_quarantined_and_retuned(tuned, tl, pytester):
     # One inner run for all kinds (one test each, named after its kind): 11 runs would take minutes.
     cache, keys = tuned
@@ -447,6 +453,7 @@ def _fill(disk: Path, leave: int = 0) -> None:
         os.truncate(disk / "filler", os.path.getsize(disk / "filler") - leave)
 
 
+@pytest.mark.slow
 def test_full_disk_while_saving_loses_nothing_stored_before(tl, pytester, tiny_disk):
     pytester.makepyfile(test_k=one_test().replace("def test_gemm", "def test_a") + one_test(size=64).replace(
         "def test_gemm", "def test_b"))

@@ -148,6 +148,7 @@ def find_chromium():
     return None
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(pytester, tmp_path):
     chromium = find_chromium()
     if chromium is None:

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from pytest_tlautotune.engine.search import Search
 
 GRID = [dict(a=a, b=b) for a in range(8) for b in range(8)]
@@ -82,6 +84,7 @@ def records(tl):
     return max(found, key=lambda r: len(r["candidates"]))["candidates"]
 
 
+@pytest.mark.slow
 def test_a_clearly_slower_candidate_stops_early(tl, pytester):
     pytester.makepyfile(test_k=SLOW_TEST.format(configs="[dict()]", extra=""))
     tl.run().assert_outcomes(passed=1)

@@ -59,6 +59,7 @@ def test_machine_b_hits_what_machine_a_tuned_and_no_binary_crosses(tl, pytester,
     assert verdicts == {16: ("ok", False), 32: ("mismatch", True)}
 
 
+@pytest.mark.slow
 def test_adding_a_config_on_machine_b_reuses_machine_a_verdicts(tl, pytester, store, tmp_path):
     pytester.makepyfile(test_k=gemm_test(BUGGY, kwargs=", bug_when_bk=32"))
     tl.run(f"--tl-store={store.url}").assert_outcomes(passed=1)
@@ -74,6 +75,7 @@ def test_adding_a_config_on_machine_b_reuses_machine_a_verdicts(tl, pytester, st
     assert reused[json.dumps(dict(bk=16, bm=32, bn=32), sort_keys=True)] is False
 
 
+@pytest.mark.slow
 def test_with_a_secret_a_forged_verdict_is_not_reused(tl, pytester, store, tmp_path, monkeypatch):
     """Candidate records travel signed with the secret: one changed in the store (a pass turned into a
     mismatch, which would hide a good config) is measured again on machine B; the untouched mismatch
@@ -98,6 +100,7 @@ def test_with_a_secret_a_forged_verdict_is_not_reused(tl, pytester, store, tmp_p
     assert honest.get("reused") is True and honest["status"] == "mismatch"
 
 
+@pytest.mark.slow
 def test_read_only_writes_nothing(tl, pytester, store, tmp_path):
     pytester.makepyfile(test_k=gemm_test())
     tl.run(f"--tl-store={store.url}").assert_outcomes(passed=1)
@@ -112,6 +115,7 @@ def test_read_only_writes_nothing(tl, pytester, store, tmp_path):
     assert store.values() == before
 
 
+@pytest.mark.slow
 def test_signed_entries_travel_whole_and_a_tampered_one_is_refused(tl, pytester, store, tmp_path, monkeypatch):
     monkeypatch.setenv(SECRET_ENV, "s3cret")
     pytester.makepyfile(test_k=gemm_test())
@@ -146,6 +150,7 @@ def test_signed_entries_travel_whole_and_a_tampered_one_is_refused(tl, pytester,
     assert files["sig"] == sign("s3cret", key, files["manifest"])
 
 
+@pytest.mark.slow
 def test_two_machines_on_one_cold_key_tune_once(tl, pytester, store, tmp_path):
     pytester.makepyfile(test_k=gemm_test())
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(pytester.path), os.environ.get("PYTHONPATH", "")]))
@@ -165,6 +170,7 @@ def test_two_machines_on_one_cold_key_tune_once(tl, pytester, store, tmp_path):
     assert len(stored(store, "entry")) == 1 and not stored(store, "lock")
 
 
+@pytest.mark.slow
 def test_a_dead_holders_lock_expires_and_the_waiter_tunes(tl, pytester, store, tmp_path):
     pytester.makepyfile(test_k=gemm_test())
     tl.run(f"--tl-store={store.url}").assert_outcomes(passed=1)
@@ -204,6 +210,7 @@ def test_4_tunes_without_the_store(autotune):
 
 
 @pytest.mark.parametrize(("sig", "error"), [("SIGKILL", "ConnectionError"), ("SIGSTOP", "TimeoutError")])
+@pytest.mark.slow
 def test_the_store_killed_or_hung_mid_run_costs_one_warning(tl, pytester, redis_servers, monkeypatch, sig, error):
     server = redis_servers()
     monkeypatch.setenv("STORE_PID", str(server.proc.pid))
@@ -216,6 +223,7 @@ def test_the_store_killed_or_hung_mid_run_costs_one_warning(tl, pytester, redis_
     assert [tl.prop(f"test_{n}_tunes_without_the_store", "tl_cache") for n in (3, 4)] == [["miss"], ["miss"]]
 
 
+@pytest.mark.slow
 def test_garbage_in_the_store_costs_one_warning(tl, pytester, store, tmp_path):
     pytester.makepyfile(test_k=gemm_test())
     tl.run(f"--tl-store={store.url}").assert_outcomes(passed=1)
@@ -228,6 +236,7 @@ def test_garbage_in_the_store_costs_one_warning(tl, pytester, store, tmp_path):
     assert all(isinstance(doc, dict) for doc in stored(store, "entry").values())  # overwritten by a whole one
 
 
+@pytest.mark.slow
 def test_ttl_and_the_cli_on_the_store(tl, pytester, store, capsys):
     pytester.makepyfile(test_k=gemm_test(TWO))
     tl.run(f"--tl-store={store.url}", "--tl-store-ttl=2").assert_outcomes(passed=1)

@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+import pytest
+
 SCALED = '''
 import os
 import tilelang.cpu.language as T
@@ -34,6 +36,7 @@ def test_scaled(autotune):
 '''
 
 
+@pytest.mark.slow
 def test_an_edit_outside_the_rootdir_is_never_served_stale(tl, pytester, tmp_path, monkeypatch):
     lib = tmp_path / "lib"  # a kernel library on PYTHONPATH, outside the rootdir (a monorepo, an install)
     lib.mkdir()
@@ -50,6 +53,7 @@ def test_an_edit_outside_the_rootdir_is_never_served_stale(tl, pytester, tmp_pat
     result.stdout.fnmatch_lines(["*no candidate passed*", "*: mismatch: output 0*"])
 
 
+@pytest.mark.slow
 def test_an_environment_variable_read_at_build_time_is_seen(tl, pytester, monkeypatch):
     pytester.makepyfile(kern=SCALED, test_s=SCALED_TEST)
     monkeypatch.setenv("KSCALE", "2.0")
@@ -83,6 +87,7 @@ def test_add(autotune):
 '''
 
 
+@pytest.mark.slow
 def test_a_fixed_ref_prog_helper_rechecks_instead_of_replaying(tl, pytester):
     # The reference's helper in another module has a bug: every candidate is a mismatch.
     pytester.makepyfile(refs="def plus(A, B):\n    return A * B\n", test_h=HELPER_TEST.format(local=""))
