@@ -118,7 +118,8 @@ def write_files(config: pytest.Config, rows: list[dict], notes: Sequence[str] = 
         return
     outputs = []
     save = get_option(config, "tl_save_baseline")
-    if save:
+    # A baseline keeps tuned rows only: with none, the file (or its absence) stays as it was.
+    if save and any(row.get("status") != RowStatus.FAILED for row in rows):
         try:
             old = load_baseline(save) if Path(save).exists() else None
         except ValueError:
