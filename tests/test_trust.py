@@ -5,8 +5,6 @@ import os
 
 import pytest
 
-import pytest
-
 SCALED = '''
 import os
 import tilelang.cpu.language as T
