@@ -226,7 +226,9 @@ def test_a_quarantined_entry_is_retuned_visibly(tl, pytester):
     (entry,) = (tl.cache_dir / "entries").iterdir()
     (entry / "best_config.json").write_text("{garbage")
     json_path = pytester.path / "out.json"
-    result = tl.run(f"--tl-json={json_path}")
+    # Exactly one warning of the plugin's: TileLang's own DeprecationWarning on Python 3.13
+    # (typing._eval_type without type_params, raised while it builds) is left out of the count.
+    result = tl.run(f"--tl-json={json_path}", "-W", "ignore::DeprecationWarning:tilelang.language.eager.builder")
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines([
         "*QuarantineWarning: test_k.py::test_add: the stored result * was corrupt (*best_config.json does not match*"

@@ -128,9 +128,11 @@ def _crashed_without_gpu(req: TuneRequest, results: list[dict], pools: Pools) ->
 
 
 def _not_the_users(failure: dict) -> bool:
-    """Raised with no line of the user's code on its traceback, and not an argument error (a
-    ``TypeError`` binding the call's arguments is the call's fault)."""
-    return failure.get("in_user_code") is False and failure.get("type") != "TypeError"
+    """Raised with no line of the user's code on its traceback, and neither an argument error (a
+    ``TypeError`` binding the call's arguments is the call's fault) nor the plugin's verdict on
+    what the program returned (a ``ProgramError``: the program ran and returned something else
+    than a PrimFunc)."""
+    return failure.get("in_user_code") is False and failure.get("type") not in ("TypeError", "ProgramError")
 
 
 def _plugin_fault(failure: dict) -> str:
