@@ -1,5 +1,6 @@
 """Kernels that write their inputs: in-place results are compared, timing never changes what is checked."""
 
+import glob
 import json
 
 import pytest
@@ -223,3 +224,55 @@ def test_inplace_must_name_inputs_of_the_kernel(tl, pytester):
         "*test_index: inplace=[[]5[]]: 5 is out of range: accumulate has 3 parameters (S, X, Y)*",
         "*test_output: inplace=[[]'Y'[]]: 'Y' is an output (out_idx), not an input*",
     ])
+
+
+CUDA_STATEFUL = '''
+import pytest, torch
+import tilelang
+import tilelang.language as T
+
+
+@tilelang.jit(out_idx=[-1], target="cuda")
+def accumulate(M, N, block_M=64, forget=False):
+    """S += X; Y = 2 * S on the GPU (forget=True leaves S as it was)."""
+
+    @T.prim_func
+    def main(S: T.Tensor((M, N), "float32"), X: T.Tensor((M, N), "float32"), Y: T.Tensor((M, N), "float32")):
+        with T.Kernel(T.ceildiv(M, block_M), threads=128) as bx:
+            for i, j in T.Parallel(block_M, N):
+                Y[bx * block_M + i, j] = (S[bx * block_M + i, j] + X[bx * block_M + i, j]) * 2.0
+                if not forget:
+                    S[bx * block_M + i, j] = S[bx * block_M + i, j] + X[bx * block_M + i, j]
+
+    return main
+
+
+def supply(params):
+    return [torch.full((1024, 256), 1.0, device="cuda"), torch.full((1024, 256), 0.25, device="cuda")]
+
+
+def step(S, X):
+    S += X
+    return 2 * S
+
+
+@pytest.mark.autotune(configs=[dict(block_M=32), dict(block_M=64), dict(block_M=128), dict(forget=True)],
+                      supply_prog=supply, ref_prog=step, warmup=3, rep=20, top_k=3, early_stop_factor=0,
+                      backend="{backend}")
+def test_state(autotune):
+    result = autotune(accumulate, 1024, 256)
+    statuses = {{json.dumps(c["config"], sort_keys=True): (c["status"], c["reason"])
+                for c in result.record["candidates"]}}
+    forgot = statuses.pop('{{"forget": true}}')
+    assert forgot[0] == "mismatch" and forgot[1].startswith("input S"), forgot
+    assert all(status == "ok" for status, _ in statuses.values()), statuses
+'''
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not glob.glob("/dev/nvidia[0-9]*"), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("backend", ["event", "cudagraph", "cupti"])
+def test_a_stateful_cuda_kernel_is_timed_on_inputs_put_back(tl, pytester, backend):
+    # No torch import here (pytester unloads what a test imports; torch cannot load twice).
+    pytester.makepyfile(test_state="import json\n" + CUDA_STATEFUL.format(backend=backend))
+    tl.run().assert_outcomes(passed=1)

@@ -31,7 +31,6 @@ from ..store.artifacts import load_kernel
 from .check import (
     Run,
     as_list,
-    changed,
     compare,
     copy_inputs,
     inplace_indices,
@@ -200,10 +199,13 @@ def _batch_s(fn: Callable, loops: int, kind: str) -> tuple[float, float]:
     return c1 - c0, w1 - w0
 
 
+#: What runs before each sample, outside its time (see :func:`time_fn`).
+Before = Callable[[], None] | None
+
+
 def time_fn(fn: Callable[[], object], profile: ProfileArgs, device: str, rep: int | None = None,
             warmup: int | None = None, stop_above_ms: float | None = None,
-            clock: str = "wall", loops: int | None = None,
-            before: Callable[[], None] | None = None) -> tuple[list[float], bool]:
+            clock: str = "wall", loops: int | None = None, before: Before = None) -> tuple[list[float], bool]:
     """Run ``fn`` warmup times, then take ``rep`` samples; every sample in ms per call.
 
     Each sample times ``loops`` calls back to back and divides by ``loops``; by default
@@ -233,10 +235,6 @@ def time_fn(fn: Callable[[], object], profile: ProfileArgs, device: str, rep: in
     if rep > probe:
         samples += timer(fn, rep - probe, device, loops, before)
     return samples, False
-
-
-#: What runs before each sample, outside its time (see :func:`time_fn`).
-Before = Callable[[], None] | None
 
 
 def _host_samples(clock_ns: Callable[[], int], fn: Callable, n: int, loops: int, before: Before = None) -> list[float]:
@@ -466,7 +464,7 @@ def check_and_time(job: BenchJob) -> dict:
         with _stage(RUN):
             returned = as_list(kernel(*copies))
             _sync(job.device)
-        run = Run(returned, copies, changed(copies, check_inputs))
+        run = Run.after(returned, copies, check_inputs)
         error, compared = _check(kernel, profile, job, run, check_ref)
         if error:
             return {"status": Status.MISMATCH, "reason": error, "compared": compared,

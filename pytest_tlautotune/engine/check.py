@@ -60,17 +60,23 @@ def changed(after: Sequence, before: Sequence) -> set[int]:
 
 @dataclass
 class Run:
-    """One call on copies of the inputs: what it returned, the copies afterwards, which it changed."""
+    """One call on copies of the inputs: what it returned, the inputs afterwards, which it changed."""
 
     returned: list
     inputs: list
     changed: set[int]
 
+    @classmethod
+    def after(cls, returned: list, copies: list, inputs: Sequence) -> Run:
+        """The run that ``returned`` and left ``copies`` (of ``inputs``); an input it did not change
+        is kept as the original (which no one writes: see :func:`restoring`), not as a copy."""
+        written = changed(copies, inputs)
+        return cls(returned, [c if i in written else x for i, (c, x) in enumerate(zip(copies, inputs))], written)
+
 
 def run_on_copies(fn: Callable, inputs: Sequence) -> Run:
     copies = copy_inputs(inputs)
-    returned = as_list(fn(*copies))
-    return Run(returned, copies, changed(copies, inputs))
+    return Run.after(as_list(fn(*copies)), copies, inputs)
 
 
 def reference(profile: ProfileArgs, inputs: Sequence) -> Run:
@@ -124,7 +130,8 @@ def pair(kernel: Run, ref: Run, inplace: list[int] | None, names: Sequence[str])
     n_out = len(kernel.returned)
     if inplace is None:
         both = sorted(kernel.changed | ref.changed)
-        # The reference returned the new values of every changed input too, or changed them itself.
+        # Every changed input when the reference returned their new values after the outputs; else
+        # those it changed itself (an input only the kernel writes is its scratch space).
         positions = both if len(ref.returned) == n_out + len(both) else sorted(ref.changed)
     else:
         positions = list(inplace)
@@ -134,8 +141,9 @@ def pair(kernel: Run, ref: Run, inplace: list[int] | None, names: Sequence[str])
         return got, list(ref.returned), labels
     if len(ref.returned) == n_out:
         return got, ref.returned + [ref.inputs[p] for p in positions], labels
+    hint = f": {INPLACE_HINT}" if kernel.changed or ref.changed or len(ref.returned) > n_out else ""
     return (f"kernel returned {n_out} output(s) and changed {_which(kernel.changed, names)}; ref_prog returned "
-            f"{len(ref.returned)} and changed {_which(ref.changed, names)}: {INPLACE_HINT}")
+            f"{len(ref.returned)} and changed {_which(ref.changed, names)}{hint}")
 
 
 def _which(positions: set[int], names: Sequence[str]) -> str:
