@@ -46,12 +46,12 @@ def pytest_configure(config) -> None:
     _timed(session.TuneSession, "tune", "tune")
     _timed(session.TuneSession, "_request", "request")
     _timed(session.TuneSession, "_fast_key", "fast_key")
-    _timed(session.TuneSession, "_fast_hit", "fast_hit")  # the three below, and waiting for the check
+    _timed(session.TuneSession, "_fast_hit", "fast_hit")  # the rebuilds (worker, here), the load, the check
     _timed(candidates, "build_winner", "rebuild_winner_in_worker")
     _timed(session.TuneSession, "machine", "machine")
     _timed(session.TuneSession, "_remeasure", "remeasure")
     _timed(session, "_resolve_target", "resolve_target")
-    _timed(key, "project_digest", "project_digest")
+    _timed(key, "file_digests", "file_digests")
     _timed(local.Store, "load", "load")
     _timed(local.Store, "read_index", "read_index")
     _timed(rows, "record_outcome", "record_outcome")
