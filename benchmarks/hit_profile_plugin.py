@@ -2,8 +2,9 @@
 
     TL_HIT_PROFILE=1 python -m pytest -p benchmarks.hit_profile_plugin ...
 
-Wraps the stages of ``TuneSession.tune`` (request, fast key, the warm path's rebuild of the
-winner and load, the machine facts, the test's row) with wall-clock timers, without changing
+Wraps the stages of ``TuneSession.tune`` (request, fast key, the warm path's whole hit and, of it,
+the rebuild of the winner in the timing worker and the load (the rest: the rebuild here and the
+wait for the check), the machine facts, the test's row) with wall-clock timers, without changing
 what they do, and prints one line ``HITPROFILE {...}`` on stderr at exit: seconds per stage
 (summed over calls) and the fixture's setup and call times.
 """
@@ -38,18 +39,19 @@ def pytest_configure(config) -> None:
     if not os.environ.get("TL_HIT_PROFILE"):
         return
     from pytest_tlautotune import key, session
-    from pytest_tlautotune.engine import programs
+    from pytest_tlautotune.engine import candidates, programs
     from pytest_tlautotune.report import rows
     from pytest_tlautotune.store import local
 
     _timed(session.TuneSession, "tune", "tune")
     _timed(session.TuneSession, "_request", "request")
     _timed(session.TuneSession, "_fast_key", "fast_key")
-    _timed(session.TuneSession, "_winner_still_built", "rebuild_winner")
+    _timed(session.TuneSession, "_fast_hit", "fast_hit")  # the rebuilds (worker, here), the load, the check
+    _timed(candidates, "build_winner", "rebuild_winner_in_worker")
     _timed(session.TuneSession, "machine", "machine")
     _timed(session.TuneSession, "_remeasure", "remeasure")
     _timed(session, "_resolve_target", "resolve_target")
-    _timed(key, "project_digest", "project_digest")
+    _timed(key, "file_digests", "file_digests")
     _timed(local.Store, "load", "load")
     _timed(local.Store, "read_index", "read_index")
     _timed(rows, "record_outcome", "record_outcome")

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import pytest
-    from tvm.tirx import PrimFunc
 
     from .engine.programs import Program
     from .engine.workers import Pools
@@ -244,14 +243,12 @@ class TuneSession:
         if fast and not self.retune:
             # Warm path: the stored key of this exact program, arguments and project source,
             # used only once the winner, built again, is the kernel stored (an edit outside the
-            # project, an environment variable read at build time, a changed dependency).
+            # project, an environment variable read at build time, a changed dependency) and
+            # passes today's check.
             key = self.cache.read_index(fast)
-            func = self._winner_still_built(self.cache.entry(key), req) if key else None
-            result = self.cache.load(self.cache.entry(key), req.compile_args, func=func) if func is not None else None
-            if result is not None:
-                stale = self._stale(req, self.cache.entry(key), result)
-                if stale is None:
-                    return _hit(result, key)
+            result, stale = self._fast_hit(req, self.cache.entry(key)) if key else (None, None)
+            if result is not None and stale is None:
+                return _hit(result, key)
         outcome = self._tune_ir(req, machine, t0, stale)
         if fast and req.reads is not None:
             self.cache.write_index(fast, outcome.key, req.reads)
@@ -322,42 +319,68 @@ class TuneSession:
                        stale=stale)
 
     def _stale(self, req: TuneRequest, entry: Path, result: AutotuneResult) -> str | None:
-        """Why a stored result may not be served: its winner fails today's check (one kernel call
-        and one reference call in the timing worker); None when it passes, was measured in this
-        run, or nothing checks the output. A reference whose behaviour comes from data (a file, a
-        module's dict, an object's attribute) changes while every key stays the same."""
+        """Why a stored result may not be served: its winner fails today's check (``_check``);
+        None when it passes."""
+        return self._check(req, entry, result.config, result.record)()
+
+    def _check(self, req: TuneRequest, entry: Path, config: dict, record: dict) -> Callable[[], str | None]:
+        """Start checking the winner stored at ``entry`` against today's reference (one kernel
+        call and one reference call in the timing worker); returns what waits for the verdict:
+        None when it passes, was measured in this run, or nothing checks the output, else why
+        not. A reference whose behaviour comes from data (a file, a module's dict, an object's
+        attribute) changes while every key stays the same."""
         from .engine.measure import check_stored, checks_output
         from .key import canonical_json
 
-        if result.record.get("tuned_at", 0) >= self.started or not checks_output(req.profile_args):
-            return None
-        why = check_stored(self.pools, self.cache, req, entry, result)
-        return None if why is None else f"the stored winner {canonical_json(result.config)} fails today's check: {why}"
+        if record.get("tuned_at", 0) >= self.started or not checks_output(req.profile_args):
+            return lambda: None
+        verdict = check_stored(self.pools, self.cache, req, entry, config, record)
 
-    def _winner_still_built(self, entry: Path, req: TuneRequest) -> PrimFunc | None:
-        """Build the stored winner's config again and compare its IR with the stored one: the
-        PrimFunc when they match, else None. The build runs in the device's timing worker first
-        (the user's code: a crash or a hang past ``compile_timeout`` is a failed build, kept as
-        that config's record), then, as the cold path builds its winner, here. Also settles what
-        only a build tells (an eager kernel's outputs)."""
+        def why() -> str | None:
+            failed = verdict()
+            if failed is None:
+                return None
+            return f"the stored winner {canonical_json(config)} fails today's check: {failed}"
+
+        return why
+
+    def _fast_hit(self, req: TuneRequest, entry: Path) -> tuple[AutotuneResult | None, str | None]:
+        """The result stored at ``entry`` when its winner still builds into the stored kernel, and
+        whether it fails today's check: ``(result, None)`` to serve, ``(result, why)`` when stale,
+        ``(None, None)`` when it cannot be used (the IR key decides).
+
+        The build runs in the device's timing worker first (the user's code: a crash or a hang
+        past ``compile_timeout`` is a failed build, kept as that config's record), then, as the
+        cold path builds its winner, here; the check runs meanwhile. Also settles what only a
+        build tells (an eager kernel's outputs)."""
         from .engine.candidates import build_winner, complete_request
         from .store.artifacts import read_config
-        from .store.manifest import RECORD_PATH
+        from .store.manifest import RECORD_PATH, CorruptEntry, verify_entry
+        from .store.safety import UnsafeCache
 
         try:
             record = json.loads((entry / RECORD_PATH).read_text())
             config = read_config(entry)  # as the test gave it: the program builds what it built then
         except (OSError, ValueError, AttributeError):
-            return None
+            return None, None
         stored = record.get("winner_ir_sha")
         if not stored or "error" in (built := build_winner(req, config, self.pools)) or built["ir_sha"] != stored:
-            return None  # the full path builds every config where a failure is a record
+            return None, None  # the full path builds every config where a failure is a record
         complete_request(req, [built])
+        try:
+            verify_entry(entry)  # before the timing worker loads its kernel (load() quarantines a bad one)
+        except (CorruptEntry, UnsafeCache, OSError):
+            check = None
+        else:
+            check = self._check(req, entry, config, record)
         try:
             here = req.program.spec.build(config)
         except Exception:
-            return None
-        return here.func if here.ir_sha == stored else None
+            return None, None
+        result = self.cache.load(entry, req.compile_args, func=here.func) if here.ir_sha == stored else None
+        if result is None or check is None:
+            return None, None
+        return result, check()
 
     def tune_one(self, req: TuneRequest, cand: Candidate,
                  key: str) -> tuple[AutotuneResult, list[CandidateRecord]] | str:

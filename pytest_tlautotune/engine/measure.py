@@ -11,11 +11,13 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..key import inputs_key, remeasure_key
+from ..key import canonical_json, inputs_key, remeasure_key
 from ..model import Status, TuneRequest
 from .failures import reason
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..store.local import Store
     from .bench import BenchJob
     from .workers import Pools
@@ -119,18 +121,20 @@ def checks_output(profile: Any) -> bool:
     return (profile.ref_prog is not None or profile.manual_check_prog is not None) and not profile.skip_check
 
 
-def check_stored(pools: Pools, cache: Store, req: TuneRequest, entry: Path, result: Any) -> str | None:
-    """Check the winner stored at ``entry`` (``result``: the ``AutotuneResult`` loaded from it)
-    against today's reference in the device's timing worker (one kernel call, one ``ref_prog``
-    call, within ``timeout``; see ``bench.check_once``): None when it passes, else why not. A crash
-    or a hang there (the kernel's, the reference's, supply_prog's) is a reason, never the end of
-    this process.
+def check_stored(pools: Pools, cache: Store, req: TuneRequest, entry: Path, config: Any,
+                 record: dict) -> Callable[[], str | None]:
+    """Start checking the winner stored at ``entry`` (``config``, ``record``: its entry's) against
+    today's reference in the device's timing worker (one kernel call, one ``ref_prog`` call,
+    within ``timeout``; see ``bench.check_once``); returns what waits for the verdict: None when
+    it passes, else why not. A crash or a hang there (the kernel's, the reference's,
+    supply_prog's) is a reason, never the end of this process.
     """
     from .bench import BenchJob, check_once
 
     # The winner's candidate directory names the inputs it was checked on when it was tuned.
-    winner = next((c.get("ckey") for c in result.record.get("candidates") or []
-                   if c.get("status") == Status.OK and c.get("ckey") and c.get("config") == result.config), None)
+    same = canonical_json(config)
+    winner = next((c.get("ckey") for c in record.get("candidates") or []
+                   if c.get("status") == Status.OK and c.get("ckey") and canonical_json(c.get("config")) == same), None)
     checked_as = str(cache.kernel_dir(winner)) if winner else str(entry)
     job = BenchJob(
         key=remeasure_key(req.nodeid, req.program_name),
@@ -140,13 +144,18 @@ def check_stored(pools: Pools, cache: Store, req: TuneRequest, entry: Path, resu
         device=req.device,
     )
     timeout = req.profile_args.timeout
-    try:
-        out = pools.bench_pool(req.device).schedule(check_once, (job, checked_as), timeout=timeout).result()
-    except Exception as exc:  # noqa: BLE001 - the worker died or was killed: the check failed
-        from .failures import classify
+    future = pools.bench_pool(req.device).schedule(check_once, (job, checked_as), timeout=timeout)
 
-        return classify(exc, "check", timeout)[1]
-    return None if out["status"] == Status.OK else out["reason"]
+    def verdict() -> str | None:
+        try:
+            out = future.result()
+        except Exception as exc:  # noqa: BLE001 - the worker died or was killed: the check failed
+            from .failures import classify
+
+            return classify(exc, "check", timeout)[1]
+        return None if out["status"] == Status.OK else out["reason"]
+
+    return verdict
 
 
 def measure_again(pools: Pools, cache: Store, req: TuneRequest, entry: Path, clock: str = "wall") -> dict:
