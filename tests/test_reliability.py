@@ -498,9 +498,10 @@ def test_a_nearly_full_cache_disk_costs_one_warning_and_every_config_is_measured
     disk = tmpfs("2m")
     _fill(disk, leave=free)
     pytester.makepyfile(test_k=one_test(configs=SPREAD, size=64, extra=", early_stop_factor=0"))
-    out = pytester.path / "out.json"
+    out, base = pytester.path / "out.json", pytester.path / "base.json"
+    # A baseline to save re-times the winner: from where this run kept it.
     result = pytester.runpytest(f"--tl-cache-dir={disk / 'cache'}", "-p", "no:cacheprovider", "-rw",
-                                f"--tl-json={out}")
+                                f"--tl-json={out}", f"--tl-save-baseline={base}")
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines([f"*TuneWarning: the cache directory {disk / 'cache'} is on a filesystem that is "
                                  f"full (tmpfs filesystem mounted at {disk}, * free of 2.0 MiB): free space there, "
@@ -509,6 +510,7 @@ def test_a_nearly_full_cache_disk_costs_one_warning_and_every_config_is_measured
     row = json.loads(out.read_text())["tests"][0]
     assert [c["status"] for c in row["candidates"]] == ["ok"] * 4, row["candidates"]
     assert row["config"] == {"bm": 16, "bn": 16, "bk": 16}  # the fastest, measured with the others
+    assert json.loads(base.read_text())["tests"]["test_k.py::test_gemm"]["config"] == row["config"]
     assert _scratch_dirs() == []  # the kernels kept aside are gone with the run
 
 

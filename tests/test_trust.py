@@ -178,7 +178,7 @@ class Counted:
         self.lib = tmp_path / "lib"
         self.lib.mkdir()
         monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(self.lib), os.environ.get("PYTHONPATH", "")]))
-        self.helper({4: 16, 8: 16, 16: 2, 32: 16})
+        self.helper({4: 30, 8: 30, 16: 6, 32: 30})
         pytester.makepyfile(kern=COUNTED.format(log=str(self.log)))
         self.seen = 0
 
@@ -213,7 +213,7 @@ def test_an_edit_to_a_lazily_imported_helper_outside_the_rootdir_tunes_again(cou
     tl.run().assert_outcomes(passed=1)
     assert tl.prop("test_gemm", "tl_config") == ['{"bm":16}']
     # The edit leaves the winner's kernel as it was and makes another config the fastest.
-    counted.helper({4: 16, 8: 16, 16: 2, 32: 0})
+    counted.helper({4: 30, 8: 30, 16: 6, 32: 0})
     tl.run().assert_outcomes(passed=1)
     assert tl.prop("test_gemm", "tl_cache") == ["miss"]
     assert tl.prop("test_gemm", "tl_config") == ['{"bm":32}']

@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from typing import Any
 
 _WRITE_MODES = frozenset("wax+")
+_VOLATILE = ("/proc/", "/sys/", "/dev/")  # what the system says now, not the user's files
 
 
 @contextlib.contextmanager
@@ -42,6 +43,7 @@ def recording(program: object = None) -> Iterator[set[str]]:
     files: set[str] = set()
     imported: set[tuple[str, tuple, str, int]] = set()  # (name, fromlist, package, level)
     opened: set[str] = set()
+    written: set[str] = set()  # files the build writes are its output, not its input
     real_import, real_open, real_import_module = builtins.__import__, builtins.open, importlib.import_module
 
     def hooked_import(name: str, globals: dict | None = None, locals: Any = None, fromlist: Any = (),
@@ -57,8 +59,9 @@ def recording(program: object = None) -> Iterator[set[str]]:
         return module
 
     def hooked_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        if isinstance(file, (str, bytes, os.PathLike)) and not _WRITE_MODES.intersection(str(mode)):
-            opened.add(os.path.abspath(os.fsdecode(file)))
+        if isinstance(file, (str, bytes, os.PathLike)):
+            path = os.path.abspath(os.fsdecode(file))
+            (written if _WRITE_MODES.intersection(str(mode)) else opened).add(path)
         return real_open(file, mode, *args, **kwargs)
 
     builtins.__import__, builtins.open, io.open = hooked_import, hooked_open, hooked_open
@@ -68,7 +71,7 @@ def recording(program: object = None) -> Iterator[set[str]]:
     finally:
         builtins.__import__, builtins.open, io.open = real_import, real_open, real_open
         importlib.import_module = real_import_module
-        paths = {_module_file(m) for m in _modules(imported)} | opened
+        paths = {_module_file(m) for m in _modules(imported)} | (opened - written)
         if program is not None:
             paths |= reach_files(python_function(program))
         files.update(real for real in map(_user_file, paths) if real)
@@ -84,7 +87,9 @@ def _user_file(path: str | None) -> str | None:
     if path not in _USER_FILES:
         from ..key import is_user_path
 
-        _USER_FILES[path] = os.path.realpath(path) if is_user_path(path) and os.path.isfile(path) else None
+        real = os.path.realpath(path)
+        user = is_user_path(path) and not real.startswith(_VOLATILE) and os.path.isfile(real)
+        _USER_FILES[path] = real if user else None
     return _USER_FILES[path]
 
 

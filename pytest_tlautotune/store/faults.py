@@ -47,6 +47,8 @@ def describe(root: Path, exc: OSError) -> str:
                 f"used, new ones cannot be stored; remount it read-write, or point --tl-cache-dir "
                 f"(TL_AUTOTUNE_CACHE_DIR) at a writable directory to keep them")
     target = Path(exc.filename) if isinstance(exc.filename, str) else root
+    while not target.exists() and target != target.parent:  # the directory that refused to hold it
+        target = target.parent
     return (f"the cache directory {root} is not writable by you ({_mode(target)}, {where}): "
             f"run `chmod u+rwx {target}`, or point --tl-cache-dir (TL_AUTOTUNE_CACHE_DIR) at a directory of yours")
 

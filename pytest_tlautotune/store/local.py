@@ -55,6 +55,7 @@ class Store:
         self._told = False
         self.scratch = Path(tempfile.gettempdir()) / f"{SCRATCH_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
         self._kept: dict[str, Path] = {}  # ckey -> where a compile worker kept its kernel instead
+        self._kept_entries: dict[str, Path] = {}  # key -> where save() kept a result the cache refused
         self.quarantined: dict[str, str] = {}  # entry name (its key) -> why it was moved aside, this run
         # A record missing here is asked of the shared store (remote.py): verdicts measured on
         # an identical machine are reused like local ones.
@@ -135,7 +136,9 @@ class Store:
                         remove_tree(p, ignore_errors=True)
 
     def entry(self, key: str) -> Path:
-        return self.ensure() / "entries" / key
+        """Where the result of ``key`` is: in the cache, or where this run kept it (see :meth:`save`)."""
+        kept = self._kept_entries.get(key)
+        return kept if kept is not None else self.ensure() / "entries" / key
 
     def kernel_dir(self, ckey: str) -> Path:
         """Where one config's compiled kernel is: in the cache, or where this run kept it
@@ -193,7 +196,8 @@ class Store:
         except FileNotFoundError:
             return self._remote_record(ckey) if self._remote_record else None
         except (OSError, ValueError) as exc:
-            logger.warning("ignoring unreadable candidate record %s: %s", path, exc)
+            if not (self.refusal is not None and isinstance(exc, PermissionError)):  # the refusal says why
+                logger.warning("ignoring unreadable candidate record %s: %s", path, exc)
             return None
         return record if isinstance(record, dict) and record.get("ckey") == ckey else None
 
@@ -209,7 +213,7 @@ class Store:
             else:
                 logger.warning("could not store candidate record %s: %s", path, exc)
 
-    # -- fast index: program + args + settings -> entry key, while the files built from stand --
+    # -- fast index: program + args + settings -> entry key, while the files built from are unchanged
 
     def read_index(self, fast: str) -> str | None:
         """The entry key stored for ``fast``, if every file its builds read is as it was then."""
@@ -275,19 +279,26 @@ class Store:
 
     def save(self, result: Any, entry: Path) -> bool:
         """Publish ``result`` at ``entry`` (staged, manifest, one rename). False when the cache's
-        filesystem refuses it (told once, see :meth:`refused`); other OSErrors are raised."""
+        filesystem refuses it (told once, see :meth:`refused`): then it is kept in the scratch
+        directory for the rest of this run (:meth:`entry` finds it there). Other OSErrors are raised."""
         from .artifacts import save_entry
 
-        if not self.writable():
-            return False
+        if self.writable():
+            try:
+                save_entry(result, entry)
+                return True
+            except OSError as exc:
+                if not faults.is_refusal(exc):
+                    raise
+                self.refused(exc)
+        kept = self.scratch / "entries" / entry.name
         try:
-            save_entry(result, entry)
+            save_entry(result, kept)
         except OSError as exc:
-            if not faults.is_refusal(exc):
-                raise
-            self.refused(exc)
-            return False
-        return True
+            logger.warning("could not keep the tuned result %s in %s either: %s", entry.name, kept, exc)
+        else:
+            self._kept_entries[entry.name] = kept
+        return False
 
     def quarantine(self, path: Path, why: str) -> None:
         """Move a bad entry aside (kept for inspection), so it is re-tuned."""
