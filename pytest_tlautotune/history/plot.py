@@ -4,6 +4,7 @@ and the level step when there is one. matplotlib's Agg canvas, no pyplot (no glo
 from __future__ import annotations
 
 import io
+import time
 import warnings
 
 from .trend import find_step, median_ms
@@ -29,13 +30,13 @@ def plot_series(runs: list[dict], title: str, threshold_pct: float = 10.0) -> by
         if step is not None:
             ax.axvline(step.index + 0.5, color="tab:red", ls="--", lw=1)
             commit = (step.row.get("commit") or "")[:10]
-            ax.annotate(f"{step.change_pct:+.0f}% {commit}", (step.index + 0.6, max(medians)), color="tab:red",
-                        fontsize=8, va="top")
+            way = "slower" if step.change_pct > 0 else "faster"
+            ax.annotate(f"{step.change_pct:+.0f}% ({way}) from {commit or f'run {step.index + 1}'}",
+                        (step.index + 0.6, max(medians)), color="tab:red", fontsize=8, va="top")
         ax.set_xticks(xs)
-        ax.set_xticklabels([(r.get("commit") or "")[:7] or str(i) for i, r in zip(xs, mine)], rotation=45,
-                           fontsize=7, ha="right")
+        ax.set_xticklabels([_run_label(i, r) for i, r in zip(xs, mine)], rotation=45, fontsize=7, ha="right")
     ax.set_ylabel("median latency (ms)")
-    ax.set_xlabel("run (commit)")
+    ax.set_xlabel("run (commit, UTC time)")
     ax.set_title(title, fontsize=9)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
@@ -46,3 +47,11 @@ def plot_series(runs: list[dict], title: str, threshold_pct: float = 10.0) -> by
         warnings.simplefilter("ignore")
         fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def _run_label(index: int, run: dict) -> str:
+    """A run's tick: its commit (when git gave one) and its time, so runs of one commit stay apart."""
+    commit = (run.get("commit") or "")[:7]
+    date = run.get("date")
+    when = time.strftime("%m-%d %H:%M", time.gmtime(date)) if isinstance(date, (int, float)) else ""
+    return "\n".join(part for part in (commit, when) if part) or str(index)

@@ -38,7 +38,7 @@ MAX_PLOT_ROWS = 40  # more bars than this are unreadable; the table still lists 
 BASE_KEYS = frozenset({
     "id", "call", "nodeid", "status", "reason", "program", "config", "latency_ms", "ref_latency_ms", "speedup",
     "cache", "tuning_s", "key", "device", "device_name", "machine", "n_configs", "n_measured", "n_passed", "samples",
-    "ref_samples", "candidates", "measured",
+    "ref_samples", "candidates", "measured", "history",  # history: drawn as its own plot, not listed
 })
 # The gate's decision lives in row["gate"] (gate.decide's dict); flat keys on the row are shown too.
 FLAT_GATE_KEYS = ("baseline_ms", "regression_pct", "p_value")
@@ -67,7 +67,8 @@ CHECK_WORDS = {CHECKED: "checked against ref_prog (or manual_check_prog)",
                UNCHECKED: "not checked: no ref_prog or manual_check_prog (or skip_check)"}
 #: Keys of a row the page shows under "More", with their labels and how their values read.
 MORE_LABELS = {"check": "output check", "loops": "calls per sample", "host_ms": "host time to launch one call",
-               "timing_devices": "candidates timed on", "quarantined": "stored result quarantined"}
+               "timing_devices": "candidates timed on", "quarantined": "stored result quarantined",
+               "trend": "trend (run medians, --tl-history)"}
 TIMED = (Status.OK, Status.EARLY_STOP)  # statuses that come with a latency
 PLOT_CAPTION = ("Bars: each config's median latency while searching, fastest on top; failed configs carry their "
                 "status. The chosen config won the re-measurement of the best ones, so its final latency "
