@@ -130,6 +130,9 @@ class TuneRequest:
     mode: str | None = None  # "lazy" | "eager" | "plain", once a config was built
     built_here: str | None = None  # why the configs were built in the test process, if they were
     shipped: tuple | None = None  # (spec_id, spec blob, env, sys.path) for the workers' builds
+    # The program's identity and its arguments (key.program_identity, key.args_identity): what keys
+    # a tuning that max_tuning_s stopped before every config was built (key.budget_key).
+    identity: dict | None = None
 
     @property
     def device_kind(self) -> str:
@@ -163,3 +166,4 @@ class Candidate:
     compile_args: Any = None  # the request's, with the config's own "pass_configs" merged in
 
     source: Any = None  # what the compile job builds from (see compile_job.compile_candidate)
+    built: bool = True  # False until its config is built (a budgeted search builds as it goes)

@@ -179,6 +179,10 @@ class TuneSession:
         if error:
             raise CallFailed(error)
         req = self._request(item, settings, prog, args, kwargs)
+        if req.tuner["max_tuning_s"]:  # what keys a tuning whose builds the budget cut (key.budget_key)
+            from .key import args_identity, program_identity
+
+            req.identity = {"program": program_identity(program), "args": args_identity(args, kwargs)}
         try:
             outcome, error = self._tune(req, self._fast_key(req, program, args, kwargs)), None
         except TuneError as exc:
@@ -258,24 +262,34 @@ class TuneSession:
         return outcome
 
     def _tune_ir(self, req: TuneRequest, machine: dict, t0: float) -> Outcome:
-        from .engine.candidates import build_candidates, entry_key
+        from .engine.candidates import budget_key, build_candidates, entry_key
         from .engine.tuner import Tuner
         from .model import Outcome, TuneError
-        from .store.safety import UnsafeCache
 
         if not self.no_tune:
             # Start the workers now: they import TileLang while this process builds the PrimFuncs.
             self.pools.warm_up(req.timing_devices, arch=_cuda_arch(req.compile_args.target))
-        cands = build_candidates(req, machine, None if self.no_tune else self.pools, self.warn)
+        # max_tuning_s bounds the whole call: the builds, the search and its compiles.
+        deadline = t0 + req.tuner["max_tuning_s"] if req.tuner["max_tuning_s"] else None
+        budgeted = budget_key(req, machine) if deadline is not None else None
+        if budgeted and not self.retune:
+            # A tuning this budget cut before every config was built: found without building them.
+            result = self._load_budgeted(self._entry(budgeted), req)
+            if result is not None:
+                return _hit(result, budgeted)
+        cands = build_candidates(req, machine, None if self.no_tune else self.pools, self.warn,
+                                 deadline=None if self.no_tune else deadline)
         built_s = time.perf_counter() - t0
-        key = entry_key(req, cands, machine)
-        try:
-            entry = self.cache.entry(key)
-        except (UnsafeCache, OSError) as exc:
-            raise TuneError(f"cache directory refused: {exc}") from None
+        partial = not all(c.built for c in cands)
+        key = budgeted if partial else entry_key(req, cands, machine)
+        entry = self._entry(key)
         if not self.retune:
             # A local miss asks the shared store (a no-op without --tl-store).
-            result = self.cache.load(entry, req.compile_args) or self.store.fetch(self, req, cands, key, entry)
+            if partial:  # looked up before the builds; what the store sends is checked as that was
+                fetched = self.store.fetch(self, req, cands, key, entry)
+                result = self._load_budgeted(entry, req) if fetched is not None else None
+            else:
+                result = self.cache.load(entry, req.compile_args) or self.store.fetch(self, req, cands, key, entry)
             if result is not None:
                 return _hit(result, key)
         if self.no_tune:
@@ -284,12 +298,13 @@ class TuneSession:
                             f"({machine.get('device')}) to tune it, and keep its cache dir ({self.cache_dir})")
         with self.cache.lock(key), self.store.tuning(self, req, cands, key, entry) as fetched:
             # Another process (or machine) may have tuned this key while we waited for the lock.
-            result = self.cache.load(entry, req.compile_args) or fetched
+            result = self._load_budgeted(entry, req) if partial else self.cache.load(entry, req.compile_args) or fetched
             if result is not None and (not self.retune or result.record.get("tuned_at", 0) >= self.started):
                 return _hit(result, key)
-            tuner = Tuner(req, self.cache, self.pools, reuse_records=not self.retune, progress=self._progress(req))
+            tuner = Tuner(req, self.cache, self.pools, reuse_records=not self.retune, progress=self._progress(req),
+                          machine=machine)
             prepare_s = time.perf_counter() - t0  # fast key, PrimFuncs, IR key, lock
-            result, records = tuner.run(cands, key)
+            result, records = tuner.run(cands, key, deadline)
             result.record.setdefault("phases", {}).update(prepare_s=prepare_s, prepare_built_s=built_s)
             try:
                 self.cache.save(result, entry)
@@ -302,6 +317,20 @@ class TuneSession:
                 saved = self.cache.load(entry, req.compile_args, quarantine=False, func=result.func)
                 result = replace(result, kernel=saved.kernel) if saved is not None else result
         return Outcome(result, CACHE_RETUNE if self.retune else CACHE_MISS, key, time.perf_counter() - t0, records)
+
+    def _entry(self, key: str) -> Path:
+        from .model import TuneError
+        from .store.safety import UnsafeCache
+
+        try:
+            return self.cache.entry(key)
+        except (UnsafeCache, OSError) as exc:
+            raise TuneError(f"cache directory refused: {exc}") from None
+
+    def _load_budgeted(self, entry: Path, req: TuneRequest) -> AutotuneResult | None:
+        """The result stored under a budget key, while its winner still builds to the stored IR."""
+        func = self._winner_still_built(entry, req)
+        return self.cache.load(entry, req.compile_args, func=func) if func is not None else None
 
     def _winner_still_built(self, entry: Path, req: TuneRequest) -> PrimFunc | None:
         """Build the stored winner's config here (one PrimFunc, milliseconds) and compare its IR

@@ -45,45 +45,58 @@ class Pipeline:
         self.t0_wall = time.time()
         self._retry: dict[cf.Future, bool] = {}  # compile futures: a retry where the GPU is visible?
         self._extra: dict[Any, dict] = {}  # timing futures in flight: the candidate's fields, its device
+        self._jobs: dict[Any, Any] = {}  # timing futures in flight: their bench.BenchJob
         self.devices: tuple[str, ...] = req.timing_devices
         self._waiting: list[tuple[Candidate, dict]] = []  # compiled, waiting for a free device
         self.timing_jobs = 0  # timing jobs handed out (one per measured candidate)
+        self.builds: Any = None  # candidates.LazyBuilds: builds the unbuilt configs the search asks for
 
     def best_ms(self) -> float | None:
         return min((r["median_ms"] for r in self.records.values() if r["status"] == Status.OK), default=None)
 
-    def run(self, cands: list[Candidate], search: Search, deadline: float | None) -> list[CandidateRecord]:
-        """Measure what ``search`` proposes until it is done or ``deadline`` (perf_counter) passes;
-        the records in config order."""
+    def run(self, cands: list[Candidate], search: Search, deadline: float | None,
+            builds: Any = None) -> list[CandidateRecord]:
+        """Measure what ``search`` proposes until it is done or ``deadline`` (perf_counter) passes
+        (a first round is proposed even past it); the records in config order. ``builds``
+        (``candidates.LazyBuilds``) builds the candidates that are not built yet."""
         self.t0_wall = time.time()
+        self.builds = builds
         self._loop(cands, search, deadline)
         return [self.records[i] for i in sorted(self.records)]
 
     def _loop(self, cands: list[Candidate], search: Search, deadline: float | None) -> None:
         compile_pool = self.pools.compile_pool()
+        building: dict[cf.Future, int] = {}
         compiling: dict[cf.Future, int] = {}
         timing: dict[cf.Future, int] = {}
         depth = self.pools.n_workers + 1
+        proposed = False
         while True:
-            if deadline is None or time.perf_counter() < deadline:
-                pending = set(compiling.values()) | set(timing.values()) | {c.index for c, _ in self._waiting}
-                for i in search.propose(self._results(), pending, depth - len(compiling)):
-                    self._start(cands[i], compile_pool, compiling, timing)
-            if not compiling and not timing:
+            if deadline is None or time.perf_counter() < deadline or not proposed:
+                pending = (set(building.values()) | set(compiling.values()) | set(timing.values())
+                           | {c.index for c, _ in self._waiting})
+                for i in search.propose(self._results(), pending, depth - len(compiling) - len(building)):
+                    proposed = True
+                    self._start(cands[i], compile_pool, compiling, timing, building)
+            if not compiling and not timing and not building:
                 # Reused records finish instantly: go on while the search has configs left.
                 if (deadline is not None and time.perf_counter() >= deadline) or not self._more(search):
                     return
                 continue
-            done, _ = cf.wait(list(compiling) + list(timing), return_when=cf.FIRST_COMPLETED)
+            done, _ = cf.wait([*building, *compiling, *timing], return_when=cf.FIRST_COMPLETED)
             try:
                 for fut in done:
-                    if fut in compiling:
+                    if fut in building:
+                        cand = cands[building.pop(fut)]
+                        self.builds.finish(cand, fut)
+                        self._start(cand, compile_pool, compiling, timing, building)
+                    elif fut in compiling:
                         self._compiled(cands[compiling.pop(fut)], fut, timing, compiling)
                     else:
                         self._timed(cands[timing.pop(fut)], fut)
                 self._dispatch(timing)
             except TuneError:
-                for fut in [*compiling, *timing]:
+                for fut in [*building, *compiling, *timing]:
                     fut.cancel()
                 raise
 
@@ -96,7 +109,12 @@ class Pipeline:
     def _more(self, search: Any) -> bool:
         return bool(search.propose(self._results(), set(), 1))
 
-    def _start(self, cand: Candidate, compile_pool: Any, compiling: dict, timing: dict) -> None:
+    def _start(self, cand: Candidate, compile_pool: Any, compiling: dict, timing: dict, building: dict) -> None:
+        if not cand.built:
+            fut = self.builds.start(cand)
+            if fut is not None:
+                building[fut] = cand.index
+                return
         if cand.error:
             self._record(cand, {"status": Status.BUILD_ERROR, "reason": reason(cand.error), "failure": cand.error},
                          store=False)
@@ -205,13 +223,18 @@ class Pipeline:
             timing[fut] = cand.index
             self.timing_jobs += 1
             self._extra[fut] = {**extra, "timed_on": device}
+            self._jobs[fut] = job
 
     def _timed(self, cand: Candidate, fut: Any) -> None:
         extra = {**self._extra.pop(fut, {}), "t_timed": time.time() - self.t0_wall}
+        job = self._jobs.pop(fut, None)
+        stage = self.jobs.stage_of(job) if job is not None else ""
         try:
             out = fut.result()
         except Exception as exc:
             status, why = classify(exc, "check/timing", self.req.profile_args.timeout)
+            if stage in (REF_PROG, SUPPLY_PROG) and status in (Status.TIMEOUT, Status.CRASH):
+                raise TuneError(_user_program_lost(stage, status, why, self.req.profile_args.timeout)) from None
             self._record(cand, {"status": status, "reason": why, **extra})
             return
         failure = out.get("failure")
@@ -236,6 +259,17 @@ class Pipeline:
             f"{len(self.records)}/{len(self.req.configs)} measured, {n_ok} passed"
             + (f", best {best:.4g} ms" if best is not None else "")
         )
+
+
+def _user_program_lost(stage: str, status: Status, why: str, timeout: float) -> str:
+    """ref_prog or supply_prog hung or crashed its timing job: theirs, said once."""
+    who = "the reference's" if stage == REF_PROG else "the inputs'"
+    if status == Status.TIMEOUT:
+        what = (f"{stage} did not return within {timeout:g} s (the timing job's timeout={timeout:g}): it hangs "
+                f"or is slower than that")
+    else:
+        what = f"{stage} crashed its timing job ({why})"
+    return f"{what}; {who} fault, not a candidate's: nothing else was measured"
 
 
 def indent(text: str) -> str:

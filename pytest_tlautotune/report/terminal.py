@@ -95,6 +95,12 @@ def summary_lines(rows: list[dict], verbose: int = 0) -> list[str]:
         if work or errors:
             lines.append(f"  {row.get('id', row['nodeid'])}: " + ", ".join(work + errors))
     for row in rows:
+        builds = row.get("builds")
+        if builds and row["cache"] != CACHE_HIT:
+            unbuilt = builds["configs"] - builds["built"]
+            lines.append(f"  {row.get('id', row['nodeid'])}: max_tuning_s ran out with {unbuilt} of "
+                         f"{builds['configs']} configs never built")
+    for row in rows:
         if row.get("quarantined"):
             lines.append(f"  {row['nodeid']}: the stored result was corrupt and tuned again: {row['quarantined']}")
     if verbose > 0:
