@@ -91,6 +91,14 @@ def hangs(A, B):
         time.sleep(1)
 
 
+def crashes(A, B):
+    with open({crashes!r}, "a") as f:
+        f.write("called\\n")
+    import ctypes
+
+    ctypes.string_at(0)  # SIGSEGV
+
+
 def on_meta(A, B):
     return torch.empty(A.shape, device="meta")
 
@@ -100,23 +108,32 @@ def test_hangs(autotune):
     autotune(elementwise_add, 64, 64)
 
 
+@pytest.mark.autotune(configs=CONFIGS, target="c", out_idx=[-1], ref_prog=crashes, warmup=1, rep=3)
+def test_crashes(autotune):
+    autotune(elementwise_add, 64, 64)
+
+
 @pytest.mark.autotune(configs=CONFIGS, target="c", out_idx=[-1], ref_prog=on_meta, warmup=1, rep=3)
 def test_meta(autotune):
     autotune(elementwise_add, 64, 64)
 """
 
 
-def test_a_reference_that_hangs_or_returns_meta_fails_once_as_the_references_fault(tl, pytester, tmp_path):
-    calls = tmp_path / "ref_calls.txt"
-    pytester.makepyfile(test_ref=REFERENCE_TEST.format(calls=str(calls)))
+def test_a_reference_that_hangs_crashes_or_returns_meta_fails_once_as_the_references_fault(tl, pytester, tmp_path):
+    calls, crashes = tmp_path / "ref_calls.txt", tmp_path / "ref_crashes.txt"
+    pytester.makepyfile(test_ref=REFERENCE_TEST.format(calls=str(calls), crashes=str(crashes)))
     result = tl.run()
-    result.assert_outcomes(failed=2)
+    result.assert_outcomes(failed=3)
     out = result.stdout.str()
     # Found once, not as a timeout of each of the 6 configs: the reference ran in one timing job
     # (two at most: one may have been handed to the worker before the first was killed).
     assert out.count("ref_prog did not return within 4 s") == 1
     assert "the reference's fault, not a candidate's" in out
     assert 1 <= len(calls.read_text().splitlines()) <= 2
+    # A crash may be a kernel's that corrupted its worker: the reference is blamed when it crashes
+    # a fresh worker too (two or three of the 6 configs, one handed over before the second crash).
+    assert out.count("ref_prog crashed its timing job (check/timing worker died with exit code -11 (SIGSEGV))") == 1
+    assert 2 <= len(crashes.read_text().splitlines()) <= 3
     assert out.count("test_meta: ref_prog: ValueError: ref_prog returned a tensor on meta (output 0), "
                      "the kernel's outputs are on cpu") == 1
     assert "kernel at run time" not in out

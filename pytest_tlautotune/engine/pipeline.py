@@ -46,6 +46,7 @@ class Pipeline:
         self._retry: dict[cf.Future, bool] = {}  # compile futures: a retry where the GPU is visible?
         self._extra: dict[Any, dict] = {}  # timing futures in flight: the candidate's fields, its device
         self._jobs: dict[Any, Any] = {}  # timing futures in flight: their bench.BenchJob
+        self._crashed_in: Counter[str] = Counter()  # timing jobs that crashed in ref_prog / supply_prog
         self.devices: tuple[str, ...] = req.timing_devices
         self._waiting: list[tuple[Candidate, dict]] = []  # compiled, waiting for a free device
         self.timing_jobs = 0  # timing jobs handed out (one per measured candidate)
@@ -233,7 +234,7 @@ class Pipeline:
             out = fut.result()
         except Exception as exc:
             status, why = classify(exc, "check/timing", self.req.profile_args.timeout)
-            if stage in (REF_PROG, SUPPLY_PROG) and status in (Status.TIMEOUT, Status.CRASH):
+            if stage in (REF_PROG, SUPPLY_PROG) and self._theirs(stage, status):
                 raise TuneError(_user_program_lost(stage, status, why, self.req.profile_args.timeout)) from None
             self._record(cand, {"status": status, "reason": why, **extra})
             return
@@ -246,6 +247,17 @@ class Pipeline:
             self.ref_samples = out["ref_samples"]
         out.pop("ref_samples", None)
         self._record(cand, {**out, **extra})
+
+    def _theirs(self, stage: str, status: Status) -> bool:
+        """Whether a timing job lost in ``stage`` (ref_prog or supply_prog) is that program's fault:
+        a hang at once; a crash when it happens again (in a fresh worker: a kernel that corrupted
+        its worker's memory can make the next job's reference crash once)."""
+        if status == Status.TIMEOUT:
+            return True
+        if status != Status.CRASH:
+            return False
+        self._crashed_in[stage] += 1
+        return self._crashed_in[stage] > 1
 
     def _record(self, cand: Candidate, fields: dict, store: bool = True) -> None:
         record = {"ckey": cand.ckey, "index": cand.index, "config": cand.config, "reason": None, **fields}
