@@ -40,6 +40,15 @@ def seed_config(req: TuneRequest) -> dict | None:
     return dict(value)
 
 
+def reference_index(req: TuneRequest) -> int | None:
+    """The index of the config of the space that a ``reference_config`` dict names (a budgeted
+    tuning builds it ahead, as it does the seed); None where the dict names none, or no dict is set."""
+    value = req.tuner.get("reference_config")
+    if not wanted(req) or not isinstance(value, dict) or value not in req.configs:
+        return None
+    return req.configs.index(value)
+
+
 @dataclass
 class ReferencePlan:
     """Which kernel the candidates are compared with: ``order`` lists the configs to try in turn
@@ -86,17 +95,18 @@ class ReferencePlan:
 
 def plan(req: TuneRequest, cands: list[Candidate], extra: Candidate | None) -> ReferencePlan | None:
     """The reference plan of a request with the check on: the seed (``extra``, or the config of the
-    space equal to it) first, then every config that built, in the space's order."""
+    space equal to it) first, then every config that built, in the space's order, then those a
+    budgeted tuning did not build ahead (built when the plan gets to them)."""
     if not wanted(req):
         return None
-    built = [c for c in cands if not c.error]
+    built = [c for c in cands if not c.error and c.built]
     value = req.tuner.get("reference_config")
     first = []
     if extra is not None and not extra.error:
         first = [extra]
     elif isinstance(value, dict):
         first = [c for c in built if c.config == value][:1]
-    order = first + [c for c in built if c not in first]
+    order = first + [c for c in built if c not in first] + [c for c in cands if not c.built]
     return ReferencePlan(order, extra)
 
 
