@@ -577,7 +577,7 @@ def check_once(job: BenchJob, checked_as: str) -> dict:
         with _stage(RUN):
             returned = as_list(kernel(*copies))
             _sync(job.device)
-        error, _ = _check(kernel, profile, job, Run(returned, copies, changed(copies, inputs)), ref)
+        error, _ = _check(kernel, profile, job, Run.after(returned, copies, inputs), ref)
         if error:
             return {"status": Status.MISMATCH, "reason": error}
     except AssertionError as exc:  # manual_check_prog's way of saying no
