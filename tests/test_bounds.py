@@ -143,3 +143,67 @@ def test_a_reference_that_hangs_crashes_or_returns_meta_fails_once_as_the_refere
     # No candidate carries the reference's fault.
     stored = [json.loads(p.read_text()) for p in tl.cache_dir.glob("candidates/*.json")]
     assert [r for r in stored if r["status"] in ("timeout", "error")] == []
+
+
+BUDGET_REFERENCE_TEST = """
+import time
+
+import pytest
+import tilelang.language as T
+
+
+def scale(M, N, bm=16, skip=False, extra=0):
+    time.sleep(0.02)  # a build that takes a while, as a large kernel's does
+
+    @T.prim_func
+    def main(A: T.Tensor((M, N), "float32"), C: T.Tensor((M, N), "float32")):
+        with T.Kernel(T.ceildiv(M, bm)) as bx:
+            if not skip:  # a fast wrong config: it writes nothing
+                for i, j in T.grid(bm, N):
+                    C[bx * bm + i, j] = A[bx * bm + i, j] * 2.0 + T.float32(extra) * 0.0
+
+    return main
+
+
+# 800 configs, half of them wrong; no ref_prog: each is checked against a reference config's outputs.
+SPACE = [dict(bm=bm, skip=skip, extra=e) for e in range(200) for bm in (16, 32) for skip in (False, True)]
+SEARCH = dict(strategy="exhaustive", max_trials=32, max_tuning_s=20, target="c", out_idx=[-1], warmup=1, rep=3)
+
+
+@pytest.mark.autotune(configs=SPACE, reference_config=dict(bm=64, skip=False, extra=0), **SEARCH)
+def test_seed(autotune):
+    assert not autotune(scale, 64, 32).config["skip"]
+
+
+@pytest.mark.autotune(configs=SPACE, reference_config=True, **SEARCH)
+def test_first(autotune):
+    assert not autotune(scale, 64, 32).config["skip"]
+"""
+
+
+def test_a_budgeted_tuning_builds_the_reference_config_first_and_checks_every_config_against_it(tl, pytester):
+    pytester.makepyfile(test_budget_ref=BUDGET_REFERENCE_TEST)
+    result = tl.run()
+    result.assert_outcomes(passed=2)
+    records = _records(tl.cache_dir)
+    seed, first = records["test_seed"], records["test_first"]
+    for record in (seed, first):
+        assert 0 < record["builds"]["ahead"] <= record["builds"]["built"] < 800  # the budget cut the builds
+        measured = record["candidates"]
+        assert any(c["config"]["skip"] for c in measured)
+        # Each wrong config, built ahead or as the search asked for it, failed the check.
+        assert {c["status"] for c in measured if c["config"]["skip"]} == {"mismatch"}
+        assert all(c.get("vs") for c in measured if c["status"] in ("ok", "mismatch"))
+        # The search went past the configs built ahead (a quarter of the budget would not build the
+        # space): those it built as it asked for them were checked against the reference too.
+        assert record["builds"]["ahead"] < len(measured) == 32
+    # The seed beside the space is the reference; where there is none, the space's first config,
+    # as without a budget (not whichever config the builds ahead happened to reach).
+    assert seed["reference"]["config"] == dict(bm=64, skip=False, extra=0) and seed["reference"]["seed"]
+    assert first["reference"]["config"] == dict(bm=16, skip=False, extra=0) and not first["reference"]["seed"]
+    # The warm path's index holds what the builds read (the test file that builds the kernels).
+    index = [json.loads(p.read_text()) for p in (tl.cache_dir / "index").glob("*.json")]
+    assert len(index) == 2
+    assert all(any(path.endswith("test_budget_ref.py") for path in i["files"]) for i in index)
+    tl.run().assert_outcomes(passed=2)
+    assert tl.prop("test_seed", "tl_cache") == ["hit"] and tl.prop("test_first", "tl_cache") == ["hit"]

@@ -42,7 +42,8 @@ def build_candidates(req: TuneRequest, machine: dict, pools: Pools | None = None
     With a ``deadline`` (``time.perf_counter``; a budgeted tuning) only the configs built ahead
     (``_build_ahead``) are keyed; the others are left ``built=False`` for ``LazyBuilds``. The
     reference config of the check without a ref_prog is always built ahead: the seed beside the
-    space (its index follows the space's), or the config of the space it names.
+    space (its index follows the space's), or the config of the space the check starts from
+    (``reference_config.reference_index``).
     """
     from .reference_config import plan, reference_index, seed_config
 

@@ -66,6 +66,7 @@ class Tuner:
     def _run(self, cands: list[Candidate], key: str, search: Any, deadline: float | None, lazy: Any,
              t0: float) -> tuple[AutotuneResult, list[dict]]:
         tuner = self.req.tuner
+        ahead = sum(c.built for c in cands)
         records = self.pipeline.run(cands, search, deadline, lazy)
         t_search = time.perf_counter()
         never_built = sum(not c.built for c in cands)
@@ -88,9 +89,10 @@ class Tuner:
         note = self.pools.start_note()
         if note:
             self.pipeline.notes.append(note)
-        # Where the builds were cut: how many configs the budget left unbuilt (the entry's key is a budget key).
-        builds = {"built": len(cands) - never_built, "configs": len(cands), "stopped_by": "max_tuning_s"} \
-            if lazy is not None else None
+        # Where the builds were cut: how many configs were built before the search (``ahead``) and in
+        # all, of how many (the entry's key is a budget key).
+        builds = {"built": len(cands) - never_built, "ahead": ahead, "configs": len(cands),
+                  "stopped_by": "max_tuning_s"} if lazy is not None else None
         result = self._result(cands[winner["index"]], winner, samples, ref_samples, info, records, key,
                               time.perf_counter() - t0, phases, self.pipeline.notes, builds)
         return result, records
