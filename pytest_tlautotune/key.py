@@ -437,6 +437,24 @@ def entry_key(candidates: Sequence[tuple[str | None, dict | None]], configs: lis
     })
 
 
+def budget_key(identity: dict, configs: list[dict], compile: dict, profile: dict, tuner: Mapping[str, object],
+               machine: dict) -> str:
+    """The key of a tuned result whose search did not build every config (``max_tuning_s`` ran out
+    first): with no IR hash of every candidate, the program's identity and its arguments
+    (``identity``: ``program_identity`` and ``args_identity``) stand for them. It names what was
+    asked, not what the kernels are: a result stored under it is served only while its winner
+    still builds to the stored IR."""
+    return sha256_hex({
+        "format": FORMAT_VERSION,
+        "budgeted": identity,
+        "configs": configs,
+        "compile": compile,
+        "profile": profile,
+        "tuner": _tuner_part(tuner),
+        "machine": machine,
+    })
+
+
 def fast_key(program: dict | None, args: dict, configs: list[dict], compile: dict, profile: dict,
              tuner: Mapping[str, object], machine: dict) -> str:
     """A key that needs no PrimFunc: the program's identity (``program_identity``, its bound

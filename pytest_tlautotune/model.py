@@ -172,6 +172,9 @@ class TuneRequest:
     #: Builds done already in this call, by the config's canonical JSON: a stored winner whose build
     #: failed on a hit (a crash, a hang) is that config's record, not built a second time.
     prebuilt: dict[str, dict] = field(default_factory=dict)
+    # The program's identity and its arguments (key.program_identity, key.args_identity): what keys
+    # a tuning that max_tuning_s stopped before every config was built (key.budget_key).
+    identity: dict | None = None
 
     @property
     def device_kind(self) -> str:
@@ -207,3 +210,4 @@ class Candidate:
     compile_args: Any = None  # the request's, with the config's own "pass_configs" merged in
 
     source: Any = None  # what the compile job builds from (see compile_job.compile_candidate)
+    built: bool = True  # False until its config is built (a budgeted search builds as it goes)

@@ -177,6 +177,10 @@ class TuneSession:
         if error:
             raise CallFailed(error)
         req = self._request(item, settings, prog, args, kwargs)
+        if req.tuner["max_tuning_s"]:  # what keys a tuning whose builds the budget cut (key.budget_key)
+            from .key import args_identity, program_identity
+
+            req.identity = {"program": program_identity(program), "args": args_identity(args, kwargs)}
         try:
             outcome, error = self._tune(req, self._fast_key(req, program, args, kwargs)), None
         except TuneError as exc:
@@ -256,26 +260,38 @@ class TuneSession:
 
     def _tune_ir(self, req: TuneRequest, machine: dict, t0: float, stale: str | None = None) -> Outcome:
         """The IR key's stored result (checked), or a tuning. ``stale``: why a stored result of
-        this call failed today's check; then every config is measured again (no verdict reused)."""
-        from .engine.candidates import build_candidates, entry_key
+        this call failed today's check; then every config is measured again (no verdict reused).
+        With ``max_tuning_s`` the deadline covers the builds too, and a tuning whose builds the
+        budget cut is stored under a budget key (``candidates.budget_key``), looked up before any build."""
+        from .engine.candidates import budget_key, build_candidates, entry_key
         from .engine.tuner import Tuner
         from .model import Outcome, TuneError
-        from .store.safety import UnsafeCache
 
         if not self.no_tune:
             # Start the workers now: they import TileLang while this process builds the PrimFuncs.
             self.pools.warm_up(req.timing_devices, arch=_cuda_arch(req.compile_args.target))
-        cands = build_candidates(req, machine, self.pools, self.warn)
+        # max_tuning_s bounds the whole call: the builds, the search and its compiles.
+        deadline = t0 + req.tuner["max_tuning_s"] if req.tuner["max_tuning_s"] else None
+        budgeted = budget_key(req, machine) if deadline is not None else None
+        if budgeted and not self.retune and stale is None:
+            # A tuning this budget cut before every config was built: found without building them,
+            # served while its winner still builds into the stored kernel and passes today's check.
+            result, stale = self._fast_hit(req, self._entry(budgeted))
+            if result is not None and stale is None:
+                return _hit(result, budgeted)
+        cands = build_candidates(req, machine, self.pools, self.warn, deadline=None if self.no_tune else deadline)
         built_s = time.perf_counter() - t0
-        key = entry_key(req, cands, machine)
-        try:
-            entry = self.cache.entry(key)
-        except (UnsafeCache, OSError) as exc:
-            raise TuneError(f"cache directory refused: {exc}") from None
+        partial = not all(c.built for c in cands)
+        key = budgeted if partial else entry_key(req, cands, machine)
+        entry = self._entry(key)
         if not self.retune and stale is None:
             # A local miss asks the shared store (a no-op without --tl-store).
-            result = self.cache.load(entry, req.compile_args) or self.store.fetch(self, req, cands, key, entry)
-            stale = self._stale(req, entry, result) if result is not None else None
+            if partial:  # looked up before the builds; what the store sends is checked as that was
+                fetched = self.store.fetch(self, req, cands, key, entry)
+                result, stale = self._fast_hit(req, entry) if fetched is not None else (None, None)
+            else:
+                result = self.cache.load(entry, req.compile_args) or self.store.fetch(self, req, cands, key, entry)
+                stale = self._stale(req, entry, result) if result is not None else None
             if result is not None and stale is None:
                 return _hit(result, key)
         retune = self.retune or stale is not None
@@ -288,17 +304,23 @@ class TuneSession:
                             f"({machine.get('device')}) to tune it, and keep its cache dir ({self.cache_dir})")
         with self.cache.lock(key), self.store.tuning(self, req, cands, key, entry) as fetched:
             # Another process (or machine) may have tuned this key while we waited for the lock.
-            result = self.cache.load(entry, req.compile_args) or fetched
-            if result is not None and (not retune or result.record.get("tuned_at", 0) >= self.started):
-                why = self._stale(req, entry, result)
+            if partial and not retune:  # a budget key's result: while its winner builds into the stored kernel
+                result, why = self._fast_hit(req, entry)
+            else:
+                result = self.cache.load(entry, req.compile_args) or fetched
+                if result is not None and retune and result.record.get("tuned_at", 0) < self.started:
+                    result = None  # tuned again: only a result of this run (another process's) is served
+                why = self._stale(req, entry, result) if result is not None else None
+            if result is not None:
                 if why is None:
                     return _hit(result, key)
                 stale, retune = why, True
             # Verdicts measured against another reference are not reused when the stored winner failed today's.
-            tuner = Tuner(req, self.cache, self.pools, reuse_records=not retune, progress=self._progress(req))
+            tuner = Tuner(req, self.cache, self.pools, reuse_records=not retune, progress=self._progress(req),
+                          machine=machine)
             prepare_s = time.perf_counter() - t0  # fast key, PrimFuncs, IR key, lock
             try:
-                result, records = tuner.run(cands, key)
+                result, records = tuner.run(cands, key, deadline)
             except TuneError as exc:
                 if stale is None:
                     raise
@@ -317,6 +339,15 @@ class TuneSession:
                 result = replace(result, kernel=saved.kernel) if saved is not None else result
         return Outcome(result, CACHE_RETUNE if retune else CACHE_MISS, key, time.perf_counter() - t0, records,
                        stale=stale)
+
+    def _entry(self, key: str) -> Path:
+        from .model import TuneError
+        from .store.safety import UnsafeCache
+
+        try:
+            return self.cache.entry(key)
+        except (UnsafeCache, OSError) as exc:
+            raise TuneError(f"cache directory refused: {exc}") from None
 
     def _stale(self, req: TuneRequest, entry: Path, result: AutotuneResult) -> str | None:
         """Why a stored result may not be served: its winner fails today's check (``_check``);

@@ -108,9 +108,10 @@ def test_a_reference_that_returns_and_changes_nothing_is_an_error_naming_the_fix
     pytester.makepyfile(inpl=INPLACE_KERNELS, test_forgot=FORGOT_RETURN)
     result = tl.run()
     result.assert_outcomes(failed=1)
+    # The test's failure, then (its failed row in the summary repeats the first line).
     result.stdout.fnmatch_lines([
-        "*ref_prog: *returned nothing and changed none of its inputs*",
-        "*return the expected outputs*or change the inputs the kernel changes*",
+        "*test_forgot: ref_prog: *returned nothing and changed none of its inputs*"
+        "return the expected outputs*or change the inputs the kernel changes*",
         "*nothing else was measured*",
     ])
 

@@ -36,6 +36,14 @@ def test_fast_key_is_unchanged():
     assert got == "460356c43ad6ac8db734919ebcf06a53459ad702ee5f9516b2a411f446488e0c"
 
 
+def test_budget_key_is_unchanged():
+    identity = {"program": {"name": "kernels.gemm", "source_sha256": "e" * 64}, "args": key.args_identity((64, 64), {})}
+    got = key.budget_key(identity, CONFIGS, COMPILE, PROFILE, TUNER, MACHINE)
+    assert got == "abf547cc09180cf4c41ad8bace93b4869f5ed13ee074582b71eae23ea33734e3"
+    # Not an IR key: a budgeted entry and a fully built one never share a key.
+    assert got != key.entry_key([(CKEY, None)], CONFIGS, COMPILE, PROFILE, TUNER, MACHINE)
+
+
 def test_worker_and_input_keys_are_unchanged():
     assert key.spec_id(b"blob") == "fa2c8cc4f28176bbeed4b736df569a34c79cd3723e9ec42f9674b4d46ac6b8b8"
     assert key.inputs_key("t.py::x", "gemm", PROFILE) == (

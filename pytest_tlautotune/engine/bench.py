@@ -69,6 +69,7 @@ class BenchJob:
     device: str  # "cpu" or "cuda:N"
     lock_path: str | None = None  # machine-/device-wide timing lock
     stop_above_ms: float | None = None  # early stop: give up when clearly slower than this
+    stage_path: str | None = None  # where the job says whose code it is running (see _mark_stages)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -334,7 +335,9 @@ def _cupti_samples(fn: Callable, n: int, device: str, loops: int = 1, before: Be
 
 @contextlib.contextmanager
 def _stage(stage: str, passes: type[BaseException] | None = None):
-    """Mark an exception raised in the block as ``stage``'s (``passes`` go through unmarked)."""
+    """Mark an exception raised in the block as ``stage``'s (``passes`` go through unmarked), and
+    say in the job's stage file that ``stage`` runs (a job killed in the block is blamed on it)."""
+    _say_stage(stage)
     try:
         yield
     except StageError:
@@ -343,14 +346,52 @@ def _stage(stage: str, passes: type[BaseException] | None = None):
         if passes is not None and isinstance(exc, passes):
             raise
         raise StageError(stage, exc) from exc
+    finally:
+        _say_stage("")
 
 
+#: The running job's stage file and what it says (``BenchJob.stage_path``).
+_STAGE_FILE: dict[str, str | None] = {"path": None, "stage": ""}
+WAITING_FOR_LOCK = "waiting for the timing lock"
+
+
+def _mark_stages(job: BenchJob) -> None:
+    """Say in ``job.stage_path`` whose code runs from now on: a job that hangs (or crashes) is
+    killed without a word, and the parent reads there whether ref_prog or supply_prog was running,
+    so that their fault is said once instead of as every candidate's timeout."""
+    _STAGE_FILE["path"] = job.stage_path
+    _STAGE_FILE["stage"] = ""
+
+
+def _say_stage(stage: str) -> None:
+    _STAGE_FILE["stage"] = stage
+    if _STAGE_FILE["path"]:
+        with contextlib.suppress(OSError), open(_STAGE_FILE["path"], "w") as f:
+            f.write(stage)
+
+
+@contextlib.contextmanager
 def _timing_lock(path: str | None):
     if not path:
-        return contextlib.nullcontext()
+        yield
+        return
     from filelock import FileLock
 
-    return FileLock(path)
+    stage = _STAGE_FILE["stage"]
+    _say_stage(WAITING_FOR_LOCK)  # a wait for another process's timing is nobody's program hanging
+    with FileLock(path):
+        _say_stage(stage)
+        yield
+
+
+def _check_ref_devices(refs: list, device: str) -> None:
+    """A reference output the check cannot read (a ``meta`` tensor holds no data) is the
+    reference's fault: raised as ref_prog's, so it is said once, not as every candidate's."""
+    for n, ref in enumerate(refs):
+        if isinstance(ref, torch.Tensor) and ref.device.type == "meta":
+            raise StageError(REF_PROG, ValueError(
+                f"ref_prog returned a tensor on {ref.device} (output {n}), the kernel's outputs are on {device}: "
+                f"a meta tensor has no values to compare; return real tensors"))
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -423,6 +464,7 @@ def _reference(profile: ProfileArgs, inputs: list, kernel: JITKernel, job: Bench
     run = reference(profile, inputs)
     if not profile.skip_check and profile.manual_check_prog is None:
         check_outputs(run.returned, kernel, outs, out_idx)
+        _check_ref_devices(run.returned, job.device)
     return run
 
 
@@ -454,6 +496,7 @@ def check_and_time(job: BenchJob) -> dict:
     """Check one candidate against ref_prog, then time it. Returns its record fields; ``compared``
     says what the check compared (empty: nothing, the candidate is unchecked)."""
     t0 = time.perf_counter()
+    _mark_stages(job)
     try:
         if job.device.startswith("cuda"):
             torch.cuda.set_device(torch.device(job.device))
@@ -515,6 +558,7 @@ def check_once(job: BenchJob, checked_as: str) -> dict:
     coin flip on other random inputs, which would tune the key again on a later run.
     Returns ``{"status": ok | mismatch | error, "reason": ..., "failure": ...}``.
     """
+    _mark_stages(job)
     try:
         if job.device.startswith("cuda"):
             torch.cuda.set_device(torch.device(job.device))
@@ -585,6 +629,7 @@ def confirm(jobs: list[BenchJob], rounds: int = 5, with_ref: bool = True, clock:
 
 def _confirm(jobs: list[BenchJob], rounds: int, with_ref: bool, clock: str) -> dict:
     job0 = jobs[0]
+    _mark_stages(job0)
     if job0.device.startswith("cuda"):
         torch.cuda.set_device(torch.device(job0.device))
     prepared = [_prepare(job) for job in jobs]

@@ -1,36 +1,121 @@
 """From a request to keyed candidates: build every config's PrimFunc (in the compile workers),
-hash its IR into the candidate's key, and key the whole tuned entry."""
+hash its IR into the candidate's key, and key the whole tuned entry.
+
+A budgeted tuning (``max_tuning_s``) builds ahead only while the whole space is expected to build
+within a share of its budget; the configs it did not build are built as the search asks for them
+(``LazyBuilds``), and the entry is keyed by what was asked (``key.budget_key``), not by every IR.
+"""
 
 from __future__ import annotations
 
 import pickle
+import time
 from typing import TYPE_CHECKING
 
 from .. import key
 from ..model import Candidate, TuneError, TuneRequest, TuneWarning, Warn
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from ..param import CompileArgs
     from .workers import Pools
 
+#: A budgeted tuning builds ahead (in the order the search proposes) while the whole space is
+#: expected to build within this share of ``max_tuning_s``, judged from the build rate of each batch
+#: after the first (the first also waits for the workers to start); past it, the search builds the
+#: configs it asks for as it goes, and the deadline covers those builds too.
+BUILD_AHEAD_SHARE = 0.25
+#: Builds ahead go in batches of this many rounds of the compile workers (at least BUILD_BATCH_MIN).
+BUILD_BATCH_ROUNDS = 4
+BUILD_BATCH_MIN = 8
+
 
 def build_candidates(req: TuneRequest, machine: dict, pools: Pools | None = None,
-                     warn: Warn | None = None) -> list[Candidate]:
+                     warn: Warn | None = None, deadline: float | None = None) -> list[Candidate]:
     """Build each config's PrimFunc and key it.
 
     The builds run in the compile workers (it is the user's code, with configs that may be
     invalid: a crash there is a record on that config). A failure that every config shares
     (the call, not a config) fails the test once, before anything compiles.
+
+    With a ``deadline`` (``time.perf_counter``; a budgeted tuning) only the configs built ahead
+    (``_build_ahead``) are keyed; the others are left ``built=False`` for ``LazyBuilds``. The
+    reference config of the check without a ref_prog is always built ahead: the seed beside the
+    space (its index follows the space's), or the config of the space the check starts from
+    (``reference_config.reference_index``).
     """
-    from .failures import same_failure
-    from .reference_config import plan, seed_config
+    from .reference_config import plan, reference_index, seed_config
 
     problem = req.program.check_call(req.configs)
     if problem:
         raise TuneError(f"{problem} (nothing was built or compiled)")
-    # The reference config of the check without a ref_prog, where it is not in the space: built beside it.
+    n = len(req.configs)
     seed = seed_config(req)
-    configs = req.configs + ([seed] if seed is not None else [])
+    if deadline is None:
+        results = _build(req, pools, warn, list(range(n + (seed is not None))), seed, decide=True)
+    else:
+        results = _build_ahead(req, pools, warn, deadline, seed, reference_index(req))
+    # What the warm path's index checks before it serves this space again without building it.
+    req.reads = key.file_digests(path for r in results.values() for path in r.get("reads", ()))
+    space = {i: r for i, r in results.items() if i < n}
+    _check_built(req, space)
+    built = [space[i] for i in sorted(space)]
+    complete_request(req, built)
+    _check_out_idx(req, built)
+    _check_inplace(req, built)
+    profile = req.profile_args.canonical()
+    cands = [_candidate(req, i, config, space.get(i), profile, machine) for i, config in enumerate(req.configs)]
+    extra = _candidate(req, n, seed, results[n], profile, machine) if seed is not None else None
+    req.reference = plan(req, cands, extra)
+    return cands
+
+
+def _candidate(req: TuneRequest, index: int, config: dict, res: dict | None, profile: dict,
+               machine: dict) -> Candidate:
+    """One config's candidate from its build result: keyed by its IR, or carrying the build's
+    failure; ``built=False`` where it is not built yet (``res`` None)."""
+    cand = Candidate(index, config, compile_args=_candidate_compile_args(req, config))
+    if res is None:
+        cand.built = False
+    else:
+        _fill(req, cand, res, profile, machine)
+    return cand
+
+
+def _fill(req: TuneRequest, cand: Candidate, res: dict, profile: dict, machine: dict) -> None:
+    """Key a built candidate (or record why its build failed)."""
+    cand.built = True
+    if "error" in res:
+        cand.error = res["error"]
+        return
+    cand.func_blob, cand.ir_sha = res.get("func_blob"), res["ir_sha"]
+    if cand.func_blob is not None:
+        cand.source = cand.func_blob
+    else:
+        spec_id, blob, env, path = req.shipped
+        cand.source = (spec_id, blob, cand.config, env, path, res["ir_sha"])
+    cand.ckey = key.candidate_key(cand.ir_sha, cand.compile_args.canonical(), profile, machine)
+
+
+def _build(req: TuneRequest, pools: Pools | None, warn: Warn | None, indices: list[int], seed: dict | None,
+           decide: bool) -> dict[int, dict]:
+    """The build results of the configs at ``indices`` (``len(req.configs)``: the seed), in the
+    workers where they can build there. The first builds (``decide``) settle where every later
+    one builds (``req.on_device``, ``req.built_here``)."""
+    n = len(req.configs)
+    configs = [req.configs[i] if i < n else seed for i in indices]
+    if decide:
+        results = _build_first(req, pools, warn, configs, sum(i < n for i in indices))
+    else:
+        results = _build_where_settled(req, pools, configs)
+    return dict(zip(indices, results, strict=True))
+
+
+def _build_first(req: TuneRequest, pools: Pools | None, warn: Warn | None, configs: list[dict],
+                 n_space: int) -> list[dict]:
+    """The first builds: in the compile workers, unless they cannot build the program as this
+    process does. ``configs``' first ``n_space`` are the space's (a seed follows them)."""
     results = _build_in_workers(req, pools, configs) if pools is not None else None
     if results is not None and _crashed_without_gpu(req, results, pools):
         # Every config crashed where no GPU is visible (a program that asks CUDA while it builds,
@@ -39,58 +124,147 @@ def build_candidates(req: TuneRequest, machine: dict, pools: Pools | None = None
         if again is not None and not _crashed_without_gpu(req, again, pools):
             req.on_device = True
             results = again
-    if results is not None and _machinery_failed(results[:len(req.configs)]):
+    if results is not None and _machinery_failed(results[:n_space]):
         # No line of the user's code ran and every config failed alike in the workers: if the
         # program builds in this process, the fault is in how it reached them (the plugin's).
         here = _build_here(req, configs)
-        if not _all_failed_alike(here[:len(req.configs)]):
+        if not _all_failed_alike(here[:n_space]):
             failure = next(r["error"] for r in results if "error" in r)
             req.built_here = f"the compile workers could not build it ({_plugin_fault(failure)}), so it was built here"
             if warn is not None:
                 warn(TuneWarning(f"{req.nodeid}: {req.built_here}"))
             results = here
-    if results is not None and req.built_here is None and not _same_here(req, results):
+    if results is not None and req.built_here is None and not _same_here(req, configs, results):
         # The program builds differently in a worker (no GPU visible there: it asks the device at
         # build time, e.g. torch.cuda.get_device_capability): build every config here instead.
         req.built_here = "the program builds a different kernel where no GPU is visible, so it was built here"
         results = None
     if results is None:
         results = _build_here(req, configs)
-    # What the warm path's index checks before it serves this space again without building it.
-    req.reads = key.file_digests(path for r in results for path in r.get("reads", ()))
-    results, seed_result = results[:len(req.configs)], results[len(req.configs):]
-    failures = [r["error"] for r in results if "error" in r]
-    if len(failures) == len(results) and same_failure(failures):
-        raise TuneError(_same_failure_message(failures[0]))
-    complete_request(req, results)
-    _check_out_idx(req, results)
-    _check_inplace(req, results)
-    profile = req.profile_args.canonical()
-    cands = [_candidate(req, i, config, res, profile, machine)
-             for i, (config, res) in enumerate(zip(req.configs, results))]
-    extra = _candidate(req, len(cands), seed, seed_result[0], profile, machine) if seed is not None else None
-    req.reference = plan(req, cands, extra)
-    return cands
+    return results
 
 
-def _candidate(req: TuneRequest, index: int, config: dict, res: dict, profile: dict, machine: dict) -> Candidate:
-    """One config's candidate from its build result: keyed by its IR, or carrying the build's failure."""
-    cand = Candidate(index, config, compile_args=_candidate_compile_args(req, config))
-    if "error" in res:
-        cand.error = res["error"]
-        return cand
-    cand.func_blob, cand.ir_sha = res.get("func_blob"), res["ir_sha"]
-    if cand.func_blob is not None:
-        cand.source = cand.func_blob
-    else:
-        spec_id, blob, env, path = req.shipped
-        cand.source = (spec_id, blob, config, env, path, res["ir_sha"])
-    cand.ckey = key.candidate_key(cand.ir_sha, cand.compile_args.canonical(), profile, machine)
-    return cand
+def _build_where_settled(req: TuneRequest, pools: Pools | None, configs: list[dict]) -> list[dict]:
+    """Builds after the first: where those settled (here, where the GPU is visible, or in the
+    GPU-less compile workers)."""
+    results = None
+    if pools is not None and req.built_here is None:
+        pool = pools.device_compile_pool(req.device) if req.on_device else None
+        results = _build_in_workers(req, pools, configs, pool)
+    return _build_here(req, configs) if results is None else results
+
+
+def _build_ahead(req: TuneRequest, pools: Pools | None, warn: Warn | None, deadline: float, seed: dict | None,
+                 ref: int | None) -> dict[int, dict]:
+    """Build configs in the order the search will propose them, batch by batch, until every config
+    is built, the deadline passes (one batch is always built), or the space is expected to take
+    more than ``BUILD_AHEAD_SHARE`` of ``max_tuning_s`` to build (once a config has built). The
+    first batch holds the reference config of the check without a ref_prog: the seed, or the
+    config of the space at ``ref``."""
+    from .search import Search
+
+    tuner = req.tuner
+    order = Search(req.configs, tuner["strategy"], tuner["max_trials"], tuner["seed"]).order
+    if ref is not None:
+        order = [ref] + [i for i in order if i != ref]
+    workers = pools.n_workers if pools is not None else 1
+    size = max(BUILD_BATCH_MIN, BUILD_BATCH_ROUNDS * workers)
+    allowance = BUILD_AHEAD_SHARE * tuner["max_tuning_s"]
+    results: dict[int, dict] = {}
+    for start in range(0, len(order), size):
+        if results and time.perf_counter() >= deadline:
+            break
+        t0 = time.perf_counter()
+        batch = order[start:start + size]
+        if not start and seed is not None:
+            batch.append(len(req.configs))  # the seed follows the space's configs
+        results.update(_build(req, pools, warn, batch, seed, decide=not start))
+        per_config = (time.perf_counter() - t0) / len(batch)
+        built_one = any("error" not in r for i, r in results.items() if i < len(req.configs))
+        if start and per_config * len(order) > allowance and built_one:
+            break
+    return results
+
+
+def _check_built(req: TuneRequest, results: dict[int, dict]) -> None:
+    """Fail once where no config of the space built: the call's fault when every config failed
+    alike; when a budget stopped the builds first, that is said too."""
+    from .failures import reason, same_failure
+
+    failures = [r["error"] for r in results.values() if "error" in r]
+    if len(failures) < len(results):
+        return
+    n = len(req.configs)
+    stopped = "" if len(results) == n else (f" ({len(results)} of {n} configs built before max_tuning_s="
+                                            f"{req.tuner['max_tuning_s']:g} s ran out)")
+    if same_failure(failures):
+        raise TuneError(_same_failure_message(failures[0], stopped))
+    if stopped:
+        shown = list(results.items())[:10]
+        lines = [f"every config built failed to build{stopped}:"]
+        lines += [f"  {key.canonical_json(req.configs[i])}: {reason(r['error'])}" for i, r in shown]
+        if len(results) > len(shown):
+            lines.append(f"  ... and {len(results) - len(shown)} more")
+        raise TuneError("\n".join(lines))
+
+
+class LazyBuilds:
+    """Builds, as the search asks for them, the configs a budgeted tuning did not build ahead:
+    where the builds ahead settled (the compile workers, those where the GPU is visible, or here)."""
+
+    def __init__(self, req: TuneRequest, machine: dict, pools: Pools):
+        self.req = req
+        self.machine = machine
+        self.pools = pools
+        self.profile = req.profile_args.canonical()
+
+    def start(self, cand: Candidate) -> Future | None:
+        """Start building ``cand``: its future, or None when it is built already (a failure of
+        the hit's build, ``req.prebuilt``) or was built here, now."""
+        req = self.req
+        done = req.prebuilt.get(key.canonical_json(cand.config))
+        if done is not None:
+            self._fill(cand, done)
+            return None
+        shipped = _ship(req) if req.built_here is None else None
+        if shipped is not None:
+            pool = self.pools.device_compile_pool(req.device) if req.on_device else self.pools.compile_pool()
+            return pool.schedule(_build_entry, (*shipped, cand.config), timeout=req.tuner["compile_timeout"])
+        self._fill(cand, _build_here(req, [cand.config])[0])
+        return None
+
+    def finish(self, cand: Candidate, fut: Future) -> None:
+        """Key ``cand`` from its finished build (a failure is a record on it, as ahead)."""
+        out = _result(fut, self.req)
+        if "spec_error" in out:  # the workers cannot load the program any more: built here from now on
+            _not_loaded(self.req, out)
+            out = _build_here(self.req, [cand.config])[0]
+        self._fill(cand, out)
+
+    def _fill(self, cand: Candidate, res: dict) -> None:
+        """Check the build as the builds ahead were checked (the outputs it declares, ``inplace``),
+        count what it read, and key it."""
+        req = self.req
+        out_idx, want, n = res.get("out_idx"), req.compile_args.out_idx, res.get("n_params")
+        if "error" not in res and res.get("mode") == "eager" and out_idx is not None and n \
+                and _positions(out_idx, n) != _positions(want, n):
+            raise TuneError(f"the configs change the outputs T.empty() declares ({cand.config} returns "
+                            f"{list(out_idx)}, others {want}); every config must return the same tensors")
+        if "error" not in res:
+            _check_inplace(req, [res], when=f"found when {key.canonical_json(cand.config)} was built")
+        if res.get("reads"):
+            req.reads = {**(req.reads or {}), **key.file_digests(res["reads"])}
+        _fill(req, cand, res, self.profile, self.machine)
+
+
+def _positions(out_idx: object, n: int) -> list[int]:
+    """``out_idx`` as non-negative parameter positions of a PrimFunc of ``n`` parameters."""
+    indices = [] if out_idx is None else [out_idx] if isinstance(out_idx, int) else list(out_idx)
+    return [i % n for i in indices]
 
 
 def _build_here(req: TuneRequest, configs: list[dict]) -> list[dict]:
-    """Every config built in this process (the last resort: a crash here ends the session)."""
+    """``configs`` built in this process (the last resort: a crash here ends the session)."""
     from .failures import BUILD, describe
     from .reads import recording
 
@@ -142,19 +316,21 @@ def _plugin_fault(failure: dict) -> str:
             f"({versions()}): please report it to pytest-tlautotune's issue tracker with this message")
 
 
-def _same_failure_message(failure: dict) -> str:
+def _same_failure_message(failure: dict, stopped: str = "") -> str:
+    """``stopped``: how many configs were built, where a budget stopped the builds."""
     from .failures import reason
 
     if _not_the_users(failure):
-        return (f"every config failed the same way before any line of the program ran: {_plugin_fault(failure)}. "
-                f"If the program's arguments are wrong, fix them first\n{_indent(failure.get('message', ''))}")
-    return (f"every config failed the same way, so the program or the call is at fault: "
+        return (f"every config failed the same way before any line of the program ran{stopped}: "
+                f"{_plugin_fault(failure)}. If the program's arguments are wrong, fix them first\n"
+                f"{_indent(failure.get('message', ''))}")
+    return (f"every config failed the same way{stopped}, so the program or the call is at fault: "
             f"{reason(failure)}\n{_indent(failure.get('message', ''))}")
 
 
-def _same_here(req: TuneRequest, results: list[dict]) -> bool:
+def _same_here(req: TuneRequest, configs: list[dict], results: list[dict]) -> bool:
     """Whether this process builds the first successfully built config into the same IR."""
-    first = next(((c, r) for c, r in zip(req.configs, results) if "error" not in r), None)
+    first = next(((c, r) for c, r in zip(configs, results) if "error" not in r), None)
     if first is None:
         return True
     try:
@@ -186,8 +362,9 @@ def _check_out_idx(req: TuneRequest, results: list[dict]) -> None:
         return
 
 
-def _check_inplace(req: TuneRequest, results: list[dict]) -> None:
-    """``inplace`` must name inputs of the PrimFunc: said once, before anything compiles."""
+def _check_inplace(req: TuneRequest, results: list[dict], when: str = "nothing was compiled") -> None:
+    """``inplace`` must name inputs of the PrimFunc: said once, before anything compiles (``when``
+    says otherwise for a config built as the search asked for it)."""
     from .check import inplace_indices
 
     inplace = req.profile_args.inplace
@@ -200,7 +377,7 @@ def _check_inplace(req: TuneRequest, results: list[dict]) -> None:
     try:
         inplace_indices(inplace, built["params"], outputs, req.program_name)
     except ValueError as exc:
-        raise TuneError(f"inplace={list(inplace)!r}: {exc}; nothing was compiled") from None
+        raise TuneError(f"inplace={list(inplace)!r}: {exc}; {when}") from None
 
 
 def _build_in_workers(req: TuneRequest, pools: Pools, configs: list[dict], pool: object = None) -> list[dict] | None:
@@ -335,6 +512,13 @@ def entry_key(req: TuneRequest, cands: list[Candidate], machine: dict) -> str:
     """The key of the tuned result (``key.entry_key`` over this request's data)."""
     return key.entry_key([(c.ckey, c.error) for c in cands], req.configs, req.compile_args.canonical(),
                          req.profile_args.canonical(), req.tuner, machine)
+
+
+def budget_key(req: TuneRequest, machine: dict) -> str:
+    """The key of a budgeted tuning whose builds were cut (``key.budget_key``): taken before any
+    build, so a warm run can look it up without building."""
+    return key.budget_key(req.identity, req.configs, req.compile_args.canonical(), req.profile_args.canonical(),
+                          req.tuner, machine)
 
 
 def _indent(text: str) -> str:

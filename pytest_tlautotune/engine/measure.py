@@ -7,6 +7,8 @@ schedules jobs and reads their samples.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +33,8 @@ class JobFactory:
         self.cache = cache
         self.profile_blob = profile_blob(req.profile_args)
         self.input_key = inputs_key(req.nodeid, req.program_name, req.profile_args.canonical())
+        self._stage_dir: str | None = None  # the jobs' stage files (bench._mark_stages)
+        self._jobs = 0
 
     def set_reference(self, cand: Any, kernel_dir: Path) -> None:
         """Check the jobs made from now on against ``cand``'s compiled kernel (``reference_config.py``)."""
@@ -57,7 +61,38 @@ class JobFactory:
             device=device,
             lock_path=self.cache.device_lock_path(device),
             stop_above_ms=stop_above_ms,
+            stage_path=self._stage_path(),
         )
+
+    def _stage_path(self) -> str:
+        import tempfile
+
+        if self._stage_dir is None:
+            self._stage_dir = tempfile.mkdtemp(prefix="tlautotune-stage-")
+        self._jobs += 1
+        return os.path.join(self._stage_dir, str(self._jobs))
+
+    def stage_of(self, job: BenchJob) -> str:
+        """Whose code ``job`` was running when it ended (``failures.REF_PROG``, ``SUPPLY_PROG``,
+        ``RUN``; empty: none of the user's programs); read once, then its file is removed."""
+        if not job.stage_path:
+            return ""
+        try:
+            with open(job.stage_path) as f:
+                return f.read()
+        except OSError:
+            return ""
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(job.stage_path)
+
+    def close(self) -> None:
+        """Remove the jobs' stage files."""
+        from ..store.files import remove_tree
+
+        if self._stage_dir is not None:
+            remove_tree(Path(self._stage_dir), ignore_errors=True)
+            self._stage_dir = None
 
 
 def profile_blob(profile: Any) -> bytes:

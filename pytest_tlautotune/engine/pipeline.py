@@ -46,53 +46,67 @@ class Pipeline:
         self.t0_wall = time.time()
         self._retry: dict[cf.Future, bool] = {}  # compile futures: a retry where the GPU is visible?
         self._extra: dict[Any, dict] = {}  # timing futures in flight: the candidate's fields, its device
+        self._jobs: dict[Any, Any] = {}  # timing futures in flight: their bench.BenchJob
+        self._crashed_in: Counter[str] = Counter()  # timing jobs that crashed in ref_prog / supply_prog
         self.devices: tuple[str, ...] = req.timing_devices
         self._waiting: list[tuple[Candidate, dict]] = []  # compiled, waiting for a free device
         self.timing_jobs = 0  # timing jobs handed out (one per measured candidate)
         self.plan = req.reference  # reference_config.ReferencePlan: the config the candidates are checked against
+        self.builds: Any = None  # candidates.LazyBuilds: builds the unbuilt configs the search asks for
         self._compile_pool: Any = None
+        self._building: dict[cf.Future, int] = {}  # builds of configs not built ahead (LazyBuilds)
         self._compiling: dict[cf.Future, int] = {}
         self._timing: dict[cf.Future, int] = {}
 
     def best_ms(self) -> float | None:
         return min((r["median_ms"] for r in self.records.values() if r["status"] == Status.OK), default=None)
 
-    def run(self, cands: list[Candidate], search: Search, deadline: float | None) -> list[CandidateRecord]:
-        """Measure what ``search`` proposes until it is done or ``deadline`` (perf_counter) passes;
-        the records in config order."""
+    def run(self, cands: list[Candidate], search: Search, deadline: float | None,
+            builds: Any = None) -> list[CandidateRecord]:
+        """Measure what ``search`` proposes until it is done or ``deadline`` (perf_counter) passes
+        (a first round is proposed even past it); the records in config order. ``builds``
+        (``candidates.LazyBuilds``) builds the candidates that are not built yet."""
         self.t0_wall = time.time()
+        self.builds = builds
         self._loop(cands, search, deadline)
         return [self.records[i] for i in sorted(self.records)]
 
     def _loop(self, cands: list[Candidate], search: Search, deadline: float | None) -> None:
         self._compile_pool = compile_pool = self.pools.compile_pool()
-        compiling, timing = self._compiling, self._timing
+        building, compiling, timing = self._building, self._compiling, self._timing
         depth = self.pools.n_workers + 1
         extra = self.plan.extra if self.plan is not None else None
         every = cands + ([extra] if extra is not None else [])  # the seed reference's index follows the space's
         if self.plan is not None and self.plan.current is not None:
             self._start(self.plan.current, compile_pool, compiling, timing)  # compiled first: checks wait for it
+        proposed = False
         while True:
-            if deadline is None or time.perf_counter() < deadline:
-                pending = set(compiling.values()) | set(timing.values()) | {c.index for c, _ in self._waiting}
+            if deadline is None or time.perf_counter() < deadline or not proposed:
+                pending = (set(building.values()) | set(compiling.values()) | set(timing.values())
+                           | {c.index for c, _ in self._waiting})
                 pending.discard(len(cands))  # the seed reference is not a config of the search's space
-                for i in search.propose(self._results(), pending, depth - len(compiling)):
+                for i in search.propose(self._results(), pending, depth - len(compiling) - len(building)):
+                    proposed = True
                     self._start(cands[i], compile_pool, compiling, timing)
-            if not compiling and not timing:
+            if not compiling and not timing and not building:
                 # Reused records finish instantly: go on while the search has configs left.
                 if (deadline is not None and time.perf_counter() >= deadline) or not self._more(search):
                     return
                 continue
-            done, _ = cf.wait(list(compiling) + list(timing), return_when=cf.FIRST_COMPLETED)
+            done, _ = cf.wait([*building, *compiling, *timing], return_when=cf.FIRST_COMPLETED)
             try:
                 for fut in done:
-                    if fut in compiling:
+                    if fut in building:
+                        cand = every[building.pop(fut)]
+                        self.builds.finish(cand, fut)
+                        self._start(cand, compile_pool, compiling, timing)
+                    elif fut in compiling:
                         self._compiled(every[compiling.pop(fut)], fut, timing, compiling)
                     else:
                         self._timed(every[timing.pop(fut)], fut)
                 self._dispatch(timing)
             except TuneError:
-                for fut in [*compiling, *timing]:
+                for fut in [*building, *compiling, *timing]:
                     fut.cancel()
                 raise
 
@@ -106,6 +120,11 @@ class Pipeline:
         return bool(search.propose(self._results(), set(), 1))
 
     def _start(self, cand: Candidate, compile_pool: Any, compiling: dict, timing: dict) -> None:
+        if not cand.built:
+            fut = self.builds.start(cand)
+            if fut is not None:
+                self._building[fut] = cand.index
+                return
         if cand.error:
             self._record(cand, {"status": Status.BUILD_ERROR, "reason": reason(cand.error), "failure": cand.error},
                          store=False)
@@ -232,7 +251,7 @@ class Pipeline:
             if any(c is nxt for c, _ in self._waiting):
                 self._reference_ready(nxt)
                 return
-            if nxt.index not in self._compiling.values():
+            if nxt.index not in {*self._compiling.values(), *self._building.values()}:
                 self._start(nxt, self._compile_pool, self._compiling, self._timing)
             return
 
@@ -258,13 +277,18 @@ class Pipeline:
             timing[fut] = cand.index
             self.timing_jobs += 1
             self._extra[fut] = {**extra, "timed_on": device}
+            self._jobs[fut] = job
 
     def _timed(self, cand: Candidate, fut: Any) -> None:
         extra = {**self._extra.pop(fut, {}), "t_timed": time.time() - self.t0_wall}
+        job = self._jobs.pop(fut, None)
+        stage = self.jobs.stage_of(job) if job is not None else ""
         try:
             out = fut.result()
         except Exception as exc:
             status, why = classify(exc, "check/timing", self.req.profile_args.timeout)
+            if stage in (REF_PROG, SUPPLY_PROG) and self._theirs(stage, status):
+                raise TuneError(_user_program_lost(stage, status, why, self.req.profile_args.timeout)) from None
             self._record(cand, {"status": status, "reason": why, **extra})
             return
         failure = out.get("failure")
@@ -281,6 +305,17 @@ class Pipeline:
         if self.plan is not None and self.plan.ready is not None:
             extra["vs"] = self.plan.ready.ckey  # the verdict holds against this reference only
         self._record(cand, {**out, **extra})
+
+    def _theirs(self, stage: str, status: Status) -> bool:
+        """Whether a timing job lost in ``stage`` (ref_prog or supply_prog) is that program's fault:
+        a hang at once; a crash when it happens again (in a fresh worker: a kernel that corrupted
+        its worker's memory can make the next job's reference crash once)."""
+        if status == Status.TIMEOUT:
+            return True
+        if status != Status.CRASH:
+            return False
+        self._crashed_in[stage] += 1
+        return self._crashed_in[stage] > 1
 
     def _record(self, cand: Candidate, fields: dict, store: bool = True) -> None:
         if self.plan is not None and (cand is self.plan.extra or self.plan.is_current(cand)):
@@ -299,6 +334,17 @@ class Pipeline:
             f"{len(self.records)}/{len(self.req.configs)} measured, {n_ok} passed"
             + (f", best {best:.4g} ms" if best is not None else "")
         )
+
+
+def _user_program_lost(stage: str, status: Status, why: str, timeout: float) -> str:
+    """ref_prog or supply_prog hung or crashed its timing job: theirs, said once."""
+    who = "the reference's" if stage == REF_PROG else "the inputs'"
+    if status == Status.TIMEOUT:
+        what = (f"{stage} did not return within {timeout:g} s (the timing job's timeout={timeout:g}): it hangs "
+                f"or is slower than that")
+    else:
+        what = f"{stage} crashed its timing job ({why})"
+    return f"{what}; {who} fault, not a candidate's: nothing else was measured"
 
 
 def indent(text: str) -> str:

@@ -40,6 +40,22 @@ def seed_config(req: TuneRequest) -> dict | None:
     return dict(value)
 
 
+def reference_index(req: TuneRequest) -> int | None:
+    """The config of the space the plan starts from (a budgeted tuning builds it ahead, as it does
+    the seed): the one a ``reference_config`` dict names, the first where it is ``True``; None
+    without the check or where the reference is the seed beside the space."""
+    value = req.tuner.get("reference_config")
+    if not wanted(req) or not req.configs:
+        return None
+    if isinstance(value, dict):
+        return req.configs.index(value) if value in req.configs else None
+    return 0
+
+
+#: What ``ReferencePlan.expected`` says while the plan's first reference is not built yet.
+NOT_BUILT = "(the reference config is not built yet)"
+
+
 @dataclass
 class ReferencePlan:
     """Which kernel the candidates are compared with: ``order`` lists the configs to try in turn
@@ -64,8 +80,11 @@ class ReferencePlan:
 
     @property
     def expected(self) -> str | None:
-        """The candidate key of the reference the plan starts from (what reused verdicts must name)."""
-        return self.order[0].ckey if self.order else None
+        """The candidate key of the reference the plan starts from (what reused verdicts must name);
+        ``NOT_BUILT`` while a budgeted tuning has not built it (no verdict names it yet)."""
+        if not self.order:
+            return None
+        return self.order[0].ckey or NOT_BUILT
 
     def is_current(self, cand: Candidate) -> bool:
         return self.waiting and self.current is cand
@@ -86,7 +105,8 @@ class ReferencePlan:
 
 def plan(req: TuneRequest, cands: list[Candidate], extra: Candidate | None) -> ReferencePlan | None:
     """The reference plan of a request with the check on: the seed (``extra``, or the config of the
-    space equal to it) first, then every config that built, in the space's order."""
+    space equal to it) first, then every config that built, in the space's order (with those a
+    budgeted tuning did not build ahead, built when the plan gets to them)."""
     if not wanted(req):
         return None
     built = [c for c in cands if not c.error]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..key import canonical_json
 from ..model import Candidate, Status, TuneError, TuneRequest, cut_text
@@ -34,27 +34,49 @@ class Tuner:
         pools: Pools,
         reuse_records: bool = True,
         progress: Callable[[str], None] | None = None,
+        machine: dict | None = None,
     ):
         self.req = req
         self.cache = cache
         self.pools = pools
+        self.machine = machine  # for the keys of the configs built as the search asks for them
         self.jobs = JobFactory(req, cache)
         self.pipeline = Pipeline(req, cache, pools, self.jobs, reuse_records, progress)
 
-    def run(self, cands: list[Candidate], key: str) -> tuple[AutotuneResult, list[dict]]:
-        """Search, confirm the top-k, and return (AutotuneResult, records)."""
+    def run(self, cands: list[Candidate], key: str,
+            deadline: float | None = None) -> tuple[AutotuneResult, list[dict]]:
+        """Search, confirm the top-k, and return (AutotuneResult, records). ``deadline``
+        (``time.perf_counter``): when to propose no more configs; by default ``max_tuning_s``
+        from now."""
+        from .candidates import LazyBuilds
         from .search import Search
 
         t0 = time.perf_counter()
         tuner = self.req.tuner
         search = Search(self.req.configs, tuner["strategy"], tuner["max_trials"], tuner["seed"],
                         workers=self.pools.n_workers)
-        deadline = t0 + tuner["max_tuning_s"] if tuner["max_tuning_s"] else None
-        records = self.pipeline.run(cands, search, deadline)
+        if deadline is None and tuner["max_tuning_s"]:
+            deadline = t0 + tuner["max_tuning_s"]
+        lazy = LazyBuilds(self.req, self.machine, self.pools) if any(not c.built for c in cands) else None
+        try:
+            return self._run(cands, key, search, deadline, lazy, t0)
+        finally:
+            self.jobs.close()  # the timing jobs' stage files
+
+    def _run(self, cands: list[Candidate], key: str, search: Any, deadline: float | None, lazy: Any,
+             t0: float) -> tuple[AutotuneResult, list[dict]]:
+        tuner = self.req.tuner
+        ahead = sum(c.built for c in cands)
+        records = self.pipeline.run(cands, search, deadline, lazy)
         t_search = time.perf_counter()
+        never_built = sum(not c.built for c in cands)
+        if never_built:
+            self.pipeline.notes.append(
+                f"max_tuning_s={tuner['max_tuning_s']:g} s: {never_built} of {len(cands)} configs were never built "
+                f"(the search built the configs it asked for until the deadline)")
         passed = sorted((r for r in records if r["status"] == Status.OK), key=lambda r: r["median_ms"])
         if not passed:
-            raise TuneError(self._failure_message(records), records=records)
+            raise TuneError(self._failure_message(records, never_built), records=records)
         top = to_confirm(passed, tuner["top_k"])
         winner, samples, ref_samples, info = confirm_top(
             self.pools, self.jobs, [cands[r["index"]].compile_args for r in top], top, self.pipeline.ref_samples)
@@ -67,8 +89,12 @@ class Tuner:
         note = self.pools.start_note()
         if note:
             self.pipeline.notes.append(note)
+        # Where the builds were cut: how many configs were built before the search (``ahead``) and in
+        # all, of how many (the entry's key is a budget key).
+        builds = {"built": len(cands) - never_built, "ahead": ahead, "configs": len(cands),
+                  "stopped_by": "max_tuning_s"} if lazy is not None else None
         result = self._result(cands[winner["index"]], winner, samples, ref_samples, info, records, key,
-                              time.perf_counter() - t0, phases, self.pipeline.notes)
+                              time.perf_counter() - t0, phases, self.pipeline.notes, builds)
         return result, records
 
     def _phases(self, records: list[dict], search_s: float, confirm_s: float) -> dict:
@@ -124,6 +150,7 @@ class Tuner:
         tuning_s: float,
         phases: dict,
         notes: list[str],
+        builds: dict | None = None,
     ) -> AutotuneResult:
         from ..param import AutotuneResult
         from ..store.artifacts import load_kernel
@@ -154,6 +181,8 @@ class Tuner:
         if self.req.reference is not None:
             # What every candidate's outputs were compared with (no ref_prog): the summary's "vs <config>".
             record["reference"] = self.req.reference.describe()
+        if builds is not None:
+            record["builds"] = builds
         return AutotuneResult(
             latency=statistics.median(samples),
             config=cand.config,  # the config the test gave; a hit reads it back alike (store/typed.py)
@@ -169,10 +198,12 @@ class Tuner:
     #: Configs the "no candidate passed" message names one by one (every record: -v, --tl-json).
     FAILURES_SHOWN = 40
 
-    def _failure_message(self, records: list[dict]) -> str:
+    def _failure_message(self, records: list[dict], never_built: int = 0) -> str:
         lines = [
             f"no candidate passed: {len(records)} of {len(self.req.configs)} configs measured for "
             f"{self.req.program_name}"
+            + (f" ({never_built} never built: max_tuning_s={self.req.tuner['max_tuning_s']:g} s ran out)"
+               if never_built else "")
         ]
         for r in records[:self.FAILURES_SHOWN]:
             lines.append(f"  {cut_text(canonical_json(r['config']))}: {r['status']}: {r.get('reason')}")

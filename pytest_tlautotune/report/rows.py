@@ -75,6 +75,7 @@ def record_outcome(item: pytest.Item, req: TuneRequest, outcome: Outcome, machin
         "n_passed": sum(r.get("status") == Status.OK for r in records),
         "check": check_kind(req.profile_args, records, result.record.get("reference")),
         "unchecked_why": unchecked_why(req.profile_args, records, result.record.get("reference")),
+        "builds": result.record.get("builds"),  # where max_tuning_s cut the builds: how many were built
         "samples": list(result.samples),
         "loops": result.record.get("loops"),  # calls per sample, when this run re-timed the winner
         "host_ms": result.record.get("host_ms"),  # host time to launch one call (CUDA, re-timed runs)

@@ -107,6 +107,10 @@ def summary_lines(rows: list[dict], verbose: int = 0) -> list[str]:
             lines.append(f"  {name}: " + ", ".join(work + errors))
         if row.get("status") == RowStatus.FAILED:
             lines.append(f"  {name}: tuning failed: {first_line(row.get('reason'))}")
+        builds = row.get("builds")
+        if builds and row["cache"] != CACHE_HIT:
+            unbuilt = builds["configs"] - builds["built"]
+            lines.append(f"  {name}: max_tuning_s ran out with {unbuilt} of {builds['configs']} configs never built")
         if row.get("quarantined"):
             lines.append(f"  {name}: the stored result was corrupt and tuned again: {row['quarantined']}")
         if row.get("stale"):
