@@ -51,10 +51,10 @@ def test_max_tuning_s_stops_the_builds_and_a_hit_still_checks_the_winner(tl, pyt
     assert 0 < len(space["candidates"]) <= space["builds"]["built"]
     unbuilt = 600 - space["builds"]["built"]
     assert any(f"{unbuilt} of 600 configs were never built" in note for note in space["notes"])
-    result.stdout.fnmatch_lines([f"*test_space: max_tuning_s ran out with {unbuilt} of 600 configs never built*"])
+    result.stdout.fnmatch_lines([f"*test_space: {unbuilt} of 600 configs never built (max_tuning_s ran out)*"])
     # A small space builds whole, within its budget: keyed by every IR, as without a budget.
     assert "builds" not in records["test_small"]
-    assert "test_small: max_tuning_s ran out" not in result.stdout.str()
+    assert not any("test_small" in line and "never built" in line for line in result.outlines)
 
     # Without the fast index, the budgeted tuning is found again by what was asked: a hit.
     shutil.rmtree(tl.cache_dir / "index")

@@ -70,10 +70,15 @@ class Tuner:
         records = self.pipeline.run(cands, search, deadline, lazy)
         t_search = time.perf_counter()
         never_built = sum(not c.built for c in cands)
+        # What left configs unbuilt: the deadline, else the search asked for no more (max_trials, early stop).
+        stopped_by = ("max_tuning_s" if deadline is not None and time.perf_counter() >= deadline
+                      else "the search")
         if never_built:
             self.pipeline.notes.append(
-                f"max_tuning_s={tuner['max_tuning_s']:g} s: {never_built} of {len(cands)} configs were never built "
-                f"(the search built the configs it asked for until the deadline)")
+                f"{never_built} of {len(cands)} configs were never built: "
+                + (f"max_tuning_s={tuner['max_tuning_s']:g} s ran out (the search built the configs it asked "
+                   f"for until the deadline)" if stopped_by == "max_tuning_s"
+                   else "the search asked for no more of them (max_trials, early stop)"))
         passed = sorted((r for r in records if r["status"] == Status.OK), key=lambda r: r["median_ms"])
         if not passed:
             raise TuneError(self._failure_message(records, never_built), records=records)
@@ -92,7 +97,7 @@ class Tuner:
         # Where the builds were cut: how many configs were built before the search (``ahead``) and in
         # all, of how many (the entry's key is a budget key).
         builds = {"built": len(cands) - never_built, "ahead": ahead, "configs": len(cands),
-                  "stopped_by": "max_tuning_s"} if lazy is not None else None
+                  "stopped_by": stopped_by} if lazy is not None else None
         result = self._result(cands[winner["index"]], winner, samples, ref_samples, info, records, key,
                               time.perf_counter() - t0, phases, self.pipeline.notes, builds)
         return result, records

@@ -110,7 +110,9 @@ def summary_lines(rows: list[dict], verbose: int = 0) -> list[str]:
         builds = row.get("builds")
         if builds and row["cache"] != CACHE_HIT:
             unbuilt = builds["configs"] - builds["built"]
-            lines.append(f"  {name}: max_tuning_s ran out with {unbuilt} of {builds['configs']} configs never built")
+            why = ("max_tuning_s ran out" if builds.get("stopped_by", "max_tuning_s") == "max_tuning_s"
+                   else "the search asked for no more")
+            lines.append(f"  {name}: {unbuilt} of {builds['configs']} configs never built ({why})")
         if row.get("quarantined"):
             lines.append(f"  {name}: the stored result was corrupt and tuned again: {row['quarantined']}")
         if row.get("stale"):
