@@ -172,6 +172,8 @@ class TuneRequest:
     #: Builds done already in this call, by the config's canonical JSON: a stored winner whose build
     #: failed on a hit (a crash, a hang) is that config's record, not built a second time.
     prebuilt: dict[str, dict] = field(default_factory=dict)
+    #: engine.tilelang_key.TileLangKey: the key TileLang's own tuner would cache this tuning under, or why none.
+    tilelang: Any = None
 
     @property
     def device_kind(self) -> str:
