@@ -311,7 +311,8 @@ class TuneSession:
             result.record.setdefault("phases", {}).update(prepare_s=prepare_s, prepare_built_s=built_s)
             try:
                 # A full disk or read-only mount costs the cache, not the test (the store warns once).
-                stored = self.cache.save(result, entry, tilelang=[n for n in [_tilelang_note(req, result)] if n])
+                note = _tilelang_note(req, result)
+                stored = self.cache.save(result, entry, tilelang=[note] if note else None)
             except OSError as exc:
                 stored = False
                 self.warn(TuneWarning(f"{req.nodeid}: could not store the tuned result in {entry}: {exc}"))

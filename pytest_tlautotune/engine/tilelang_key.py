@@ -138,7 +138,10 @@ def note(tl: TileLangKey | None, req: TuneRequest, config: dict | None, backend:
     if tl is None:
         return None
     base = {"function": tl.function, "test": req.nodeid}
-    why = tl.why if tl.key is None else _not_what_production_loads(tl, req, config, backend)
+    try:
+        why = tl.why if tl.key is None else _not_what_production_loads(tl, req, config, backend)
+    except Exception as exc:  # a note, never the test's failure
+        why = f"comparing the kernel with {tl.function}'s failed: {type(exc).__name__}: {exc}"
     if why is not None:
         return {**base, "key": None, "why": why}
     return {**base, "key": tl.key, "tilelang": tl.version}

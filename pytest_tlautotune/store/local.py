@@ -281,9 +281,12 @@ class Store:
         """Publish ``result`` at ``entry`` (staged, manifest, one rename). False when the cache's
         filesystem refuses it (told once, see :meth:`refused`): then it is kept in the scratch
         directory for the rest of this run (:meth:`entry` finds it there). Other OSErrors are raised.
-        ``tilelang``: the notes of TileLang's cache keys it answers (``manifest.add_tilelang_note``)."""
+        ``tilelang``: the notes of TileLang's cache keys it answers (``manifest.add_tilelang_note``),
+        kept with those of the entry it replaces (a re-tuning answers the same tunings)."""
         from .artifacts import save_entry
 
+        old = tilelang_notes(read_json(entry / MANIFEST_PATH))
+        tilelang = old + [n for n in tilelang or [] if not any(same_note(n, o) for o in old)]
         if self.writable():
             try:
                 save_entry(result, entry, tilelang)
@@ -310,7 +313,7 @@ class Store:
         if note is None or self.refusal is not None or key in self._kept_entries:
             return
         entry = self.root / "entries" / key
-        if any(same_note(n, note) for n in tilelang_notes(read_json(entry / MANIFEST_PATH) or {})):
+        if any(same_note(n, note) for n in tilelang_notes(read_json(entry / MANIFEST_PATH))):
             return
         try:
             with self.lock(key, timeout=0):
