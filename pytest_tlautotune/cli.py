@@ -1,11 +1,10 @@
 """``python -m pytest_tlautotune cache list|show|clear|prune|export``: look into and tidy the tuning
 cache, and write its results into TileLang's own autotuner cache (``export``).
 
-Reads the layout documented in ``store/local.py`` without importing torch or
-TileLang (``export`` without a DIR imports TileLang to ask where its cache is), and never
-creates the cache directory. Removal renames a directory
-aside before deleting it (a reader sees the entry or nothing) and never
-follows a symlink out of the cache: links are unlinked, not entered.
+Reads the layout documented in ``store/local.py`` without importing torch or TileLang
+(``export`` without a DIR imports TileLang to ask where its cache is), and never creates the
+cache directory. Removal renames a directory aside before deleting it (a reader sees the entry
+or nothing) and never follows a symlink out of the cache: links are unlinked, not entered.
 """
 
 from __future__ import annotations

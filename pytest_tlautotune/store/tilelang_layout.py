@@ -102,7 +102,7 @@ def export_entry(entry: Path, dest: Path, force: bool = False, tilelang_version:
     try:
         dest.mkdir(parents=True, exist_ok=True)  # TileLang's directory: made as TileLang makes it
     except OSError as exc:
-        return [Exported(name, key, None, f"cannot create {dest}: {exc}") for key in keys]
+        return out + [Exported(name, key, None, f"cannot create {dest}: {exc}") for key in keys]
     for key in keys:
         target = dest / key
         if os.path.lexists(target) and not force:
