@@ -1,9 +1,10 @@
-"""``python -m pytest_tlautotune cache list|show|clear|prune``: look into and tidy the tuning cache.
+"""``python -m pytest_tlautotune cache list|show|clear|prune|export``: look into and tidy the tuning
+cache, and write its results into TileLang's own autotuner cache (``export``).
 
-Reads the layout documented in ``store/local.py`` without importing torch or
-TileLang, and never creates the cache directory. Removal renames a directory
-aside before deleting it (a reader sees the entry or nothing) and never
-follows a symlink out of the cache: links are unlinked, not entered.
+Reads the layout documented in ``store/local.py`` without importing torch or TileLang
+(``export`` without a DIR imports TileLang to ask where its cache is), and never creates the
+cache directory. Removal renames a directory aside before deleting it (a reader sees the entry
+or nothing) and never follows a symlink out of the cache: links are unlinked, not entered.
 """
 
 from __future__ import annotations
@@ -431,6 +432,86 @@ def _prune_candidates(root: Path, freed: set[str], in_use: set[str], cutoff: flo
     return n
 
 
+def cmd_export(root: Path | StoreCatalog, args: argparse.Namespace, out: TextIO) -> int:
+    """Write entries into TileLang's autotuner cache (``store/tilelang_layout.py``), each under the
+    key production code's ``@tilelang.autotune`` looks up; say what was written, and why not."""
+    from .store.tilelang_layout import export_entry
+
+    names = list(args.targets)
+    if len(names) > (1 if args.all else 2) or not (args.all or names):
+        sys.stderr.write("tlautotune: cache export takes KEY_OR_TEST [DIR] or --all [DIR]\n")
+        return 2
+    what = None if args.all else names.pop(0)
+    if what is None:
+        entries = list_entries(root)
+    else:
+        entries, why = find_entries(root, what)
+        if not entries:
+            sys.stderr.write(f"tlautotune: {why}\n")
+            return 1
+    if names:
+        dest, version = Path(names[0]).expanduser(), None
+    else:
+        dest, version = _tilelang_cache_dir()
+    written = failed = 0
+    with _entries_on_disk(root, entries) as on_disk:
+        for entry, path in on_disk:
+            label = f"{entry.key[:12]}  {entry.record.get('nodeid') or '?'}  ({entry.record.get('program') or '?'})"
+            if path is None:
+                out.write(f"not exported {label}: {_NO_FILES}\n")
+                failed += 1
+                continue
+            for done in export_entry(path, dest, force=args.force, tilelang_version=version):
+                if done.written is not None:
+                    written += 1
+                    out.write(f"exported {label} -> {done.written}\n")
+                else:
+                    failed += done.tilelang_key is not None
+                    out.write(f"not exported {label}: {done.why_not}\n")
+    out.write(f"{written} result(s) written into {dest}\n")
+    return 0 if written and not failed else 1
+
+
+_NO_FILES = ("the store holds this entry as data only (its kernel travels with TL_AUTOTUNE_STORE_SECRET set); "
+             "export it from a cache directory that holds it")
+
+
+def _tilelang_cache_dir() -> tuple[Path, str]:
+    """TileLang's autotuner cache directory (``AutoTuner._get_cache_dir()``, under $TILELANG_CACHE_DIR)
+    and the installed TileLang's version: importing TileLang costs seconds, so only without a DIR."""
+    import tilelang
+    from tilelang.autotuner.tuner import AutoTuner
+
+    return Path(AutoTuner._get_cache_dir()), tilelang.__version__
+
+
+@contextlib.contextmanager
+def _entries_on_disk(root: Path | StoreCatalog, entries: list[Entry]) -> Iterator[list[tuple[Entry, Path | None]]]:
+    """Each entry's directory: in the cache, or the store's signed files unpacked into a temporary
+    directory (verified as a hit verifies them; None where the store has no files for it)."""
+    if not isinstance(root, StoreCatalog):
+        yield [(e, e.path) for e in entries]
+        return
+    import tempfile
+
+    from .store.remote import SECRET_ENV, SignatureError, unpack
+
+    secret = os.environ.get(SECRET_ENV)
+    with tempfile.TemporaryDirectory(prefix="tlautotune-export-") as tmp:
+        paths = []
+        for e in entries:
+            files = root.store.get_files(e.key) if secret else None
+            path = Path(tmp) / "entries" / e.key
+            try:
+                if files is not None:
+                    unpack(secret, e.key, files, path)
+            except (OSError, SignatureError) as exc:
+                sys.stderr.write(f"tlautotune: the store's files of {e.key[:12]} were refused: {exc}\n")
+                files = None
+            paths.append((e, path if files is not None else None))
+        yield paths
+
+
 def _non_negative_days(text: str) -> float:
     try:
         value = float(text)
@@ -467,6 +548,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--older-than", metavar="DAYS", type=_non_negative_days, required=True,
                    help="age in days (by the entry's tuning time); fractions allowed")
     p.set_defaults(func=cmd_prune)
+    p = commands.add_parser("export", parents=[common],
+                            help="write entries into TileLang's own autotuner cache, where production code's "
+                                 "@tilelang.autotune finds them without tuning")
+    p.add_argument("targets", nargs="*", metavar="KEY_OR_TEST [DIR]",
+                   help="an entry (key, unique key prefix, or test as for `show`), then where TileLang's cache "
+                        "is (default: TileLang's autotuner cache dir, under $TILELANG_CACHE_DIR)")
+    p.add_argument("--all", action="store_true", help="every entry")
+    p.add_argument("--force", action="store_true", help="replace a result already at DIR/<TileLang's key>")
+    p.set_defaults(func=cmd_export)
     from .history.commands import add_commands
 
     add_commands(groups)
@@ -488,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"with --cache-dir\n")
         return 2
     if not root.is_dir():
-        if args.command == "show":
+        if args.command in ("show", "export"):
             sys.stderr.write(f"tlautotune: there is no cache at {root}\n")
             return 1
         sys.stdout.write(f"no cache at {root} (nothing tuned yet, or pass --cache-dir)\n")

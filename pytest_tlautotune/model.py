@@ -175,6 +175,8 @@ class TuneRequest:
     # The program's identity and its arguments (key.program_identity, key.args_identity): what keys
     # a tuning that max_tuning_s stopped before every config was built (key.budget_key).
     identity: dict | None = None
+    #: engine.tilelang_key.TileLangKey: the key TileLang's own tuner would cache this tuning under, or why none.
+    tilelang: Any = None
 
     @property
     def device_kind(self) -> str:

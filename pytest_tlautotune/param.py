@@ -185,18 +185,22 @@ class AutotuneResult:
 
     @classmethod
     def load_from_disk(cls, path: Path | str, compile_args: CompileArgs) -> AutotuneResult | None:
-        """Load the entry at ``path`` with a callable ``kernel``.
+        """Load the entry at ``path`` with a callable ``kernel``: one of ours, or one that TileLang's
+        own ``AutotuneResult.save_to_disk`` wrote (its autotuner cache), read as TileLang reads it.
 
         Returns None (and logs why) when the entry is absent, incomplete,
         corrupt, from another format version, or not safe to load.
         """
-        from .store.artifacts import read_entry
+        from .store.artifacts import read_entry, read_tilelang_entry
         from .store.manifest import verify_entry
+        from .store.tilelang_layout import is_tilelang_entry
 
         path = Path(path)
         if not path.is_dir():
             return None
         try:
+            if is_tilelang_entry(path):
+                return cls(**read_tilelang_entry(path, compile_args))
             verify_entry(path)
             return cls(**read_entry(path, compile_args))
         except Exception as exc:  # a bad cache is a miss, never a crash

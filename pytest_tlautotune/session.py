@@ -181,12 +181,17 @@ class TuneSession:
             from .key import args_identity, program_identity
 
             req.identity = {"program": program_identity(program), "args": args_identity(args, kwargs)}
+        from .engine.tilelang_key import of_call
+
+        req.tilelang = of_call(program, args, kwargs)  # noted in the entry, for `cache export`
         try:
             outcome, error = self._tune(req, self._fast_key(req, program, args, kwargs)), None
         except TuneError as exc:
             error, records = f"{item.nodeid}: {exc}", exc.records
         if error:
             raise CallFailed(error, request=req, records=records)
+        if outcome.cache == CACHE_HIT:  # an entry stored before, or by another test: it answers this key too
+            self.cache.note_tilelang(outcome.key, _tilelang_note(req, outcome.result))
         measured = self._remeasure(req, outcome)  # a gate compares this run's numbers, never stored ones
         outcome.tuning_s = time.perf_counter() - t0  # what this run spent, a hit included
         from .report.rows import record_outcome
@@ -328,7 +333,8 @@ class TuneSession:
             result.record.setdefault("phases", {}).update(prepare_s=prepare_s, prepare_built_s=built_s)
             try:
                 # A full disk or read-only mount costs the cache, not the test (the store warns once).
-                stored = self.cache.save(result, entry)
+                note = _tilelang_note(req, result)
+                stored = self.cache.save(result, entry, tilelang=[note] if note else None)
             except OSError as exc:
                 stored = False
                 self.warn(TuneWarning(f"{req.nodeid}: could not store the tuned result in {entry}: {exc}"))
@@ -483,6 +489,13 @@ def _make_result(**fields: Any) -> AutotuneResult:
     from .param import AutotuneResult
 
     return AutotuneResult(**fields)
+
+
+def _tilelang_note(req: TuneRequest, result: AutotuneResult) -> dict | None:
+    """The entry's note of TileLang's cache key for this call (``engine.tilelang_key.note``)."""
+    from .engine.tilelang_key import note
+
+    return note(req.tilelang, req, result.config, getattr(result.kernel, "execution_backend", None))
 
 
 def _hit(result: AutotuneResult, key: str) -> Outcome:

@@ -41,19 +41,20 @@ if TYPE_CHECKING:
 logger = logging.getLogger("pytest_tlautotune")
 
 
-def save_entry(result: Any, path: Path) -> None:
+def save_entry(result: Any, path: Path, tilelang: list[dict] | None = None) -> None:
     """Write ``result`` (an ``AutotuneResult``) as a cache entry at ``path``, atomically.
 
     Files are staged in a sibling directory, fsynced, listed in a manifest and published
     with one rename, so readers never see a half-written entry; an existing entry at
-    ``path`` is replaced only once the new one is complete.
+    ``path`` is replaced only once the new one is complete. ``tilelang``: the notes of TileLang's
+    cache keys the entry answers (``manifest.write_manifest``).
     """
     with staging_dir(Path(path)) as staging:
-        _write_result(result, staging)
+        _write_result(result, staging, tilelang)
         publish_dir(staging, Path(path))
 
 
-def _write_result(result: Any, directory: Path) -> None:
+def _write_result(result: Any, directory: Path, tilelang: list[dict] | None = None) -> None:
     # Plain JSON in the config's own key order (TileLang's loader reads it); what JSON loses of the
     # config and the record goes beside it, so a hit returns them as the miss did.
     config, config_types = typed.dumps(result.config)
@@ -72,7 +73,7 @@ def _write_result(result: Any, directory: Path) -> None:
         atomic_write(directory / FUNCTION_PATH, cloudpickle.dumps(result.func))
     write_kernel_artifacts(directory, result.kernel, result.func)
     atomic_write(directory / TILELANG_PARAMS_PATH, (directory / PARAMS_PATH).read_bytes())
-    write_manifest(directory, key=result.record.get("key"))
+    write_manifest(directory, key=result.record.get("key"), tilelang=tilelang)
 
 
 def read_entry(path: Path, compile_args: Any, func: PrimFunc | None = None) -> dict:
@@ -222,25 +223,66 @@ def load_function(directory: Path) -> PrimFunc:
 def load_kernel(directory: Path, compile_args: Any, func: PrimFunc | None = None) -> JITKernel:
     """Rebuild a ``JITKernel`` from the artifacts written by :func:`write_kernel_artifacts`."""
     from tilelang.backend.module import create_backend_context
-    from tilelang.engine.param import load_kernel_params
-    from tilelang.jit import JITKernel
-    from tilelang.jit.adapter.base import CachedTextSource
 
     directory = Path(directory)
     func = load_function(directory) if func is None else func
     backend = json.loads((directory / BACKEND_PATH).read_text())["execution_backend"]
     context = create_backend_context(compile_args.target, compile_args.target_host, backend)
+    return _from_database(directory, context, PARAMS_PATH, func, compile_args.out_idx, compile_args.pass_configs)
+
+
+def _from_database(directory: Path, context: Any, params_name: str, func: PrimFunc | None, out_idx: Any,
+                   pass_configs: dict | None) -> JITKernel:
+    """The kernel whose sources, library and parameters are in ``directory``, for ``context``'s backend."""
+    from tilelang.engine.param import load_kernel_params
+    from tilelang.jit import JITKernel
+    from tilelang.jit.adapter.base import CachedTextSource
+
+    backend = context.execution_backend.name
     return JITKernel.from_database(
         func=func,
         host_kernel_source=CachedTextSource(text=(directory / HOST_KERNEL_PATH).read_text()),
         device_kernel_source=CachedTextSource(text=(directory / DEVICE_KERNEL_PATH).read_text()),
         kernel_lib_path=str(directory / kernel_lib_file(backend)),
-        params=load_kernel_params((directory / PARAMS_PATH).read_text()),
+        params=load_kernel_params((directory / params_name).read_text()),
         target=context.target,
         target_host=context.target_host,
         # Copies: TileLang normalises these in place, which would change our keys.
-        out_idx=copy.deepcopy(compile_args.out_idx),
+        out_idx=copy.deepcopy(out_idx),
         execution_backend=backend,
-        pass_configs=copy.deepcopy(compile_args.pass_configs),
+        pass_configs=copy.deepcopy(pass_configs),
         backend_context=context,
     )
+
+
+def read_tilelang_entry(path: Path, compile_args: Any) -> dict:
+    """The fields of a result that TileLang's own ``AutotuneResult.save_to_disk`` wrote at ``path``
+    (its autotuner cache: ``tilelang_layout.is_tilelang_entry``), read as TileLang's loader reads
+    them: the kernel for the backend ``compile_args`` resolve to, the outputs of ``out_idx.json``
+    over the compile args', the tuning's numbers set on the kernel.
+
+    Such an entry has no manifest: the owner checks of ``safety.check_entry`` run before anything is
+    unpickled or loaded. Raises ``CorruptEntry`` (a file missing), ``UnsafeCache`` or what reading raises.
+    """
+    from tilelang.backend.module import create_backend_context
+
+    from .manifest import OUT_IDX_PATH, CorruptEntry
+    from .safety import check_entry
+    from .tilelang_layout import required_files
+
+    path = Path(path)
+    check_entry(path)
+    context = create_backend_context(compile_args.target, compile_args.target_host, compile_args.execution_backend)
+    missing = [name for name in required_files(context.execution_backend.name) if not (path / name).is_file()]
+    if missing:
+        raise CorruptEntry(f"TileLang's entry lacks {', '.join(missing)}")
+    config = json.loads((path / BEST_CONFIG_PATH).read_text())
+    latency = json.loads((path / LATENCY_PATH).read_text())
+    with open(path / FUNCTION_PATH, "rb") as f:
+        func = cloudpickle.load(f)
+    out_idx = json.loads((path / OUT_IDX_PATH).read_text()).get("out_idx") if (path / OUT_IDX_PATH).exists() else None
+    kernel = _from_database(path, context, TILELANG_PARAMS_PATH, func,
+                            compile_args.out_idx if out_idx is None else out_idx, compile_args.pass_configs)
+    kernel.update_tuner_result(config=config, latency=latency["latency"], ref_latency=latency.get("ref_latency"))
+    return dict(latency=latency["latency"], config=config, ref_latency=latency.get("ref_latency"),
+                libcode=kernel.get_kernel_source(), func=func, kernel=kernel)

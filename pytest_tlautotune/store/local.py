@@ -32,7 +32,7 @@ from typing import Any
 
 from . import faults, safety
 from .files import atomic_write, process_gone, read_json, remove_tree
-from .manifest import CorruptEntry, verify_entry
+from .manifest import MANIFEST_PATH, CorruptEntry, add_tilelang_note, same_note, tilelang_notes, verify_entry
 
 logger = logging.getLogger("pytest_tlautotune")
 
@@ -277,15 +277,19 @@ class Store:
         else:
             logger.warning("ignoring cache entry %s: %s", entry, why)
 
-    def save(self, result: Any, entry: Path) -> bool:
+    def save(self, result: Any, entry: Path, tilelang: list[dict] | None = None) -> bool:
         """Publish ``result`` at ``entry`` (staged, manifest, one rename). False when the cache's
         filesystem refuses it (told once, see :meth:`refused`): then it is kept in the scratch
-        directory for the rest of this run (:meth:`entry` finds it there). Other OSErrors are raised."""
+        directory for the rest of this run (:meth:`entry` finds it there). Other OSErrors are raised.
+        ``tilelang``: the notes of TileLang's cache keys it answers (``manifest.add_tilelang_note``),
+        kept with those of the entry it replaces (a re-tuning answers the same tunings)."""
         from .artifacts import save_entry
 
+        old = tilelang_notes(read_json(entry / MANIFEST_PATH))
+        tilelang = old + [n for n in tilelang or [] if not any(same_note(n, o) for o in old)]
         if self.writable():
             try:
-                save_entry(result, entry)
+                save_entry(result, entry, tilelang)
                 return True
             except OSError as exc:
                 if not faults.is_refusal(exc):
@@ -299,6 +303,23 @@ class Store:
         else:
             self._kept_entries[entry.name] = kept
         return False
+
+    def note_tilelang(self, key: str, note: dict | None) -> None:
+        """Add ``note`` (TileLang's cache key the entry of ``key`` answers, or why none) to the entry's
+        manifest unless it says so already. Only where the cache takes writes and no tuner holds the
+        key (a hit never waits for it); a failure costs the note, never the test."""
+        from filelock import Timeout
+
+        if note is None or self.refusal is not None or key in self._kept_entries:
+            return
+        entry = self.root / "entries" / key
+        if any(same_note(n, note) for n in tilelang_notes(read_json(entry / MANIFEST_PATH))):
+            return
+        try:
+            with self.lock(key, timeout=0):
+                add_tilelang_note(entry, note)
+        except (Timeout, CorruptEntry, OSError) as exc:
+            logger.debug("could not note TileLang's key in %s: %s", entry, exc)
 
     def quarantine(self, path: Path, why: str) -> None:
         """Move a bad entry aside (kept for inspection), so it is re-tuned."""

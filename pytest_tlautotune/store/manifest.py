@@ -1,5 +1,12 @@
 """An entry's file names and its manifest: the size and sha256 of every file, checked before
-anything in the entry is unpickled or loaded. Light: no TileLang (the CLI reads these names)."""
+anything in the entry is unpickled or loaded. Light: no TileLang (the CLI reads these names).
+
+The manifest also holds the keys of TileLang's own autotuner cache that the entry answers
+(``tilelang``: one note per key, or why TileLang would give none; ``engine/tilelang_key.py``),
+so ``cache export`` can write the result where production code's ``@autotune`` looks. A note is
+added to a published entry by replacing its manifest alone, in one rename: the files it lists do
+not change, so a reader sees the old list or the new one, both true.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +32,8 @@ KERNEL_PY_PATH = "kernel.py"
 PARAMS_PATH = "params.pkl"
 # TileLang 0.1.15's name of the kernel's parameters (its AutotuneResult.load_from_disk reads it).
 TILELANG_PARAMS_PATH = "params.json"
+# TileLang 0.1.15's: the outputs the kernel allocates, over the compile args' (written by `cache export`).
+OUT_IDX_PATH = "out_idx.json"
 # Ours: the PrimFunc as TVM JSON (loads without unpickling), the manifest, the tuning record, and
 # what the JSON files lose (tuples, enum members: store/typed.py).
 FUNCTION_JSON_PATH = "function.json"
@@ -41,15 +50,44 @@ class CorruptEntry(TLAutotuneError):
     """A cache entry failed verification."""
 
 
-def write_manifest(directory: Path, key: str | None = None) -> None:
-    """List every file of ``directory`` with its size and sha256."""
+def write_manifest(directory: Path, key: str | None = None, tilelang: list[dict] | None = None) -> None:
+    """List every file of ``directory`` with its size and sha256; ``tilelang``: the entry's notes of
+    TileLang's cache keys (see the module's docstring)."""
     files = {}
     for entry in sorted(os.scandir(directory), key=lambda e: e.name):
         if entry.is_file(follow_symlinks=False) and entry.name != MANIFEST_PATH and not entry.name.startswith("."):
             data = Path(entry.path).read_bytes()
             files[entry.name] = {"size": len(data), "sha256": sha256_hex(data)}
     manifest = {"format": FORMAT_VERSION, "key": key, "files": files}
+    if tilelang:
+        manifest["tilelang"] = list(tilelang)
     atomic_write(directory / MANIFEST_PATH, json.dumps(manifest, indent=1, sort_keys=True))
+
+
+def tilelang_notes(manifest: object) -> list[dict]:
+    """The notes of TileLang's cache keys in a manifest: ``{"key": ..., ...}`` or
+    ``{"key": None, "why": ...}``; none in an entry written before they were kept."""
+    notes = manifest.get("tilelang") if isinstance(manifest, dict) else None
+    return [n for n in notes if isinstance(n, dict)] if isinstance(notes, list) else []
+
+
+def same_note(a: dict, b: dict) -> bool:
+    """Whether two notes say the same: the same TileLang key, or no key for the same reason."""
+    return a.get("key") == b.get("key") and (a.get("key") is not None or a.get("why") == b.get("why"))
+
+
+def add_tilelang_note(directory: Path, note: dict) -> bool:
+    """Add ``note`` to the manifest of the published entry ``directory`` unless it holds one that
+    says the same; False when it did. The entry is verified first (a note never blesses a changed
+    file), and only the manifest is replaced. Callers hold the key's lock (``Store.note_tilelang``).
+    Raises :class:`CorruptEntry` or ``OSError``."""
+    manifest = verify_manifest(directory)
+    notes = tilelang_notes(manifest)
+    if any(same_note(n, note) for n in notes):
+        return False
+    manifest["tilelang"] = [*notes, note]
+    atomic_write(directory / MANIFEST_PATH, json.dumps(manifest, indent=1, sort_keys=True))
+    return True
 
 
 def verify_entry(directory: Path) -> None:
