@@ -122,7 +122,11 @@ def _rewrite_manifest(entry: Path, change) -> None:
 
 
 def _truncate(path: Path, size: int) -> None:
-    path.write_bytes(path.read_bytes()[:size])
+    # A new file in its place, not the same file cut short: this process may have the entry's
+    # kernel_lib.so mapped (it tuned it), and cutting a mapped file short ends it with SIGBUS.
+    data = path.read_bytes()[:size]
+    path.unlink()
+    path.write_bytes(data)
 
 
 def _other_format(entry: Path) -> None:
