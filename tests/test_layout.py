@@ -40,11 +40,12 @@ def test_one_copy_of_the_kernels():
     # Every @T.prim_func of a GEMM or an add lives in examples/kernels_*.py; the others are kernels
     # whose own source is what their test is about: TileLang's decorator styles and where they are
     # defined (compat, shipping, the decorator-style example, TileOPs-shaped classes in intercept),
-    # lowering errors (programs), edits to a kernel's file (core, trust, checked hits) and kernels
-    # that write their inputs (inplace).
+    # lowering errors (programs), edits to a kernel's file (core, trust, checked hits), kernels
+    # that write their inputs (inplace) and builds that take a while or write nothing (bounds).
     own = {"examples/kernels_cpu.py", "examples/kernels_cuda.py", "tests/test_compat.py", "tests/test_programs.py",
            "tests/test_core.py", "tests/test_trust.py", "tests/test_checked_hits.py", "tests/test_inplace.py",
-           "tests/test_intercept.py", "tests/test_shipping.py", "examples/test_cpu_tilelang_style.py"}
+           "tests/test_intercept.py", "tests/test_shipping.py", "examples/test_cpu_tilelang_style.py",
+           "tests/test_bounds.py"}
     users = {str(p.relative_to(ROOT)) for d in ("tests", "examples", "benchmarks") for p in (ROOT / d).rglob("*.py")
              if "@T.prim_func" in p.read_text() and p != Path(__file__).resolve()}
     assert users - own == set()
