@@ -4,6 +4,7 @@ cannot be compared is found once and blamed on the reference (issue "Trust", ite
 import json
 import shutil
 
+import pytest
 from kernel_sources import KERNELS
 
 BUDGET_TEST = """
@@ -38,6 +39,7 @@ def _records(cache_dir):
     return out
 
 
+@pytest.mark.slow
 def test_max_tuning_s_stops_the_builds_and_a_hit_still_checks_the_winner(tl, pytester):
     pytester.makepyfile(test_budget=BUDGET_TEST)
     result = tl.run()
@@ -119,6 +121,7 @@ def test_meta(autotune):
 """
 
 
+@pytest.mark.slow
 def test_a_reference_that_hangs_crashes_or_returns_meta_fails_once_as_the_references_fault(tl, pytester, tmp_path):
     calls, crashes = tmp_path / "ref_calls.txt", tmp_path / "ref_crashes.txt"
     pytester.makepyfile(test_ref=REFERENCE_TEST.format(calls=str(calls), crashes=str(crashes)))
@@ -181,6 +184,7 @@ def test_first(autotune):
 """
 
 
+@pytest.mark.slow
 def test_a_budgeted_tuning_builds_the_reference_config_first_and_checks_every_config_against_it(tl, pytester):
     pytester.makepyfile(test_budget_ref=BUDGET_REFERENCE_TEST)
     result = tl.run()

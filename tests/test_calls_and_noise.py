@@ -41,6 +41,7 @@ def two(tl, pytester):
     return tl
 
 
+@pytest.mark.slow
 def test_two_shapes_in_one_test_cold_warm_baseline_gate(two, pytester):
     # Cold: the second call gets inputs of its own shape (not "Static shape mismatch ... expected 64 got 32").
     two.run().assert_outcomes(passed=1)
@@ -79,6 +80,7 @@ pytest_tlautotune.engine.measure.measure_again = broken
 """
 
 
+@pytest.mark.slow
 def test_failed_retiming_fails_the_test_and_writes_no_row(two, pytester):
     two.run().assert_outcomes(passed=1)
     pytester.makeconftest(BROKEN_RETIMING)  # the inner run is a subprocess: break it from inside
@@ -156,6 +158,7 @@ def test_add(autotune):
 '''
 
 
+@pytest.mark.slow
 def test_noisy_baseline_is_undetectable_not_failed(tl, pytester):
     pytester.makepyfile(test_add=ONE_ADD)
     pytester.makeini("[pytest]\n")

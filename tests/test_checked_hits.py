@@ -135,7 +135,8 @@ def _winner(tl):
     return json.loads((entry / "best_config.json").read_text())["bm"]
 
 
-@pytest.mark.parametrize("fault", sorted(FAULTS))
+@pytest.mark.parametrize("fault", [pytest.param(f, marks=[pytest.mark.slow] if f == "hang" else [])
+                                   for f in sorted(FAULTS)])
 def test_a_hit_whose_build_now_crashes_or_hangs_is_a_record_and_a_retune(tl, pytester, fault):
     pytester.makepyfile(kern=LAZY_KERNEL, test_l=LAZY_TEST, helper="def at_build(bm):\n    pass\n")
     tl.run().assert_outcomes(passed=2)

@@ -377,6 +377,7 @@ def pytest_configure(config):
 """
 
 
+@pytest.mark.slow
 def test_a_fork_server_the_plugin_could_not_preload_is_noted_in_the_record(tl, pytester, monkeypatch):
     """Where the tests' code started multiprocessing's fork server before the plugin could preload
     TileLang into it, compile workers still fork from it, each importing TileLang itself, and the

@@ -117,6 +117,7 @@ def test_slowdown_fails_improvement_reported_marker_threshold(pytester, cache):
     assert p["test_c"]["tl_gate"] == "improved" and float(p["test_c"]["tl_regression_pct"]) < 0
 
 
+@pytest.mark.slow
 def test_other_device_is_skipped_with_warning_or_fails_strict(pytester, cache):
     save_baseline(pytester, cache, ("test_a", 0, ""))
     path = pytester.path / "base.json"

@@ -64,6 +64,7 @@ def props(xml_path) -> dict[str, dict[str, str]]:
             for name, case in cases(xml_path).items()}
 
 
+@pytest.mark.slow
 def test_baseline_and_cache_outside_the_project_in_space_form_judge_every_test(pytester, cache, tmp_path_factory):
     """As the README's CI example writes it (``--tl-baseline FILE``), with the files elsewhere: pytest
     takes each value for a test path and roots at the common parent, without the project's ini file."""

@@ -85,7 +85,8 @@ def test_good():
 """
 
 
-@pytest.mark.parametrize("select", [["-k", "good"], ["-m", "not autotune"], ["--deselect", "test_m.py::test_bad"]])
+@pytest.mark.parametrize("select", [["-k", "good"], pytest.param(["-m", "not autotune"], marks=pytest.mark.slow),
+                                    pytest.param(["--deselect", "test_m.py::test_bad"], marks=pytest.mark.slow)])
 def test_bad_marker_on_a_deselected_test_does_not_abort_the_run(pytester, select):
     pytester.makepyfile(test_m=BAD_MARKER)
     result = pytester.runpytest("-p", "no:cacheprovider", *select)
@@ -401,6 +402,7 @@ def test_table(autotune):
 """
 
 
+@pytest.mark.slow
 def test_long_lists_in_messages_are_cut(tl, pytester):
     # A config of 10,000 unknown keys printed them all, on one line of 89 KB.
     pytester.makepyfile(test_w=WIDE_CONFIG)

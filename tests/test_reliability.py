@@ -497,7 +497,7 @@ def _scratch_dirs() -> list[str]:
     return [p.name for p in Path(tempfile.gettempdir()).glob(f"tlautotune-scratch-{os.getpid()}-*")]
 
 
-@pytest.mark.parametrize("free", [8 << 10, 120 << 10])
+@pytest.mark.parametrize("free", [8 << 10, pytest.param(120 << 10, marks=pytest.mark.slow)])
 def test_a_nearly_full_cache_disk_costs_one_warning_and_every_config_is_measured(tl, pytester, tmpfs, free):
     disk = tmpfs("2m")
     _fill(disk, leave=free)
@@ -518,6 +518,7 @@ def test_a_nearly_full_cache_disk_costs_one_warning_and_every_config_is_measured
     assert _scratch_dirs() == []  # the kernels kept aside are gone with the run
 
 
+@pytest.mark.slow
 def test_a_read_only_cache_serves_its_hits_and_tunes_the_rest_with_one_warning(tl, pytester, tmpfs):
     disk = tmpfs("64m")
     pytester.makepyfile(test_k=one_test().replace("def test_gemm", "def test_a") + one_test(size=64).replace(

@@ -108,6 +108,7 @@ def junit_property(junit, test, name):
     return []
 
 
+@pytest.mark.slow
 def test_report_without_matplotlib_has_tables_note_and_gate(pytester, tmp_path):
     pytester.makeconftest(HIDE_MATPLOTLIB)
     pytester.makepyfile(kernels=KERNELS, test_rep=INNER)

@@ -118,6 +118,7 @@ def _candidates(tl):
     return max(found, key=lambda r: len(r["candidates"]))["candidates"]
 
 
+@pytest.mark.slow
 def test_early_stop_verdicts_are_timed_again_when_reused(tl, pytester):
     pytester.makepyfile(test_k=SLOW.format(configs="[dict()]"))
     tl.run().assert_outcomes(passed=1)
@@ -208,6 +209,7 @@ def test_a_comment_in_the_test_file_does_not_rebuild_the_space(counted, tl, pyte
     assert len(counted.builds()) <= 2
 
 
+@pytest.mark.slow
 def test_an_edit_to_a_lazily_imported_helper_outside_the_rootdir_tunes_again(counted, tl, pytester):
     pytester.makepyfile(test_c=COUNTED_TEST)
     tl.run().assert_outcomes(passed=1)
@@ -238,6 +240,7 @@ def test_gemm(autotune, size):
 '''
 
 
+@pytest.mark.slow
 def test_each_shape_of_a_parametrized_test_keeps_its_own_index_entry(counted, tl, pytester):
     pytester.makepyfile(test_s=SHAPES_TEST)
     tl.run().assert_outcomes(passed=2)
