@@ -41,7 +41,7 @@ def pytest_configure(config) -> None:
     from pytest_tlautotune import key, session
     from pytest_tlautotune.engine import candidates, programs
     from pytest_tlautotune.report import rows
-    from pytest_tlautotune.store import local
+    from pytest_tlautotune.store import entries, records
 
     _timed(session.TuneSession, "tune", "tune")
     _timed(session.TuneSession, "_request", "request")
@@ -52,8 +52,8 @@ def pytest_configure(config) -> None:
     _timed(session.TuneSession, "_remeasure", "remeasure")
     _timed(session, "_resolve_target", "resolve_target")
     _timed(key, "file_digests", "file_digests")
-    _timed(local.Store, "load", "load")
-    _timed(local.Store, "read_index", "read_index")
+    _timed(entries.Entries, "load", "load")
+    _timed(records.Index, "read", "read_index")
     _timed(rows, "record_outcome", "record_outcome")
     _timed(programs, "user_kernel", "user_kernel")
     _timed(programs, "resolve", "resolve_program")

@@ -30,7 +30,7 @@ from .store.files import read_json, remove_tree
 from .store.manifest import BEST_CONFIG_PATH, LATENCY_PATH, RECORD_PATH
 
 if TYPE_CHECKING:
-    from .store.remote import RedisStore
+    from .store.backend import SharedBackend
 
 # What `cache clear` empties, with the noun it counts each folder's items by.
 CACHE_SUBDIRS = {"entries": "entries", "candidates": "candidate records", "kernels": "kernels",
@@ -109,9 +109,10 @@ def read_entry(path: Path) -> Entry:
 
 
 class StoreCatalog:
-    """The CLI's view of a shared store (``store.remote.RedisStore``): its entries as :class:`Entry`."""
+    """The CLI's view of a shared store (``store.backend.SharedBackend``: ``store.remote.RedisStore``):
+    its entries as :class:`Entry`."""
 
-    def __init__(self, store: RedisStore):
+    def __init__(self, store: SharedBackend):
         self.store = store
 
     def __str__(self) -> str:

@@ -460,7 +460,7 @@ def fast_key(program: dict | None, args: dict, configs: list[dict], compile: dic
     """A key that needs no PrimFunc: the program's identity (``program_identity``, its bound
     values included), its arguments (``args_identity``), the settings and the machine: one per
     call signature. It only finds the entry key stored before (the warm path), which the index
-    serves while the files the builds read are unchanged (``Store.read_index``)."""
+    serves while the files the builds read are unchanged (``store.records.Index``)."""
     return sha256_hex({
         "format": FORMAT_VERSION,
         "index": 2,  # the index entry holds the digests of the files the builds read

@@ -1,7 +1,11 @@
 """The engine: from a request's candidates to a measured winner.
 
     tuner.py     Tuner.run: search -> pipeline -> confirm -> result
-    pipeline.py  the compile/time event loop and its record book
+    pipeline.py  the compile/time event loop of one tuning, over its four parts:
+    compiles.py  compiles in the compile workers, and where the GPU is visible when lowering needs it
+    timings.py   timing jobs handed to the devices' timing workers, their verdicts read back
+    record_book.py  one record per config: reused where it stands, stored, counted in the progress line
+    reference_track.py  the reference config during a tuning: its kernel to the checks, the next on failure
     measure.py   timing jobs, the top-k confirmation, re-timing a stored winner
     search.py    which configs to measure next (exhaustive, random, guided)
     programs.py  what a program is: TileLang's decorators, configs, example inputs

@@ -522,6 +522,6 @@ def budget_key(req: TuneRequest, machine: dict) -> str:
 
 
 def _indent(text: str) -> str:
-    from .pipeline import indent
+    from .timings import indent
 
     return indent(text)

@@ -55,11 +55,11 @@ class JobFactory:
         device = device or self.req.device
         return BenchJob(
             key=self.input_key,
-            kernel_dir=str(self.cache.kernel_dir(ckey)),
+            kernel_dir=str(self.cache.kernels.path(ckey)),
             compile_args=compile_args,
             profile_blob=self.profile_blob,
             device=device,
-            lock_path=self.cache.device_lock_path(device),
+            lock_path=self.cache.locks.device_path(device),
             stop_above_ms=stop_above_ms,
             stage_path=self._stage_path(),
         )
@@ -170,7 +170,7 @@ def check_stored(pools: Pools, cache: Store, req: TuneRequest, entry: Path, conf
     same = canonical_json(config)
     winner = next((c.get("ckey") for c in record.get("candidates") or []
                    if c.get("status") == Status.OK and c.get("ckey") and canonical_json(c.get("config")) == same), None)
-    checked_as = str(cache.kernel_dir(winner)) if winner else str(entry)
+    checked_as = str(cache.kernels.path(winner)) if winner else str(entry)
     job = BenchJob(
         key=remeasure_key(req.nodeid, req.program_name),
         kernel_dir=str(entry),
@@ -206,7 +206,7 @@ def measure_again(pools: Pools, cache: Store, req: TuneRequest, entry: Path, clo
         compile_args=req.compile_args,
         profile_blob=profile_blob(req.profile_args),
         device=req.device,
-        lock_path=cache.device_lock_path(req.device),
+        lock_path=cache.locks.device_path(req.device),
     )
     out = pools.bench_pool(req.device).schedule(confirm, ([job], 5, True, clock),
                                                 timeout=req.profile_args.timeout * 2).result()

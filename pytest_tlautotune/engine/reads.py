@@ -1,6 +1,6 @@
 """What a build reads: the user's files whose code it imports or runs, and the files it opens.
 
-The warm path's index (``Store.read_index``) keeps these files' digests beside the key it
+The warm path's index (``store.records.Index``) keeps these files' digests beside the key it
 leads to, and a later lookup re-hashes exactly them: an edit to any of them (a module the
 kernel imports lazily, a helper outside the rootdir, a data file read at build time) sends the
 lookup back to building every config; an edit elsewhere (a comment in the test file) does not.

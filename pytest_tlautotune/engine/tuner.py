@@ -167,7 +167,7 @@ class Tuner:
                             f"in a fresh worker process: does the program read state the test changes at run "
                             f"time (a module global, sys.modules)? Build-time inputs must come from arguments, "
                             f"files or environment variables")
-        kernel = load_kernel(self.cache.kernel_dir(winner["ckey"]), cand.compile_args, func)
+        kernel = load_kernel(self.cache.kernels.path(winner["ckey"]), cand.compile_args, func)
         record = {
             "key": key,
             "nodeid": self.req.nodeid,

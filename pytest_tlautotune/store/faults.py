@@ -2,7 +2,7 @@
 sentence that names the filesystem and the fix.
 
 A full disk, a read-only mount or a directory the user may not write are the cache's faults,
-never a kernel's: the run goes on with its results kept in a temporary directory (``Store``).
+never a kernel's: the run goes on with its results kept in a temporary directory (``cache_dir.CacheDir``).
 """
 
 from __future__ import annotations

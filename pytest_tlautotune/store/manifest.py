@@ -79,7 +79,7 @@ def same_note(a: dict, b: dict) -> bool:
 def add_tilelang_note(directory: Path, note: dict) -> bool:
     """Add ``note`` to the manifest of the published entry ``directory`` unless it holds one that
     says the same; False when it did. The entry is verified first (a note never blesses a changed
-    file), and only the manifest is replaced. Callers hold the key's lock (``Store.note_tilelang``).
+    file), and only the manifest is replaced. Callers hold the key's lock (``Entries.note_tilelang``).
     Raises :class:`CorruptEntry` or ``OSError``."""
     manifest = verify_manifest(directory)
     notes = tilelang_notes(manifest)

@@ -9,7 +9,7 @@ the machine fingerprint, so only identical machines ever share a result)::
     tlautotune:files:<key>    with TL_AUTOTUNE_STORE_SECRET only: the whole entry
                               directory (kernel library included) and its manifest,
                               signed with HMAC-SHA256 over key + manifest
-    tlautotune:record:<ckey>  one candidate's record (cache.write_record's JSON); with the
+    tlautotune:record:<ckey>  one candidate's record (Records.write's JSON); with the
                               secret signed (HMAC-SHA256), and unsigned ones are ignored
     tlautotune:lock:<key>     the cross-machine tuning lock: a token, SET NX PX, renewed
 
@@ -50,6 +50,7 @@ from .files import read_json
 from .manifest import BEST_CONFIG_PATH, LATENCY_PATH, RECORD_PATH
 
 if TYPE_CHECKING:
+    from .backend import SharedBackend
     from .local import Store
 
 _T = TypeVar("_T")
@@ -134,7 +135,8 @@ def redact(url: str) -> str:
 
 
 class RedisStore:
-    """The store's small interface over one Redis database. Calls raise StoreError on any fault."""
+    """The shared store's interface (``backend.SharedBackend``) over one Redis database. Calls raise
+    StoreError on any fault."""
 
     def __init__(self, url: str, timeout: float = 3.0, ttl_days: float | None = None):
         self.url = url
@@ -280,7 +282,7 @@ class NoStore:
 class StoreTier:
     """The store behind one session's local cache: fetch on a local miss, lock, push."""
 
-    def __init__(self, store: RedisStore, warn: Warn, readonly: bool = False, secret: str | None = None):
+    def __init__(self, store: SharedBackend, warn: Warn, readonly: bool = False, secret: str | None = None):
         self.store = store
         self.warn = warn
         self.readonly = readonly
@@ -432,7 +434,7 @@ class StoreTier:
 class _Renewer(threading.Thread):
     """Extends the lock while the holder lives; a lost lock is simply no longer renewed."""
 
-    def __init__(self, store: RedisStore, key: str, token: str):
+    def __init__(self, store: SharedBackend, key: str, token: str):
         super().__init__(name=f"tlautotune-lock-{key[:8]}", daemon=True)
         self.store, self.key, self.token = store, key, token
         self._stop_event = threading.Event()
