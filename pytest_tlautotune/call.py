@@ -136,7 +136,7 @@ class Call:
         self.machine = machine  # the fingerprint of this machine for the request's device kind
         self.fast = fast  # the fast index's key (``_fast_key``)
         self.retune = run.retune
-        self.t0 = time.perf_counter()
+        self.t0 = time.perf_counter()  # the phases a tuning records (prepare_s) count from here
         # max_tuning_s bounds the whole call: the builds, the search and its compiles.
         self.deadline = self.t0 + req.tuner["max_tuning_s"] if req.tuner["max_tuning_s"] else None
 
@@ -145,6 +145,8 @@ class Call:
         return self.run.cache
 
     def outcome(self) -> Outcome:
+        """The stored result that answers the request, else a tuning; the fast index then points
+        at the IR key it found (``Store.write_index``)."""
         stale = None
         if self.fast and not self.retune:
             # Warm path: the stored key of this exact program, arguments and project source,
