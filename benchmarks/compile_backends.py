@@ -87,10 +87,10 @@ def main() -> int:
     from examples.kernels_cuda import GEMM_48_CONFIGS
     from pytest_tlautotune.engine.workers import Pools
     from pytest_tlautotune.param import CompileArgs
-    from pytest_tlautotune.session import _full_cuda_target
+    from pytest_tlautotune.devices import full_cuda_target
     from pytest_tlautotune.store.artifacts import load_kernel
 
-    target = _full_cuda_target("cuda", 0)
+    target = full_cuda_target("cuda", 0)
     step = max(1, len(GEMM_48_CONFIGS) // args.configs)
     configs = GEMM_48_CONFIGS[::step][: args.configs]
     work = Path(tempfile.mkdtemp(prefix="tlbackends-"))

@@ -54,10 +54,10 @@ def main() -> int:
     from pytest_tlautotune.engine.compile_job import compile_candidate
     from pytest_tlautotune.engine.workers import Pools
     from pytest_tlautotune.param import CompileArgs
-    from pytest_tlautotune.session import _full_cuda_target
+    from pytest_tlautotune.devices import full_cuda_target
     from pytest_tlautotune.store.artifacts import load_kernel, write_kernel_artifacts
 
-    target = _full_cuda_target("cuda", 0)
+    target = full_cuda_target("cuda", 0)
     compile_args = CompileArgs(out_idx=[-1], target=target)
     configs = [GEMM_48_CONFIGS[i] for i in range(0, 48, max(1, 48 // args.configs))][: args.configs]
     report: dict = {"target": target, "device": torch.cuda.get_device_name(0), "in_process": []}

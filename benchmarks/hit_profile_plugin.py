@@ -2,7 +2,7 @@
 
     TL_HIT_PROFILE=1 python -m pytest -p benchmarks.hit_profile_plugin ...
 
-Wraps the stages of ``TuneSession.tune`` (request, fast key, the warm path's whole hit and, of it,
+Wraps the stages of ``call.tune`` (request, fast key, the warm path's whole hit and, of it,
 the rebuild of the winner in the timing worker and the load (the rest: the rebuild here and the
 wait for the check), the machine facts, the test's row) with wall-clock timers, without changing
 what they do, and prints one line ``HITPROFILE {...}`` on stderr at exit: seconds per stage
@@ -38,19 +38,19 @@ def _timed(owner: object, name: str, label: str) -> None:
 def pytest_configure(config) -> None:
     if not os.environ.get("TL_HIT_PROFILE"):
         return
-    from pytest_tlautotune import key, session
+    from pytest_tlautotune import call, key, session
     from pytest_tlautotune.engine import candidates, programs
     from pytest_tlautotune.report import rows
     from pytest_tlautotune.store import entries, records
 
-    _timed(session.TuneSession, "tune", "tune")
-    _timed(session.TuneSession, "_request", "request")
-    _timed(session.TuneSession, "_fast_key", "fast_key")
-    _timed(session.TuneSession, "_fast_hit", "fast_hit")  # the rebuilds (worker, here), the load, the check
+    _timed(call, "tune", "tune")
+    _timed(call, "_request", "request")  # the program resolved too
+    _timed(call, "_fast_key", "fast_key")
+    _timed(call, "_fast_hit", "fast_hit")  # the rebuilds (worker, here), the load, the check
     _timed(candidates, "build_winner", "rebuild_winner_in_worker")
     _timed(session.TuneSession, "machine", "machine")
-    _timed(session.TuneSession, "_remeasure", "remeasure")
-    _timed(session, "_resolve_target", "resolve_target")
+    _timed(call, "_remeasure", "remeasure")
+    _timed(call, "resolve_target", "resolve_target")
     _timed(key, "file_digests", "file_digests")
     _timed(entries.Entries, "load", "load")
     _timed(records.Index, "read", "read_index")

@@ -122,7 +122,7 @@ class TLAutotuneWarning(pytest.PytestWarning):
     """Base of the plugin's warnings: something went wrong that does not fail the test.
 
     Only ``plugin.py`` issues them: the stages below hand theirs to the ``warn`` callback the
-    plugin gives the session (``TuneSession.warn``) or return them.
+    plugin gives the run (``TuneSession.warn``) or return them.
     """
 
 

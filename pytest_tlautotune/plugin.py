@@ -167,12 +167,13 @@ def _item_settings(item: pytest.Item) -> TuneSettings:
 def _tune(item: pytest.Item, settings: TuneSettings, program: object, args: tuple, kwargs: dict) -> AutotuneResult:
     """One tuning of ``item`` (a fixture call, or TileLang's tuner served by ``intercept.py``): its
     result, or the test failed or skipped with the reason (a failed call is a row too)."""
+    from .call import tune
     from .model import CallFailed, TargetUnavailable
     from .report.rows import record_failure
 
     t0 = time.perf_counter()
     try:
-        return item.config.stash[session_key].tune(item, settings, program, args, kwargs)
+        return tune(item.config.stash[session_key], item, settings, program, args, kwargs)
     except CallFailed as exc:
         failed, skipped, request, records = str(exc), None, exc.request, exc.records
     except TargetUnavailable as exc:
@@ -188,7 +189,7 @@ def _tune(item: pytest.Item, settings: TuneSettings, program: object, args: tupl
 
 
 def warn(warning: Warning) -> None:
-    """Issue a warning a stage handed up (the session, the store, the report rows)."""
+    """Issue a warning a stage handed up (a call, the store, the report rows)."""
     warnings.warn(warning, stacklevel=2)
 
 
@@ -281,7 +282,7 @@ def _history_tests(item: pytest.Item, rows: list[dict]) -> tuple[dict | None, st
 
 
 def _baseline(config: pytest.Config, path: str) -> dict:
-    """The baseline file, read once per process (kept on the TuneSession)."""
+    """The baseline file, read once per process (kept on the run's ``TuneSession``)."""
     from .report.files import load_baseline
 
     session = config.stash.get(session_key, None)

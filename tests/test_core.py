@@ -277,7 +277,7 @@ def test_gemm(autotune):
 
 
 def test_xdist_workers_spread_over_gpus(monkeypatch):
-    from pytest_tlautotune.session import _own_gpu, gpu_share
+    from pytest_tlautotune.devices import _own_gpu, gpu_share
 
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw5")

@@ -3,7 +3,7 @@
 Accepted: a plain function returning a PrimFunc, a ``@tilelang.jit`` function
 (lazy style returning a PrimFunc, or eager style taking example tensors), and a
 ``@tilelang.autotune`` function (its inner function, configs and settings).
-The marker's settings override those the decorators carry (``session._request``).
+The marker's settings override those the decorators carry (``call._request``).
 """
 
 from __future__ import annotations

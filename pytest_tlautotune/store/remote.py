@@ -249,7 +249,7 @@ class RedisStore:
 
 
 class Session(Protocol):
-    """What the store asks of the run's session (``session.TuneSession``, above this module)."""
+    """What the store asks of the call it serves (``call.Call``, above this module)."""
 
     retune: bool
 
