@@ -85,9 +85,9 @@ def main() -> int:
     import torch
 
     from examples.kernels_cuda import GEMM_48_CONFIGS
+    from pytest_tlautotune.devices import full_cuda_target
     from pytest_tlautotune.engine.workers import Pools
     from pytest_tlautotune.param import CompileArgs
-    from pytest_tlautotune.devices import full_cuda_target
     from pytest_tlautotune.store.artifacts import load_kernel
 
     target = full_cuda_target("cuda", 0)

@@ -51,10 +51,10 @@ def main() -> int:
     import torch
 
     from examples.kernels_cuda import GEMM_48_CONFIGS, gemm
+    from pytest_tlautotune.devices import full_cuda_target
     from pytest_tlautotune.engine.compile_job import compile_candidate
     from pytest_tlautotune.engine.workers import Pools
     from pytest_tlautotune.param import CompileArgs
-    from pytest_tlautotune.devices import full_cuda_target
     from pytest_tlautotune.store.artifacts import load_kernel, write_kernel_artifacts
 
     target = full_cuda_target("cuda", 0)

@@ -52,12 +52,12 @@ def tune(run: TuneSession, item: pytest.Item, settings: TuneSettings, program: o
     if error:
         raise CallFailed(error, request=req, records=records)
     if outcome.cache == CACHE_HIT:  # an entry stored before, or by another test: it answers this key too
-        run.cache.note_tilelang(outcome.key, _tilelang_note(req, outcome.result))
+        run.cache.entries.note_tilelang(outcome.key, _tilelang_note(req, outcome.result))
     measured = _remeasure(run, req, outcome)  # a gate compares this run's numbers, never stored ones
     outcome.tuning_s = time.perf_counter() - t0  # what this run spent, a hit included
     from .report.rows import record_outcome
 
-    quarantined = run.cache.quarantined.get(outcome.key) if outcome.key else None
+    quarantined = run.cache.entries.quarantined.get(outcome.key) if outcome.key else None
     row = record_outcome(item, req, outcome, machine, quarantined, run.warn)
     row["measured"] = measured
     from .engine.programs import user_kernel
@@ -114,7 +114,7 @@ def _request(run: TuneSession, item: pytest.Item, settings: TuneSettings, progra
 def _fast_key(req: TuneRequest, machine: dict, program: Callable[..., object], args: tuple, kwargs: dict) -> str:
     """A key that needs no PrimFunc: the program (its bound values included), its arguments
     and the settings. It only finds the IR-based key stored before, while the files the
-    builds read are unchanged (``Store.read_index``)."""
+    builds read are unchanged (``store.records.Index.read``)."""
     from .key import args_identity, fast_key, program_identity
 
     return fast_key(program_identity(program), args_identity(args, kwargs), req.configs,
@@ -146,20 +146,20 @@ class Call:
 
     def outcome(self) -> Outcome:
         """The stored result that answers the request, else a tuning; the fast index then points
-        at the IR key it found (``Store.write_index``)."""
+        at the IR key it found (``store.records.Index.write``)."""
         stale = None
         if self.fast and not self.retune:
             # Warm path: the stored key of this exact program, arguments and project source,
             # used only once the winner, built again, is the kernel stored (an edit outside the
             # project, an environment variable read at build time, a changed dependency) and
             # passes today's check.
-            key = self.cache.read_index(self.fast)
-            result, stale = _fast_hit(self.run, self.req, self.cache.entry(key)) if key else (None, None)
+            key = self.cache.index.read(self.fast)
+            result, stale = _fast_hit(self.run, self.req, self.cache.entries.path(key)) if key else (None, None)
             if result is not None and stale is None:
                 return _hit(result, key)
         outcome = self._by_ir_key(stale)
         if self.fast and self.req.reads is not None:
-            self.cache.write_index(self.fast, outcome.key, self.req.reads)
+            self.cache.index.write(self.fast, outcome.key, self.req.reads)
         return outcome
 
     def _by_ir_key(self, stale: str | None) -> Outcome:
@@ -208,7 +208,7 @@ class Call:
         if partial:  # looked up before the builds; what the store sends is checked as that was
             fetched = self.run.store.fetch(self, req, cands, key, entry)
             return _fast_hit(self.run, req, entry) if fetched is not None else (None, None)
-        result = self.cache.load(entry, req.compile_args) or self.run.store.fetch(self, req, cands, key, entry)
+        result = self.cache.entries.load(entry, req.compile_args) or self.run.store.fetch(self, req, cands, key, entry)
         return result, (_stale(self.run, req, entry, result) if result is not None else None)
 
     def _tune(self, cands: list[Candidate], key: str, entry: Path, partial: bool, stale: str | None,
@@ -220,7 +220,7 @@ class Call:
 
         req = self.req
         retune = self.retune or stale is not None
-        with self.cache.lock(key), self.run.store.tuning(self, req, cands, key, entry) as fetched:
+        with self.cache.locks.entry(key), self.run.store.tuning(self, req, cands, key, entry) as fetched:
             result, why = self._tuned_meanwhile(entry, fetched, partial, retune)
             if result is not None:
                 if why is None:
@@ -247,7 +247,7 @@ class Call:
         lock (``fetched``: the shared store's), and why it may not be served (None: it may)."""
         if partial and not retune:  # a budget key's result: while its winner builds into the stored kernel
             return _fast_hit(self.run, self.req, entry)
-        result = self.cache.load(entry, self.req.compile_args) or fetched
+        result = self.cache.entries.load(entry, self.req.compile_args) or fetched
         if result is not None and retune and result.record.get("tuned_at", 0) < self.run.started:
             result = None  # tuned again: only a result of this run (another process's) is served
         return result, (_stale(self.run, self.req, entry, result) if result is not None else None)
@@ -258,14 +258,14 @@ class Call:
         try:
             # A full disk or read-only mount costs the cache, not the test (the store warns once).
             note = _tilelang_note(self.req, result)
-            stored = self.cache.save(result, entry, tilelang=[note] if note else None)
+            stored = self.cache.entries.save(result, entry, tilelang=[note] if note else None)
         except OSError as exc:
             stored = False
             self.run.warn(TuneWarning(f"{self.req.nodeid}: could not store the tuned result in {entry}: {exc}"))
         if not stored:
             return result
         self.run.store.push(key, entry)
-        saved = self.cache.load(entry, self.req.compile_args, quarantine=False, func=result.func)
+        saved = self.cache.entries.load(entry, self.req.compile_args, quarantine=False, func=result.func)
         return replace(result, kernel=saved.kernel) if saved is not None else result
 
     def _entry(self, key: str) -> Path:
@@ -273,7 +273,7 @@ class Call:
         from .store.safety import UnsafeCache
 
         try:
-            return self.cache.entry(key)
+            return self.cache.entries.path(key)
         except (UnsafeCache, OSError) as exc:
             raise TuneError(f"cache directory refused: {exc}") from None
 
@@ -340,7 +340,7 @@ def _fast_hit(run: TuneSession, req: TuneRequest, entry: Path) -> tuple[Autotune
         here = req.program.spec.build(config)
     except Exception:
         return None, None
-    result = run.cache.load(entry, req.compile_args, func=here.func) if here.ir_sha == stored else None
+    result = run.cache.entries.load(entry, req.compile_args, func=here.func) if here.ir_sha == stored else None
     if result is None or check is None:
         return None, None
     return result, check()
@@ -391,7 +391,7 @@ def _remeasure(run: TuneSession, req: TuneRequest, outcome: Outcome) -> str:
 
     error = None
     try:
-        out = measure_again(run.pools, run.cache, req, run.cache.entry(outcome.key), clock=clock)
+        out = measure_again(run.pools, run.cache, req, run.cache.entries.path(outcome.key), clock=clock)
     except Exception as exc:
         why = "--tl-baseline" if get_option(run.config, "tl_baseline") else "--tl-save-baseline"
         error = (f"{req.nodeid}: re-timing {req.program_name} ({outcome.cache}, key {outcome.key[:12]}) in this "

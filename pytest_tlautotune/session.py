@@ -141,7 +141,7 @@ class TuneSession:
 
 
 def _make_result(**fields: Any) -> AutotuneResult:
-    """An ``AutotuneResult`` of a stored entry's fields (for ``Store.load``)."""
+    """An ``AutotuneResult`` of a stored entry's fields (for ``store.entries.Entries.load``)."""
     from .param import AutotuneResult
 
     return AutotuneResult(**fields)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from .cache_dir import CacheDir
@@ -50,30 +49,3 @@ class Store:
     def close(self) -> None:
         """Remove the scratch directory of this run's kernels (a refused cache's stand-in)."""
         self.cache_dir.close()
-
-    # The session's calls by their short names.
-
-    @property
-    def quarantined(self) -> dict[str, str]:
-        return self.entries.quarantined
-
-    def entry(self, key: str) -> Path:
-        return self.entries.path(key)
-
-    def load(self, entry: Path, compile_args: Any, quarantine: bool = True, func: Any = None) -> Any:
-        return self.entries.load(entry, compile_args, quarantine, func)
-
-    def save(self, result: Any, entry: Path, tilelang: list[dict] | None = None) -> bool:
-        return self.entries.save(result, entry, tilelang)
-
-    def note_tilelang(self, key: str, note: dict | None) -> None:
-        self.entries.note_tilelang(key, note)
-
-    def lock(self, key: str, timeout: float = -1):
-        return self.locks.entry(key, timeout)
-
-    def read_index(self, fast: str) -> str | None:
-        return self.index.read(fast)
-
-    def write_index(self, fast: str, key: str, files: dict[str, str]) -> None:
-        self.index.write(fast, key, files)

@@ -347,7 +347,7 @@ class StoreTier:
                     self.warn(StoreWarning(f"tlautotune store {self.store}: refused the signed entry "
                                            f"{key[:12]} ({exc}); tuning here"))
                     return None
-                result = session.cache.load(entry, req.compile_args)
+                result = session.cache.entries.load(entry, req.compile_args)
                 if result is not None:
                     return result
         return self._compile_winner(session, req, cands, key, entry, doc)
@@ -375,10 +375,10 @@ class StoreTier:
                                          "store": {"mode": "data", "tuned_at": record.get("tuned_at"),
                                                    "latency_ms": doc.get("latency", {}).get("latency")}})
         try:
-            session.cache.save(result, entry)
+            session.cache.entries.save(result, entry)
         except OSError:
             return result
-        return session.cache.load(entry, req.compile_args, quarantine=False) or result
+        return session.cache.entries.load(entry, req.compile_args, quarantine=False) or result
 
     # -- the cross-machine tuning lock ---------------------------------------------
 
