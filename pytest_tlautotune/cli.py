@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from .engine.device_compile import BOOK_DIR
 from .report.terminal import text_table
 from .settings import ini_option, user_cache_dir
-from .store.files import read_json, remove_tree
+from .store.files import human_size, read_json, remove_tree
 from .store.manifest import BEST_CONFIG_PATH, LATENCY_PATH, RECORD_PATH
 
 if TYPE_CHECKING:
@@ -172,14 +172,6 @@ def find_entries(root: Path | StoreCatalog, what: str) -> tuple[list[Entry], str
 
 
 # ----------------------------------------------------------------------------- formatting
-
-
-def human_size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def human_age(seconds: float) -> str:

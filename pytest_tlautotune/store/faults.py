@@ -12,6 +12,8 @@ import os
 import stat
 from pathlib import Path
 
+from .files import human_size
+
 #: The errors of a filesystem that refuses a write (as opposed to a corrupt file or a bug).
 REFUSALS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
@@ -83,15 +85,7 @@ def _free(root: Path) -> str:
         st = os.statvfs(probe)
     except OSError:
         return ""
-    return f", {_size(st.f_bavail * st.f_frsize)} free of {_size(st.f_blocks * st.f_frsize)}"
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+    return f", {human_size(st.f_bavail * st.f_frsize)} free of {human_size(st.f_blocks * st.f_frsize)}"
 
 
 def _mode(path: Path) -> str:

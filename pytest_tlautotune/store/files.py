@@ -116,3 +116,12 @@ def process_gone(pid: int) -> bool:
             return f.read().rpartition(b")")[2].split()[0] == b"Z"
     except (OSError, IndexError):
         return False
+
+
+def human_size(n: float) -> str:
+    """A byte count as people read it: ``512 B``, ``1.5 KiB``, ... up to GiB."""
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
