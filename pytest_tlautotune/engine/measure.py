@@ -164,20 +164,14 @@ def check_stored(pools: Pools, cache: Store, req: TuneRequest, entry: Path, conf
     it passes, else why not. A crash or a hang there (the kernel's, the reference's,
     supply_prog's) is a reason, never the end of this process.
     """
-    from .bench import BenchJob, check_once
+    from .bench import check_once
 
     # The winner's candidate directory names the inputs it was checked on when it was tuned.
     same = canonical_json(config)
     winner = next((c.get("ckey") for c in record.get("candidates") or []
                    if c.get("status") == Status.OK and c.get("ckey") and canonical_json(c.get("config")) == same), None)
     checked_as = str(cache.kernels.path(winner)) if winner else str(entry)
-    job = BenchJob(
-        key=remeasure_key(req.nodeid, req.program_name),
-        kernel_dir=str(entry),
-        compile_args=req.compile_args,
-        profile_blob=profile_blob(req.profile_args),
-        device=req.device,
-    )
+    job = _stored_job(req, entry)
     timeout = req.profile_args.timeout
     future = pools.bench_pool(req.device).schedule(check_once, (job, checked_as), timeout=timeout)
 
@@ -198,16 +192,9 @@ def measure_again(pools: Pools, cache: Store, req: TuneRequest, entry: Path, clo
 
     ``clock="cpu"`` times a CPU device by CPU time (see ``bench.time_fn``).
     """
-    from .bench import BenchJob, confirm
+    from .bench import confirm
 
-    job = BenchJob(
-        key=remeasure_key(req.nodeid, req.program_name),
-        kernel_dir=str(entry),
-        compile_args=req.compile_args,
-        profile_blob=profile_blob(req.profile_args),
-        device=req.device,
-        lock_path=cache.locks.device_path(req.device),
-    )
+    job = _stored_job(req, entry, lock_path=cache.locks.device_path(req.device))
     out = pools.bench_pool(req.device).schedule(confirm, ([job], 5, True, clock),
                                                 timeout=req.profile_args.timeout * 2).result()
     if "failure" in out:
@@ -219,3 +206,13 @@ def measure_again(pools: Pools, cache: Store, req: TuneRequest, entry: Path, clo
         "ref_samples": out["samples"].get("ref", []),
         "device_info": out.get("device_info", {}),
     }
+
+
+def _stored_job(req: TuneRequest, entry: Path, lock_path: str | None = None) -> BenchJob:
+    """The timing job of the stored winner at ``entry``: its check, or its re-timing under the
+    device's timing lock (``lock_path``)."""
+    from .bench import BenchJob
+
+    return BenchJob(key=remeasure_key(req.nodeid, req.program_name), kernel_dir=str(entry),
+                    compile_args=req.compile_args, profile_blob=profile_blob(req.profile_args),
+                    device=req.device, lock_path=lock_path)
