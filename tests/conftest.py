@@ -40,6 +40,13 @@ def tl(pytester, tmp_path):
         def prop(self, test, name):
             return [v for k, v in self.properties()[test] if k == name]
 
+        def failures(self):
+            """{test name: its failure message} from the last junit XML. Unlike the terminal's short
+            summary, which pytest cuts to the terminal's width except where CI is set, it is whole."""
+            root = ET.parse(self.junit).getroot()
+            return {case.get("name"): case.find("failure").get("message")
+                    for case in root.iter("testcase") if case.find("failure") is not None}
+
     return Runner()
 
 
