@@ -39,7 +39,7 @@ def pytest_configure(config) -> None:
     if not os.environ.get("TL_HIT_PROFILE"):
         return
     from pytest_tlautotune import call, key, session
-    from pytest_tlautotune.engine import candidates, programs
+    from pytest_tlautotune.engine import builder, programs
     from pytest_tlautotune.report import rows
     from pytest_tlautotune.store import entries, records
 
@@ -47,7 +47,7 @@ def pytest_configure(config) -> None:
     _timed(call, "_request", "request")  # the program resolved too
     _timed(call, "_fast_key", "fast_key")
     _timed(call, "_fast_hit", "fast_hit")  # the rebuilds (worker, here), the load, the check
-    _timed(candidates, "build_winner", "rebuild_winner_in_worker")
+    _timed(builder.Builder, "winner", "rebuild_winner_in_worker")
     _timed(session.TuneSession, "machine", "machine")
     _timed(call, "_remeasure", "remeasure")
     _timed(call, "resolve_target", "resolve_target")

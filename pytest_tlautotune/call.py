@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     import pytest
 
+    from .engine.builder import Builder
     from .model import Candidate, CandidateRecord, Outcome, TuneRequest
     from .param import AutotuneResult
     from .session import TuneSession
@@ -51,6 +52,7 @@ def tune(run: TuneSession, item: pytest.Item, settings: TuneSettings, program: o
         error, records = f"{item.nodeid}: {exc}", exc.records
     if error:
         raise CallFailed(error, request=req, records=records)
+    req = outcome.request  # as the builds completed it
     if outcome.cache == CACHE_HIT:  # an entry stored before, or by another test: it answers this key too
         run.cache.entries.note_tilelang(outcome.key, _tilelang_note(req, outcome.result))
     measured = _remeasure(run, req, outcome)  # a gate compares this run's numbers, never stored ones
@@ -131,8 +133,11 @@ class Call:
     (``store.remote.Session``)."""
 
     def __init__(self, run: TuneSession, req: TuneRequest, machine: dict, fast: str | None = None):
+        from .engine.builder import Builder
+
         self.run = run
-        self.req = req
+        self.req = req  # as the test asked; each path below gets it completed by its builds
+        self.builder = Builder(req, run.pools, run.warn)  # where this call's configs build
         self.machine = machine  # the fingerprint of this machine for the request's device kind
         self.fast = fast  # the fast index's key (``_fast_key``)
         self.retune = run.retune
@@ -154,12 +159,13 @@ class Call:
             # project, an environment variable read at build time, a changed dependency) and
             # passes today's check.
             key = self.cache.index.read(self.fast)
-            result, stale = _fast_hit(self.run, self.req, self.cache.entries.path(key)) if key else (None, None)
-            if result is not None and stale is None:
-                return _hit(result, key)
+            if key:
+                result, stale, req = _fast_hit(self.run, self.builder, self.cache.entries.path(key))
+                if result is not None and stale is None:
+                    return _hit(result, key, req)
         outcome = self._by_ir_key(stale)
-        if self.fast and self.req.reads is not None:
-            self.cache.index.write(self.fast, outcome.key, self.req.reads)
+        if self.fast and self.builder.reads is not None:
+            self.cache.index.write(self.fast, outcome.key, self.builder.reads)
         return outcome
 
     def _by_ir_key(self, stale: str | None) -> Outcome:
@@ -178,19 +184,18 @@ class Call:
         if budgeted and not self.retune and stale is None:
             # A tuning this budget cut before every config was built: found without building them,
             # served while its winner still builds into the stored kernel and passes today's check.
-            result, stale = _fast_hit(run, req, self._entry(budgeted))
+            result, stale, done = _fast_hit(run, self.builder, self._entry(budgeted))
             if result is not None and stale is None:
-                return _hit(result, budgeted)
-        cands = build_candidates(req, self.machine, run.pools, run.warn,
-                                 deadline=None if run.no_tune else self.deadline)
+                return _hit(result, budgeted, done)
+        cands, req = build_candidates(self.builder, self.machine, deadline=None if run.no_tune else self.deadline)
         built_s = time.perf_counter() - self.t0
         partial = not all(c.built for c in cands)
         key = budgeted if partial else entry_key(req, cands, self.machine)
         entry = self._entry(key)
         if not self.retune and stale is None:
-            result, stale = self._stored(cands, key, entry, partial)
+            result, stale = self._stored(req, cands, key, entry, partial)
             if result is not None and stale is None:
-                return _hit(result, key)
+                return _hit(result, key, req)
         if run.no_tune:
             if stale:
                 raise TuneError(f"{stale}; --tl-no-tune forbids tuning it again: run `pytest {req.nodeid}` without "
@@ -198,37 +203,35 @@ class Call:
             raise TuneError(f"no stored result for this test (key {key[:12]}) and --tl-no-tune forbids tuning; "
                             f"run `pytest {req.nodeid}` without --tl-no-tune on a machine like this one "
                             f"({self.machine.get('device')}) to tune it, and keep its cache dir ({run.cache_dir})")
-        return self._tune(cands, key, entry, partial, stale, built_s)
+        return self._tune(req, cands, key, entry, partial, stale, built_s)
 
-    def _stored(self, cands: list[Candidate], key: str, entry: Path,
+    def _stored(self, req: TuneRequest, cands: list[Candidate], key: str, entry: Path,
                 partial: bool) -> tuple[AutotuneResult | None, str | None]:
         """The local cache's result for ``key``, else the shared store's (a no-op without
-        --tl-store), and why it may not be served (None: it may)."""
-        req = self.req
+        --tl-store), and why it may not be served (None: it may). ``req``: as the builds completed it."""
         if partial:  # looked up before the builds; what the store sends is checked as that was
             fetched = self.run.store.fetch(self, req, cands, key, entry)
-            return _fast_hit(self.run, req, entry) if fetched is not None else (None, None)
+            return _fast_hit(self.run, self.builder, entry)[:2] if fetched is not None else (None, None)
         result = self.cache.entries.load(entry, req.compile_args) or self.run.store.fetch(self, req, cands, key, entry)
         return result, (_stale(self.run, req, entry, result) if result is not None else None)
 
-    def _tune(self, cands: list[Candidate], key: str, entry: Path, partial: bool, stale: str | None,
-              built_s: float) -> Outcome:
+    def _tune(self, req: TuneRequest, cands: list[Candidate], key: str, entry: Path, partial: bool,
+              stale: str | None, built_s: float) -> Outcome:
         """Under this machine's and the shared store's lock on ``key``: what another process or
         machine stored meanwhile, else a tuning of ``cands``, saved and pushed."""
         from .engine.tuner import Tuner
         from .model import Outcome, TuneError
 
-        req = self.req
         retune = self.retune or stale is not None
         with self.cache.locks.entry(key), self.run.store.tuning(self, req, cands, key, entry) as fetched:
-            result, why = self._tuned_meanwhile(entry, fetched, partial, retune)
+            result, why = self._tuned_meanwhile(req, entry, fetched, partial, retune)
             if result is not None:
                 if why is None:
-                    return _hit(result, key)
+                    return _hit(result, key, req)
                 stale, retune = why, True
             # Verdicts measured against another reference are not reused when the stored winner failed today's.
             tuner = Tuner(req, self.cache, self.run.pools, reuse_records=not retune, progress=self._progress(),
-                          machine=self.machine)
+                          machine=self.machine, builder=self.builder)
             prepare_s = time.perf_counter() - self.t0  # fast key, PrimFuncs, IR key, lock
             try:
                 result, records = tuner.run(cands, key, self.deadline)
@@ -237,35 +240,35 @@ class Call:
                     raise
                 raise TuneError(f"{stale}; tuned again: {exc}") from None
             result.record.setdefault("phases", {}).update(prepare_s=prepare_s, prepare_built_s=built_s)
-            result = self._save(result, key, entry)
+            result = self._save(req, result, key, entry)
         return Outcome(result, CACHE_RETUNE if retune else CACHE_MISS, key, time.perf_counter() - self.t0, records,
-                       stale=stale)
+                       stale=stale, request=req)
 
-    def _tuned_meanwhile(self, entry: Path, fetched: AutotuneResult | None, partial: bool,
+    def _tuned_meanwhile(self, req: TuneRequest, entry: Path, fetched: AutotuneResult | None, partial: bool,
                          retune: bool) -> tuple[AutotuneResult | None, str | None]:
         """What another process (or machine) stored for this key while this one waited for the
         lock (``fetched``: the shared store's), and why it may not be served (None: it may)."""
         if partial and not retune:  # a budget key's result: while its winner builds into the stored kernel
-            return _fast_hit(self.run, self.req, entry)
-        result = self.cache.entries.load(entry, self.req.compile_args) or fetched
+            return _fast_hit(self.run, self.builder, entry)[:2]
+        result = self.cache.entries.load(entry, req.compile_args) or fetched
         if result is not None and retune and result.record.get("tuned_at", 0) < self.run.started:
             result = None  # tuned again: only a result of this run (another process's) is served
-        return result, (_stale(self.run, self.req, entry, result) if result is not None else None)
+        return result, (_stale(self.run, req, entry, result) if result is not None else None)
 
-    def _save(self, result: AutotuneResult, key: str, entry: Path) -> AutotuneResult:
+    def _save(self, req: TuneRequest, result: AutotuneResult, key: str, entry: Path) -> AutotuneResult:
         """Store the tuned result at ``entry`` and push it to the shared store; returns it with the
         kernel as later runs will load it, so a broken save shows now, not on the next hit."""
         try:
             # A full disk or read-only mount costs the cache, not the test (the store warns once).
-            note = _tilelang_note(self.req, result)
+            note = _tilelang_note(req, result)
             stored = self.cache.entries.save(result, entry, tilelang=[note] if note else None)
         except OSError as exc:
             stored = False
-            self.run.warn(TuneWarning(f"{self.req.nodeid}: could not store the tuned result in {entry}: {exc}"))
+            self.run.warn(TuneWarning(f"{req.nodeid}: could not store the tuned result in {entry}: {exc}"))
         if not stored:
             return result
         self.run.store.push(key, entry)
-        saved = self.cache.entries.load(entry, self.req.compile_args, quarantine=False, func=result.func)
+        saved = self.cache.entries.load(entry, req.compile_args, quarantine=False, func=result.func)
         return replace(result, kernel=saved.kernel) if saved is not None else result
 
     def _entry(self, key: str) -> Path:
@@ -289,7 +292,7 @@ class Call:
                       tuner={**req.tuner, "strategy": "exhaustive", "max_trials": None, "max_tuning_s": None,
                              "top_k": 1})
         self.run.pools.warm_up(req.timing_devices)
-        tuner = Tuner(one, self.cache, self.run.pools, progress=self._progress())
+        tuner = Tuner(one, self.cache, self.run.pools, progress=self._progress(), builder=self.builder)
         try:
             return tuner.run([replace(cand, index=0)], key)
         except TuneError as exc:
@@ -307,29 +310,31 @@ class Call:
         return lambda msg: progress_line(self.run.config, self.req.nodeid, msg)
 
 
-def _fast_hit(run: TuneSession, req: TuneRequest, entry: Path) -> tuple[AutotuneResult | None, str | None]:
+def _fast_hit(run: TuneSession, builder: Builder,
+              entry: Path) -> tuple[AutotuneResult | None, str | None, TuneRequest]:
     """The result stored at ``entry`` when its winner still builds into the stored kernel, and
-    whether it fails today's check: ``(result, None)`` to serve, ``(result, why)`` when stale,
-    ``(None, None)`` when it cannot be used (the IR key decides).
+    whether it fails today's check: ``(result, None, req)`` to serve, ``(result, why, req)`` when
+    stale, ``(None, None, req)`` when it cannot be used (the IR key decides); ``req``: the request
+    as the winner's build completed it.
 
-    The build runs in the device's timing worker first (the user's code: a crash or a hang
-    past ``compile_timeout`` is a failed build, kept as that config's record), then, as the
-    cold path builds its winner, here; the check runs meanwhile. Also settles what only a
-    build tells (an eager kernel's outputs)."""
-    from .engine.candidates import build_winner, complete_request
+    The build runs in the device's timing worker first (``Builder.winner``: the user's code; a
+    crash or a hang past ``compile_timeout`` is a failed build, kept as that config's record),
+    then, as the cold path builds its winner, here; the check runs meanwhile."""
+    from .engine.candidates import completed
     from .store.artifacts import read_config
     from .store.manifest import RECORD_PATH, CorruptEntry, verify_entry
     from .store.safety import UnsafeCache
 
+    req = builder.req
     try:
         record = json.loads((entry / RECORD_PATH).read_text())
         config = read_config(entry)  # as the test gave it: the program builds what it built then
     except (OSError, ValueError, AttributeError):
-        return None, None
+        return None, None, req
     stored = record.get("winner_ir_sha")
-    if not stored or "error" in (built := build_winner(req, config, run.pools)) or built["ir_sha"] != stored:
-        return None, None  # the full path builds every config where a failure is a record
-    complete_request(req, [built])
+    if not stored or "error" in (built := builder.winner(config)) or built["ir_sha"] != stored:
+        return None, None, req  # the full path builds every config where a failure is a record
+    req = completed(req, [built])
     try:
         verify_entry(entry)  # before the timing worker loads its kernel (load() quarantines a bad one)
     except (CorruptEntry, UnsafeCache, OSError):
@@ -339,11 +344,11 @@ def _fast_hit(run: TuneSession, req: TuneRequest, entry: Path) -> tuple[Autotune
     try:
         here = req.program.spec.build(config)
     except Exception:
-        return None, None
+        return None, None, req
     result = run.cache.entries.load(entry, req.compile_args, func=here.func) if here.ir_sha == stored else None
     if result is None or check is None:
-        return None, None
-    return result, check()
+        return None, None, req
+    return result, check(), req
 
 
 def _stale(run: TuneSession, req: TuneRequest, entry: Path, result: AutotuneResult) -> str | None:
@@ -418,8 +423,8 @@ def _tilelang_note(req: TuneRequest, result: AutotuneResult) -> dict | None:
     return note(req.tilelang, req, result.config, getattr(result.kernel, "execution_backend", None))
 
 
-def _hit(result: AutotuneResult, key: str) -> Outcome:
+def _hit(result: AutotuneResult, key: str, req: TuneRequest) -> Outcome:
     """The outcome of a stored result; ``tune`` sets the time this run spent on it."""
     from .model import Outcome
 
-    return Outcome(result, CACHE_HIT, key, 0.0, result.record.get("candidates", []))
+    return Outcome(result, CACHE_HIT, key, 0.0, result.record.get("candidates", []), request=req)

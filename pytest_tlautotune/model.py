@@ -150,9 +150,10 @@ class GateWarning(TLAutotuneWarning):
     """A test the gate could not compare (other device or clock, too few samples)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class TuneRequest:
-    """Everything one fixture call asks for."""
+    """Everything one fixture call asks for; built once (``call._request``), completed by the
+    builds into a new one (``candidates.completed``), never edited."""
 
     nodeid: str
     program_name: str
@@ -163,15 +164,10 @@ class TuneRequest:
     tuner: dict  # strategy, max_trials, max_tuning_s, seed, early_stop_factor, top_k, compile_timeout
     device: str  # "cpu" or "cuda:N": where the winner is confirmed (and the only device on a CPU)
     devices: tuple[str, ...] = ()  # where candidates are timed (every GPU of this process's share)
-    mode: str | None = None  # "lazy" | "eager" | "plain", once a config was built
-    built_here: str | None = None  # why the configs were built in the test process, if they were
-    shipped: tuple | None = None  # (spec_id, spec blob, env, sys.path) for the workers' builds
+    # What only a build tells (``candidates.completed``): the request as the test asked has them None.
+    mode: str | None = None  # "lazy" | "eager" | "plain"
     on_device: bool | None = None  # True: it builds only where the GPU is visible, so compile it there too
     reference: Any = None  # reference_config.ReferencePlan: the config the candidates are checked against, if any
-    reads: dict[str, str] | None = None  # {file: digest} of what the configs' builds read (engine/reads.py)
-    #: Builds done already in this call, by the config's canonical JSON: a stored winner whose build
-    #: failed on a hit (a crash, a hang) is that config's record, not built a second time.
-    prebuilt: dict[str, dict] = field(default_factory=dict)
     # The program's identity and its arguments (key.program_identity, key.args_identity): what keys
     # a tuning that max_tuning_s stopped before every config was built (key.budget_key).
     identity: dict | None = None
@@ -199,6 +195,8 @@ class Outcome:
     records: list[dict] = field(default_factory=list)
     #: Why the stored result found for this call was not served: its winner failed today's check.
     stale: str | None = None
+    #: The call's request as the builds completed it (``candidates.completed``).
+    request: Any = None
 
 
 @dataclass

@@ -21,6 +21,7 @@ from .pipeline import Pipeline
 if TYPE_CHECKING:
     from ..param import AutotuneResult
     from ..store.local import Store
+    from .builder import Builder
     from .workers import Pools
 
 
@@ -35,11 +36,13 @@ class Tuner:
         reuse_records: bool = True,
         progress: Callable[[str], None] | None = None,
         machine: dict | None = None,
+        builder: Builder | None = None,
     ):
         self.req = req
         self.cache = cache
         self.pools = pools
         self.machine = machine  # for the keys of the configs built as the search asks for them
+        self.builder = builder  # where the configs built (and those not built yet will)
         self.jobs = JobFactory(req, cache)
         self.pipeline = Pipeline(req, cache, pools, self.jobs, reuse_records, progress)
 
@@ -57,7 +60,7 @@ class Tuner:
                         workers=self.pools.n_workers)
         if deadline is None and tuner["max_tuning_s"]:
             deadline = t0 + tuner["max_tuning_s"]
-        lazy = LazyBuilds(self.req, self.machine, self.pools) if any(not c.built for c in cands) else None
+        lazy = LazyBuilds(self.builder, self.req, self.machine) if any(not c.built for c in cands) else None
         try:
             return self._run(cands, key, search, deadline, lazy, t0)
         finally:
@@ -181,7 +184,7 @@ class Tuner:
             "candidates": records,
             "compile_args": cand.compile_args.canonical(),
             "winner_ir_sha": cand.ir_sha,
-            "built_here": self.req.built_here,
+            "built_here": self.builder.built_here if self.builder is not None else None,
         }
         if self.req.reference is not None:
             # What every candidate's outputs were compared with (no ref_prog): the summary's "vs <config>".
