@@ -36,7 +36,7 @@ def test_other(autotune):
     autotune(gemm, 64, 64, 64)
 '''
 
-BIG = 48  # about +150%: far beyond the noise of a shared 2-core runner
+BIG = 128  # several times slower: far beyond the gate threshold the slowdown test sets
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,8 @@ def test_gate_against_history_fails_a_slowdown_and_names_the_history(project, ca
     run(project, cache).assert_outcomes(passed=2)
     run(project, cache).assert_outcomes(passed=2)
     monkeypatch.setenv("EXTRA", str(BIG))
-    result = run(project, cache, "--tl-gate-against", "history")
+    # A 75% threshold: an unchanged kernel was seen +34% off its best on a loaded 2-core runner.
+    result = run(project, cache, "--tl-gate-against", "history", "--tl-max-regression", "75")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*test_k.py::test_gemm regressed*the history*hist.db (best of 14 days)*"])
     assert len(rows(project.path / "hist.db")) == 6  # the failing run is history too
