@@ -10,6 +10,7 @@ machine facts) come in as ``run``.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import statistics
 import time
@@ -54,7 +55,7 @@ def tune(run: TuneSession, item: pytest.Item, settings: TuneSettings, program: o
         raise CallFailed(error, request=req, records=records)
     req = outcome.request  # as the builds completed it
     if outcome.cache == CACHE_HIT:  # an entry stored before, or by another test: it answers this key too
-        run.cache.entries.note_tilelang(outcome.key, _tilelang_note(req, outcome.result))
+        run.cache.entries.note_tilelang(outcome.key, req.nodeid, lambda: _tilelang_note(req, outcome.result))
     measured = _remeasure(run, req, outcome)  # a gate compares this run's numbers, never stored ones
     outcome.tuning_s = time.perf_counter() - t0  # what this run spent, a hit included
     from .report.rows import record_outcome
@@ -110,7 +111,8 @@ def _request(run: TuneSession, item: pytest.Item, settings: TuneSettings, progra
     return TuneRequest(nodeid=item.nodeid, program_name=prog.name, program=prog, configs=configs,
                        compile_args=compile_args, profile_args=profile_args, tuner=tuner,
                        device=devices[0], devices=tuple(devices), identity=identity,
-                       tilelang=of_call(program, args, kwargs))  # noted in the entry, for `cache export`
+                       # noted in the entry, for `cache export`: computed when an entry is noted, once
+                       tilelang=functools.cache(functools.partial(of_call, program, args, kwargs)))
 
 
 def _fast_key(req: TuneRequest, machine: dict, program: Callable[..., object], args: tuple, kwargs: dict) -> str:
@@ -420,7 +422,8 @@ def _tilelang_note(req: TuneRequest, result: AutotuneResult) -> dict | None:
     """The entry's note of TileLang's cache key for this call (``engine.tilelang_key.note``)."""
     from .engine.tilelang_key import note
 
-    return note(req.tilelang, req, result.config, getattr(result.kernel, "execution_backend", None))
+    tl = req.tilelang() if req.tilelang is not None else None
+    return note(tl, req, result.config, getattr(result.kernel, "execution_backend", None))
 
 
 def _hit(result: AutotuneResult, key: str, req: TuneRequest) -> Outcome:

@@ -171,7 +171,8 @@ class TuneRequest:
     # The program's identity and its arguments (key.program_identity, key.args_identity): what keys
     # a tuning that max_tuning_s stopped before every config was built (key.budget_key).
     identity: dict | None = None
-    #: engine.tilelang_key.TileLangKey: the key TileLang's own tuner would cache this tuning under, or why none.
+    #: A callable returning engine.tilelang_key.TileLangKey: the key TileLang's own tuner would cache this
+    #: tuning under, or why none (computed once, and only where an entry is noted with it).
     tilelang: Any = None
 
     @property

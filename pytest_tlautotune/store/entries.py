@@ -95,16 +95,21 @@ class Entries:
             self._kept[entry.name] = kept
         return False
 
-    def note_tilelang(self, key: str, note: dict | None) -> None:
-        """Add ``note`` (TileLang's cache key the entry of ``key`` answers, or why none) to the entry's
-        manifest unless it says so already. Only where the cache takes writes and no tuner holds the
-        key (a hit never waits for it); a failure costs the note, never the test."""
+    def note_tilelang(self, key: str, test: str, note: Callable[[], dict | None]) -> None:
+        """Add ``note()`` (TileLang's cache key the entry of ``key`` answers, or why none) to the entry's
+        manifest unless it holds one for ``test`` already (a hit computes no note then) or one that
+        says the same. Only where the cache takes writes and no tuner holds the key (a hit never waits
+        for it); a failure costs the note, never the test."""
         from filelock import Timeout
 
-        if note is None or self.cache_dir.refusal is not None or key in self._kept:
+        if self.cache_dir.refusal is not None or key in self._kept:
             return
         entry = self.cache_dir.root / "entries" / key
-        if any(same_note(n, note) for n in tilelang_notes(read_json(entry / MANIFEST_PATH))):
+        notes = tilelang_notes(read_json(entry / MANIFEST_PATH))
+        if any(n.get("test") == test for n in notes):
+            return
+        note = note()
+        if note is None or any(same_note(n, note) for n in notes):
             return
         try:
             with self.locks.entry(key, timeout=0):
