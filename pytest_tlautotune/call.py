@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from .devices import cuda_arch, resolve_target
 from .model import CallFailed, TuneWarning
-from .settings import COMPILE_FIELDS, PROFILE_FIELDS, TuneSettings, get_option, resolve_tuner
+from .settings import COMPILE_FIELDS, PROFILE_FIELDS, TuneSettings, resolve_tuner
 from .stash import CACHE_HIT, CACHE_MISS, CACHE_RETUNE
 
 if TYPE_CHECKING:
@@ -400,9 +400,8 @@ def _remeasure(run: TuneSession, req: TuneRequest, outcome: Outcome) -> str:
     try:
         out = measure_again(run.pools, run.cache, req, run.cache.entries.path(outcome.key), clock=clock)
     except Exception as exc:
-        why = "--tl-baseline" if get_option(run.config, "tl_baseline") else "--tl-save-baseline"
         error = (f"{req.nodeid}: re-timing {req.program_name} ({outcome.cache}, key {outcome.key[:12]}) in this "
-                 f"run for {why} failed: {type(exc).__name__}: {exc}")
+                 f"run for {run.fresh_numbers} failed: {type(exc).__name__}: {exc}")
     if error:
         raise CallFailed(error, request=req, records=outcome.records)
     samples, ref = list(out["samples"]), list(out["ref_samples"])

@@ -62,11 +62,12 @@ LAUNCH_BOUND = 1.0
 # ----------------------------------------------------------------------------- re-measure
 
 
-def fresh_clock(wanted: bool, device: str, cache: str) -> str | None:
+def fresh_clock(wanted: str | None, device: str, cache: str) -> str | None:
     """Which clock re-times the winner in this run (``"cpu"`` or ``"wall"``), or None when the
-    numbers at hand will do. ``wanted``: a gate or a baseline to save needs numbers of this run
-    (``settings.wants_fresh_numbers``). A cache hit is then always re-timed; on a CPU device a
-    miss is too, by CPU time, so that baseline and gate runs use the same clock."""
+    numbers at hand will do. ``wanted``: the option (a gate, a baseline to save, a history) that
+    needs numbers of this run, or None (``settings.wants_fresh_numbers``). A cache hit is then
+    always re-timed; on a CPU device a miss is too, by CPU time, so that baseline and gate runs
+    use the same clock."""
     cpu = not str(device).startswith("cuda")
     if not wanted or (cache != CACHE_HIT and not cpu):
         return None

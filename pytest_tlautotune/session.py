@@ -35,7 +35,8 @@ class TuneSession:
         self.n_workers = get_option(config, "tl_workers")
         self.intercept = bool(get_option(config, "tl_intercept"))  # TileLang's tuner calls in tests served here
         self.gpus = get_option(config, "tl_gpus")  # the GPUs a tuning times on (devices.gpu_share)
-        self.fresh_numbers = wants_fresh_numbers(config)  # a gate, a baseline or a history: hits timed again
+        # The option (a gate, a baseline, a history) that wants numbers of this run: hits timed again.
+        self.fresh_numbers = wants_fresh_numbers(config)
         workerinput = getattr(config, "workerinput", {})
         # Under xdist the controller's start time, so workers agree on "tuned in this run".
         self.started = float(workerinput.get("tl_session_start", time.time()))
@@ -123,7 +124,7 @@ class TuneSession:
         # The option's choice, not resolved here (that imports TileLang): nvcc never needs a PCH.
         nvrtc_may = gpus and not self.no_tune and get_option(self.config, "tl_device_compiler") != "nvcc"
         self.primed_ahead = prestart(pch_book=self.pch_book if nvrtc_may else None, n_workers=self.n_workers)
-        self.pools.warm_up(self._likely_devices(), compile=self.fresh_numbers and not self.no_tune)
+        self.pools.warm_up(self._likely_devices(), compile=bool(self.fresh_numbers) and not self.no_tune)
 
     def _likely_devices(self) -> list[str]:
         """The devices a ``target="auto"`` test would time on (this process's GPUs, else the CPU)."""

@@ -497,10 +497,13 @@ def gate_options(config: pytest.Config) -> GateOptions:
                        strict=bool(get_option(config, "tl_strict_baseline")))
 
 
-def wants_fresh_numbers(config: pytest.Config) -> bool:
-    """Whether a gate, a baseline to save or a history to append to needs numbers timed in this run."""
-    return bool(get_option(config, "tl_baseline") or get_option(config, "tl_save_baseline")
-                or get_option(config, "tl_history"))
+def wants_fresh_numbers(config: pytest.Config) -> str | None:
+    """The option whose gate, baseline to save or history to append to needs numbers timed in this
+    run (``--tl-baseline``, ``--tl-save-baseline``, ``--tl-history``), or None."""
+    for name in ("tl_baseline", "tl_save_baseline", "tl_history"):
+        if get_option(config, name):
+            return "--" + name.replace("_", "-")
+    return None
 
 
 def gate_source(config: pytest.Config) -> str | None:

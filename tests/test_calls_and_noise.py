@@ -89,6 +89,11 @@ def test_failed_retiming_fails_the_test_and_writes_no_row(two, pytester):
     result.stdout.fnmatch_lines([f"*{NODE}: re-timing elementwise_add (hit, key *) in this run for "
                                  f"--tl-save-baseline failed: RuntimeError: the timing worker died*"])
     assert not (pytester.path / "base.json").exists()  # nothing marked "failed" to skip forever after
+    # A history alone asks for this run's numbers too, and is named as what asked.
+    result = two.run("--tl-history", "hist.db")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f"*{NODE}: re-timing elementwise_add (hit, key *) in this run for "
+                                 f"--tl-history failed: RuntimeError: the timing worker died*"])
 
 
 # ----------------------------------------------------------------------------- batching
