@@ -55,9 +55,6 @@ class Pipeline:
         """Timing jobs handed out (one per measured candidate)."""
         return self.timings.count
 
-    def best_ms(self) -> float | None:
-        return self.book.best_ms()
-
     def run(self, cands: list[Candidate], search: Search, deadline: float | None,
             builds: Any = None) -> list[CandidateRecord]:
         """Measure what ``search`` proposes until it is done or ``deadline`` (perf_counter) passes

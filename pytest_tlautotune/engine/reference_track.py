@@ -33,11 +33,6 @@ class ReferenceTrack:
         return self.plan.current if self.plan is not None else None
 
     @property
-    def seed(self) -> Candidate | None:
-        """The seed reference where it is no config of the space: compiled, never timed, no record."""
-        return self.plan.extra if self.plan is not None else None
-
-    @property
     def ready(self) -> Candidate | None:
         """The reference whose kernel the checks use, once there is one."""
         return self.plan.ready if self.plan is not None else None
@@ -55,6 +50,7 @@ class ReferenceTrack:
         return self.plan is not None and self.plan.is_current(cand)
 
     def is_seed(self, cand: Candidate) -> bool:
+        """Whether ``cand`` is the seed reference, no config of the space: compiled, never timed, no record."""
         return self.plan is not None and cand is self.plan.extra
 
     def found(self, cand: Candidate) -> None:
