@@ -47,7 +47,7 @@ def tune(run: TuneSession, item: pytest.Item, settings: TuneSettings, program: o
     req = _request(run, item, settings, program, args, kwargs)
     machine = run.machine(req.device_kind)
     try:
-        call = Call(run, req, machine, _fast_key(req, machine, program, args, kwargs))
+        call = Call(run, req, machine, _fast_key(req, machine))
         outcome, error = call.outcome(), None
     except TuneError as exc:
         error, records = f"{item.nodeid}: {exc}", exc.records
@@ -103,11 +103,10 @@ def _request(run: TuneSession, item: pytest.Item, settings: TuneSettings, progra
     compile_args, devices = resolve_target(compile_args, run.gpus)
     prog.spec.device_target = compile_args.target
     tuner = resolve_tuner(dict(settings.tuner), len(configs), settings.given, "cpu" if devices[0] == "cpu" else "cuda")
-    identity = None
-    if tuner["max_tuning_s"]:  # what keys a tuning whose builds the budget cut (key.budget_key)
-        from .key import args_identity, program_identity
+    from .key import args_identity, program_identity
 
-        identity = {"program": program_identity(program), "args": args_identity(args, kwargs)}
+    # What the fast index (``_fast_key``) and a tuning whose builds the budget cut (key.budget_key) key by.
+    identity = {"program": program_identity(program), "args": args_identity(args, kwargs)}
     return TuneRequest(nodeid=item.nodeid, program_name=prog.name, program=prog, configs=configs,
                        compile_args=compile_args, profile_args=profile_args, tuner=tuner,
                        device=devices[0], devices=tuple(devices), identity=identity,
@@ -115,13 +114,13 @@ def _request(run: TuneSession, item: pytest.Item, settings: TuneSettings, progra
                        tilelang=functools.cache(functools.partial(of_call, program, args, kwargs)))
 
 
-def _fast_key(req: TuneRequest, machine: dict, program: Callable[..., object], args: tuple, kwargs: dict) -> str:
+def _fast_key(req: TuneRequest, machine: dict) -> str:
     """A key that needs no PrimFunc: the program (its bound values included), its arguments
-    and the settings. It only finds the IR-based key stored before, while the files the
-    builds read are unchanged (``store.records.Index.read``)."""
-    from .key import args_identity, fast_key, program_identity
+    (``req.identity``) and the settings. It only finds the IR-based key stored before, while the
+    files the builds read are unchanged (``store.records.Index.read``)."""
+    from .key import fast_key
 
-    return fast_key(program_identity(program), args_identity(args, kwargs), req.configs,
+    return fast_key(req.identity["program"], req.identity["args"], req.configs,
                     req.compile_args.canonical(), req.profile_args.canonical(), req.tuner, machine)
 
 

@@ -169,7 +169,8 @@ class TuneRequest:
     on_device: bool | None = None  # True: it builds only where the GPU is visible, so compile it there too
     reference: Any = None  # reference_config.ReferencePlan: the config the candidates are checked against, if any
     # The program's identity and its arguments (key.program_identity, key.args_identity): what keys
-    # a tuning that max_tuning_s stopped before every config was built (key.budget_key).
+    # the warm path's fast index (key.fast_key) and a tuning that max_tuning_s stopped before every
+    # config was built (key.budget_key).
     identity: dict | None = None
     #: A callable returning engine.tilelang_key.TileLangKey: the key TileLang's own tuner would cache this
     #: tuning under, or why none (computed once, and only where an entry is noted with it).

@@ -77,8 +77,7 @@ class Builder:
         GPU-less compile workers)."""
         results = None
         if self.pools is not None and self.built_here is None:
-            pool = self.pools.device_compile_pool(self.req.device) if self.on_device else None
-            results = self._in_workers(configs, pool)
+            results = self._in_workers(configs, self._settled_pool())
         return self._read(self.here(configs) if results is None else results)
 
     def winner(self, config: dict) -> dict:
@@ -89,8 +88,7 @@ class Builder:
 
         shipped = self._ship()
         if shipped is not None:
-            out = self._result(self.pools.bench_pool(self.req.device).schedule(
-                _build_entry, (*shipped, config), timeout=self.req.tuner["compile_timeout"]))
+            out = self._result(self._schedule(self.pools.bench_pool(self.req.device), config))
             if "error" in out:
                 self.done[key.canonical_json(config)] = out
             if "spec_error" not in out:
@@ -110,8 +108,7 @@ class Builder:
         shipped = self._ship() if self.built_here is None else None
         if shipped is None:
             return self._read(self.here([config]))[0]
-        pool = self.pools.device_compile_pool(self.req.device) if self.on_device else self.pools.compile_pool()
-        return pool.schedule(_build_entry, (*shipped, config), timeout=self.req.tuner["compile_timeout"])
+        return self._schedule(self._settled_pool(), config)
 
     def finish(self, config: dict, fut: Future) -> dict:
         """The result of a build ``start`` scheduled (where the workers cannot load the program any
@@ -152,8 +149,7 @@ class Builder:
         if shipped is None:
             return None
         pool = pool or self.pools.compile_pool()
-        futures = [None if key.canonical_json(config) in self.done else
-                   pool.schedule(_build_entry, (*shipped, config), timeout=self.req.tuner["compile_timeout"])
+        futures = [None if key.canonical_json(config) in self.done else self._schedule(pool, config)
                    for config in configs]
         results = []
         for config, fut in zip(configs, futures):
@@ -166,6 +162,14 @@ class Builder:
                 return None
             results.append(out)
         return results
+
+    def _settled_pool(self) -> object:
+        """The compile workers where the builds settled: those where the GPU is visible, or the GPU-less ones."""
+        return self.pools.device_compile_pool(self.req.device) if self.on_device else self.pools.compile_pool()
+
+    def _schedule(self, pool: object, config: dict) -> Future:
+        """One config's build in ``pool`` (the program shipped), within ``compile_timeout``."""
+        return pool.schedule(_build_entry, (*self.shipped, config), timeout=self.req.tuner["compile_timeout"])
 
     def _ship(self) -> tuple | None:
         """``shipped``, pickled on first use; None where the program cannot be pickled
