@@ -70,6 +70,11 @@ class BenchJob:
     lock_path: str | None = None  # machine-/device-wide timing lock
     stop_above_ms: float | None = None  # early stop: give up when clearly slower than this
     stage_path: str | None = None  # where the job says whose code it is running (see _mark_stages)
+    #: The test process's ``sys.path`` when the job was made: the worker started earlier (as
+    #: collection began), and a test may have put the folder of the module that defines its
+    #: ``ref_prog`` on the path since (``monkeypatch.syspath_prepend``, a helper that imports an
+    #: example from its folder). cloudpickle ships such a function by reference to its module.
+    sys_path: tuple[str, ...] = ()
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -397,6 +402,14 @@ def _check_ref_devices(refs: list, device: str) -> None:
 # ----------------------------------------------------------------------------- jobs
 
 
+def _load_profile(job: BenchJob) -> ProfileArgs:
+    """The job's profile settings, unpickled with the test process's ``sys.path`` as it was when
+    the job was made, so the modules its callables live in import here as they did there."""
+    if job.sys_path:
+        sys.path[:] = job.sys_path
+    return cloudpickle.loads(job.profile_blob)
+
+
 def _prepare(job: BenchJob) -> tuple[JITKernel, ProfileArgs, list, Run | None, list[float]]:
     """The kernel, the profile settings, the inputs to time on, ``ref_prog``'s run on a copy of
     them and its samples (remembered per input key with ``cache_input_tensors``)."""
@@ -404,7 +417,7 @@ def _prepare(job: BenchJob) -> tuple[JITKernel, ProfileArgs, list, Run | None, l
         # TileLang's CPU kernels run on one thread; a multi-threaded torch reference would
         # spin-wait against the compile workers on the other cores and time as noise.
         torch.set_num_threads(1)
-    profile: ProfileArgs = cloudpickle.loads(job.profile_blob)
+    profile = _load_profile(job)
     kernel = load_kernel(Path(job.kernel_dir), job.compile_args)
     # The kernel's signature is part of the key: one test may call autotune with several shapes
     # or dtypes, and inputs made for one would fail (or silently mis-time) another.
@@ -562,7 +575,7 @@ def check_once(job: BenchJob, checked_as: str) -> dict:
     try:
         if job.device.startswith("cuda"):
             torch.cuda.set_device(torch.device(job.device))
-        profile: ProfileArgs = cloudpickle.loads(job.profile_blob)
+        profile = _load_profile(job)
         kernel = load_kernel(Path(job.kernel_dir), job.compile_args)
         fresh = profile.ref_prog is not None and profile.supply_prog is None  # as _check_inputs
         seed = check_seed(checked_as) if fresh else 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import statistics
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,7 @@ class JobFactory:
             lock_path=self.cache.locks.device_path(device),
             stop_above_ms=stop_above_ms,
             stage_path=self._stage_path(),
+            sys_path=tuple(sys.path),
         )
 
     def _stage_path(self) -> str:
@@ -215,4 +217,4 @@ def _stored_job(req: TuneRequest, entry: Path, lock_path: str | None = None) -> 
 
     return BenchJob(key=remeasure_key(req.nodeid, req.program_name), kernel_dir=str(entry),
                     compile_args=req.compile_args, profile_blob=profile_blob(req.profile_args),
-                    device=req.device, lock_path=lock_path)
+                    device=req.device, lock_path=lock_path, sys_path=tuple(sys.path))
