@@ -28,7 +28,9 @@ FILES="tests/ops/test_reduce.py tests/ops/test_vector_norm.py tests/ops/test_sof
 K='(test_gemm and fp16-tuned-wide and not alt) or (test_mha_fwd and tuned) or (test_indexer and True-None-True)'
 K="$K"' or (test_softmax_op and True) or (test_reduce and autotune) or (test_vector_norm and autotune)'
 export PYTHONPATH=$tops/src:$tops:${PYTHONPATH:-}
-# The plugin by module name where it is not installed (the GPU machine runs the checkout as it is).
+# The plugin by module name where it is not installed (the GPU machine runs the checkout as it is);
+# PYTEST_PLUGINS would load it into TileLang's own run too.
+unset PYTEST_PLUGINS
 load=()
 python3 -c "import importlib.metadata as m, sys
 sys.exit(any(ep.value.startswith('pytest_tlautotune') for ep in m.entry_points(group='pytest11')))" \
@@ -59,7 +61,8 @@ for step in $STEPS; do
       echo "export: exit $?" | tee -a "$out/tops-summary.txt"
       cat "$work/export.txt" >> "$out/tops-summary.txt" ;;
     tilelang)
-      TILELANG_CACHE_DIR=$work/tl-own run tilelang-cold "${TL_S:-420}" -p no:tlautotune ;;
+      TILELANG_CACHE_DIR=$work/tl-own run tilelang-cold "${TL_S:-420}" -p no:tlautotune \
+        -p no:pytest_tlautotune.plugin ;;
     compare)
       timeout "${COMPARE_S:-150}" python3 "$root/benchmarks/tileops_compare.py" --out "$out" \
         --tilelang-cache "$work/tl-own" --exported "$work/exported" --export-log "$work/export.txt" \
