@@ -125,7 +125,9 @@ def test_other_device_is_skipped_with_warning_or_fails_strict(pytester, cache):
     doc["tests"]["test_k.py::test_a"]["device_name"] = "Imaginary Accelerator 9000"
     path.write_text(json.dumps(doc))
     write(pytester, ("test_a", BIG, ""))  # a regression that must not be judged across devices
-    result = run(pytester, cache, "--tl-baseline", "base.json", "--junitxml", "j.xml")
+    # -W: the warning count is the plugin's, not TileLang's own DeprecationWarning on Python 3.13.
+    result = run(pytester, cache, "--tl-baseline", "base.json", "--junitxml", "j.xml",
+                 "-W", "ignore::DeprecationWarning:tilelang.language.eager.builder")
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines(["*GateWarning*Imaginary Accelerator 9000*not compared*"])
     assert props(pytester.path / "j.xml")["test_a"]["tl_gate"] == "skipped"
