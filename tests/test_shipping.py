@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import pytest
+from kernel_sources import KERNELS
 
 FACTORY = textwrap.dedent('''
     def make(scale):
@@ -167,47 +168,28 @@ def test_a_fault_of_the_shipping_is_named_and_built_here(pytester, tmp_path):
 
 PATH_FIRST = '''
 import pytest
-import tilelang
-import tilelang.cpu.language as T
-import torch
+import kernels
 
 
-@tilelang.jit(out_idx=[-1], target="c")
-def copy(M, bm=16):
-    @T.prim_func
-    def main(A: T.Tensor((M,), "float32"), C: T.Tensor((M,), "float32")):
-        with T.Kernel(T.ceildiv(M, bm)) as bx:
-            for i in T.serial(bm):
-                C[bx * bm + i] = A[bx * bm + i]
-    return main
-
-
-@pytest.mark.autotune(configs=[dict(bm=16), dict(bm=32)], ref_prog=lambda A: A, warmup=1, rep=3)
+@pytest.mark.autotune(configs=[dict(bm=16), dict(bm=32)], ref_prog=lambda A, B: A + B, target="c", out_idx=[-1],
+                      warmup=1, rep=3)
 def test_first(autotune):
-    autotune(copy, 64)
+    autotune(kernels.elementwise_add, 32, 32)
 '''
 
 PATH_LATER = '''
+import functools
 import importlib
 
-import tilelang.cpu.language as T
+import kernels
 from tilelang.autotuner import AutoTuner
-
-
-def double(M=64, bm=16):
-    @T.prim_func
-    def main(A: T.Tensor((M,), "float32"), C: T.Tensor((M,), "float32")):
-        with T.Kernel(T.ceildiv(M, bm)) as bx:
-            for i in T.serial(bm):
-                C[bx * bm + i] = A[bx * bm + i] * 2.0
-    return main
 
 
 def test_later(autotune, monkeypatch, pytestconfig):
     monkeypatch.syspath_prepend(str(pytestconfig.rootpath / "refs"))
-    refs = importlib.import_module("doubling_refs")
-    tuner = (AutoTuner.from_kernel(double, [dict(bm=16), dict(bm=32)]).set_compile_args(out_idx=[-1], target="c")
-             .set_profile_args(ref_prog=refs.ref_double))
+    refs = importlib.import_module("adding_refs")
+    tuner = (AutoTuner.from_kernel(functools.partial(kernels.elementwise_add, 32, 32), [dict(bm=16), dict(bm=32)])
+             .set_compile_args(out_idx=[-1], target="c").set_profile_args(ref_prog=refs.ref_add))
     result = autotune(tuner)
     assert [c["status"] for c in result.record["candidates"]] == ["ok", "ok"], result.record["candidates"]
 '''
@@ -220,8 +202,8 @@ def test_a_reference_from_a_folder_a_test_puts_on_sys_path_later_imports_in_the_
     # itself. cloudpickle ships the function by reference to that module, so the worker must
     # import it with the test's sys.path, not the one it started with.
     refs = pytester.mkdir("refs")
-    (refs / "doubling_refs.py").write_text("def ref_double(A):\n    return A * 2.0\n")
-    pytester.makepyfile(test_a_first=PATH_FIRST, test_b_later=PATH_LATER)
+    (refs / "adding_refs.py").write_text("def ref_add(A, B):\n    return A + B\n")
+    pytester.makepyfile(kernels=KERNELS, test_a_first=PATH_FIRST, test_b_later=PATH_LATER)
     args = (f"--tl-cache-dir={tmp_path / 'cache'}", "-p", "no:cacheprovider", "-rf")
     cold = pytester.runpytest(*args)
     cold.assert_outcomes(passed=2)
