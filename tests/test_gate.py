@@ -12,7 +12,7 @@ import random
 import xml.etree.ElementTree as ET
 
 import pytest
-from kernel_sources import KERNELS
+from kernel_sources import KERNELS, TILELANG_313_FILTER
 
 from pytest_tlautotune import gate
 from pytest_tlautotune.report import files, terminal
@@ -125,9 +125,8 @@ def test_other_device_is_skipped_with_warning_or_fails_strict(pytester, cache):
     doc["tests"]["test_k.py::test_a"]["device_name"] = "Imaginary Accelerator 9000"
     path.write_text(json.dumps(doc))
     write(pytester, ("test_a", BIG, ""))  # a regression that must not be judged across devices
-    # -W: the warning count is the plugin's, not TileLang's own DeprecationWarning on Python 3.13.
     result = run(pytester, cache, "--tl-baseline", "base.json", "--junitxml", "j.xml",
-                 "-W", "ignore::DeprecationWarning:tilelang.language.eager.builder")
+                 "-W", TILELANG_313_FILTER)
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines(["*GateWarning*Imaginary Accelerator 9000*not compared*"])
     assert props(pytester.path / "j.xml")["test_a"]["tl_gate"] == "skipped"

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from kernel_sources import KERNELS
+from kernel_sources import KERNELS, TILELANG_313_FILTER
 
 KERNEL = '''
 import os
@@ -120,7 +120,7 @@ def test_gate_against_history_fails_a_slowdown_and_names_the_history(project, ca
 def test_an_unreadable_history_never_fails_a_test(project, cache):
     (project.path / "hist.db").write_bytes(b"SQLite format 3\x00" + b"\x07" * 300)  # a truncated file
     result = run(project, cache, "--tl-history", "hist.db", "--tl-gate-against", "history", "-W", "error",
-                     "-W", "ignore::DeprecationWarning:tilelang.language.eager.builder")  # TileLang on Python 3.13
+                     "-W", TILELANG_313_FILTER)
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["tlautotune history: 2 row(s) appended to *hist.db*",
                                  "*test_k.py::test_gemm: skipped: the history could not be read*"])

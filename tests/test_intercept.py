@@ -16,11 +16,7 @@ import sys
 import xml.etree.ElementTree as ET
 
 import pytest
-
-# A strict project, as TileOPs is: every warning an error, except TileLang's own DeprecationWarning on
-# Python 3.13 (typing._eval_type without type_params, raised as TileLang imports), which such a project
-# must ignore to run at all there.
-STRICT_INI = "[pytest]\nfilterwarnings =\n    error\n    ignore::DeprecationWarning:tilelang.language.eager.builder\n"
+from kernel_sources import STRICT_INI
 
 OPS = r'''
 import functools
@@ -28,7 +24,6 @@ import functools
 import tilelang
 import tilelang.cpu.language as T
 import torch
-
 
 CPU = dict(target="c", execution_backend="cython")
 _INHERIT = object()

@@ -10,7 +10,7 @@ import json
 import xml.etree.ElementTree as ET
 
 import pytest
-from kernel_sources import KERNELS
+from kernel_sources import KERNELS, TILELANG_313_FILTER
 
 TUNE = '''
 import pytest
@@ -72,10 +72,9 @@ def test_baseline_and_cache_outside_the_project_in_space_form_judge_every_test(p
     pytester.makeini("[pytest]\ntl_gate_metric = speedup\n")  # a tl_* setting only this ini file gives
     outside = tmp_path_factory.mktemp("outside")
     base = outside / "base.json"
-    # -W: the warning count is the plugin's, not TileLang's own DeprecationWarning on Python 3.13.
     saved = pytester.runpytest("-p", "no:cacheprovider", "--tl-cache-dir", str(cache),
                                "--tl-save-baseline", str(base),
-                               "-W", "ignore::DeprecationWarning:tilelang.language.eager.builder")
+                               "-W", TILELANG_313_FILTER)
     saved.assert_outcomes(passed=1, warnings=1)
     saved.stdout.fnmatch_lines([f"*RootdirWarning: pytest chose the rootdir *Write `--tl-cache-dir={cache}`*"])
     assert set(json.loads(base.read_text())["tests"]) == {"test_k.py::test_a"}
@@ -83,7 +82,7 @@ def test_baseline_and_cache_outside_the_project_in_space_form_judge_every_test(p
     result = pytester.runpytest("-p", "no:cacheprovider", "--tl-cache-dir", str(cache), "--tl-baseline", str(base),
                                 "--tl-max-regression=1000", f"--tl-json={outside / 'out.json'}",
                                 f"--junitxml={outside / 'j.xml'}",
-                                "-W", "ignore::DeprecationWarning:tilelang.language.eager.builder")
+                                "-W", TILELANG_313_FILTER)
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines([f"*--tl-baseline={base}*"])
     assert props(outside / "j.xml")["test_a"]["tl_gate"] == "pass"

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from kernel_sources import TILELANG_313_FILTER
 
 ADD_TEST = """
 import pytest, torch
@@ -229,7 +230,7 @@ def test_a_quarantined_entry_is_retuned_visibly(tl, pytester):
     json_path = pytester.path / "out.json"
     # Exactly one warning of the plugin's: TileLang's own DeprecationWarning on Python 3.13
     # (typing._eval_type without type_params, raised while it builds) is left out of the count.
-    result = tl.run(f"--tl-json={json_path}", "-W", "ignore::DeprecationWarning:tilelang.language.eager.builder")
+    result = tl.run(f"--tl-json={json_path}", "-W", TILELANG_313_FILTER)
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines([
         "*QuarantineWarning: test_k.py::test_add: the stored result * was corrupt (*best_config.json does not match*"

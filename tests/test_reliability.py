@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from kernel_sources import KERNELS
+from kernel_sources import KERNELS, TILELANG_313_FILTER
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -395,10 +395,8 @@ def test_an_unwritable_cache_dir_costs_one_warning_not_the_test(tl, pytester):
     tl.cache_dir.mkdir(mode=0o700)
     pytester.makepyfile(test_k=one_test().replace("def test_gemm", "def test_a") + one_test(size=64).replace(
         "def test_gemm", "def test_b"))
-    # -W: the count is the plugin's warnings, not TileLang's own DeprecationWarning on Python 3.13
-    # (typing._eval_type without type_params, raised while it builds).
     argv = [sys.executable, "-m", "pytest", f"--tl-cache-dir={tl.cache_dir}", "-p", "no:cacheprovider", "-rw",
-            "-W", "ignore::DeprecationWarning:tilelang.language.eager.builder"]
+            "-W", TILELANG_313_FILTER]
     if os.getuid() == 0:
         # Root reads and writes mode-000 directories anyway; drop that privilege for the inner run.
         capsh = shutil.which("capsh")
@@ -465,9 +463,8 @@ def test_full_disk_while_saving_loses_nothing_stored_before(tl, pytester, tiny_d
     pytester.makepyfile(test_k=one_test().replace("def test_gemm", "def test_a") + one_test(size=64).replace(
         "def test_gemm", "def test_b"))
     cache = tiny_disk / "cache"
-    # -W: the count is the plugin's warnings, not TileLang's own DeprecationWarning on Python 3.13.
     argv = [f"--tl-cache-dir={cache}", "-p", "no:cacheprovider", f"--junitxml={tl.junit}",
-            "-W", "ignore::DeprecationWarning:tilelang.language.eager.builder"]
+            "-W", TILELANG_313_FILTER]
     pytester.runpytest(*argv).assert_outcomes(passed=2)
     by_test = {json.loads((e / "record.json").read_text())["nodeid"].split("::")[-1]: e for e in entries(cache)}
     shutil.rmtree(by_test["test_b"])  # b is tuned again (from its compiled kernels): only the save writes
@@ -509,10 +506,9 @@ def test_a_nearly_full_cache_disk_costs_one_warning_and_every_config_is_measured
     pytester.makepyfile(test_k=one_test(configs=SPREAD, size=64, extra=", early_stop_factor=0"))
     out, base = pytester.path / "out.json", pytester.path / "base.json"
     # A baseline to save re-times the winner: from where this run kept it.
-    # -W: the count is the plugin's warnings, not TileLang's own DeprecationWarning on Python 3.13.
     result = pytester.runpytest(f"--tl-cache-dir={disk / 'cache'}", "-p", "no:cacheprovider", "-rw",
                                 f"--tl-json={out}", f"--tl-save-baseline={base}",
-                                "-W", "ignore::DeprecationWarning:tilelang.language.eager.builder")
+                                "-W", TILELANG_313_FILTER)
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines([f"*TuneWarning: the cache directory {disk / 'cache'} is on a filesystem that is "
                                  f"full (tmpfs filesystem mounted at {disk}, * free of 2.0 MiB): free space there, "
@@ -530,9 +526,8 @@ def test_a_read_only_cache_serves_its_hits_and_tunes_the_rest_with_one_warning(t
     disk = tmpfs("64m")
     pytester.makepyfile(test_k=one_test().replace("def test_gemm", "def test_a") + one_test(size=64).replace(
         "def test_gemm", "def test_b"))
-    # -W: the count is the plugin's warnings, not TileLang's own DeprecationWarning on Python 3.13.
     argv = [f"--tl-cache-dir={disk / 'cache'}", "-p", "no:cacheprovider", f"--junitxml={tl.junit}", "-rw",
-            "-W", "ignore::DeprecationWarning:tilelang.language.eager.builder"]
+            "-W", TILELANG_313_FILTER]
     pytester.runpytest(*argv, "-k", "test_a").assert_outcomes(passed=1)
     subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
     stored = sorted(p.relative_to(disk) for p in disk.rglob("*"))

@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 import pytest
-from kernel_sources import KERNELS
+from kernel_sources import KERNELS, TILELANG_313_FILTER
 
 FACTORY = textwrap.dedent('''
     def make(scale):
@@ -154,10 +154,9 @@ def test_factory(autotune):
 def test_a_fault_of_the_shipping_is_named_and_built_here(pytester, tmp_path):
     pytester.makeconftest(LOSING_CONFTEST)
     pytester.makepyfile(test_factory=FACTORY_TEST)
-    # The count is the plugin's warnings, not TileLang's own DeprecationWarning on Python 3.13.
     result = pytester.runpytest(f"--tl-cache-dir={tmp_path / 'cache'}", "-p", "no:cacheprovider", "-W",
                                 "always::pytest_tlautotune.model.TuneWarning",
-                                "-W", "ignore::DeprecationWarning:tilelang.language.eager.builder")
+                                "-W", TILELANG_313_FILTER)
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines([
         "*TuneWarning: test_factory.py::test_factory: the compile workers could not build it (building the config: "

@@ -11,6 +11,7 @@ import sys
 import xml.etree.ElementTree as ET
 
 import pytest
+from kernel_sources import TILELANG_313_FILTER
 from test_core import TWO, gemm_test
 
 from pytest_tlautotune.__main__ import main
@@ -141,9 +142,8 @@ def test_signed_entries_travel_whole_and_a_tampered_one_is_refused(tl, pytester,
     files["manifest"] = json.dumps(manifest)
     store.client.set(f"tlautotune:files:{key}", encode(files))
     machine_c = tmp_path / "machine_c"
-    # -W: the warning count is the plugin's, not TileLang's own DeprecationWarning on Python 3.13.
     result = tl.run(f"--tl-store={store.url}", f"--tl-cache-dir={machine_c}",
-                    "-W", "ignore::DeprecationWarning:tilelang.language.eager.builder")
+                    "-W", TILELANG_313_FILTER)
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines(["*StoreWarning*refused the signed entry*signature does not verify*tuning here*"])
     assert tl.prop("test_gemm", "tl_cache") == ["miss"]  # re-tuned here
@@ -218,9 +218,8 @@ def test_the_store_killed_or_hung_mid_run_costs_one_warning(tl, pytester, redis_
     monkeypatch.setenv("STORE_PID", str(server.proc.pid))
     monkeypatch.setenv("STORE_SIGNAL", sig)
     pytester.makepyfile(test_k=KILLED)
-    # -W: the warning count is the plugin's, not TileLang's own DeprecationWarning on Python 3.13.
     result = tl.run(f"--tl-store={server.url}", "--tl-store-timeout=1",
-                    "-W", "ignore::DeprecationWarning:tilelang.language.eager.builder")
+                    "-W", TILELANG_313_FILTER)
     result.assert_outcomes(passed=4, warnings=1)
     result.stdout.fnmatch_lines([f"*StoreWarning: tlautotune store redis://127.0.0.1:*{error}*"
                                  "using the local cache only; not asked again in this run*"])
@@ -233,9 +232,8 @@ def test_garbage_in_the_store_costs_one_warning(tl, pytester, store, tmp_path):
     tl.run(f"--tl-store={store.url}").assert_outcomes(passed=1)
     for name in store.values():
         store.client.set(name, b"\x00garbage")
-    # -W: the warning count is the plugin's, not TileLang's own DeprecationWarning on Python 3.13.
     result = tl.run(f"--tl-store={store.url}", f"--tl-cache-dir={tmp_path / 'b'}",
-                    "-W", "ignore::DeprecationWarning:tilelang.language.eager.builder")
+                    "-W", TILELANG_313_FILTER)
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines(["*StoreWarning*not a tlautotune blob*using the local cache only*"])
     assert tl.prop("test_gemm", "tl_cache") == ["miss"]

@@ -17,12 +17,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from kernel_sources import KERNELS
-
-# A strict project, as TileOPs is: every warning an error, except TileLang's own DeprecationWarning on
-# Python 3.13 (typing._eval_type without type_params, raised as TileLang imports), which such a project
-# must ignore to run at all there.
-STRICT_INI = "[pytest]\nfilterwarnings =\n    error\n    ignore::DeprecationWarning:tilelang.language.eager.builder\n"
+from kernel_sources import KERNELS, STRICT_INI
 
 # Production code as users write it: TileLang's decorators, no ref_prog, nothing of the plugin's.
 PROD = r'''
@@ -31,7 +26,6 @@ import tilelang.cpu.language as T
 from tilelang.autotuner import AutoTuner
 
 import kernels
-
 
 
 @tilelang.autotune(configs=[dict(bm=16), dict(bm=32)])
