@@ -34,6 +34,7 @@ class JobFactory:
         self.cache = cache
         self.profile_blob = profile_blob(req.profile_args)
         self.input_key = inputs_key(req.nodeid, req.program_name, req.profile_args.canonical())
+        self.sys_path = tuple(sys.path)  # where the timing worker imports the user's modules from
         self._stage_dir: str | None = None  # the jobs' stage files (bench._mark_stages)
         self._jobs = 0
 
@@ -63,7 +64,7 @@ class JobFactory:
             lock_path=self.cache.locks.device_path(device),
             stop_above_ms=stop_above_ms,
             stage_path=self._stage_path(),
-            sys_path=tuple(sys.path),
+            sys_path=self.sys_path,
         )
 
     def _stage_path(self) -> str:
