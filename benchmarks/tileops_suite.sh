@@ -11,7 +11,8 @@
 # norm autotune tests.
 # STEPS (default "plugin tilelang compare"): plugin = cold (fresh caches), warm, then `cache export`
 # of its entries into TileLang's layout; tilelang = TileLang's tuner, fresh TileLang cache, stopped
-# after TL_S seconds (default 420; a stopped run's figure is a lower bound); compare =
+# after TL_S seconds (default 420; a stopped run's figure is a lower bound), each test after TL_TEST_S
+# seconds where set (pytest-timeout; such a test's time is a lower bound); compare =
 # benchmarks/tileops_compare.py (outcomes, times, winners re-timed side by side).
 # Writes tops-*.xml/.log/.json and tops-summary.txt under OUTDIR (at most 8 files).
 set -u
@@ -62,7 +63,7 @@ for step in $STEPS; do
       cat "$work/export.txt" >> "$out/tops-summary.txt" ;;
     tilelang)
       TILELANG_CACHE_DIR=$work/tl-own run tilelang-cold "${TL_S:-420}" -p no:tlautotune \
-        -p no:pytest_tlautotune.plugin ;;
+        -p no:pytest_tlautotune.plugin ${TL_TEST_S:+--timeout=$TL_TEST_S --timeout-method=signal} ;;
     compare)
       timeout "${COMPARE_S:-150}" python3 "$root/benchmarks/tileops_compare.py" --out "$out" \
         --tilelang-cache "$work/tl-own" --exported "$work/exported" --export-log "$work/export.txt" \
