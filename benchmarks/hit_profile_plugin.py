@@ -38,8 +38,8 @@ def _timed(owner: object, name: str, label: str) -> None:
 def pytest_configure(config) -> None:
     if not os.environ.get("TL_HIT_PROFILE"):
         return
-    from pytest_tlautotune import call, key, session
-    from pytest_tlautotune.engine import builder, programs
+    from pytest_tlautotune import session
+    from pytest_tlautotune.engine import builder, call, key, programs
     from pytest_tlautotune.report import rows
     from pytest_tlautotune.store import entries, records
 

@@ -2,7 +2,7 @@
 
 With ``--tl-intercept`` (ini ``tl_intercept``, env ``TL_AUTOTUNE_INTERCEPT``), and in any test
 marked ``autotune`` that does not use the fixture, every tuning TileLang starts while the test
-body runs goes through the fixture's own path (``call.tune``: key, cache, compile workers,
+body runs goes through the fixture's own path (``engine.call.tune``: key, cache, compile workers,
 check, records, one row per tuning, named as fixture calls are): a ``@tilelang.autotune``
 function called (``AutoTuneImpl.__call__``, ``.compile``) and ``AutoTuner.run()``. The caller
 gets what TileLang returns there: the tuned ``JITKernel`` (lazy style), the kernel's outputs

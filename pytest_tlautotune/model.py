@@ -102,17 +102,6 @@ class TuneError(TLAutotuneError):
         self.records = list(records or [])
 
 
-class CallFailed(TLAutotuneError):
-    """This ``autotune(...)`` call fails its test; the message (the test id first) is the whole
-    report: ``plugin.py`` turns it into ``pytest.fail(message, pytrace=False)``, after a row of
-    the failure (``request`` and ``records`` where the call got that far)."""
-
-    def __init__(self, message: str, request: TuneRequest | None = None, records: list | None = None):
-        super().__init__(message)
-        self.request = request
-        self.records = list(records or [])
-
-
 class TargetUnavailable(TLAutotuneError):
     """The test's target cannot run on this machine (a CUDA target without a GPU): ``plugin.py``
     skips the test with this message."""
@@ -152,7 +141,7 @@ class GateWarning(TLAutotuneWarning):
 
 @dataclass(frozen=True)
 class TuneRequest:
-    """Everything one fixture call asks for; built once (``call._request``), completed by the
+    """Everything one fixture call asks for; built once (``engine.call._request``), completed by the
     builds into a new one (``candidates.completed``), never edited."""
 
     nodeid: str
@@ -164,6 +153,7 @@ class TuneRequest:
     tuner: dict  # strategy, max_trials, max_tuning_s, seed, early_stop_factor, top_k, compile_timeout
     device: str  # "cpu" or "cuda:N": where the winner is confirmed (and the only device on a CPU)
     devices: tuple[str, ...] = ()  # where candidates are timed (every GPU of this process's share)
+    target_kind: str = ""  # the resolved target's kind: "c", "cuda", "hip", ...
     # What only a build tells (``candidates.completed``): the request as the test asked has them None.
     mode: str | None = None  # "lazy" | "eager" | "plain"
     on_device: bool | None = None  # True: it builds only where the GPU is visible, so compile it there too

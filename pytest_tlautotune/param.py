@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import tilelang
 
-from .key import callable_identity, hash_int, reach_identity
+from .engine.key import callable_identity, hash_int, reach_identity
 from .model import TargetLike
 
 # The entry's file names live with the store; re-exported here, the seed's module.

@@ -1,7 +1,7 @@
 """pytest wiring: options, the ``autotune`` marker and fixture, the gate's check, report hooks.
 
 The only module that talks to pytest about a test's fate: the stages below raise
-``model.CallFailed`` / ``model.TargetUnavailable`` and hand their warnings to :func:`warn`;
+``engine.call.CallFailed`` / ``model.TargetUnavailable`` and hand their warnings to :func:`warn`;
 here they become ``pytest.fail``, ``pytest.skip`` and ``warnings.warn``.
 
 Imports only the standard library and pytest: torch and TileLang load when a
@@ -167,8 +167,8 @@ def _item_settings(item: pytest.Item) -> TuneSettings:
 def _tune(item: pytest.Item, settings: TuneSettings, program: object, args: tuple, kwargs: dict) -> AutotuneResult:
     """One tuning of ``item`` (a fixture call, or TileLang's tuner served by ``intercept.py``): its
     result, or the test failed or skipped with the reason (a failed call is a row too)."""
-    from .call import tune
-    from .model import CallFailed, TargetUnavailable
+    from .engine.call import CallFailed, tune
+    from .model import TargetUnavailable
     from .report.rows import record_failure
 
     t0 = time.perf_counter()

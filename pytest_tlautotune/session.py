@@ -2,7 +2,7 @@
 
 ``TuneSession`` holds the options, the local cache and the shared store, the worker pools
 (started at collection or on the first tuning, closed at unconfigure) and the machine
-fingerprints. Each ``autotune(...)`` call reads them (``call.tune``).
+fingerprints. Each ``autotune(...)`` call reads them (``engine.call.tune``).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class TuneSession:
 
     def machine(self, kind: str) -> dict:
         if kind not in self._machine:
-            from .key import machine_fingerprint
+            from .engine.key import machine_fingerprint
 
             self._machine[kind] = machine_fingerprint(kind)
             if kind == "cuda":  # the device compiler makes the kernel: part of every CUDA key

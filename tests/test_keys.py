@@ -4,7 +4,7 @@ The digests below are pinned: a change that alters one makes every existing cach
 store miss, so bump ``key.FORMAT_VERSION`` on purpose, never by accident.
 """
 
-from pytest_tlautotune import key
+from pytest_tlautotune.engine import key
 
 MACHINE = {"device_kind": "cpu", "device": "fixed cpu", "python": "3.11.0", "torch": "2", "tilelang": "0.1.15",
            "plugin": "0", "format": 2, "env": {}, "machine": "x86_64", "cores": 2}

@@ -258,7 +258,7 @@ def test_help_and_version_do_not_start_a_session(tmp_path):
             "    with contextlib.redirect_stdout(io.StringIO()):\n"
             "        pytest.main([*args, '-p', 'no:cacheprovider'])\n"
             "print(sorted(m for m in ('pytest_tlautotune.plugin', 'pytest_tlautotune.session', "
-            "'pytest_tlautotune.call', 'pytest_tlautotune.devices', 'pytest_tlautotune.store.remote', "
+            "'pytest_tlautotune.engine.call', 'pytest_tlautotune.devices', 'pytest_tlautotune.store.remote', "
             "'torch', 'tilelang') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "['pytest_tlautotune.plugin']", out.stdout + out.stderr

@@ -1,5 +1,8 @@
-"""The engine: from a request's candidates to a measured winner.
+"""The engine: one call's flow, from a test's program to a measured, stored winner.
 
+    call.py      one autotune(...) call: request -> stored result or tuning -> save -> re-time -> row
+    key.py       every key and identity (standard library only: the store hashes with it too)
+    candidates.py  a request's configs built and keyed; builder.py: where they build
     tuner.py     Tuner.run: search -> pipeline -> confirm -> result
     pipeline.py  the compile/time event loop of one tuning, over its four parts:
     compiles.py  compiles in the compile workers, and where the GPU is visible when lowering needs it

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 import cloudpickle
 import torch
 
-from ..key import sha256_hex
 from ..model import Status
 from ..param import CompileArgs, ProfileArgs
 from ..store.artifacts import load_kernel
@@ -41,6 +40,7 @@ from .check import (
     run_on_copies,
 )
 from .failures import CHECK, CUDA_FAULT_EXIT, REF_PROG, RUN, SUPPLY_PROG, StageError, describe, reason
+from .key import sha256_hex
 from .reference import check_call, check_outputs
 
 if TYPE_CHECKING:
@@ -680,7 +680,7 @@ def _confirm(jobs: list[BenchJob], rounds: int, with_ref: bool, clock: str) -> d
 def device_info(device: str) -> dict:
     """The device that measured, with its clocks when they can be read."""
     if not device.startswith("cuda"):
-        from ..key import _cpu_model
+        from .key import _cpu_model
 
         return {"device": _cpu_model()}
     idx = torch.device(device).index or 0

@@ -12,8 +12,8 @@ from __future__ import annotations
 import pickle
 from typing import TYPE_CHECKING
 
-from .. import key
 from ..model import TuneRequest, TuneWarning, Warn
+from . import key
 
 if TYPE_CHECKING:
     from concurrent.futures import Future

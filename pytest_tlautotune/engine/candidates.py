@@ -12,8 +12,8 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from .. import key
 from ..model import Candidate, TuneError, TuneRequest
+from . import key
 
 if TYPE_CHECKING:
     from concurrent.futures import Future

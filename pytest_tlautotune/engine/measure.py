@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..key import canonical_json, inputs_key, remeasure_key
 from ..model import Status, TuneRequest
 from .failures import reason
+from .key import canonical_json, inputs_key, remeasure_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable

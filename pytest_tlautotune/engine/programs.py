@@ -53,7 +53,7 @@ class Built:
     @property
     def ir_sha(self) -> str:
         """sha256 of the PrimFunc's TVMScript text: what the kernel *is* (the candidate's identity)."""
-        from ..key import ir_sha
+        from .key import ir_sha
 
         return ir_sha(self.func)
 
@@ -80,10 +80,11 @@ class BuildSpec:
     args: tuple
     kwargs: dict
     device_target: TargetLike | None = None  # the resolved target, for ``@jit(target="auto")`` and CUDA layouts
+    target_kind: str | None = None  # its kind ("cuda", "hip": the PrimFunc is built under the target)
 
     def build(self, config: dict) -> Built:
         config = {k: v for k, v in config.items() if k != PASS_CONFIGS}
-        with quiet_tilelang(), _target_context(self.device_target):
+        with quiet_tilelang(), _target_context(self.device_target, self.target_kind):
             if _is_jit_impl(self.target):
                 func, mode = _jit_tir(self.target, self.args, self.kwargs, config, self.device_target)
             else:
@@ -218,13 +219,11 @@ def _jit_tir(jit: JITImpl, args: tuple, kwargs: dict, config: dict,
     return func, jit.mode
 
 
-def _target_context(device_target: TargetLike | None) -> AbstractContextManager:
+def _target_context(device_target: TargetLike | None, kind: str | None) -> AbstractContextManager:
     """GPU kernels need their target while the PrimFunc is built (layouts, arch checks)."""
     import contextlib
 
-    from ..settings import target_kind
-
-    if device_target is None or target_kind(device_target) not in ("cuda", "hip"):
+    if device_target is None or kind not in ("cuda", "hip"):
         return contextlib.nullcontext()
     from tilelang.backend.target import determine_target
 

@@ -38,7 +38,7 @@ _VOLATILE = ("/proc/", "/sys/", "/dev/")  # what the system says now, not the us
 def recording(program: object = None) -> Iterator[set[str]]:
     """Collect, into the yielded set, the user files the block imports and opens (real paths),
     plus those ``program`` reaches by name (filled in when the block ends)."""
-    from ..key import reach_files
+    from .key import reach_files
 
     files: set[str] = set()
     imported: set[tuple[str, tuple, str, int]] = set()  # (name, fromlist, package, level)
@@ -85,7 +85,7 @@ def _user_file(path: str | None) -> str | None:
     if not path:
         return None
     if path not in _USER_FILES:
-        from ..key import is_user_path
+        from .key import is_user_path
 
         real = os.path.realpath(path)
         user = is_user_path(path) and not real.startswith(_VOLATILE) and os.path.isfile(real)

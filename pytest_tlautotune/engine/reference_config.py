@@ -152,6 +152,6 @@ class ReferenceKernel:
 
 
 def _text(config: dict) -> str:
-    from ..key import canonical_json
+    from .key import canonical_json
 
     return canonical_json(config)

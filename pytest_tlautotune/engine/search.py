@@ -19,7 +19,7 @@ import random
 import threading
 from typing import Any
 
-from ..key import canonical_json
+from .key import canonical_json
 
 GUIDED_DEFAULT_FRACTION = 1 / 6
 #: The default guided budget: a sixth of the space, at least this many configs that ran (or the

@@ -21,7 +21,7 @@ import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..key import canonical_json
+from .key import canonical_json
 
 if TYPE_CHECKING:
     from tilelang.autotuner.tuner import AutoTuneImpl, AutoTuner
@@ -150,12 +150,10 @@ def note(tl: TileLangKey | None, req: TuneRequest, config: dict | None, backend:
 def _not_what_production_loads(tl: TileLangKey, req: TuneRequest, config: dict | None,
                                backend: str | None) -> str | None:
     """Why the plugin's kernel is not the one production code's tuner would load under its key."""
-    from ..settings import target_kind
-
     if config is not None and canonical_json(config) not in tl.configs:
         return (f"the winner {canonical_json(config)} is not in the config space of {tl.function}'s tuner "
                 f"(the marker's configs replaced it)")
-    ours, theirs = target_kind(req.compile_args.target), tl.target_kind
+    ours, theirs = req.target_kind, tl.target_kind
     if "auto" not in (ours, theirs) and ours != theirs:
         return f"the kernel was compiled for target {ours!r}; {tl.function} compiles for {theirs!r}"
     if backend and tl.execution_backend not in (None, "auto", backend):

@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..key import canonical_json
 from ..model import Candidate, Status, TuneError, TuneRequest, cut_text
 from ..store import typed
+from .key import canonical_json
 from .measure import JobFactory, confirm_top, to_confirm
 from .pipeline import Pipeline
 

@@ -35,7 +35,7 @@ VS = "vs "  # checked against a reference config's outputs: "vs {...}"
 
 def canonical_json(value: object) -> str:
     """``key.canonical_json``, imported on use (``key`` loads hashlib; ``--help`` needs none of it)."""
-    from ..key import canonical_json as dump
+    from ..engine.key import canonical_json as dump
 
     return dump(value)
 

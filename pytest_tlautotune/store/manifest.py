@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from ..key import FORMAT_VERSION, sha256_hex
+from ..engine.key import FORMAT_VERSION, sha256_hex
 from ..model import TLAutotuneError
 from . import safety
 from .files import atomic_write

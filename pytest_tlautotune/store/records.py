@@ -75,7 +75,7 @@ class Index:
         key = data.get("key")
         if not (isinstance(key, str) and len(key) == 64 and key.isalnum()):
             return None
-        from ..key import file_digests
+        from ..engine.key import file_digests
 
         files = data["files"]
         return key if file_digests(files) == files else None

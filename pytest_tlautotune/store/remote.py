@@ -116,7 +116,7 @@ def sign(secret: str, key: str, manifest: str) -> str:
 
 def sign_record(secret: str, record: dict) -> str:
     """HMAC-SHA256 of one candidate record (its canonical JSON, bound to its key)."""
-    from ..key import canonical_json
+    from ..engine.key import canonical_json
 
     return sign(secret, f"record:{record.get('ckey')}", canonical_json(record))
 
@@ -249,7 +249,7 @@ class RedisStore:
 
 
 class Session(Protocol):
-    """What the store asks of the call it serves (``call.Call``, above this module)."""
+    """What the store asks of the call it serves (``engine.call.Call``, above this module)."""
 
     retune: bool
 

@@ -274,7 +274,7 @@ def machine_fingerprint(device_kind: str) -> dict:
     import tilelang
     import torch
 
-    from . import __version__
+    from .. import __version__
 
     info: dict[str, Any] = {
         "device_kind": device_kind,

@@ -17,10 +17,10 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from .devices import cuda_arch, resolve_target
-from .model import CallFailed, TuneWarning
-from .settings import COMPILE_FIELDS, PROFILE_FIELDS, TuneSettings, resolve_tuner
-from .stash import CACHE_HIT, CACHE_MISS, CACHE_RETUNE
+from ..devices import cuda_arch, resolve_target
+from ..model import TLAutotuneError, TuneWarning
+from ..settings import COMPILE_FIELDS, PROFILE_FIELDS, TuneSettings, resolve_tuner
+from ..stash import CACHE_HIT, CACHE_MISS, CACHE_RETUNE
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -28,11 +28,22 @@ if TYPE_CHECKING:
 
     import pytest
 
-    from .engine.builder import Builder
-    from .model import Candidate, CandidateRecord, Outcome, TuneRequest
-    from .param import AutotuneResult
-    from .session import TuneSession
-    from .store.local import Store
+    from ..model import Candidate, CandidateRecord, Outcome, TuneRequest
+    from ..param import AutotuneResult
+    from ..session import TuneSession
+    from ..store.local import Store
+    from .builder import Builder
+
+
+class CallFailed(TLAutotuneError):
+    """This ``autotune(...)`` call fails its test; the message (the test id first) is the whole
+    report: ``plugin.py`` turns it into ``pytest.fail(message, pytrace=False)``, after a row of
+    the failure (``request`` and ``records`` where the call got that far)."""
+
+    def __init__(self, message: str, request: TuneRequest | None = None, records: list | None = None):
+        super().__init__(message)
+        self.request = request
+        self.records = list(records or [])
 
 
 def tune(run: TuneSession, item: pytest.Item, settings: TuneSettings, program: object, args: tuple,
@@ -41,7 +52,7 @@ def tune(run: TuneSession, item: pytest.Item, settings: TuneSettings, program: o
 
     Raises ``CallFailed`` when the call fails the test, ``TargetUnavailable`` when this
     machine cannot run its target (the plugin fails or skips the test)."""
-    from .model import TuneError
+    from ..model import TuneError
 
     t0 = time.perf_counter()
     req = _request(run, item, settings, program, args, kwargs)
@@ -58,12 +69,12 @@ def tune(run: TuneSession, item: pytest.Item, settings: TuneSettings, program: o
         run.cache.entries.note_tilelang(outcome.key, req.nodeid, lambda: _tilelang_note(req, outcome.result))
     measured = _remeasure(run, req, outcome)  # a gate compares this run's numbers, never stored ones
     outcome.tuning_s = time.perf_counter() - t0  # what this run spent, a hit included
-    from .report.rows import record_outcome
+    from ..report.rows import record_outcome
 
     quarantined = run.cache.entries.quarantined.get(outcome.key) if outcome.key else None
     row = record_outcome(item, req, outcome, machine, quarantined, run.warn)
     row["measured"] = measured
-    from .engine.programs import user_kernel
+    from .programs import user_kernel
 
     result = outcome.result
     return replace(result, kernel=user_kernel(req.program, req.mode, result.kernel, result.config or {}))
@@ -73,11 +84,12 @@ def _request(run: TuneSession, item: pytest.Item, settings: TuneSettings, progra
              kwargs: dict) -> TuneRequest:
     """The program resolved and everything this call asks for: the marker's settings over the
     decorators', the configs evaluated and checked, the target resolved to this machine."""
-    from .engine import programs
-    from .engine.tilelang_key import of_call
-    from .model import TuneRequest
-    from .param import CompileArgs, ProfileArgs
-    from .settings import SettingsError, validate_configs
+    from ..model import TuneRequest
+    from ..param import CompileArgs, ProfileArgs
+    from ..settings import SettingsError, target_kind, validate_configs
+    from . import programs
+    from .key import args_identity, program_identity
+    from .tilelang_key import of_call
 
     try:
         prog, error = programs.resolve(program, args, kwargs), None
@@ -86,8 +98,18 @@ def _request(run: TuneSession, item: pytest.Item, settings: TuneSettings, progra
     if error:
         raise CallFailed(error)
     configs = settings.tuner["configs"] if "configs" in settings.given else prog.configs
+    configs = programs.evaluate_configs(configs, args, kwargs)
+    # What the fast index (``_fast_key``) and a tuning whose builds the budget cut (key.budget_key) key by.
+    identity = {"program": program_identity(program), "args": args_identity(args, kwargs)}
+    # Noted in the entry, for `cache export`: computed when an entry is noted, once.
+    tilelang = functools.cache(functools.partial(of_call, program, args, kwargs))
+    # Deep copies: the marker's lists and dicts are shared by every call of this test.
+    compile_kwargs = copy.deepcopy({**prog.compile_defaults, **settings.compile})
+    profile_kwargs = {**prog.profile_defaults, **settings.profile}
+    compile_args = CompileArgs(**{k: v for k, v in compile_kwargs.items() if k in COMPILE_FIELDS})
+    profile_args = ProfileArgs(**{k: v for k, v in profile_kwargs.items() if k in PROFILE_FIELDS})
     try:
-        configs, error = validate_configs(programs.evaluate_configs(configs, args, kwargs)), None
+        configs, error = validate_configs(configs), None
     except SettingsError as exc:
         error = f"{item.nodeid}: @pytest.mark.autotune: {exc}"
     if error:
@@ -95,23 +117,14 @@ def _request(run: TuneSession, item: pytest.Item, settings: TuneSettings, progra
     if not configs:
         raise CallFailed(f"{item.nodeid}: @pytest.mark.autotune: no configs: pass configs=[...] to the marker "
                          f"(or use a @tilelang.autotune function that has them)")
-    # Deep copies: the marker's lists and dicts are shared by every call of this test.
-    compile_kwargs = copy.deepcopy({**prog.compile_defaults, **settings.compile})
-    profile_kwargs = {**prog.profile_defaults, **settings.profile}
-    compile_args = CompileArgs(**{k: v for k, v in compile_kwargs.items() if k in COMPILE_FIELDS})
-    profile_args = ProfileArgs(**{k: v for k, v in profile_kwargs.items() if k in PROFILE_FIELDS})
     compile_args, devices = resolve_target(compile_args, run.gpus)
-    prog.spec.device_target = compile_args.target
+    kind = target_kind(compile_args.target)
     tuner = resolve_tuner(dict(settings.tuner), len(configs), settings.given, "cpu" if devices[0] == "cpu" else "cuda")
-    from .key import args_identity, program_identity
-
-    # What the fast index (``_fast_key``) and a tuning whose builds the budget cut (key.budget_key) key by.
-    identity = {"program": program_identity(program), "args": args_identity(args, kwargs)}
-    return TuneRequest(nodeid=item.nodeid, program_name=prog.name, program=prog, configs=configs,
-                       compile_args=compile_args, profile_args=profile_args, tuner=tuner,
-                       device=devices[0], devices=tuple(devices), identity=identity,
-                       # noted in the entry, for `cache export`: computed when an entry is noted, once
-                       tilelang=functools.cache(functools.partial(of_call, program, args, kwargs)))
+    spec = replace(prog.spec, device_target=compile_args.target, target_kind=kind)
+    return TuneRequest(nodeid=item.nodeid, program_name=prog.name, program=replace(prog, spec=spec),
+                       configs=configs, compile_args=compile_args, profile_args=profile_args, tuner=tuner,
+                       device=devices[0], devices=tuple(devices), target_kind=kind, identity=identity,
+                       tilelang=tilelang)
 
 
 def _fast_key(req: TuneRequest, machine: dict) -> str:
@@ -134,7 +147,7 @@ class Call:
     (``store.remote.Session``)."""
 
     def __init__(self, run: TuneSession, req: TuneRequest, machine: dict, fast: str | None = None):
-        from .engine.builder import Builder
+        from .builder import Builder
 
         self.run = run
         self.req = req  # as the test asked; each path below gets it completed by its builds
@@ -174,8 +187,8 @@ class Call:
         this call failed today's check; then every config is measured again (no verdict reused).
         With ``max_tuning_s`` the deadline covers the builds too, and a tuning whose builds the
         budget cut is stored under a budget key (``candidates.budget_key``), looked up before any build."""
-        from .engine.candidates import budget_key, build_candidates, entry_key
-        from .model import TuneError
+        from ..model import TuneError
+        from .candidates import budget_key, build_candidates, entry_key
 
         run, req = self.run, self.req
         if not run.no_tune:
@@ -220,8 +233,8 @@ class Call:
               stale: str | None, built_s: float) -> Outcome:
         """Under this machine's and the shared store's lock on ``key``: what another process or
         machine stored meanwhile, else a tuning of ``cands``, saved and pushed."""
-        from .engine.tuner import Tuner
-        from .model import Outcome, TuneError
+        from ..model import Outcome, TuneError
+        from .tuner import Tuner
 
         retune = self.retune or stale is not None
         with self.cache.locks.entry(key), self.run.store.tuning(self, req, cands, key, entry) as fetched:
@@ -273,8 +286,8 @@ class Call:
         return replace(result, kernel=saved.kernel) if saved is not None else result
 
     def _entry(self, key: str) -> Path:
-        from .model import TuneError
-        from .store.safety import UnsafeCache
+        from ..model import TuneError
+        from ..store.safety import UnsafeCache
 
         try:
             return self.cache.entries.path(key)
@@ -285,8 +298,8 @@ class Call:
                  key: str) -> tuple[AutotuneResult, list[CandidateRecord]] | str:
         """Compile, check and time one candidate alone (the shared store's winner) here:
         ``(result, records)``, or why it failed."""
-        from .engine.tuner import Tuner
-        from .model import TuneError
+        from ..model import TuneError
+        from .tuner import Tuner
 
         # Checked against no reference config: the other machine's check passed it already.
         one = replace(req, configs=[cand.config], reference=None,
@@ -301,12 +314,12 @@ class Call:
 
     def notice(self, req: TuneRequest, message: str) -> None:
         """A progress line worth printing anywhere (a wait on another machine)."""
-        from .report.terminal import progress_line
+        from ..report.terminal import progress_line
 
         progress_line(self.run.config, req.nodeid, message, notice=True)
 
     def _progress(self) -> Callable[[str], None]:
-        from .report.terminal import progress_line
+        from ..report.terminal import progress_line
 
         return lambda msg: progress_line(self.run.config, self.req.nodeid, msg)
 
@@ -321,10 +334,10 @@ def _fast_hit(run: TuneSession, builder: Builder,
     The build runs in the device's timing worker first (``Builder.winner``: the user's code; a
     crash or a hang past ``compile_timeout`` is a failed build, kept as that config's record),
     then, as the cold path builds its winner, here; the check runs meanwhile."""
-    from .engine.candidates import completed
-    from .store.artifacts import read_config
-    from .store.manifest import RECORD_PATH, CorruptEntry, verify_entry
-    from .store.safety import UnsafeCache
+    from ..store.artifacts import read_config
+    from ..store.manifest import RECORD_PATH, CorruptEntry, verify_entry
+    from ..store.safety import UnsafeCache
+    from .candidates import completed
 
     req = builder.req
     try:
@@ -365,8 +378,8 @@ def _check(run: TuneSession, req: TuneRequest, entry: Path, config: dict,
     None when it passes, was measured in this run, or nothing checks the output, else why
     not. A reference whose behaviour comes from data (a file, a module's dict, an object's
     attribute) changes while every key stays the same."""
-    from .engine.measure import check_stored, checks_output
     from .key import canonical_json
+    from .measure import check_stored, checks_output
 
     if record.get("tuned_at", 0) >= run.started or not checks_output(req.profile_args):
         return lambda: None
@@ -388,12 +401,12 @@ def _remeasure(run: TuneSession, req: TuneRequest, outcome: Outcome) -> str:
     fails fails the test with the reason: a baseline must not store old numbers marked failed
     (every later gate would skip the row) and a gate must not pass a kernel it could not time.
     """
-    from .gate import fresh_clock, measured_label
+    from ..gate import fresh_clock, measured_label
 
     clock = fresh_clock(run.fresh_numbers, req.device, outcome.cache)
     if clock is None:
         return measured_label(clock, outcome.cache)
-    from .engine.measure import measure_again
+    from .measure import measure_again
 
     error = None
     try:
@@ -418,7 +431,7 @@ def _remeasure(run: TuneSession, req: TuneRequest, outcome: Outcome) -> str:
 
 def _tilelang_note(req: TuneRequest, result: AutotuneResult) -> dict | None:
     """The entry's note of TileLang's cache key for this call (``engine.tilelang_key.note``)."""
-    from .engine.tilelang_key import note
+    from .tilelang_key import note
 
     tl = req.tilelang() if req.tilelang is not None else None
     return note(tl, req, result.config, getattr(result.kernel, "execution_backend", None))
@@ -426,6 +439,6 @@ def _tilelang_note(req: TuneRequest, result: AutotuneResult) -> dict | None:
 
 def _hit(result: AutotuneResult, key: str, req: TuneRequest) -> Outcome:
     """The outcome of a stored result; ``tune`` sets the time this run spent on it."""
-    from .model import Outcome
+    from ..model import Outcome
 
     return Outcome(result, CACHE_HIT, key, 0.0, result.record.get("candidates", []), request=req)
