@@ -172,12 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vs-tilelang", action="store_true", help="also time TileLang's AutoTuner (cpu16)")
     parser.add_argument("--out", help="write the results as JSON here")
     parser.add_argument("--book", action="store_true",
-                        help="cold runs after the first start from a cache directory that holds only the "
-                             "first run's remembered NVRTC header prefixes (nvrtc-headers/): a new kernel on a "
-                             "machine that has tuned before, the plugin's default cache directory being per user")
+                        help="with --tl-nvrtc-book, cold runs after the first start from a cache directory "
+                             "that holds only the first run's remembered NVRTC header prefixes (nvrtc-headers/): "
+                             "a new kernel on a machine that has tuned before, the plugin's default cache "
+                             "directory being per user")
     parser.add_argument("--shared-home", action="store_true",
-                        help="cold runs share one user cache directory ($XDG_CACHE_HOME): each run's own cache "
-                             "directory is fresh, the header prefixes the plugin remembers for the user are not "
+                        help="with --tl-nvrtc-book, cold runs share one user cache directory ($XDG_CACHE_HOME): "
+                             "each run's own cache directory is fresh, the header prefixes the plugin remembers "
+                             "for the user are not "
                              "(a CI job's cache directory on a runner that stays)")
     parser.add_argument("--stages", action="store_true",
                         help="time the stages of the plugin's fixture in every run (benchmarks/hit_profile_plugin.py)")
@@ -199,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     if seeds:
         args.cold = len(seeds)
     home = work / "home" if args.shared_home else None  # else each run's own (run_once)
+    if args.book or args.shared_home:  # both measure what the remembered prefixes buy
+        args.pytest_args = ["--tl-nvrtc-book", *args.pytest_args]
     cold, warm = [], []
     for i in range(args.cold):
         cache, tl_cache = work / f"cache{i}", work / f"tlcache{i}"

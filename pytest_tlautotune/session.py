@@ -78,7 +78,10 @@ class TuneSession:
         (the workers do not share this process's working directory): beside the results, and in
         the user's default cache directory where the results live elsewhere (a CI job's own cache
         directory on a runner that stays), so a machine that tuned before writes the PCH ahead
-        whatever cache directory a run uses; joined by ``os.pathsep``."""
+        whatever cache directory a run uses; joined by ``os.pathsep``. Empty without
+        ``tl_nvrtc_book``: nothing is remembered, and only the shipped prefixes are written ahead."""
+        if not get_option(self.config, "tl_nvrtc_book"):
+            return ""
         from .engine.device_compile import BOOK_DIR
         from .settings import user_cache_dir
 

@@ -358,6 +358,10 @@ OPTIONS = (
            "precompiled headers, needs cuda-python and CUDA >= 12.8; nvcc where it cannot) or auto (nvrtc where "
            "available) (default: auto)", "str", "auto", "TL_AUTOTUNE_DEVICE_COMPILER",
            check=lambda v: v in ("auto", "nvcc", "nvrtc"), accepted="auto, nvcc or nvrtc"),
+    Option("tl_nvrtc_book", "remember the NVRTC header prefixes your kernels use (in the cache directory and the "
+           "user's) and write their precompiled headers ahead in later runs; those of TileLang's GEMM and "
+           "flash-attention kernels are shipped and written ahead either way (default: off)", "bool", False,
+           "TL_AUTOTUNE_NVRTC_BOOK"),
     Option("tl_save_baseline", "write a latency baseline (JSON) of every autotuned test to FILE (default: none)",
            **_OUT_FILE),
     Option("tl_baseline", "compare latencies against the baseline FILE and fail regressions (default: none)",

@@ -265,6 +265,21 @@ def test_a_machines_first_tuning_writes_the_shipped_seeds_pch_ahead(headers_ok, 
     assert entry["prefix"] == gemm_seed["prefix"] and "--gpu-architecture=sm_90a" in entry["options"]
 
 
+def test_without_a_book_the_shipped_seeds_pch_is_still_written_ahead_and_nothing_remembered(headers_ok, tmp_path):
+    """The default (no --tl-nvrtc-book: the session's book is ``""``): the prime job still writes the
+    shipped seeds' PCHs, a GEMM candidate's first compile uses one, and no header prefix is written
+    anywhere."""
+    if not device_compile.has_seeds():
+        pytest.skip("no seeds for the installed TileLang")
+    primed, first = in_own_process("primed_session", "", CONFIGS[2], tmp_path / "a")
+    if first.get("device_compiler", {}).get("compiler") != "nvrtc":
+        pytest.skip(f"NVRTC could not compile here: {first.get('device_compiler')}")
+    assert primed[90] and set(primed[90]) <= {"created", "used"}, primed
+    assert first["device_compiler"]["pch"] == "used", first["device_compiler"]
+    remembered = [f for f in tmp_path.rglob("*.json") if tmp_path / "a" not in f.parents]  # "a": the kernel's files
+    assert not remembered, remembered
+
+
 JOB = """
 import json
 from tvm.target import Target

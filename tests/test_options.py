@@ -265,9 +265,10 @@ def test_help_and_version_do_not_start_a_session(tmp_path):
 
 
 def test_nvrtc_header_prefixes_are_remembered_beside_the_results_and_for_the_user(pytester, monkeypatch, tmp_path):
-    """A run with its own cache directory (a CI job's, on a runner that stays) also remembers NVRTC
-    header prefixes in the user's default cache directory, and reads both: the machine's next run
-    writes the PCH ahead whatever cache directory it uses. With the default directory, one book."""
+    """With --tl-nvrtc-book, a run with its own cache directory (a CI job's, on a runner that stays)
+    also remembers NVRTC header prefixes in the user's default cache directory, and reads both: the
+    machine's next run writes the PCH ahead whatever cache directory it uses. With the default
+    directory, one book. Without the option, no book."""
     import os
 
     from pytest_tlautotune.engine.device_compile import BOOK_DIR, book_dirs
@@ -276,11 +277,15 @@ def test_nvrtc_header_prefixes_are_remembered_beside_the_results_and_for_the_use
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("TL_AUTOTUNE_CACHE_DIR", raising=False)
     user = tmp_path / "xdg" / "tlautotune" / BOOK_DIR
-    config = pytester.parseconfigure("-p", "no:benchmark", f"--tl-cache-dir={tmp_path / 'job'}")
+    config = pytester.parseconfigure("-p", "no:benchmark", "--tl-nvrtc-book", f"--tl-cache-dir={tmp_path / 'job'}")
     assert book_dirs(config.stash[session_key].pch_book) == [tmp_path / "job" / BOOK_DIR, user]
-    config = pytester.parseconfigure("-p", "no:benchmark")
+    config = pytester.parseconfigure("-p", "no:benchmark", "--tl-nvrtc-book")
     assert config.stash[session_key].pch_book == str(user)
     assert os.pathsep not in config.stash[session_key].pch_book
+    # Off by default: no directory remembers anything, the shipped seeds alone are written ahead.
+    config = pytester.parseconfigure("-p", "no:benchmark", f"--tl-cache-dir={tmp_path / 'job'}")
+    assert config.stash[session_key].pch_book == ""
+    assert book_dirs(config.stash[session_key].pch_book) == []
 
 
 def test_the_shipped_nvrtc_seeds_are_what_the_installed_tilelang_generates():

@@ -14,5 +14,5 @@ from .device_compile import BOOK_ENV, load_library, prime_detached
 
 load_library()
 _book = os.environ.pop(BOOK_ENV, None)
-if _book:
+if _book is not None:  # "": no book, the shipped seeds
     prime_detached(_book)

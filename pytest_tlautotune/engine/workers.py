@@ -62,16 +62,17 @@ def _forking() -> bool:
 def _start_server(pch_book: str | None = None) -> None:
     """Ask for this process's fork server with the plugin's preload (a server already running stays
     as it is: see ``NOTE_NOT_PRELOADED``). It starts now, with this process's environment, and
-    imports TileLang in the background; with ``pch_book`` it writes the book's PCHs meanwhile."""
+    imports TileLang in the background; with ``pch_book`` it writes the book's PCHs meanwhile (the
+    shipped seeds' where the book is empty or ``""``: ``device_compile.prime``)."""
     from multiprocessing import forkserver  # ensure_running: in the module's __all__
 
     multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD)
-    if pch_book:
+    if pch_book is not None:
         os.environ[BOOK_ENV] = pch_book  # read by the server as it starts, not left to this process
     try:
         forkserver.ensure_running()
     finally:
-        if pch_book:
+        if pch_book is not None:
             del os.environ[BOOK_ENV]
     _SERVER["started"] = True
 
@@ -130,8 +131,9 @@ def prestart(pch_book: str | None = None, n_workers: int | None = None) -> bool:
 
     With ``pch_book`` (NVRTC may compile: a GPU machine) and ``n_workers`` compile workers to
     come (``Pools``' meaning), at least ``PRIME_MIN_WORKERS``, the server writes the PCHs of the
-    header prefixes the book remembers while it imports TileLang (``nvrtc_preload``), so the
-    first candidates find them written. Returns whether it was asked to."""
+    header prefixes the book remembers (the shipped seeds' where it remembers none, or is ``""``)
+    while it imports TileLang (``nvrtc_preload``), so the first candidates find them written.
+    Returns whether it was asked to."""
     if not _forking():
         return False
     prime = (pch_book is not None and not server_running() and worker_count(n_workers) >= PRIME_MIN_WORKERS
@@ -255,7 +257,8 @@ class Pools:
         """``n_workers``: None for the default, -1 for one per core (as joblib), else that many;
         ``device_compiler``: what compiles CUDA device code in the workers (``device_compile.py``);
         ``pch_book``: where NVRTC compile workers remember the header prefixes they wrote a PCH for,
-        and a later session's workers find them (``device_compile.prime``)."""
+        and a later session's workers find them (``device_compile.prime``); ``""``: nowhere, the
+        shipped seeds' PCHs are written ahead alone; None: none is written ahead."""
         self.device_compiler = device_compiler
         self.pch_book = pch_book
         #: What ``device_compile.prime`` did for this session's first tuning of an arch.
@@ -354,7 +357,7 @@ class Pools:
         worker first writes the PCHs the book remembers for it (once per arch and session)."""
         if compile:
             pool = self.compile_pool()  # here, not in two threads at once
-            if (arch and self.device_compiler != NVCC and self.pch_book and arch not in self.primed
+            if (arch and self.device_compiler != NVCC and self.pch_book is not None and arch not in self.primed
                     and self.n_workers >= PRIME_MIN_WORKERS):
                 # Scheduled here, ahead of the builds: the first schedule waits for the workers to
                 # start, as the builds' would next.
