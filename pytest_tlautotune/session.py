@@ -47,7 +47,7 @@ class TuneSession:
         self.baseline: tuple[str, dict] | None = None  # (path, the baseline file), read by the plugin on first use
         self.prestarted = False
         self.primed_ahead = False  # the fork server writes the remembered PCHs as it starts
-        from .store.remote import open_store
+        from .store.shared import open_store
 
         # The fleet's shared store behind the local cache (or none); options checked at start-up.
         self.store = open_store(get_option(config, "tl_store"), warn, ttl_days=get_option(config, "tl_store_ttl"),

@@ -21,6 +21,7 @@ from ..devices import cuda_arch, resolve_target
 from ..model import TLAutotuneError, TuneWarning
 from ..settings import COMPILE_FIELDS, PROFILE_FIELDS, TuneSettings, resolve_tuner
 from ..stash import CACHE_HIT, CACHE_MISS, CACHE_RETUNE
+from . import fleet
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -142,9 +143,9 @@ class Call:
 
     Where a stored result is looked for (the fast index, the budget key, the IR key, the shared
     store), what is served (what still builds into the stored kernel and passes today's check),
-    and, under this machine's and the store's tuning lock, the tuning, saved and pushed. The
-    shared store reads ``retune`` and ``cache`` and calls ``tune_one`` and ``notice``
-    (``store.remote.Session``)."""
+    and, under this machine's and the store's tuning lock, the tuning, saved and pushed. What a
+    call does with the shared store's answers is ``fleet``'s: it compiles the fleet's winner here
+    (``tune_one``) and says when it waits for another machine (``notice``)."""
 
     def __init__(self, run: TuneSession, req: TuneRequest, machine: dict, fast: str | None = None):
         from .builder import Builder
@@ -224,9 +225,10 @@ class Call:
         """The local cache's result for ``key``, else the shared store's (a no-op without
         --tl-store), and why it may not be served (None: it may). ``req``: as the builds completed it."""
         if partial:  # looked up before the builds; what the store sends is checked as that was
-            fetched = self.run.store.fetch(self, req, cands, key, entry)
+            fetched = fleet.fetch(self.run, self.tune_one, req, cands, key, entry)
             return _fast_hit(self.run, self.builder, entry)[:2] if fetched is not None else (None, None)
-        result = self.cache.entries.load(entry, req.compile_args) or self.run.store.fetch(self, req, cands, key, entry)
+        result = (self.cache.entries.load(entry, req.compile_args)
+                  or fleet.fetch(self.run, self.tune_one, req, cands, key, entry))
         return result, (_stale(self.run, req, entry, result) if result is not None else None)
 
     def _tune(self, req: TuneRequest, cands: list[Candidate], key: str, entry: Path, partial: bool,
@@ -237,7 +239,9 @@ class Call:
         from .tuner import Tuner
 
         retune = self.retune or stale is not None
-        with self.cache.locks.entry(key), self.run.store.tuning(self, req, cands, key, entry) as fetched:
+        notice = functools.partial(self.notice, req)
+        with self.cache.locks.entry(key), fleet.tuning(self.run, self.tune_one, notice, req, cands, key,
+                                                       entry) as fetched:
             result, why = self._tuned_meanwhile(req, entry, fetched, partial, retune)
             if result is not None:
                 if why is None:

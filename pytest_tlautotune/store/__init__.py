@@ -13,7 +13,9 @@ kernel artifacts, the atomic file helpers and the shared (Redis) store.
     kernels.py    Kernels: where one config's compiled kernel is, in the cache or kept aside
     locks.py      Locks: one tuner per entry key, one timing process per device
     backend.py    SharedBackend: what a shared store's backend answers; RecordSource
-    remote.py     the fleet's shared Redis store behind the local one
+    remote.py     the Redis backend, the blob format, signing
+    shared.py     SharedStore: the shared store behind the local one (get, put, lock, sign; faults
+                  are a warning and a miss); what a call does with it is ``engine.fleet``'s
 
 The local and the shared store, side by side (only the record lookup is one interface,
 ``backend.RecordSource.get_record``: a local miss asks the shared store)::

@@ -1,10 +1,11 @@
-"""What a shared store's backend must answer: the interface ``remote.StoreTier`` and the CLI use.
+"""What a shared store's backend must answer: the interface ``shared.SharedStore`` and the CLI use.
 
 ``remote.RedisStore`` is the one backend. Another (an object store, a database) implements
 :class:`SharedBackend` with the same meanings, raises ``remote.StoreError`` (``StoreGarbage`` for
-a value that is not one of ours) on any fault, and is chosen by URL in ``remote.open_store``; the
-tier above it does the rest: the blob format (``remote.encode``/``decode``), signing
-(``remote.sign``, ``sign_record``, ``pack``/``unpack``), the policy on faults, fetch and push.
+a value that is not one of ours) on any fault, and is chosen by URL in ``shared.open_store``; the
+layer above it does the rest: the blob format (``remote.encode``/``decode``), signing
+(``remote.sign``, ``sign_record``, ``pack``/``unpack``) and the policy on faults (``shared``), and
+what a call does with the answers (``engine.fleet``).
 
 The local store (``local.Store``) shares one question with it, :class:`RecordSource`: a local
 record miss is asked of the shared store through ``get_record``.

@@ -1,8 +1,9 @@
-"""A result store shared by a fleet of identical machines (Redis), behind the local cache.
+"""The Redis backend of the store shared by a fleet of identical machines, its blob format and signing.
 
-The local cache directory answers first; a local miss asks the store, and a result
-tuned here is pushed to it. Keys in Redis (``<key>`` is the entry key, which holds
-the machine fingerprint, so only identical machines ever share a result)::
+The local cache directory answers first; a local miss asks the store (``shared.SharedStore``;
+what a call does with it: ``engine.fleet``), and a result tuned here is pushed to it. Keys in
+Redis (``<key>`` is the entry key, which holds the machine fingerprint, so only identical
+machines ever share a result)::
 
     tlautotune:entry:<key>    the winner as data: best config, latency, record (every
                               candidate's verdict); JSON only
@@ -21,9 +22,8 @@ the winner itself (one config, no search) and checks it against ``ref_prog`` bef
 use. With the secret, a signed entry is used as is; one whose signature does not
 verify is refused with a warning and never written to disk or loaded.
 
-Faults never fail a test: an unreachable, slow, full or garbage store gives one
-``StoreWarning`` per session (handed to the plugin's ``warn`` callback) and the run goes on
-with its local cache.
+Faults are ``StoreError`` here; ``shared.SharedStore`` makes each one warning per session and a
+miss, so they never fail a test.
 
 Imports only the standard library; redis-py is imported on first use.
 """
@@ -31,27 +31,23 @@ Imports only the standard library; redis-py is imported on first use.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
 import os
 import socket
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from ..model import Candidate, CandidateRecord, StoreWarning, TLAutotuneError, TuneRequest, Warn
-from .files import read_json
+from ..model import TLAutotuneError
 from .manifest import BEST_CONFIG_PATH, LATENCY_PATH, RECORD_PATH
 
 if TYPE_CHECKING:
-    from .backend import SharedBackend
-    from .local import Store
+    pass
 
 _T = TypeVar("_T")
 
@@ -60,8 +56,6 @@ MAGIC = b"TLAT1\n"
 SECRET_ENV = "TL_AUTOTUNE_STORE_SECRET"
 SCHEMES = ("redis", "rediss")
 LOCK_MS = 30_000  # a dead holder's lock frees itself after this long
-POLL_S = 0.25  # how often a waiter looks for the holder's result
-MAX_WAIT_S = 3600.0  # a waiter tunes itself after this long, whatever the holder does
 ENTRY_FILES = {"config": BEST_CONFIG_PATH, "latency": LATENCY_PATH, "record": RECORD_PATH}
 
 # Compare-and-renew / compare-and-delete: only the holder of the token touches the lock.
@@ -245,214 +239,6 @@ class RedisStore:
         return int(self._do(self.client.delete, *names)) if names else 0
 
 
-# ----------------------------------------------------------------------------- the session's side
-
-
-class Session(Protocol):
-    """What the store asks of the call it serves (``engine.call.Call``, above this module)."""
-
-    retune: bool
-
-    @property
-    def cache(self) -> Store: ...
-
-    def tune_one(self, req: TuneRequest, cand: Candidate,
-                 key: str) -> tuple[Any, list[CandidateRecord]] | str: ...  # (AutotuneResult, records)
-
-    def notice(self, req: TuneRequest, message: str) -> None: ...
-
-
-class NoStore:
-    """No store configured: every question is a miss, every push a no-op."""
-
-    def get_record(self, ckey: str) -> None:
-        return None
-
-    def fetch(self, session: Session, req: TuneRequest, cands: list[Candidate], key: str, entry: Path) -> None:
-        return None
-
-    def tuning(self, session: Session, req: TuneRequest, cands: list[Candidate], key: str,
-               entry: Path) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext(None)
-
-    def push(self, key: str, entry: Path) -> None:
-        return None
-
-
-class StoreTier:
-    """The store behind one session's local cache: fetch on a local miss, lock, push."""
-
-    def __init__(self, store: SharedBackend, warn: Warn, readonly: bool = False, secret: str | None = None):
-        self.store = store
-        self.warn = warn
-        self.readonly = readonly
-        self.secret = secret or None
-        self.down = False
-        self._warned = False
-        self._refused: set[str] = set()  # keys whose signed entry failed: never asked again
-
-    # -- faults --------------------------------------------------------------------
-
-    def _call(self, fn: Callable[..., _T], *args: object) -> _T | None:
-        """``fn(*args)``; a fault warns (once per session) and is a miss. A store that cannot
-        be reached is not asked again in this session, so it costs one timeout at most."""
-        if self.down:
-            return None
-        try:
-            return fn(*args)
-        except StoreGarbage as exc:
-            self._fault(str(exc))
-        except StoreError as exc:
-            self.down = True
-            self._fault(str(exc))
-        return None
-
-    def _fault(self, why: str) -> None:
-        if self._warned:
-            return
-        self._warned = True
-        more = "; not asked again in this run" if self.down else ""
-        self.warn(StoreWarning(f"tlautotune store {self.store}: {why}; using the local cache only{more}"))
-
-    # -- records (the Cache asks on a local miss) ----------------------------------
-
-    def get_record(self, ckey: str) -> dict | None:
-        """Another machine's verdict on a candidate; with the secret only one it signed (a forged or
-        unsigned verdict is ignored: the candidate is measured here)."""
-        record = self._call(self.store.get_record, ckey)
-        if not isinstance(record, dict):
-            return None
-        sig = record.pop("sig", None)
-        if self.secret and (not isinstance(sig, str) or not hmac.compare_digest(sign_record(self.secret, record), sig)):
-            return None
-        return {k: v for k, v in record.items() if k != "reused"}
-
-    # -- a local miss --------------------------------------------------------------
-
-    def fetch(self, session: Session, req: TuneRequest, cands: list[Candidate], key: str,
-              entry: Path) -> Any:  # an AutotuneResult (param.py, above this module) or None
-        """The store's result for ``key`` as an AutotuneResult, saved in the local cache; None on a miss."""
-        doc = None if key in self._refused else self._call(self.store.get_entry, key)
-        if doc is None:
-            return None
-        if self.secret:
-            files = self._call(self.store.get_files, key)
-            if files is not None:
-                try:
-                    unpack(self.secret, key, files, entry)
-                except OSError:
-                    return None  # the local cache could not take it: a miss
-                except SignatureError as exc:
-                    self._refused.add(key)
-                    self.warn(StoreWarning(f"tlautotune store {self.store}: refused the signed entry "
-                                           f"{key[:12]} ({exc}); tuning here"))
-                    return None
-                result = session.cache.entries.load(entry, req.compile_args)
-                if result is not None:
-                    return result
-        return self._compile_winner(session, req, cands, key, entry, doc)
-
-    def _compile_winner(self, session: Session, req: TuneRequest, cands: list[Candidate], key: str, entry: Path,
-                        doc: dict) -> Any:
-        """Data only: compile the store's winner here, check it against ref_prog, time it."""
-        from dataclasses import replace
-
-        record = doc.get("record") if isinstance(doc.get("record"), dict) else {}
-        remote = [c for c in record.get("candidates") or [] if isinstance(c, dict)]
-        winner_ckeys = {c.get("ckey") for c in remote if c.get("config") == doc.get("config")}
-        cand = next((c for c in cands if c.ckey and c.ckey in winner_ckeys and not c.error), None)
-        if cand is None:
-            return None
-        tuned = session.tune_one(req, cand, key)
-        if isinstance(tuned, str):
-            self.warn(StoreWarning(f"tlautotune store {self.store}: the stored winner of {key[:12]} failed "
-                                   f"here ({tuned}); tuning here"))
-            return None
-        result, records = tuned
-        mine = {**records[0], "index": cand.index}
-        merged = [mine if c.get("ckey") == cand.ckey else {**c, "reused": True} for c in remote] or [mine]
-        result = replace(result, record={**result.record, "candidates": merged,
-                                         "store": {"mode": "data", "tuned_at": record.get("tuned_at"),
-                                                   "latency_ms": doc.get("latency", {}).get("latency")}})
-        try:
-            session.cache.entries.save(result, entry)
-        except OSError:
-            return result
-        return session.cache.entries.load(entry, req.compile_args, quarantine=False) or result
-
-    # -- the cross-machine tuning lock ---------------------------------------------
-
-    @contextlib.contextmanager
-    def tuning(self, session: Session, req: TuneRequest, cands: list[Candidate], key: str,
-               entry: Path) -> Iterator[Any]:
-        """Hold the store's lock on ``key`` while this process tunes it; yields the result when
-        another machine's tuning finished while we waited (then nothing is held), else None.
-        A holder that dies stops renewing: its lock expires and a waiter takes it."""
-        if self.readonly or self.down or session.retune:
-            yield None
-            return
-        token, fetched, told = None, None, False
-        deadline = time.monotonic() + MAX_WAIT_S
-        while not self.down and time.monotonic() < deadline:
-            token = self._call(self.store.lock, key)
-            if token or self.down:
-                break
-            if self._call(self.store.has_entry, key):
-                fetched = self.fetch(session, req, cands, key, entry)
-                break
-            if not told:
-                told = True
-                session.notice(req, "another machine is tuning this key: waiting for its result")
-            time.sleep(POLL_S)
-        if token and self._call(self.store.has_entry, key):  # finished between our miss and our lock
-            fetched = self.fetch(session, req, cands, key, entry)
-        renewer = _Renewer(self.store, key, token) if token else None
-        try:
-            yield fetched
-        finally:
-            if renewer is not None:
-                renewer.stop()
-                self._call(self.store.unlock, key, token)
-
-    # -- after a tuning ------------------------------------------------------------
-
-    def push(self, key: str, entry: Path) -> None:
-        """Send the entry just saved (data; and signed files with the secret) and its records."""
-        if self.readonly or self.down:
-            return
-        doc = {field: read_json(entry / name) for field, name in ENTRY_FILES.items()}
-        if not isinstance(doc["record"], dict) or doc["config"] is None:
-            return
-        records = [{k: v for k, v in c.items() if k != "reused"} for c in doc["record"].get("candidates") or []
-                   if isinstance(c, dict) and isinstance(c.get("ckey"), str)]
-        if self.secret:
-            records = [{**r, "sig": sign_record(self.secret, r)} for r in records]
-        files = pack(self.secret, key, entry) if self.secret else None
-        self._call(self.store.put_entry, key, doc, files, records)
-
-
-class _Renewer(threading.Thread):
-    """Extends the lock while the holder lives; a lost lock is simply no longer renewed."""
-
-    def __init__(self, store: SharedBackend, key: str, token: str):
-        super().__init__(name=f"tlautotune-lock-{key[:8]}", daemon=True)
-        self.store, self.key, self.token = store, key, token
-        self._stop_event = threading.Event()
-        self.start()
-
-    def run(self) -> None:
-        while not self._stop_event.wait(LOCK_MS / 3000):
-            try:
-                if not self.store.renew(self.key, self.token):
-                    return
-            except StoreError:
-                return
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=1.0)
-
-
 # ----------------------------------------------------------------------------- signed entries
 
 
@@ -518,12 +304,3 @@ def check_url(url: str, what: str = "--tl-store / ini tl_store") -> str:
     if importlib.util.find_spec("redis") is None:
         raise StoreUrlError(f"{what} needs redis-py: pip install 'pytest-tlautotune[redis]'")
     return url
-
-
-def open_store(url: str | None, warn: Warn, *, ttl_days: float = 30.0, timeout: float = 3.0,
-               readonly: bool = False) -> StoreTier | NoStore:
-    """The session's store from its (validated) options; no connection is made until first use."""
-    if not url:
-        return NoStore()
-    store = RedisStore(check_url(url), timeout=timeout, ttl_days=ttl_days or None)
-    return StoreTier(store, warn, readonly=readonly, secret=os.environ.get(SECRET_ENV))
