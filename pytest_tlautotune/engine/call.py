@@ -438,7 +438,9 @@ def _tilelang_note(req: TuneRequest, result: AutotuneResult) -> dict | None:
     from .tilelang_key import note
 
     tl = req.tilelang() if req.tilelang is not None else None
-    return note(tl, req, result.config, getattr(result.kernel, "execution_backend", None))
+    params = getattr(result.kernel, "params", None)
+    return note(tl, req, result.config, getattr(result.kernel, "execution_backend", None),
+                len(params) if params else None)
 
 
 def _hit(result: AutotuneResult, key: str, req: TuneRequest) -> Outcome:

@@ -131,15 +131,16 @@ def _of_tuner(tuner: AutoTuner, name: str, what: str) -> TileLangKey:
     return TileLangKey(key=key, **known)
 
 
-def note(tl: TileLangKey | None, req: TuneRequest, config: dict | None, backend: str | None) -> dict | None:
-    """What the entry tuned for ``req`` (winner ``config``, kernel on ``backend``) answers of TileLang's
-    cache: ``{"key": ..., "tilelang": version}``, or ``{"key": None, "why": ...}``; with the function
-    and the test. None without a TileLang key computed for the call."""
+def note(tl: TileLangKey | None, req: TuneRequest, config: dict | None, backend: str | None,
+         n_params: int | None = None) -> dict | None:
+    """What the entry tuned for ``req`` (winner ``config``, kernel on ``backend`` with ``n_params``
+    parameters) answers of TileLang's cache: ``{"key": ..., "tilelang": version}``, or ``{"key": None,
+    "why": ...}``; with the function and the test. None without a TileLang key computed for the call."""
     if tl is None:
         return None
     base = {"function": tl.function, "test": req.nodeid}
     try:
-        why = tl.why if tl.key is None else _not_what_production_loads(tl, req, config, backend)
+        why = tl.why if tl.key is None else _not_what_production_loads(tl, req, config, backend, n_params)
     except Exception as exc:  # a note, never the test's failure
         why = f"comparing the kernel with {tl.function}'s failed: {type(exc).__name__}: {exc}"
     if why is not None:
@@ -148,7 +149,7 @@ def note(tl: TileLangKey | None, req: TuneRequest, config: dict | None, backend:
 
 
 def _not_what_production_loads(tl: TileLangKey, req: TuneRequest, config: dict | None,
-                               backend: str | None) -> str | None:
+                               backend: str | None, n_params: int | None = None) -> str | None:
     """Why the plugin's kernel is not the one production code's tuner would load under its key."""
     if config is not None and canonical_json(config) not in tl.configs:
         return (f"the winner {canonical_json(config)} is not in the config space of {tl.function}'s tuner "
@@ -158,17 +159,20 @@ def _not_what_production_loads(tl: TileLangKey, req: TuneRequest, config: dict |
         return f"the kernel was compiled for target {ours!r}; {tl.function} compiles for {theirs!r}"
     if backend and tl.execution_backend not in (None, "auto", backend):
         return f"the kernel runs on the {backend} backend; {tl.function}'s TileLang loads {tl.execution_backend}"
-    if tl.out_idx is not None and _indices(tl.out_idx) != _indices(req.compile_args.out_idx):
+    if tl.out_idx is not None and _indices(tl.out_idx, n_params) != _indices(req.compile_args.out_idx, n_params):
         return f"the kernel was compiled with out_idx={req.compile_args.out_idx}; {tl.function} has {tl.out_idx}"
     if _passes(tl.pass_configs) != _passes(req.compile_args.pass_configs):
         return f"the kernel was compiled with other pass_configs than {tl.function}'s (the marker's)"
     return None
 
 
-def _indices(out_idx: object) -> list | None:
+def _indices(out_idx: object, n_params: int | None = None) -> list | None:
+    """The output indices, each counted from the front where the kernel's parameter count is known
+    (``[-1]`` and ``[1]`` name the same output of a two-parameter kernel)."""
     if out_idx is None:
         return None
-    return [int(i) for i in out_idx] if isinstance(out_idx, (list, tuple)) else [int(out_idx)]
+    indices = [int(i) for i in out_idx] if isinstance(out_idx, (list, tuple)) else [int(out_idx)]
+    return [i % n_params for i in indices] if n_params else indices
 
 
 def _passes(pass_configs: dict | None) -> str:
