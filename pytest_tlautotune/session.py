@@ -46,7 +46,6 @@ class TuneSession:
         self._device_compiler: str | None = None
         self.baseline: tuple[str, dict] | None = None  # (path, the baseline file), read by the plugin on first use
         self.prestarted = False
-        self.primed_ahead = False  # the fork server writes the remembered PCHs as it starts
         from .store.shared import open_store
 
         # The fleet's shared store behind the local cache (or none); options checked at start-up.
@@ -69,7 +68,6 @@ class TuneSession:
             from .engine.workers import Pools
 
             self._pools = Pools(self.n_workers, self.device_compiler, pch_book=self.pch_book)
-            self._pools.primed_ahead = self.primed_ahead
         return self._pools
 
     @property
@@ -110,9 +108,7 @@ class TuneSession:
         """Autotuned tests are coming: start the workers' fork server now, so it imports TileLang
         while this process imports the tests, and the timing worker of the likely device, which
         checks every hit (under --tl-no-tune too). On a GPU machine this process's CUDA driver
-        starts now too, in the background, and where the cache directory remembers NVRTC header
-        prefixes the fork server writes their PCHs as it starts (``workers.prestart``): the first
-        tuning's compiles then find them written instead of waiting for one of them.
+        starts now too, in the background.
 
         With a baseline in play every test re-times its kernel, so the compile workers start now too.
         """
@@ -121,12 +117,9 @@ class TuneSession:
         self.prestarted = True
         from .engine.workers import gpus_present, init_cuda_driver, prestart
 
-        gpus = gpus_present()
-        if gpus:
+        if gpus_present():
             init_cuda_driver()
-        # The option's choice, not resolved here (that imports TileLang): nvcc never needs a PCH.
-        nvrtc_may = gpus and not self.no_tune and get_option(self.config, "tl_device_compiler") != "nvcc"
-        self.primed_ahead = prestart(pch_book=self.pch_book if nvrtc_may else None, n_workers=self.n_workers)
+        prestart()
         self.pools.warm_up(self._likely_devices(), compile=bool(self.fresh_numbers) and not self.no_tune)
 
     def _likely_devices(self) -> list[str]:

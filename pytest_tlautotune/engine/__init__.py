@@ -17,7 +17,7 @@
     device_compile.py  CUDA device code through NVRTC, one shared precompiled header
     bench.py     check and time one kernel in a timing worker
     failures.py  who failed and where, as a record
-    no_cuda_init.py, nvrtc_preload.py  what the fork server imports before TileLang
+    no_cuda_init.py  what the fork server imports before TileLang
 
 Nothing is imported here: the fork server imports ``engine.no_cuda_init`` before anything else.
 """

@@ -15,24 +15,23 @@ One precompiled header serves every compile worker. NVRTC accepts a PCH only fro
 "dynamic instance" of the library (the address of its PCH heap), and TileLang's automatic ``-pch``
 makes one per process: each worker's first candidate pays about 1.3 s to parse the headers and
 writes a 250 MB file under ``/tmp/__nvrtc_auto_pch_<pid>_0`` (left behind when the worker is killed),
-against 0.25 s for a later one. Here the fork server loads NVRTC before it forks
-(``nvrtc_preload``), so every worker shares its heap address; the first worker to meet a header
-prefix writes the PCH once (``--create-pch``) into a directory of the server's, and every other
-compile with that prefix uses it (``--use-pch``) — the same cubin as without
-(``tests/test_device_compile.py``). A worker that meets a prefix whose PCH is still being written
-waits for it (``_SharedPch``).
+against 0.25 s for a later one. Here every compile worker loads NVRTC and places its PCH heap as
+the first thing it does (``install``, ``load_library``): the workers are forked from one fork
+server and do the same steps before it, so the heap lands at the same address in each. The first
+worker to meet a header prefix writes the PCH once (``--create-pch``) into a directory named for
+the fork server, and every other compile with that prefix uses it (``--use-pch``) — the same cubin
+as without (``tests/test_device_compile.py``). A worker that meets a prefix whose PCH is still
+being written waits for it (``_SharedPch``). The fork server itself never loads NVRTC: a compile
+calls ``cuInit`` (NVRTC 13 does), and a process forked from one whose CUDA driver was initialised
+cannot use the GPU, so the CUDA timing workers forked from the same server would fail to start.
 
-The PCH dies with its fork server, but its header prefix is remembered in the cache directory
-and in the user's default one (``nvrtc-headers/``, with the options and TileLang's version; the
-user's serves a run whose cache directory is new, a CI job's on a runner that stays): in a later
-session the fork server writes the PCH of the most recent prefixes while it imports TileLang
-(``prime_detached``), and a tuning's first compile job writes those of its arch (``prime``; "used"
-where already written), so its first candidates use a PCH instead of one of them writing it while
-the rest wait. A prefix plus an empty kernel makes a PCH NVRTC takes for the real code. Where the
-book remembers nothing for this TileLang (a machine's first tuning), the prefixes shipped for
-TileLang's GEMM and flash-attention kernels take its place (``SEEDS``, made by ``nvrtc_seeds``);
-the server's grandchild writes them before TileLang is imported, its include paths found by
-TileLang's own ``env`` module run alone (``_tilelang_paths``), its GPUs' archs by ``nvidia-smi``.
+A tuning's first compile job writes the PCHs of the header prefixes it will likely need for its
+arch (``prime``; "used" where already written), so its first candidates use a PCH instead of one
+of them writing it while the rest wait: the prefixes shipped for TileLang's GEMM and
+flash-attention kernels (``SEEDS``, made by ``nvrtc_seeds``), or with ``--tl-nvrtc-book`` the
+prefixes earlier runs remembered in the cache directory and the user's default one
+(``nvrtc-headers/``, with the options and TileLang's version). A prefix plus an empty kernel makes
+a PCH NVRTC takes for the real code.
 
 Measured by ``benchmarks/compile_backends.py`` (``benchmarks/RESULTS.md``).
 """
@@ -58,10 +57,9 @@ NVCC, NVRTC, AUTO = "nvcc", "nvrtc", "auto"
 #: its time (``device_s``) and, for NVRTC, what became of the shared PCH (``pch``).
 last: dict[str, Any] = {}
 
-#: Directory names of the shared PCHs, ``<prefix><pid of the process that loaded NVRTC>``.
+#: Directory names of the shared PCHs, ``<prefix><pid>``: the fork server's, whose compile workers
+#: share them, else the process's own.
 PCH_DIR_PREFIX = "tlautotune-pch-"
-#: The PCH of the compile that places the NVRTC heap (``load_library``), in the instance's directory.
-HEAP_PCH = "heap.nvrtc"
 #: Shared PCHs kept per directory (about 250 MB each); the least recently written go first.
 PCH_KEEP = 4
 #: A compile waits for another worker writing the PCH it needs as long as that worker lives (its
@@ -76,9 +74,8 @@ PRIME_MAX = 2
 #: Where this worker records the header prefixes it writes a PCH for (``install``: a directory, or
 #: several joined by ``os.pathsep``, see ``book_dirs``); none: nowhere.
 _BOOK: dict[str, str] = {}
-#: The NVRTC instance this process shares: ``dir`` holds its PCHs (the fork server's in its
-#: workers, else this process's own once it loads NVRTC); ``unusable`` once NVRTC rejected one here;
-#: ``borrowed`` in the fork server's detached grandchild, which never makes ``dir`` again.
+#: The NVRTC instance of this process: ``dir`` holds the PCHs it shares (the fork server's
+#: directory in its compile workers, else this process's own); ``unusable`` once NVRTC rejected one.
 _INSTANCE: dict[str, Any] = {}
 
 
@@ -113,16 +110,18 @@ def resolve(choice: str) -> str:
     return NVRTC if choice in (NVRTC, AUTO) and available() else NVCC
 
 
-def load_library() -> None:
-    """Load NVRTC in this process now and place its PCH heap, so processes forked from it share it.
+def load_library(shared_by: int | None = None) -> None:
+    """Load NVRTC in this process now and place its PCH heap; ``shared_by``: the pid of the fork
+    server whose compile workers share their PCHs (in its directory), else this process's own.
 
     NVRTC maps the heap at its first compile that writes a PCH, wherever ``mmap`` then puts it: a
     worker that mapped other memory first gets another address and cannot use the shared PCH (28
-    of 48 candidates, measured on an H200). A trivial compile here maps it before any fork. Its PCH
-    goes into this instance's directory (``HEAP_PCH``), removed with it: with ``-pch`` NVRTC writes
+    of 48 candidates, measured on an H200). A trivial compile as a worker starts maps it at the
+    same point in every worker. Its own PCH is removed at once: with ``-pch`` NVRTC would write
     ``__nvrtc_auto_pch_<pid>_0`` into the temp directory, kept until this process exits cleanly.
     """
-    where = pch_dir(os.getpid())
+    where = pch_dir(shared_by or os.getpid())
+    heap = where / f".heap.{os.getpid()}.nvrtc"
     try:
         from cuda.bindings import nvrtc
 
@@ -132,10 +131,10 @@ def load_library() -> None:
             return
         try:
             where.mkdir(exist_ok=True)
-            option = f"--create-pch={where / HEAP_PCH}".encode()
-            result = nvrtc.nvrtcCompileProgram(program, 1, [option])[0]
+            result = nvrtc.nvrtcCompileProgram(program, 1, [f"--create-pch={heap}".encode()])[0]
         finally:
             nvrtc.nvrtcDestroyProgram(program)
+            heap.unlink(missing_ok=True)
     except Exception:  # noqa: BLE001 - no cuda-python or no libnvrtc (or no directory): workers use nvcc
         return
     if result != ok:
@@ -143,12 +142,13 @@ def load_library() -> None:
             where.rmdir()
         return
     _INSTANCE["dir"] = where
-    atexit.register(_remove_own_dir, os.getpid(), where)
+    if shared_by is None:
+        atexit.register(_remove_own_dir, os.getpid(), where)
 
 
 def _remove_own_dir(pid: int, where: Path) -> None:
-    """At exit of the process that loaded NVRTC (not of a child that inherited the hook): remove its
-    PCH directory. A fork server's goes with its pools (``Pools.close``), a killed one's with the next
+    """At exit of a process whose PCH directory is its own (not of a child that inherited the hook):
+    remove it. A fork server's goes with its pools (``Pools.close``), a killed one's with the next
     session's orphan sweep; this is for a process that compiled in place (a spawned worker, a test)."""
     if os.getpid() == pid:
         from ..store.files import remove_tree
@@ -157,14 +157,17 @@ def _remove_own_dir(pid: int, where: Path) -> None:
 
 
 def pch_dir(pid: int) -> Path:
-    """Where the shared PCHs of the NVRTC instance loaded by process ``pid`` are written."""
+    """Where the shared PCHs of process ``pid`` are written (a fork server's: its compile workers')."""
     return Path(tempfile.gettempdir()) / f"{PCH_DIR_PREFIX}{pid}"
 
 
-def install(book: str | None = None) -> None:
+def install(book: str | None = None, shared_by: int | None = None) -> None:
     """Compile device code with NVRTC in this process (a compile worker), nvcc as the fallback;
     ``book``: where the header prefixes this worker writes a PCH for are remembered (a directory,
-    or several joined by ``os.pathsep``: ``book_dirs``; ``prime`` reads them in a later session)."""
+    or several joined by ``os.pathsep``: ``book_dirs``; ``prime`` reads them in a later session);
+    ``shared_by``: the fork server whose workers share their PCHs (``load_library``)."""
+    if not _INSTANCE:
+        load_library(shared_by)  # first: the PCH heap at the same address in every worker
     import tvm_ffi
     from tilelang.cuda.backend import tilelang_callback_cuda_compile as with_nvcc
 
@@ -232,9 +235,9 @@ def nvrtc_options(fast_math: bool = False, register_usage_level: int | None = No
 
 def _tilelang_paths() -> tuple[str | None, str | None, list[str]]:
     """TileLang's template and CUTLASS include directories and the CUDA include directories its NVRTC
-    call uses. Where TileLang is not imported yet (the fork server's grandchild, writing PCHs while
-    the server imports it) they come from TileLang's own ``env`` and ``include_paths`` modules run
-    alone (standard library only): the same code, the same environment, without the 6 s import."""
+    call uses. Where TileLang is not imported yet (a process that only reads the seeds' options)
+    they come from TileLang's own ``env`` and ``include_paths`` modules run alone (standard library
+    only): the same code, the same environment, without the 6 s import."""
     import sys
 
     if "tilelang" in sys.modules:
@@ -331,20 +334,19 @@ def _remember(prefix: str, options: list[str], new_only: bool = False) -> None:
             pass  # a book that cannot be written costs the next session's head start, nothing else
 
 
-def prime(book: str, arch: int | None = None, owner: int | None = None) -> list[str]:
+def prime(book: str, arch: int | None = None) -> list[str]:
     """Write the shared PCH of the header prefixes ``book`` remembers for ``sm_<arch>`` (any arch
     where None: the session has not asked its GPU yet) -- the most recent ``PRIME_MAX`` of this
     TileLang version --, so the first compiles of a session use it instead of waiting for one of
     them to write it (a compile worker's first job). Where the book remembers nothing for this
     TileLang (a machine's first tuning), the shipped seeds' prefixes for that arch (for the GPUs
     ``nvidia-smi`` lists where None: ``seed_entries``). Says what became of each: "created",
-    "used" (another worker had written it), "none" (not written). With ``owner`` (the fork server
-    of a detached prime), it stops once that process is gone: its run has ended."""
+    "used" (another worker had written it), "none" (not written)."""
     if not _INSTANCE:
         load_library()
     if not _INSTANCE or _INSTANCE.get("unusable"):
         return []
-    from ..store.files import process_gone, read_json
+    from ..store.files import read_json
 
     flag, version = _arch_flag(arch) if arch else None, _tilelang_version()
     entries, remembers = [], False
@@ -369,8 +371,6 @@ def prime(book: str, arch: int | None = None, owner: int | None = None) -> list[
             entries = seed_entries([arch] if arch else visible_archs())[:PRIME_MAX]
     done = []
     for prefix, options in entries:
-        if owner is not None and process_gone(owner):
-            break
         code = prefix + PRIME_KERNEL  # the same header prefix: NVRTC takes its PCH for the real code
         pch = _SharedPch(code, options)
         flags = pch.flags()
@@ -465,38 +465,6 @@ def _tilelang_version() -> str:
         return ""
 
 
-#: The environment variable that hands the fork server the book to write PCHs from
-#: (``workers.prestart`` sets it for the server's start only; ``nvrtc_preload`` reads it).
-BOOK_ENV = "TL_AUTOTUNE_PCH_BOOK"
-
-
-def prime_detached(book: str) -> None:
-    """In the fork server, with NVRTC loaded and before TileLang is imported: write the PCHs
-    ``book`` remembers (``prime``, any arch) in a detached grandchild, while the server goes on
-    importing TileLang, so they are written by the time the first candidates compile (the
-    workers wait for it while it lives, as for any PCH another worker writes)."""
-    if not _INSTANCE:
-        return
-    pid_of_server = os.getpid()
-    pid = os.fork()
-    if pid:
-        os.waitpid(pid, 0)  # the child exits at once: no zombie, nothing for the server to reap later
-        return
-    try:
-        if os.fork() == 0:  # the grandchild, an orphan the server never waits for
-            # It may outlive the server (a short run): the directory the server's pools removed
-            # must not come back with a PCH in it.
-            _INSTANCE["borrowed"] = True
-            with contextlib.suppress(BaseException):
-                prime(book, owner=pid_of_server)
-            from ..store.files import process_gone, remove_tree
-
-            if process_gone(pid_of_server):  # the server exited (and removed the directory) while this wrote
-                remove_tree(_INSTANCE["dir"], ignore_errors=True)
-    finally:
-        os._exit(0)
-
-
 def _nvrtc(code: str, options: list[str]) -> tuple[bytearray, str]:
     """The cubin NVRTC makes of ``code`` and its log; the log in the error when it fails."""
     from cuda.bindings import nvrtc
@@ -563,8 +531,7 @@ class _SharedPch:
     def _claim(self) -> bool:
         """Whether this worker now writes the PCH (no other is writing it)."""
         try:
-            if not _INSTANCE.get("borrowed"):  # a detached prime writes only into a directory still there
-                self.dir.mkdir(exist_ok=True)
+            self.dir.mkdir(exist_ok=True)
             if _writer_gone(self.claim):
                 self.claim.unlink(missing_ok=True)  # its writer was killed (a compile timeout)
             fd = os.open(self.claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)

@@ -137,10 +137,8 @@ class Tuner:
             out["last_timing_end_s"] = max(timed)
         for name, at in self.pools.ready_at.items():  # negative: ready before the search began
             out[f"ready_s_{name}"] = round(at - t0_wall, 3)
-        for arch, done in self.pools.primed.items():  # the PCHs written ahead from the book
+        for arch, done in self.pools.primed.items():  # the PCHs written ahead (seeds, or the book)
             out[f"pch_primed_sm_{arch}"] = done
-        if self.pools.primed_ahead:
-            out["pch_primed_ahead"] = True  # by the fork server as it started
         saves = [r["save_s"] for r in fresh if r.get("save_s") is not None]
         if saves:
             out["save_cpu_s"] = sum(saves)

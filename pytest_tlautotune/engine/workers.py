@@ -30,15 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from ..store.files import process_gone, remove_tree
-from .device_compile import BOOK_ENV, NVCC, book_has_entries, has_seeds
+from .device_compile import NVCC
 
-#: What the workers' fork server imports before it forks: CUDA kept uninitialised (NVRTC compile
-#: workers initialise the driver themselves, a CUDA timing worker creates its context), then NVRTC
-#: (its PCH heap shared by every worker; the remembered PCHs written meanwhile, see ``prestart``),
-#: then TileLang. The GPUs stay visible there: processes the tests start with the forkserver method
-#: (the default from Python 3.14) fork from this server too, and keep them.
-PRELOAD = ["pytest_tlautotune.engine.no_cuda_init", "pytest_tlautotune.engine.nvrtc_preload", "tilelang",
-           "pytest_tlautotune.engine.bench"]
+#: What the workers' fork server imports before it forks: CUDA kept uninitialised, then TileLang.
+#: Nothing there may initialise the CUDA driver: a process forked from one that did cannot use the
+#: GPU (a CUDA timing worker, forked from this server, creates its context). So NVRTC, whose
+#: compiles call ``cuInit``, is loaded by each compile worker as it starts (``device_compile.install``),
+#: not here. The GPUs stay visible: processes the tests start with the forkserver method (the
+#: default from Python 3.14) fork from this server too, and keep them.
+PRELOAD = ["pytest_tlautotune.engine.no_cuda_init", "tilelang", "pytest_tlautotune.engine.bench"]
 #: ``TL_AUTOTUNE_WORKER_START=spawn`` spawns every worker (each imports TileLang itself, sees the GPUs).
 START_ENV = "TL_AUTOTUNE_WORKER_START"
 #: This process's fork server as the plugin knows it: ``started`` once the plugin asked for it (with
@@ -59,21 +59,14 @@ def _forking() -> bool:
     return os.environ.get(START_ENV) != "spawn" and "forkserver" in multiprocessing.get_all_start_methods()
 
 
-def _start_server(pch_book: str | None = None) -> None:
+def _start_server() -> None:
     """Ask for this process's fork server with the plugin's preload (a server already running stays
     as it is: see ``NOTE_NOT_PRELOADED``). It starts now, with this process's environment, and
-    imports TileLang in the background; with ``pch_book`` it writes the book's PCHs meanwhile (the
-    shipped seeds' where the book is empty or ``""``: ``device_compile.prime``)."""
+    imports TileLang in the background."""
     from multiprocessing import forkserver  # ensure_running: in the module's __all__
 
     multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD)
-    if pch_book is not None:
-        os.environ[BOOK_ENV] = pch_book  # read by the server as it starts, not left to this process
-    try:
-        forkserver.ensure_running()
-    finally:
-        if pch_book is not None:
-            del os.environ[BOOK_ENV]
+    forkserver.ensure_running()
     _SERVER["started"] = True
 
 
@@ -125,21 +118,11 @@ def init_cuda_driver() -> None:
     threading.Thread(target=run, name="tlautotune-cuinit", daemon=True).start()
 
 
-def prestart(pch_book: str | None = None, n_workers: int | None = None) -> bool:
+def prestart() -> None:
     """Start the fork server now; it imports TileLang in the background (returns at once; a server
-    already running is left as it is).
-
-    With ``pch_book`` (NVRTC may compile: a GPU machine) and ``n_workers`` compile workers to
-    come (``Pools``' meaning), at least ``PRIME_MIN_WORKERS``, the server writes the PCHs of the
-    header prefixes the book remembers (the shipped seeds' where it remembers none, or is ``""``)
-    while it imports TileLang (``nvrtc_preload``), so the first candidates find them written.
-    Returns whether it was asked to."""
-    if not _forking():
-        return False
-    prime = (pch_book is not None and not server_running() and worker_count(n_workers) >= PRIME_MIN_WORKERS
-             and (book_has_entries(pch_book) or has_seeds()))
-    _start_server(pch_book if prime else None)
-    return prime
+    already running is left as it is)."""
+    if _forking() and not server_running():
+        _start_server()
 
 
 def _watch_parent(pid: int) -> None:
@@ -224,7 +207,7 @@ def _init_worker(sys_path: list[str], log_level: int, parent_pid: int | None = N
     if device_compiler == "nvrtc":
         from .device_compile import install
 
-        install(pch_book)
+        install(pch_book, shared_by=os.getppid() if forked else None)
     _remove_orphan_tempdirs()
     for name in ("tilelang", "TileLang"):
         logging.getLogger(name).setLevel(log_level)
@@ -263,10 +246,6 @@ class Pools:
         self.pch_book = pch_book
         #: What ``device_compile.prime`` did for this session's first tuning of an arch.
         self.primed: dict[int, list[str]] = {}
-        #: Whether the fork server wrote the book's PCHs as it started (``prestart``), for the
-        #: record: a tuning's own prime job still runs (the server wrote the most recent prefixes
-        #: of any arch; this one's may be another, or an xdist sibling may have added it since).
-        self.primed_ahead = False
         self.n_workers = worker_count(n_workers)
         self._compile = None
         self._device_compile = None
@@ -280,7 +259,9 @@ class Pools:
         self.ready_at: dict[str, float] = {}
         self._origins: dict[str, concurrent.futures.Future] = {}  # per pool: what ``origin`` says
 
-    def _pool(self, n: int, device: str = "cpu", forked: bool = True, nice: int = 0):
+    def _pool(self, n: int, device: str = "cpu", forked: bool = True, nice: int = 0, compiles: bool = True):
+        """``compiles``: its workers compile device code (with ``device_compiler``); a timing worker
+        does not, and loads no NVRTC."""
         import pebble
 
         forked = forked and _forking()
@@ -290,8 +271,8 @@ class Pools:
             gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
         return pebble.ProcessPool(
             max_workers=n, context=_context(forked), initializer=_init_worker,
-            initargs=(list(sys.path), logging.WARNING, os.getpid(), self.device_compiler, gpus, nice,
-                      self.pch_book),
+            initargs=(list(sys.path), logging.WARNING, os.getpid(), self.device_compiler if compiles else NVCC,
+                      gpus, nice, self.pch_book),
         )
 
     def compile_pool(self):
@@ -331,9 +312,9 @@ class Pools:
 
     def _timing_worker(self, device: str) -> Any:
         if device == "cpu":
-            return self._pool(1, device)
+            return self._pool(1, device, compiles=False)
         forked = _forking() and not self.fallbacks
-        pool = self._pool(1, device, forked)
+        pool = self._pool(1, device, forked, compiles=False)
         # pebble starts the worker in its first schedule: this waits for the fork server
         probe = pool.schedule(_cuda_ready_entry, (device,), timeout=CUDA_READY_S)
         try:
@@ -344,7 +325,7 @@ class Pools:
             self.fallbacks[device] = f"{type(exc).__name__}: {exc}"
             pool.stop()
             pool.join(timeout=10)
-            pool = self._pool(1, device, forked=False)
+            pool = self._pool(1, device, forked=False, compiles=False)
             pool.schedule(_cuda_ready_entry, (device,), timeout=CUDA_READY_S)  # not waited for
             return pool
         self.ready_at.setdefault(device, time.time())
@@ -397,8 +378,6 @@ class Pools:
                 self.ready_at[name] = time.time()
                 if origin.get("server"):
                     _SERVER["pid"] = origin["server"]
-                if name == "compile" and origin.get("started") == FORKED_IMPORTING:
-                    self.primed_ahead = False  # the book was handed to a server that did not read it
                 fut.set_result(origin)
         try:
             return fut.result(timeout)
