@@ -153,7 +153,6 @@ class TuneRequest:
     tuner: dict  # strategy, max_trials, max_tuning_s, seed, early_stop_factor, top_k, compile_timeout
     device: str  # "cpu" or "cuda:N": where the winner is confirmed (and the only device on a CPU)
     devices: tuple[str, ...] = ()  # where candidates are timed (every GPU of this process's share)
-    target_kind: str = ""  # the resolved target's kind: "c", "cuda", "hip", ...
     # What only a build tells (``candidates.completed``): the request as the test asked has them None.
     mode: str | None = None  # "lazy" | "eager" | "plain"
     on_device: bool | None = None  # True: it builds only where the GPU is visible, so compile it there too

@@ -119,12 +119,11 @@ def _request(run: TuneSession, item: pytest.Item, settings: TuneSettings, progra
         raise CallFailed(f"{item.nodeid}: @pytest.mark.autotune: no configs: pass configs=[...] to the marker "
                          f"(or use a @tilelang.autotune function that has them)")
     compile_args, devices = resolve_target(compile_args, run.gpus)
-    kind = target_kind(compile_args.target)
     tuner = resolve_tuner(dict(settings.tuner), len(configs), settings.given, "cpu" if devices[0] == "cpu" else "cuda")
-    spec = replace(prog.spec, device_target=compile_args.target, target_kind=kind)
+    spec = replace(prog.spec, device_target=compile_args.target, target_kind=target_kind(compile_args.target))
     return TuneRequest(nodeid=item.nodeid, program_name=prog.name, program=replace(prog, spec=spec),
                        configs=configs, compile_args=compile_args, profile_args=profile_args, tuner=tuner,
-                       device=devices[0], devices=tuple(devices), target_kind=kind, identity=identity,
+                       device=devices[0], devices=tuple(devices), identity=identity,
                        tilelang=tilelang)
 
 

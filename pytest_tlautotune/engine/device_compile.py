@@ -85,11 +85,6 @@ def book_dirs(book: str) -> list[Path]:
     return [Path(part) for part in book.split(os.pathsep) if part]
 
 
-def book_has_entries(book: str) -> bool:
-    """Whether any directory of ``book`` remembers a header prefix."""
-    return any(any(d.glob("*.json")) for d in book_dirs(book))
-
-
 class _NotForNvrtc(Exception):
     """A target or flag NVRTC is not used for: nvcc compiles it, as TileLang does."""
 

@@ -154,7 +154,7 @@ def _not_what_production_loads(tl: TileLangKey, req: TuneRequest, config: dict |
     if config is not None and canonical_json(config) not in tl.configs:
         return (f"the winner {canonical_json(config)} is not in the config space of {tl.function}'s tuner "
                 f"(the marker's configs replaced it)")
-    ours, theirs = req.target_kind, tl.target_kind
+    ours, theirs = req.program.spec.target_kind, tl.target_kind
     if "auto" not in (ours, theirs) and ours != theirs:
         return f"the kernel was compiled for target {ours!r}; {tl.function} compiles for {theirs!r}"
     if backend and tl.execution_backend not in (None, "auto", backend):

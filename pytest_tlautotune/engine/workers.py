@@ -207,7 +207,7 @@ def _init_worker(sys_path: list[str], log_level: int, parent_pid: int | None = N
     if device_compiler == "nvrtc":
         from .device_compile import install
 
-        install(pch_book, shared_by=os.getppid() if forked else None)
+        install(pch_book, shared_by=_ORIGIN["server"])
     _remove_orphan_tempdirs()
     for name in ("tilelang", "TileLang"):
         logging.getLogger(name).setLevel(log_level)

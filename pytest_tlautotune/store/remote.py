@@ -40,14 +40,10 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ..model import TLAutotuneError
-from .manifest import BEST_CONFIG_PATH, LATENCY_PATH, RECORD_PATH
-
-if TYPE_CHECKING:
-    pass
 
 _T = TypeVar("_T")
 
@@ -56,7 +52,6 @@ MAGIC = b"TLAT1\n"
 SECRET_ENV = "TL_AUTOTUNE_STORE_SECRET"
 SCHEMES = ("redis", "rediss")
 LOCK_MS = 30_000  # a dead holder's lock frees itself after this long
-ENTRY_FILES = {"config": BEST_CONFIG_PATH, "latency": LATENCY_PATH, "record": RECORD_PATH}
 
 # Compare-and-renew / compare-and-delete: only the holder of the token touches the lock.
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"

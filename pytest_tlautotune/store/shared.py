@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ..model import StoreWarning, Warn
 from .files import read_json
+from .manifest import BEST_CONFIG_PATH, LATENCY_PATH, RECORD_PATH
 from .remote import (
     LOCK_MS,
     SECRET_ENV,
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
     from .backend import SharedBackend
 
 _T = TypeVar("_T")
+
+#: What an entry sends as data: its fields in the store's document, and the files they are read from.
+DOC_FILES = {"config": BEST_CONFIG_PATH, "latency": LATENCY_PATH, "record": RECORD_PATH}
 
 
 class NoStore:
@@ -156,9 +160,7 @@ class SharedStore:
         """Send the entry just saved (data; and signed files with the secret) and its records."""
         if not self.lockable:
             return
-        from .remote import ENTRY_FILES
-
-        doc = {field: read_json(entry / name) for field, name in ENTRY_FILES.items()}
+        doc = {field: read_json(entry / name) for field, name in DOC_FILES.items()}
         if not isinstance(doc["record"], dict) or doc["config"] is None:
             return
         records = [{k: v for k, v in c.items() if k != "reused"} for c in doc["record"].get("candidates") or []
