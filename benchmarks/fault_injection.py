@@ -4,9 +4,9 @@
 
 One calibration run (fresh cache) measures when tuning starts (the per-key lock file appears)
 and when the entry is published. Each trial then gets a fresh cache, starts `python -m pytest`
-tuning a small CPU GEMM space, and `kill -9`s the pytest process either a delay after tuning
-started (delays spread over the measured window) or a few milliseconds after the entry's
-staging directory appears (inside `save_to_disk`). Nothing in the plugin is patched: the points
+tuning a small CPU GEMM space, and `kill -9`s the pytest process as tuning starts, as its first
+compiled kernel appears, a delay after tuning started (delays spread over the measured window),
+or a few milliseconds after the entry's staging directory appears (inside `save_to_disk`). Nothing in the plugin is patched: the points
 are found by watching the cache directory every millisecond.
 
 After the kill (and after killing whatever the dead process left running: compile/timing
@@ -219,10 +219,19 @@ def rerun(workdir: Path, cache: Path) -> dict:
 
 
 def plan(trials: int, window: float) -> list[tuple[str, float]]:
-    """Kill points: most spread over [lock, entry published], the rest just inside save_to_disk."""
+    """Kill points: two at events of tuning, then delays spread over [lock, entry published], and
+    about 30% just inside save_to_disk.
+
+    The points at events (the lock appears: tuning starts; the first compiled kernel appears) and
+    in save_to_disk are reached by every trial whatever its speed. The spread delays come from the
+    calibration run's clock: a trial that runs faster than the calibration may finish before its
+    kill time, and is reported as "exited".
+    """
     n_save = max(1, round(trials * 0.3)) if trials > 1 else 0
     n_spread = trials - n_save
-    points = [("lock", window * (i + 0.5) / n_spread) for i in range(n_spread)]
+    at_events = [("lock", 0.0), ("kernel", 0.0)][:n_spread]
+    n_timed = n_spread - len(at_events)
+    points = at_events + [("lock", window * (i + 0.5) / n_timed) for i in range(n_timed)]
     save_delays = [0.0, 0.001, 0.002, 0.005, 0.010, 0.020]
     points += [("staging", save_delays[i % len(save_delays)]) for i in range(n_save)]
     return points
