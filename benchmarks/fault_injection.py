@@ -6,14 +6,17 @@ One calibration run (fresh cache) measures when tuning starts (the per-key lock 
 and when the entry is published. Each trial then gets a fresh cache, starts `python -m pytest`
 tuning a small CPU GEMM space, and `kill -9`s the pytest process as tuning starts, as its first
 compiled kernel appears, a delay after tuning started (delays spread over the measured window),
-or a few milliseconds after the entry's staging directory appears (inside `save_to_disk`). Nothing in the plugin is patched: the points
-are found by watching the cache directory every millisecond.
+or a few milliseconds after the entry's staging directory appears (inside `save_to_disk`).
+Nothing in the plugin is patched: the points are found by watching the cache directory every
+millisecond.
 
-After the kill (and after killing whatever the dead process left running: compile/timing
-workers and the fork server, counted as "orphans") every visible entry must pass
-`store.safety.check_entry` + `store.manifest.verify_manifest` and load with `AutotuneResult.load_from_disk`,
-every visible compiled kernel must pass its manifest, every candidate record must parse; then
-the same pytest runs again and must pass (a hit, or a miss that tunes again).
+After the kill, everything the dead process started (compile and timing workers, the fork
+server) must exit by itself within ``ORPHAN_S`` seconds ("drained": how long that took; what
+is left then is counted as "orphans", and killed). Then every visible entry must pass
+`store.safety.check_entry` + `store.manifest.verify_manifest` and load with
+`AutotuneResult.load_from_disk`, every visible compiled kernel must pass its manifest, every
+candidate record must parse, and the same pytest runs again and must pass (a hit, or a miss
+that tunes again).
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ def test_gemm(autotune):
 
 # Events seen in the cache directory, in the order tuning produces them.
 EVENTS = ("lock", "kernel", "staging", "entry")
+#: Seconds after the kill by which everything the killed run started must have exited.
+ORPHAN_S = 10.0
 
 
 def _visible(directory: Path) -> list[Path]:
@@ -148,7 +153,13 @@ def kill_run(workdir: Path, cache: Path, anchor: str | None, delay: float, limit
                 proc.wait()
                 out.update(killed=True, at_s=round(time.perf_counter() - t0, 3),
                            phase=max(phase, key=EVENTS.index) if phase else "start")
-                time.sleep(1.0)  # what the dead process left behind, still running a second later
+                # What the dead process left running (workers notice within a second; the fork
+                # server exits as it sees its parent gone, after its interpreter's shutdown): how
+                # long until none is left, and what still runs after ORPHAN_S.
+                killed_at = time.perf_counter()
+                while _pgroup(proc.pid) and time.perf_counter() - killed_at < ORPHAN_S:
+                    time.sleep(0.05)
+                out["drained_s"] = round(time.perf_counter() - killed_at, 2)
                 out["orphan_cmds"] = _pgroup(proc.pid)
                 out["orphans"] = len(out["orphan_cmds"])
                 break
@@ -258,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     header = (f"{'#':>2}  {'kill point':<18} {'killed at':>9}  {'phase':<8} {'orphans':>7}  {'entries':>7} "
-              f"{'corrupt':>7}  {'kernels':>7} {'corrupt':>7}  {'leftover':>8}  {'rerun':<11}")
+              f"{'corrupt':>7}  {'kernels':>7} {'corrupt':>7}  {'leftover':>8}  {'drained':>7}  {'rerun':<11}")
     print(header)
     print("-" * len(header))
     for i, (anchor, delay) in enumerate(plan(args.trials, window)):
@@ -276,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{i:>2}  {point:<18} {at:>9}  {killed['phase'] or '-':<8} {killed['orphans']:>7}  "
               f"{checked['entries']:>7} {len(checked['corrupt_entries']):>7}  {checked['kernels']:>7} "
               f"{len(checked['corrupt_kernels']):>7}  {checked['leftovers']:>8}  "
+              f"{format(killed.get('drained_s', 0), '.2f') + ' s':>7}  "
               f"{(again['cache'] or 'FAIL') + ' ' + format(again['s'], '.1f') + 's':<11}", flush=True)
         for problem in checked["corrupt_entries"] + checked["corrupt_kernels"] + checked["bad_records"]:
             print(f"      ! {problem}")
@@ -294,13 +306,15 @@ def main(argv: list[str] | None = None) -> int:
         "rerun_hit": sum(r["rerun"]["cache"] == "hit" for r in rows),
         "rerun_miss": sum(r["rerun"]["cache"] == "miss" for r in rows),
         "orphans": sum(r["orphans"] for r in rows),
+        "drained_max_s": max((r.get("drained_s", 0.0) for r in rows), default=0.0),
         "leftovers": sum(r["leftovers"] for r in rows),
     }
     print("totals: " + ", ".join(f"{k} {v}" for k, v in totals.items()))
     if args.json:
         Path(args.json).write_text(json.dumps({"calibration": calib["events"], "window_s": window,
                                                "rows": rows, "totals": totals}, indent=1, default=str))
-    bad = totals["corrupt_entries"] + totals["corrupt_kernels"] + totals["bad_records"] + totals["rerun_failed"]
+    bad = (totals["corrupt_entries"] + totals["corrupt_kernels"] + totals["bad_records"] + totals["rerun_failed"]
+           + totals["orphans"])
     return 1 if bad else 0
 
 

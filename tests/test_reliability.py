@@ -111,6 +111,7 @@ def test_sigkill_while_tuning_and_saving_leaves_nothing_corrupt(tmp_path):
     assert totals["corrupt_kernels"] == 0, proc.stdout
     assert totals["bad_records"] == 0, proc.stdout
     assert totals["rerun_failed"] == 0, proc.stdout
+    assert totals["orphans"] == 0, proc.stdout  # every worker and the fork server exited by itself
     assert proc.returncode == 0, proc.stdout
 
 
