@@ -8,7 +8,7 @@ tuning a small CPU GEMM space, and `kill -9`s the pytest process as tuning start
 compiled kernel appears, a delay after tuning started (delays spread over the measured window),
 or a few milliseconds after the entry's staging directory appears (inside `save_to_disk`).
 Nothing in the plugin is patched: the points are found by watching the cache directory every
-millisecond.
+half millisecond.
 
 After the kill, everything the dead process started (compile and timing workers, the fork
 server) must exit by itself within ``ORPHAN_S`` seconds ("drained": how long that took; what
@@ -82,20 +82,33 @@ def _events(cache: Path) -> set[str]:
 
 
 class Watcher(threading.Thread):
-    """Polls the cache every millisecond; records when each event was first seen."""
+    """Polls the cache every half millisecond; records when each event was first seen and, given an
+    ``anchor``, SIGKILLs ``proc`` ``delay`` s after the anchor was first seen. The kill is sent from
+    this thread, in the same pass that sees the anchor: a kill inside ``save_to_disk`` has the
+    10-20 ms between the staging directory and the published entry, and a second thread's turn at
+    the GIL could take a share of that on a loaded machine."""
 
-    def __init__(self, cache: Path, t0: float):
+    def __init__(self, cache: Path, t0: float, anchor: str | None = None, delay: float = 0.0):
         super().__init__(daemon=True)
-        self.cache, self.t0 = cache, t0
+        self.cache, self.t0, self.anchor, self.delay = cache, t0, anchor, delay
         self.first: dict[str, float] = {}
         self.stop = threading.Event()
+        self.proc: subprocess.Popen | None = None
+        self.killed_at: float | None = None
+        self.killed_phase: str | None = None
 
     def run(self) -> None:
         while not self.stop.is_set():
+            seen = _events(self.cache)
             now = time.perf_counter() - self.t0
-            for event in _events(self.cache):
+            for event in seen:
                 self.first.setdefault(event, now)
-            time.sleep(0.001)
+            if (self.proc is not None and self.killed_at is None and self.anchor in self.first
+                    and now >= self.first[self.anchor] + self.delay and self.proc.poll() is None):
+                self.proc.send_signal(signal.SIGKILL)
+                self.killed_at = time.perf_counter() - self.t0
+                self.killed_phase = max(seen, key=EVENTS.index) if seen else "start"
+            time.sleep(0.0005)
 
 
 def _env(cache: Path) -> dict:
@@ -139,35 +152,29 @@ def _kill_group(pgid: int) -> None:
 def kill_run(workdir: Path, cache: Path, anchor: str | None, delay: float, limit: float = 300) -> dict:
     """Run pytest; SIGKILL it ``delay`` s after ``anchor`` is first seen (None: let it finish)."""
     t0 = time.perf_counter()
-    watcher = Watcher(cache, t0)
+    watcher = Watcher(cache, t0, anchor, delay)
     watcher.start()
     proc = subprocess.Popen(_cmd(cache, workdir / "junit-kill.xml"), cwd=workdir, env=_env(cache),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    watcher.proc = proc
     out = {"killed": False, "phase": None, "orphans": 0}
     try:
         while proc.poll() is None and time.perf_counter() - t0 < limit:
-            seen = watcher.first.get(anchor) if anchor else None
-            if seen is not None and time.perf_counter() - t0 >= seen + delay:
-                phase = _events(cache)
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                out.update(killed=True, at_s=round(time.perf_counter() - t0, 3),
-                           phase=max(phase, key=EVENTS.index) if phase else "start")
-                # What the dead process left running (workers notice within a second; the fork
-                # server exits as it sees its parent gone, after its interpreter's shutdown): how
-                # long until none is left, and what still runs after ORPHAN_S.
-                killed_at = time.perf_counter()
-                while _pgroup(proc.pid) and time.perf_counter() - killed_at < ORPHAN_S:
-                    time.sleep(0.05)
-                out["drained_s"] = round(time.perf_counter() - killed_at, 2)
-                out["orphan_cmds"] = _pgroup(proc.pid)
-                out["orphans"] = len(out["orphan_cmds"])
-                break
-            time.sleep(0.0005)
-        else:
-            if proc.poll() is None:
-                proc.kill()
+            time.sleep(0.005)
+        if proc.poll() is None:
+            proc.kill()
         proc.wait()
+        if watcher.killed_at is not None:
+            out.update(killed=True, at_s=round(watcher.killed_at, 3), phase=watcher.killed_phase)
+            # What the dead process left running (workers notice within a second; the fork server
+            # exits as it sees its parent gone, after its interpreter's shutdown): how long until
+            # none is left, and what still runs after ORPHAN_S.
+            killed_at = time.perf_counter()
+            while _pgroup(proc.pid) and time.perf_counter() - killed_at < ORPHAN_S:
+                time.sleep(0.05)
+            out["drained_s"] = round(time.perf_counter() - killed_at, 2)
+            out["orphan_cmds"] = _pgroup(proc.pid)
+            out["orphans"] = len(out["orphan_cmds"])
     finally:
         _kill_group(proc.pid)
         watcher.stop.set()
