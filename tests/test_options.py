@@ -312,34 +312,6 @@ def test_the_shipped_nvrtc_seeds_are_what_the_installed_tilelang_generates():
     assert by_arch[("gemm", 80)]["prefix"] != by_arch[("gemm", 90)]["prefix"]  # wgmma and TMA on sm_90
 
 
-def test_tilelangs_include_paths_are_the_same_before_tilelang_is_imported(tmp_path):
-    """The fork server's grandchild writes the seeds' PCHs before TileLang is imported: the include
-    directories it finds (TileLang's env module run alone) are the ones a candidate's compile uses."""
-    import os
-    import subprocess
-
-    from pytest_tlautotune.engine.device_compile import _tilelang_paths
-
-    code = ("import json, sys\n"
-            "from pytest_tlautotune.engine.device_compile import _tilelang_paths\n"
-            "paths = _tilelang_paths()\n"
-            "print(json.dumps([list(paths), 'tilelang' in sys.modules]))\n")
-    env = {**os.environ, "CUDA_HOME": str(tmp_path)}
-    (tmp_path / "include").mkdir()
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    alone, imported = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert imported is False
-    assert alone[2] == [str(tmp_path / "include")]  # CUDA_HOME as TileLang reads it
-    proc = subprocess.run([sys.executable, "-c", "import tilelang\n" + code], capture_output=True, text=True,
-                          timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [alone, True]
-    import tilelang  # noqa: F401
-
-    assert _tilelang_paths()[:2] == tuple(alone[:2])
-
-
 def test_the_seeds_are_written_for_the_archs_of_the_gpus_the_tests_see(tmp_path, monkeypatch):
     """A machine's first tuning writes the seeds' PCHs for the archs of the GPUs the test process
     sees (its CUDA_VISIBLE_DEVICES, every GPU where it names none by index), each arch once, as

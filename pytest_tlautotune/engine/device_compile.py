@@ -208,8 +208,8 @@ def _with_nvrtc(code: str, target: Any, pass_config: Any) -> bytearray:
 
 def nvrtc_options(fast_math: bool = False, register_usage_level: int | None = None) -> list[str]:
     """The options of TileLang's NVRTC call (``-std=c++20 -lineinfo``, its include directories, fast
-    math and ptxas options from the pass configs), but the arch's; the same before TileLang is
-    imported (``_tilelang_paths``), so a PCH written then has the options of a candidate's compile."""
+    math and ptxas options from the pass configs), but the arch's: a PCH written ahead with them
+    has the options of a candidate's compile."""
     from cuda.bindings import nvrtc
 
     template, cutlass, cuda_includes = _tilelang_paths()
@@ -230,43 +230,12 @@ def nvrtc_options(fast_math: bool = False, register_usage_level: int | None = No
 
 def _tilelang_paths() -> tuple[str | None, str | None, list[str]]:
     """TileLang's template and CUTLASS include directories and the CUDA include directories its NVRTC
-    call uses. Where TileLang is not imported yet (a process that only reads the seeds' options)
-    they come from TileLang's own ``env`` and ``include_paths`` modules run alone (standard library
-    only): the same code, the same environment, without the 6 s import."""
-    import sys
+    call uses (every caller is a compile worker: TileLang is imported there already)."""
+    from tilelang import env
+    from tilelang.jit.adapter.nvrtc.include_paths import discover_cuda_include_paths
 
-    if "tilelang" in sys.modules:
-        from tilelang import env
-        from tilelang.jit.adapter.nvrtc.include_paths import discover_cuda_include_paths
-    else:
-        env = _tilelang_module_alone("env.py")
-        discover_cuda_include_paths = _tilelang_module_alone(
-            "jit/adapter/nvrtc/include_paths.py").discover_cuda_include_paths
     return (env.TILELANG_TEMPLATE_PATH, env.CUTLASS_INCLUDE_DIR,
             discover_cuda_include_paths(env.CUDA_HOME or "/usr/local/cuda"))
-
-
-def _tilelang_module_alone(relative: str) -> Any:
-    """A module of the installed TileLang package executed on its own, under a private name, without
-    the package's ``__init__`` (which imports torch and TVM)."""
-    import importlib.util
-    import sys
-
-    name = "_tlautotune_tilelang_" + relative.replace("/", "_").removesuffix(".py")
-    if name not in sys.modules:
-        spec = importlib.util.find_spec("tilelang")
-        if spec is None or not spec.submodule_search_locations:
-            raise ImportError("tilelang is not installed")
-        path = os.path.join(next(iter(spec.submodule_search_locations)), relative)
-        module_spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[name] = module  # a dataclass in it looks its module up
-        try:
-            module_spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
-    return sys.modules[name]
 
 
 def compile_cubin(code: str, arch: int, options: list[str]) -> bytearray:
