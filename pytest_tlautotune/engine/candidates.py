@@ -190,7 +190,7 @@ class LazyBuilds:
         req = self.req
         out_idx, want, n = res.get("out_idx"), req.compile_args.out_idx, res.get("n_params")
         if "error" not in res and res.get("mode") == "eager" and out_idx is not None and n \
-                and _positions(out_idx, n) != _positions(want, n):
+                and out_positions(out_idx, n) != out_positions(want, n):
             raise TuneError(f"the configs change the outputs T.empty() declares ({cand.config} returns "
                             f"{list(out_idx)}, others {want}); every config must return the same tensors")
         if "error" not in res:
@@ -198,7 +198,7 @@ class LazyBuilds:
         _fill(self.builder, cand, res, self.profile, self.machine)
 
 
-def _positions(out_idx: object, n: int) -> list[int]:
+def out_positions(out_idx: object, n: int) -> list[int]:
     """``out_idx`` as non-negative parameter positions of a PrimFunc of ``n`` parameters."""
     indices = [] if out_idx is None else [out_idx] if isinstance(out_idx, int) else list(out_idx)
     return [i % n for i in indices]

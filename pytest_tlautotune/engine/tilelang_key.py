@@ -21,6 +21,7 @@ import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .candidates import out_positions
 from .key import canonical_json
 
 if TYPE_CHECKING:
@@ -171,8 +172,9 @@ def _indices(out_idx: object, n_params: int | None = None) -> list | None:
     (``[-1]`` and ``[1]`` name the same output of a two-parameter kernel)."""
     if out_idx is None:
         return None
-    indices = [int(i) for i in out_idx] if isinstance(out_idx, (list, tuple)) else [int(out_idx)]
-    return [i % n_params for i in indices] if n_params else indices
+    if n_params:
+        return out_positions(out_idx, n_params)
+    return [int(i) for i in out_idx] if isinstance(out_idx, (list, tuple)) else [int(out_idx)]
 
 
 def _passes(pass_configs: dict | None) -> str:
