@@ -81,8 +81,10 @@ def test_unchanged_kernel_passes_remeasured_with_reports(pytester, cache):
     assert entry["measured"] == "this run (cpu time)"  # hit or miss: re-timed by the gate's clock
     assert '\n      "samples": [' in (pytester.path / "base.json").read_text()  # readable: one line per list
 
-    # The same kernel against its own baseline; a wide threshold keeps a noisy shared runner out of it.
-    result = run(pytester, cache, "--tl-baseline", "base.json", "--tl-max-regression", "60",
+    # The same kernel against its own baseline. The subject is the pass path and its reports, not the
+    # machine's steadiness: a threshold no load reaches (a CI runner's other worker once moved this
+    # kernel's CPU time by +66% between two runs).
+    result = run(pytester, cache, "--tl-baseline", "base.json", "--tl-max-regression", "1000",
                  "--tl-json", "out.json", "--tl-markdown", "out.md", "--junitxml", "j.xml")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*tlautotune latency gate*", "test_k.py::test_a*latency*pass*"])
