@@ -35,7 +35,8 @@ Trial 0 compiles the variants and provides the first baseline, so N
 trials take N + 1 pytest runs. The last stdout line is JSON with the figures
 (run settings at the top, the figures of each size under ``per_size``).
 The same measurements are also re-judged offline with ``gate.decide`` for
-other thresholds and for the speedup metric (no extra timing).
+other thresholds and for the speedup metric (no extra timing; a row the gate timed again to
+confirm a regression, ``--confirm``, is re-judged on its last timing).
 """
 
 from __future__ import annotations
@@ -204,10 +205,10 @@ def calibrate_cuda(size: int, targets: dict[str, float], reps: int = 30) -> dict
 
 
 def run_trial(work: Path, cache: Path, out: Path, baseline: Path | None, threshold: float,
-              metric: str = "latency") -> dict:
+              metric: str = "latency", confirm: int = 1) -> dict:
     cmd = [sys.executable, "-m", "pytest", "test_gate_bench.py", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
            f"--tl-cache-dir={cache}", f"--tl-json={out}", f"--tl-max-regression={threshold}",
-           f"--tl-gate-metric={metric}"]
+           f"--tl-gate-metric={metric}", f"--tl-gate-confirm={confirm}"]
     if baseline is not None:
         cmd.append(f"--tl-baseline={baseline}")
     else:  # as a user writes a baseline: the gate's clock (CPU time on a CPU device), not tuning's numbers
@@ -265,6 +266,8 @@ def main() -> None:
     parser.add_argument("--rep", type=int, default=None, help="timed runs of the kernel and ref_prog per test "
                         "(30 on cpu, 100 on cuda)")
     parser.add_argument("--warmup", type=int, default=None, help="(5 on cpu, 10 on cuda)")
+    parser.add_argument("--confirm", type=int, default=1, help="--tl-gate-confirm: re-timings of a regression "
+                        "before it fails (default 1, the plugin's)")
     parser.add_argument("--out", help="also write the final JSON here")
     parser.add_argument("--extra30", type=int_list, default=None,
                         help="skip calibration: extra for the +30%% arm, one per size (comma-separated)")
@@ -309,7 +312,8 @@ def main() -> None:
     print(f"trial 0 (tune + first baseline) done at {time.perf_counter() - t_start:.0f} s", flush=True)
     trials = []
     for i in range(1, args.trials + 1):
-        t = run_trial(work, cache, work / f"run{i}.json", work / f"base{i - 1}.json", args.threshold, args.metric)
+        t = run_trial(work, cache, work / f"run{i}.json", work / f"base{i - 1}.json", args.threshold, args.metric,
+                      args.confirm)
         trials.append(t)
         baseline_from(t["rows"], sizes, work / f"base{i}.json")
         if args.out:  # so that a run cut short still leaves its trials
@@ -344,6 +348,10 @@ def main() -> None:
         g = {a: [t["rows"][key(a, s)]["gate"] for t in trials] for a in ARMS}
         caught = {a: sum(x["status"] == gate.FAIL for x in g[a]) for a in ARMS}
         undetectable = {a: sum(x["status"] == gate.UNDETECTABLE for x in g[a]) for a in ARMS}
+        # rows the gate timed again (a first timing regressed), and of those how many it passed then
+        retimed = {a: sum(len(x.get("timings") or ()) > 1 for x in g[a]) for a in ARMS}
+        unconfirmed = {a: sum(len(x.get("timings") or ()) > 1 and x["status"] != gate.FAIL for x in g[a])
+                       for a in ARMS}
         loops = sorted({t["rows"][key("aa", s)].get("loops") for t in trials} - {None})
         pcts = {a: [x["regression_pct"] for x in g[a] if x["regression_pct"] is not None] for a in ARMS}
         realized = {a: statistics.median(pcts[a]) if pcts[a] else math.nan for a in ARMS}
@@ -351,22 +359,25 @@ def main() -> None:
         print()
         print(f"{what(s)}" + (f" {cuda_config(s)}" if cuda else "") + f": gate runs: {n} trials, pytest "
               f"--tl-max-regression={args.threshold:g} --tl-alpha=0.01 --tl-gate-metric={args.metric} "
+              f"--tl-gate-confirm={args.confirm} "
               f"({'CUDA events' if cuda else 'CPU time on this CPU device'}), rep={args.rep}, "
               f"calls per sample {loops or '?'}, baseline = previous trial's process")
         print(f"{'arm':8s} {'extra':>5s} {'median change':>14s} {'min..max change':>18s} {'gate failures':>14s} "
-              f"{'undetectable':>12s}  want")
+              f"{'undetectable':>12s} {'timed again':>11s} {'not confirmed':>13s}  want")
         for a in ARMS:
             print(f"{a:8s} {extra[s][a]:5d} {realized[a]:+13.1f}% {spread[a][0]:+8.1f}..{spread[a][1]:+.1f}% "
-                  f"{caught[a]:>10d}/{n} {undetectable[a]:>10d}/{n}  {want[a]}")
+                  f"{caught[a]:>10d}/{n} {undetectable[a]:>10d}/{n} {retimed[a]:>9d}/{n} {unconfirmed[a]:>11d}/{n}"
+                  f"  {want[a]}")
         print(f"{what(s)}: the same samples re-judged with gate.decide (failures / trials):")
         print(f"{'metric':8s} {'threshold':>9s} " + " ".join(f"{a:>8s}" for a in ARMS))
         for metric, th in settings:
             print(f"{metric:8s} {th:8g}% " + " ".join(f"{table[(metric, th, a)]:>5d}/{n}" for a in ARMS))
         per_size[str(s)] = {"size": s, "config": cuda_config(s) if cuda else None, "extra": extra[s], "loops": loops,
-                            "failures": caught, "undetectable": undetectable, "median_change_pct": realized,
+                            "failures": caught, "undetectable": undetectable, "timed_again": retimed,
+                            "not_confirmed": unconfirmed, "median_change_pct": realized,
                             "rejudged": {f"{m}/{th:g}/{a}": v for (m, th, a), v in table.items()}}
     print(f"\nwall {wall:.0f} s; work dir {work}")
-    result = {"device": args.device, "kernel": args.kernel, "metric": args.metric, "trials": n,
+    result = {"device": args.device, "kernel": args.kernel, "metric": args.metric, "confirm": args.confirm, "trials": n,
               "threshold_pct": args.threshold, "rep": args.rep, "warmup": args.warmup, "sizes": sizes,
               "wall_s": round(wall, 1), "per_size": per_size}
     if args.out:

@@ -34,10 +34,11 @@ faster runner cancels out.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -314,7 +315,19 @@ def failure_message(rid: str, d: dict, path: str) -> str:
     ]
     if d["metric"] == "speedup":
         lines.append(f"  speedup over ref_prog: baseline {d['baseline_speedup']:.3f}x, now {d['now_speedup']:.3f}x")
+    if len(d.get("timings") or ()) > 1:
+        lines.append(f"  every timing in this run regressed: {_timings_text(d['timings'])} (--tl-gate-confirm)")
     return "\n".join(lines)
+
+
+def _timing(d: dict) -> dict:
+    """What the decision ``d`` says of one timing of the kernel (the gate's ``timings``)."""
+    return {k: d.get(k) for k in ("status", "now_ms", "ratio", "regression_pct", "p_value", "mdc_pct")}
+
+
+def _timings_text(timings: Sequence[dict]) -> str:
+    return ", ".join(f"{t['regression_pct']:+.1f}%" if t.get("regression_pct") is not None else t["status"]
+                     for t in timings)
 
 
 def ms_text(x: float | None) -> str:
@@ -327,17 +340,25 @@ def _pair(p: Sequence[float] | None, spec: str = ".4g") -> str:
 
 @dataclass
 class Judgement:
-    """What the gate says about one test: its properties, its failures and its warnings (text)."""
+    """What the gate says about one test: its properties, its failures and its warnings (text),
+    and the rows whose kernel it timed again (row id: the row's new numbers, already in the row)."""
 
     properties: list[tuple[str, object]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    retimed: dict[str, dict] = field(default_factory=dict)
 
 
 def judge(rows: list[dict], tests: dict, path: str, *, metric: str, alpha: float, threshold_pct: float,
-          strict: bool) -> Judgement:
+          strict: bool, confirm: int = 0, retime: Callable[[str], dict | None] | None = None) -> Judgement:
     """Gate a test's result rows against the baseline's ``tests`` (read from ``path``): each row
-    gets its decision as ``row["gate"]``; the test fails when the judgement has failures."""
+    gets its decision as ``row["gate"]``; the test fails when the judgement has failures.
+
+    A row that would fail is timed again, up to ``confirm`` times (``retime(row id)`` returns the
+    row's new numbers, or None when it cannot be timed again), and fails only when every timing
+    regressed: a runner that was slow for a few seconds (another process on the core, a noisy
+    neighbour of a VM) fails no test, a kernel that got slower fails each time. The row keeps the
+    numbers of its last timing; ``row["gate"]["timings"]`` says what each timing read."""
     out = Judgement()
     for rid, row in zip(row_ids(rows), rows, strict=True):
         if row.get("status") == RowStatus.FAILED:
@@ -347,7 +368,11 @@ def judge(rows: list[dict], tests: dict, path: str, *, metric: str, alpha: float
             d = decide(None, row, threshold_pct=0, alpha=alpha)
             d.update(status=FAIL if strict else SKIPPED, reason=f"no numbers from this run ({measured})")
         else:
-            d = decide(tests.get(rid), row, metric=metric, alpha=alpha, threshold_pct=threshold_pct, strict=strict)
+            again = functools.partial(decide, tests.get(rid), metric=metric, alpha=alpha,
+                                      threshold_pct=threshold_pct, strict=strict)
+            d = again(row)
+            if d["status"] == FAIL and d["ratio"] is not None and confirm and retime is not None:
+                d = _confirmed(rid, row, d, again, confirm, retime, out)
         d["in_baseline"] = rid in tests
         row["gate"] = d
         out.properties.extend([
@@ -360,6 +385,32 @@ def judge(rows: list[dict], tests: dict, path: str, *, metric: str, alpha: float
         elif d["status"] == SKIPPED and (rid in tests or not is_fresh(measured)):
             out.warnings.append(f"tlautotune gate: {rid}: {d['reason']}")
     return out
+
+
+def _confirmed(rid: str, row: dict, d: dict, again: Callable[[dict], dict], confirm: int,
+               retime: Callable[[str], dict | None], out: Judgement) -> dict:
+    """The decision on ``row`` after timing its kernel again, up to ``confirm`` times, while each
+    timing regressed (``d``: the first timing's failing decision; ``again`` decides on new numbers).
+    A timing that cannot be made leaves the last decision standing, with the reason."""
+    timings = [_timing(d)]
+    while d["status"] == FAIL and len(timings) <= confirm:
+        try:
+            numbers, error = retime(rid), None
+        except Exception as exc:  # noqa: BLE001 - the timing worker's failure, said in the decision
+            numbers, error = None, f"{type(exc).__name__}: {exc}"
+        if numbers is None:
+            d["reason"] = f"could not time it again to confirm: {error or 'no timing for this call'}"
+            break
+        row.update(numbers)
+        out.retimed[rid] = numbers
+        d = again(row)
+        timings.append(_timing(d))
+    d["timings"] = timings
+    if d["status"] != FAIL:
+        first = _timings_text(timings[:1])
+        note = f"a first timing read {first} (p={timings[0]['p_value']:.2g}), timing again {_timings_text(timings[1:])}"
+        d["reason"] = f"{note}: not confirmed" + (f"; {d['reason']}" if d.get("reason") else "")
+    return d
 
 
 def unmatched(rows: list[dict], tests: dict, path: str) -> str | None:

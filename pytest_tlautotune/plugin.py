@@ -30,7 +30,7 @@ from .settings import (
     merge_marks,
     validate_options,
 )
-from .stash import RESULTS_KEY, collector_key, session_key, settings_key  # noqa: F401 - public names of this module
+from .stash import RESULTS_KEY, RETIME_KEY, collector_key, session_key, settings_key  # noqa: F401 - public names of this module
 
 if TYPE_CHECKING:
     from xdist.workermanage import WorkerController
@@ -195,10 +195,15 @@ def warn(warning: Warning) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
-    with _intercepting(item):
-        result = yield
-    # The gate runs after the test body passed, so its failure is the test's failure.
-    _check_gate(item)
+    try:
+        with _intercepting(item):
+            result = yield
+        # The gate runs after the test body passed, so its failure is the test's failure.
+        _check_gate(item)
+    finally:
+        # The gate's re-timers hold the calls' requests (their arguments): not kept past the test.
+        if RETIME_KEY in item.stash:
+            del item.stash[RETIME_KEY]
     return result
 
 
@@ -246,8 +251,14 @@ def _check_gate(item: pytest.Item) -> None:
             pytest.fail(error, pytrace=False)
     settings = item.stash.get(settings_key, None)
     threshold = settings.get("max_regression") if settings is not None else None
+    retimers = item.stash.get(RETIME_KEY, {})
     verdict = judge(rows, tests, source, metric=opts.metric, alpha=opts.alpha, strict=opts.strict,
-                    threshold_pct=float(threshold if threshold is not None else opts.threshold_pct))
+                    threshold_pct=float(threshold if threshold is not None else opts.threshold_pct),
+                    confirm=opts.confirm, retime=lambda rid: retimers[rid]() if rid in retimers else None)
+    if verdict.retimed:
+        from .report.rows import renumber
+
+        renumber(item, verdict.retimed)
     item.user_properties.extend(verdict.properties)
     for message in verdict.warnings:  # last: under filterwarnings=error a warning raises
         item.warn(GateWarning(message))

@@ -372,6 +372,9 @@ OPTIONS = (
            check=lambda v: 0 < v < 0.5, accepted="a significance level between 0 and 0.5 (exclusive), e.g. 0.01"),
     Option("tl_strict_baseline", "fail tests whose baseline comes from another device (default: off)", "bool",
            False),
+    Option("tl_gate_confirm", "times a test the gate would fail has its kernel timed again before it fails; it "
+           "fails only when every timing regressed, 0 = fail on the first (default: 1)", "int", 1,
+           "TL_AUTOTUNE_GATE_CONFIRM", check=lambda v: v >= 0, accepted="a number of re-timings >= 0"),
     Option("tl_gate_metric", "what the gate compares: latency or speedup over ref_prog (default: latency)",
            default="latency", check=lambda v: v.strip().lower() in GATE_METRICS,
            accepted="'latency' (compare milliseconds) or 'speedup' (latency relative to ref_prog timed in the "
@@ -487,18 +490,21 @@ def validate_options(config: pytest.Config) -> None:
 @dataclass(frozen=True)
 class GateOptions:
     """The gate's options (validated at start-up): what it compares, its significance level,
-    its threshold in percent, and whether a test it cannot compare fails."""
+    its threshold in percent, whether a test it cannot compare fails, and how many times a
+    regression is timed again before it fails the test."""
 
     metric: str
     alpha: float
     threshold_pct: float
     strict: bool
+    confirm: int
 
 
 def gate_options(config: pytest.Config) -> GateOptions:
     return GateOptions(metric=str(get_option(config, "tl_gate_metric")).strip().lower(),
                        alpha=get_option(config, "tl_alpha"), threshold_pct=get_option(config, "tl_max_regression"),
-                       strict=bool(get_option(config, "tl_strict_baseline")))
+                       strict=bool(get_option(config, "tl_strict_baseline")),
+                       confirm=get_option(config, "tl_gate_confirm"))
 
 
 def wants_fresh_numbers(config: pytest.Config) -> str | None:

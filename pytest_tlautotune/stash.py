@@ -14,6 +14,9 @@ settings_key = pytest.StashKey["TuneSettings"]()
 
 #: item.stash: the rows of a test's autotune calls (they cross xdist on the report).
 RESULTS_KEY = pytest.StashKey[list]()
+#: item.stash: row id -> a callable that times that call's winner again in this run (the gate's
+#: confirmation of a regression, ``gate.judge``); it returns the row's new numbers.
+RETIME_KEY = pytest.StashKey[dict]()
 #: config.stash: nodeid -> the last progress message not printed yet (non-TTY).
 PENDING_KEY = pytest.StashKey[dict]()
 #: config.stash: nodeid -> when its last progress line was written in a log (non-TTY, -v).
@@ -22,5 +25,5 @@ LOGGED_AT_KEY = pytest.StashKey[dict]()
 #: How an ``autotune(...)`` call got its result.
 CACHE_HIT, CACHE_MISS, CACHE_RETUNE = "hit", "miss", "retune"
 
-__all__ = ["CACHE_HIT", "CACHE_MISS", "CACHE_RETUNE", "LOGGED_AT_KEY", "PENDING_KEY", "RESULTS_KEY",
+__all__ = ["CACHE_HIT", "CACHE_MISS", "CACHE_RETUNE", "LOGGED_AT_KEY", "PENDING_KEY", "RESULTS_KEY", "RETIME_KEY",
            "collector_key", "session_key", "settings_key"]

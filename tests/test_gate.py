@@ -104,15 +104,22 @@ def test_unchanged_kernel_passes_remeasured_with_reports(pytester, cache):
 def test_slowdown_fails_improvement_reported_marker_threshold(pytester, cache):
     save_baseline(pytester, cache, ("test_a", 0, ""), ("test_b", 0, ""), ("test_c", BIG, ""))
     write(pytester, ("test_a", BIG, ""), ("test_b", BIG, ", max_regression=100000"), ("test_c", 0, ""))
-    result = run(pytester, cache, "--tl-baseline", "base.json", "--junitxml", "j.xml")
+    result = run(pytester, cache, "--tl-baseline", "base.json", "--junitxml", "j.xml", "--tl-json", "out.json")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines([
         "*tlautotune gate: test_k.py::test_a regressed (latency, cpu time, baseline base.json):",
         "*baseline * ms [[]99% CI *, *[]], n=20",
         "*now * ms [[]99% CI *, *[]], n=20",
         "*ratio * [[]99% CI *[]] = +*% exceeds the 10% threshold (one-sided Mann-Whitney U p=* < alpha 0.01)",
+        "*every timing in this run regressed: +*%, +*% (--tl-gate-confirm)",
     ])
+    # The regression was timed again before it failed (--tl-gate-confirm's default, 1): the row and
+    # the test's properties carry the numbers of that second timing.
+    row = next(r for r in json.loads((pytester.path / "out.json").read_text())["tests"] if r["id"].endswith("test_a"))
+    assert [t["status"] for t in row["gate"]["timings"]] == ["fail", "fail"]
+    assert row["gate"]["now_ms"] == row["gate"]["timings"][1]["now_ms"] == pytest.approx(row["latency_ms"])
     p = props(pytester.path / "j.xml")
+    assert float(p["test_a"]["tl_latency_ms"]) == pytest.approx(row["latency_ms"])
     # Behaviour, not magnitudes (a loaded machine moves the measured size of the injected work).
     assert p["test_a"]["tl_gate"] == "fail" and float(p["test_a"]["tl_regression_pct"]) > 0
     assert p["test_b"]["tl_gate"] == "pass"  # the marker's max_regression overrides the option
@@ -211,6 +218,38 @@ def test_speedup_metric_survives_a_uniformly_slower_runner():
     assert gate.decide(base, slower_runner, threshold_pct=10, alpha=0.01)["status"] == "fail"
     d = gate.decide(base, slower_runner, threshold_pct=10, alpha=0.01, metric="speedup")
     assert d["status"] == "pass" and abs(d["regression_pct"]) < 10
+
+
+def test_a_regression_fails_only_when_every_timing_regressed():
+    """--tl-gate-confirm: a row that would fail is timed again; a slow moment of the runner passes,
+    a slower kernel fails each time. The row keeps the numbers the gate decided on."""
+    base = {"t.py::a": side(noisy(1.0)), "t.py::b": side(noisy(1.0, seed=5)), "t.py::c": side(noisy(1.0, seed=6))}
+    rows = [{"nodeid": f"t.py::{n}", **side(noisy(1.66, seed=i + 1))} for i, n in enumerate("abc")]
+    later = {"t.py::a": noisy(1.01, seed=7), "t.py::b": noisy(1.5, seed=8)}  # c cannot be timed again
+    asked = []
+
+    def retime(rid):
+        asked.append(rid)
+        if rid not in later:
+            raise RuntimeError("the timing worker died")
+        return {"samples": later[rid], "latency_ms": 0.0}
+
+    out = gate.judge(rows, base, "base.json", metric="latency", alpha=0.01, threshold_pct=10, strict=False,
+                     confirm=2, retime=retime)
+    a, b, c = (row["gate"] for row in rows)
+    assert a["status"] == "pass" and [t["status"] for t in a["timings"]] == ["fail", "pass"]
+    assert a["reason"].startswith("a first timing read +6") and a["reason"].endswith(": not confirmed")
+    assert rows[0]["samples"] == later["t.py::a"] and set(out.retimed) == {"t.py::a", "t.py::b"}
+    assert b["status"] == "fail" and [t["status"] for t in b["timings"]] == ["fail", "fail", "fail"]
+    assert c["status"] == "fail" and "could not time it again to confirm: RuntimeError: the timing worker died" in c[
+        "reason"]
+    assert asked == ["t.py::a", "t.py::b", "t.py::b", "t.py::c"]  # b: confirm=2 timings more, then it fails
+    assert len(out.failures) == 2 and "every timing in this run regressed: +6" in out.failures[0]
+    # --tl-gate-confirm 0: the first timing decides
+    rows = [{"nodeid": "t.py::a", **side(noisy(1.66, seed=1))}]
+    out = gate.judge(rows, base, "base.json", metric="latency", alpha=0.01, threshold_pct=10, strict=False,
+                     confirm=0, retime=retime)
+    assert rows[0]["gate"]["status"] == "fail" and "timings" not in rows[0]["gate"] and not out.retimed
 
 
 def test_gate_lines_and_row_ids():

@@ -75,6 +75,10 @@ def tune(run: TuneSession, item: pytest.Item, settings: TuneSettings, program: o
     quarantined = run.cache.entries.quarantined.get(outcome.key) if outcome.key else None
     row = record_outcome(item, req, outcome, machine, quarantined, run.warn)
     row["measured"] = measured
+    if run.fresh_numbers and outcome.key:  # a gate may time the winner again before it fails the test
+        from ..stash import RETIME_KEY
+
+        item.stash.setdefault(RETIME_KEY, {})[row["id"]] = _retimer(run, item, req, outcome)
     from .programs import user_kernel
 
     result = outcome.result
@@ -430,6 +434,33 @@ def _remeasure(run: TuneSession, req: TuneRequest, outcome: Outcome) -> str:
         record={**outcome.result.record, "loops": out.get("loops"), "host_ms": out.get("host_ms")},
     )
     return measured_label(clock, outcome.cache)
+
+
+def _retimer(run: TuneSession, item: pytest.Item, req: TuneRequest, outcome: Outcome) -> Callable[[], dict]:
+    """What the gate calls to time this call's winner again in this run before a regression fails
+    the test (``--tl-gate-confirm``): the stored entry, timed by the clock of the row's numbers
+    (CUDA events on a GPU, CPU time on a CPU device). Returns the row's new numbers; raises
+    RuntimeError when the timing fails."""
+    from ..gate import fresh_clock
+
+    clock = fresh_clock(run.fresh_numbers, req.device, outcome.cache) or "wall"
+    entry = run.cache.entries.path(outcome.key)
+
+    def again() -> dict:
+        from .measure import measure_again
+
+        out = measure_again(run.pools, run.cache, req, entry, clock=clock)
+        samples, ref = list(out["samples"]), list(out["ref_samples"])
+        latency = statistics.median(samples)
+        ref_latency = statistics.median(ref) if ref else None
+        from ..report.rows import throughput
+
+        return {"latency_ms": latency, "ref_latency_ms": ref_latency,
+                "speedup": ref_latency / latency if ref_latency and latency else None,
+                "samples": samples, "ref_samples": ref, "loops": out.get("loops"), "host_ms": out.get("host_ms"),
+                **throughput(item, req, latency)}
+
+    return again
 
 
 def _tilelang_note(req: TuneRequest, result: AutotuneResult) -> dict | None:
