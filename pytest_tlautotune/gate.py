@@ -21,6 +21,9 @@ Decision rule, per row, with threshold ``T`` percent and ``alpha``:
   significantly slower (one-sided Mann-Whitney U, p < alpha);
 - ``improved`` when the ratio < 1 - T/100 and now is significantly faster;
 - ``pass`` otherwise;
+- a ``fail`` is timed again in this run, up to ``--tl-gate-confirm`` times, and stands only when
+  every timing fails (:func:`judge`): a runner slowed for seconds moves one timing, a slower
+  kernel every one;
 - but ``undetectable`` instead of any of these when the noise hides a change of
   T percent: the ratio's bootstrap CI reaches further than T/100 from the ratio on
   either side (its half-width, ``mdc_pct``, the minimum detectable change, exceeds
