@@ -30,7 +30,13 @@ from .settings import (
     merge_marks,
     validate_options,
 )
-from .stash import RESULTS_KEY, RETIME_KEY, collector_key, session_key, settings_key  # noqa: F401 - public names of this module
+from .stash import (  # noqa: F401 - public names of this module
+    RESULTS_KEY,
+    RETIME_KEY,
+    collector_key,
+    session_key,
+    settings_key,
+)
 
 if TYPE_CHECKING:
     from xdist.workermanage import WorkerController
