@@ -151,7 +151,9 @@ def test_speedup_metric_under_xdist(pytester, cache):
     run(pytester, cache, "-n", "2", "--tl-save-baseline", "base.json").assert_outcomes(passed=2)
     assert set(json.loads((pytester.path / "base.json").read_text())["tests"]) == {
         "test_k.py::test_a", "test_k.py::test_b"}
-    write(pytester, ("test_a", BIG, ""), ("test_b", 0, ""))
+    # test_b, unchanged, passes whatever the runner's load does to it (its own threshold); the subject
+    # is the speedup metric's verdicts crossing from the workers, not the machine's steadiness.
+    write(pytester, ("test_a", BIG, ""), ("test_b", 0, ", max_regression=1000"))
     result = run(pytester, cache, "-n", "2", "--tl-baseline", "base.json", "--tl-gate-metric", "speedup",
                  "--tl-max-regression", "40", "--tl-json", "out.json")
     result.assert_outcomes(passed=1, failed=1)
