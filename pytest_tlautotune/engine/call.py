@@ -413,25 +413,22 @@ def _remeasure(run: TuneSession, req: TuneRequest, outcome: Outcome) -> str:
     clock = fresh_clock(run.fresh_numbers, req.device, outcome.cache)
     if clock is None:
         return measured_label(clock, outcome.cache)
-    from .measure import measure_again
-
     error = None
     try:
-        out = measure_again(run.pools, run.cache, req, run.cache.entries.path(outcome.key), clock=clock)
+        numbers = _time_again(run, req, outcome.key, clock)
     except Exception as exc:
         error = (f"{req.nodeid}: re-timing {req.program_name} ({outcome.cache}, key {outcome.key[:12]}) in this "
                  f"run for {run.fresh_numbers} failed: {type(exc).__name__}: {exc}")
     if error:
         raise CallFailed(error, request=req, records=outcome.records)
-    samples, ref = list(out["samples"]), list(out["ref_samples"])
     outcome.result = replace(
         outcome.result,
-        latency=statistics.median(samples),
-        ref_latency=statistics.median(ref) if ref else None,
-        samples=tuple(samples),
-        ref_samples=tuple(ref),
+        latency=numbers["latency_ms"],
+        ref_latency=numbers["ref_latency_ms"],
+        samples=tuple(numbers["samples"]),
+        ref_samples=tuple(numbers["ref_samples"]),
         # calls per sample of these samples, and what launching one call cost the host (CUDA)
-        record={**outcome.result.record, "loops": out.get("loops"), "host_ms": out.get("host_ms")},
+        record={**outcome.result.record, "loops": numbers["loops"], "host_ms": numbers["host_ms"]},
     )
     return measured_label(clock, outcome.cache)
 
@@ -444,23 +441,27 @@ def _retimer(run: TuneSession, item: pytest.Item, req: TuneRequest, outcome: Out
     from ..gate import fresh_clock
 
     clock = fresh_clock(run.fresh_numbers, req.device, outcome.cache) or "wall"
-    entry = run.cache.entries.path(outcome.key)
 
     def again() -> dict:
-        from .measure import measure_again
-
-        out = measure_again(run.pools, run.cache, req, entry, clock=clock)
-        samples, ref = list(out["samples"]), list(out["ref_samples"])
-        latency = statistics.median(samples)
-        ref_latency = statistics.median(ref) if ref else None
         from ..report.rows import throughput
 
-        return {"latency_ms": latency, "ref_latency_ms": ref_latency,
-                "speedup": ref_latency / latency if ref_latency and latency else None,
-                "samples": samples, "ref_samples": ref, "loops": out.get("loops"), "host_ms": out.get("host_ms"),
+        numbers = _time_again(run, req, outcome.key, clock)
+        latency, ref_latency = numbers["latency_ms"], numbers["ref_latency_ms"]
+        return {**numbers, "speedup": ref_latency / latency if ref_latency and latency else None,
                 **throughput(item, req, latency)}
 
     return again
+
+
+def _time_again(run: TuneSession, req: TuneRequest, key: str, clock: str) -> dict:
+    """The stored winner at ``key`` and ref_prog timed in this run by ``clock`` (``measure_again``):
+    samples, their medians, calls per sample and the host's launch time. Raises when the timing fails."""
+    from .measure import measure_again
+
+    out = measure_again(run.pools, run.cache, req, run.cache.entries.path(key), clock=clock)
+    samples, ref = list(out["samples"]), list(out["ref_samples"])
+    return {"latency_ms": statistics.median(samples), "ref_latency_ms": statistics.median(ref) if ref else None,
+            "samples": samples, "ref_samples": ref, "loops": out.get("loops"), "host_ms": out.get("host_ms")}
 
 
 def _tilelang_note(req: TuneRequest, result: AutotuneResult) -> dict | None:
